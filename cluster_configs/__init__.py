@@ -1,0 +1,1 @@
+"""Shipped presets: devices, racks, models, engines, routers, workloads (YAML)."""

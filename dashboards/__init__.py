@@ -1,0 +1,1 @@
+"""Rich renderings of plans and runs (installed as ``rsd_ray.dashboards``)."""

@@ -1,0 +1,54 @@
+"""`rsd-ray compile` on the terminal: shards, per-card memory, step costs, link volumes."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+GIB = 1024 ** 3
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("GiB", GIB), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:,.2f} {unit}"
+    return f"{n:,.0f} B"
+
+
+def render(d: dict, console: Console) -> None:
+    p = d["placement"]
+    console.print(f"[bold]{d['model']}[/] at TP {d['tp']} on [bold]{d['rack']}[/] ({d['device']}): "
+                  f"{p['instances']} instances, groups under one {p['scope']}, idle cards {p['idle_cards'] or 'none'}")
+    t = Table(title="tensor-parallel split (per card)")
+    for col in ("tensor", "full shape", "split", "card shape", "×", "then"):
+        t.add_column(col)
+    for s in d["shards"]:
+        t.add_row(s["name"], str(tuple(s["shape"])), s["split"], str(tuple(s["card_shape"])), str(s["count"]),
+                  s["collective"] or "")
+    console.print(t)
+    m = d["memory"]
+    t = Table(title="memory plan of every card")
+    t.add_column("region")
+    t.add_column("size", justify="right")
+    for region in ("weights", "workspace", "comm_buffers", "kv_cache"):
+        t.add_row(region, _bytes(m[region]))
+    t.add_row("free", _bytes(m["budget"] - sum(m[r] for r in ("weights", "workspace", "comm_buffers", "kv_cache"))))
+    t.add_row("[bold]budget", _bytes(m["budget"]))
+    t.add_row("KV blocks", f"{m['num_blocks']:,} × {m['block_size']} tokens ({_bytes(m['kv_bytes_per_token'])}/token)")
+    console.print(t)
+    console.print("command stream: " + ", ".join(f"{k} ×{v}" for k, v in d["commands"].items())
+                  + f"; layer pipelining chunks {d['pipeline_chunks']}; msgpack {_bytes(d['program_bytes'])}")
+    t = Table(title="one step, per card")
+    for col in ("step", "FLOPs", "DRAM bytes", "host link", "compute", "collectives", "step", "tokens/s"):
+        t.add_column(col, justify="right")
+    for s in d["steps"]:
+        t.add_row(s["step"], f"{s['flops'] / 1e9:,.1f} G", _bytes(s["dram_bytes"]), _bytes(s["host_link_bytes"]),
+                  f"{s['compute_s'] * 1e3:.2f} ms", f"{s['collective_s'] * 1e3:.2f} ms",
+                  f"{s['step_s'] * 1e3:.2f} ms", f"{s['tokens_per_s']:,.0f}")
+    console.print(t)
+    for s in d["steps"]:
+        t = Table(title=f"collective volume per link, {s['step']} (instance 0)")
+        t.add_column("link")
+        t.add_column("bytes", justify="right")
+        for name, n in s["link_bytes"].items():
+            t.add_row(name, _bytes(n))
+        console.print(t)

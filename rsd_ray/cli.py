@@ -1,0 +1,119 @@
+"""`rsd-ray`: run the rack, print a compiled plan, list presets."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from rsd_ray.config import ConfigError, load_run, presets, replace
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a run YAML (rack, model, tp, engine, router, workload, ...)")
+    p.add_argument("--rack", help=f"preset or YAML path (presets: {', '.join(presets('racks'))})")
+    p.add_argument("--model", help=f"preset or YAML path (presets: {', '.join(presets('models'))})")
+    p.add_argument("--tp", type=int, help="tensor-parallel degree (cards per instance)")
+    p.add_argument("--engine", help="engine preset or YAML path")
+    p.add_argument("--pipeline-chunks", type=int, help="layer pipelining: chunks per step (1 = off)")
+
+
+def _spec(args) -> "RunSpec":  # noqa: F821
+    compiler = {"pipeline_chunks": args.pipeline_chunks} if args.pipeline_chunks else None
+    spec = load_run(args.config, rack=args.rack, model=args.model, tp=args.tp, engine=args.engine,
+                    compiler=compiler, **{k: getattr(args, k, None) for k in
+                                          ("router", "workload", "duration_s", "seed")})
+    wl = spec.workload
+    if getattr(args, "rate", None):
+        spec = replace(spec, workload=dataclasses.replace(wl, arrival="poisson", rate=args.rate, per_server=False))
+    elif getattr(args, "concurrency", None):
+        spec = replace(spec, workload=dataclasses.replace(wl, arrival="closed", concurrency=args.concurrency,
+                                                          per_server=False))
+    return spec
+
+
+def cmd_run(args) -> int:
+    from rich.console import Console
+
+    from rsd_ray.controller import Controller
+    from rsd_ray.dashboards.run_report import render, run_progress
+    from rsd_ray.results import build, dump, write_requests_csv
+
+    spec = _spec(args)
+    console = Console(stderr=args.json)
+    controller = Controller(spec, executor=args.executor)
+    with run_progress(console, spec.duration_s, enabled=not args.no_progress) as on_epoch:
+        outcome = controller.run(on_epoch)
+    doc = build(outcome)
+    if args.out:
+        dump(doc, args.out)
+    if args.requests_csv:
+        write_requests_csv(outcome, args.requests_csv)
+    if args.json:
+        json.dump(doc, sys.stdout)
+        print()
+    else:
+        render(doc, console)
+        if args.out:
+            console.print(f"results: {args.out}")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from rich.console import Console
+
+    from rsd_ray.compiler.describe import describe
+    from rsd_ray.dashboards.compile_report import render
+
+    d = describe(_spec(args))
+    if args.json:
+        json.dump(d, sys.stdout, indent=1)
+        print()
+    else:
+        render(d, Console())
+    return 0
+
+
+def cmd_presets(args) -> int:
+    for kind in ("racks", "devices", "models", "engines", "routers", "workloads"):
+        print(f"{kind}: {', '.join(presets(kind))}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="rsd-ray", description="Emulate a rack of Rebellions ATOM cards.")
+    sub = top.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a scenario and print its summary")
+    _spec_args(run)
+    run.add_argument("--executor", default="inline", choices=["inline"], help="what runs the cards")
+    run.add_argument("--router", help="router preset or YAML path")
+    run.add_argument("--workload", help="workload preset or YAML path")
+    run.add_argument("--duration", dest="duration_s", type=float, help="virtual seconds of arrivals")
+    run.add_argument("--rate", type=float, help="Poisson arrivals, requests/s for the whole rack")
+    run.add_argument("--concurrency", type=int, help="closed loop: concurrent clients for the whole rack")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--out", help="write the results JSON here")
+    run.add_argument("--requests-csv", help="write one line per request here")
+    run.add_argument("--json", action="store_true", help="print the results JSON on stdout")
+    run.add_argument("--no-progress", action="store_true")
+    run.set_defaults(func=cmd_run)
+    comp = sub.add_parser("compile", help="print the plan: shards, per-card memory, step costs, link volumes")
+    _spec_args(comp)
+    comp.add_argument("--json", action="store_true")
+    comp.set_defaults(func=cmd_compile)
+    pre = sub.add_parser("presets", help="list the shipped presets")
+    pre.set_defaults(func=cmd_presets)
+    return top
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"rsd-ray: config error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

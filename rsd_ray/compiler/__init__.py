@@ -1,0 +1,31 @@
+"""Model + TP degree + rack → per-card plans: shards, memory, command streams, placement."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rsd_ray.compiler.memory import MemoryPlan, plan_memory
+from rsd_ray.compiler.placement import Placement, place
+from rsd_ray.compiler.program import Program, compile_program
+from rsd_ray.compiler.shard import Shard, shard_plan
+from rsd_ray.config import RunSpec
+from rsd_ray.topology import Topology
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the compiler hands to the placement and the cards."""
+    shards: tuple[Shard, ...]
+    memory: MemoryPlan
+    programs: tuple[Program, ...]      # one per rank of a TP group
+    placement: Placement
+
+
+def compile_plan(spec: RunSpec, topology: Topology) -> Plan:
+    memory = plan_memory(spec.model, spec.tp, spec.device, spec.engine)
+    programs = tuple(compile_program(spec.model, spec.tp, rank, spec.compiler.pipeline_chunks)
+                     for rank in range(spec.tp))
+    return Plan(tuple(shard_plan(spec.model, spec.tp)), memory, programs, place(topology, spec.tp))
+
+
+__all__ = ["Plan", "compile_plan", "MemoryPlan", "Placement", "Program", "Shard", "compile_program",
+           "plan_memory", "place", "shard_plan"]

@@ -1,0 +1,166 @@
+"""Frozen specs of everything a run is made of; read from YAML by ``schema``.
+
+Units are in the field names (``_gbps`` is GB/s, 10^9 bytes per second, each
+way; ``_us`` microseconds; ``_w`` watts) so a YAML file reads without a manual.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from rsd_ray.config.schema import spec_field as F
+
+GIB = 1024 ** 3
+MIB = 1024 ** 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkSpec:
+    """One link kind: bandwidth each way (full duplex) and one-hop latency."""
+    name: str
+    bandwidth_gbps: float = F(lo=0.001)
+    latency_us: float = F(0.5, lo=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PowerSpec:
+    idle_w: float = F(lo=0.0)
+    max_w: float = F(lo=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThermalSpec:
+    """First-order thermal model: T → ambient + R·P with time constant tau."""
+    ambient_c: float = F(35.0, lo=-40.0, hi=80.0)
+    resistance_c_per_w: float = F(lo=0.0)
+    tau_s: float = F(lo=0.001)
+    throttle_c: float = F(75.0)
+    abort_c: float = F(85.0)
+    throttle_clock: float = F(0.5, lo=0.05, hi=1.0, doc="clock fraction while throttled (P10)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceSpec:
+    """The numbers of one card kind; every number has an entry in ``sources``."""
+    name: str
+    description: str
+    peak_tflops: Dict[str, float]
+    dram_gib: float = F(lo=0.001)
+    dram_reserved_mib: float = F(0.0, lo=0.0)
+    dram_bandwidth_gbps: float = F(lo=0.001)
+    sram_mib: float = F(0.0, lo=0.0)
+    link: LinkSpec = F()
+    pcie_gen: int = F(5, lo=1, hi=7)
+    power: PowerSpec = F()
+    thermal: ThermalSpec = F()
+    estimated: bool = False
+    sources: Dict[str, str] = F({})
+
+    @property
+    def usable_bytes(self) -> int:
+        return int(self.dram_gib * GIB - self.dram_reserved_mib * MIB)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriceSpec:
+    """Optional cost figures for tokens per dollar."""
+    card_usd_per_hour: float = F(0.0, lo=0.0)
+    server_usd_per_hour: float = F(0.0, lo=0.0)
+    usd_per_kwh: float = F(0.0, lo=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RackSpec:
+    """Servers of cards behind PCIe switches, joined by NICs and a ToR switch."""
+    name: str
+    device: str
+    servers: int = F(lo=1)
+    cards_per_server: int = F(lo=1)
+    switches_per_server: int = F(1, lo=1)
+    switch_uplink: LinkSpec = F()
+    nic: LinkSpec = F()
+    host_power_w: float = F(0.0, lo=0.0, doc="server power besides its cards")
+    tor_power_w: float = F(0.0, lo=0.0)
+    price: Optional[PriceSpec] = None
+    sources: Dict[str, str] = F({})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """A Llama-family decoder by its architecture numbers."""
+    name: str
+    hidden_size: int = F(lo=1)
+    intermediate_size: int = F(lo=1)
+    num_layers: int = F(lo=1)
+    num_heads: int = F(lo=1)
+    num_kv_heads: int = F(lo=1)
+    vocab_size: int = F(lo=1)
+    max_seq_len: int = F(lo=1)
+    head_dim: int = F(0, lo=0, doc="0 means hidden_size / num_heads")
+    tie_embeddings: bool = False
+    dtype: str = F("fp16", choices=("fp16", "bf16", "int8", "int4"))
+    sources: Dict[str, str] = F({})
+
+    @property
+    def dims_per_head(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineSpec:
+    """vLLM-like engine settings of every instance."""
+    max_num_seqs: int = F(256, lo=1)
+    max_num_batched_tokens: int = F(8192, lo=1)
+    block_size: int = F(16, lo=1)
+    enable_chunked_prefill: bool = True
+    kv_cache_fraction: float = F(0.9, lo=0.01, hi=1.0, doc="like gpu_memory_utilization")
+    max_model_len: int = F(0, lo=0, doc="0 means the model's max_seq_len")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterSpec:
+    policy: str = F("least_loaded")
+    max_pending_per_instance: int = F(512, lo=1, doc="admission bound; beyond it requests are refused")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LengthSpec:
+    """Token-length distribution: fixed, uniform [min, max], or lognormal."""
+    dist: str = F("fixed", choices=("fixed", "uniform", "lognormal"))
+    mean: int = F(128, lo=1)
+    min: int = F(1, lo=1)
+    max: int = F(0, lo=0, doc="0 means no cap beyond the model length")
+    sigma: float = F(0.5, lo=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadSpec:
+    arrival: str = F("closed", choices=("closed", "poisson"))
+    rate: float = F(0.0, lo=0.0, doc="requests/s for poisson")
+    concurrency: int = F(0, lo=0, doc="clients for closed")
+    per_server: bool = F(False, doc="rate/concurrency are per server")
+    input: LengthSpec = F(LengthSpec(mean=1024))
+    output: LengthSpec = F(LengthSpec(mean=128))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompilerSpec:
+    pipeline_chunks: int = F(1, lo=1, hi=16, doc="layer pipelining: chunks per step (1 = off)")
+    collective: str = F("auto", choices=("auto", "ring", "one_shot"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """Everything one run needs, after presets are resolved."""
+    rack: RackSpec
+    device: DeviceSpec
+    model: ModelSpec
+    tp: int
+    engine: EngineSpec
+    router: RouterSpec
+    workload: WorkloadSpec
+    compiler: CompilerSpec
+    duration_s: float
+    epoch_s: float
+    drain_s: float
+    seed: int

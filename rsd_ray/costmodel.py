@@ -1,0 +1,63 @@
+"""Roofline time of every command of a program on one device profile.
+
+time(command) = max(FLOPs / (peak · COMPUTE_EFFICIENCY · clock),
+                    DRAM bytes / (bandwidth · DRAM_EFFICIENCY))
+              + host-link bytes / (PCIe bandwidth · LINK_EFFICIENCY) + latency
+              + COMMAND_LAUNCH_S
+
+Coefficients are stacked into matrices once, so a step of any batch shape costs
+a handful of vectorised operations; commands between two Device Syncs are
+summed into one compute segment.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rsd_ray.calibration import COMMAND_LAUNCH_S, COMPUTE_EFFICIENCY, DRAM_EFFICIENCY, LINK_EFFICIENCY
+from rsd_ray.compiler.program import DEVICE_SYNC, EXTERNAL_HDMA, HOST, Program
+from rsd_ray.config import DeviceSpec
+
+PEAK_KEY = {"fp16": "fp16", "bf16": "bf16", "int8": "int8", "int4": "int4"}
+
+
+def peak_flops(device: DeviceSpec, dtype: str) -> float:
+    tflops = device.peak_tflops.get(PEAK_KEY[dtype]) or device.peak_tflops.get("fp16")
+    if not tflops:
+        raise ValueError(f"device {device.name} has no peak_tflops for {dtype} or fp16")
+    return tflops * 1e12
+
+
+class StepCost:
+    """One card's program as arrays: compute segments for any batch shape."""
+
+    def __init__(self, program: Program, device: DeviceSpec, dtype: str):
+        work = [c for c in program.commands if c.kind != DEVICE_SYNC]
+        self.flops = np.array([c.flops for c in work])
+        self.dram = np.array([c.dram for c in work])
+        self.link = np.array([c.link for c in work])
+        on_card = np.array([c.kind != HOST for c in work], dtype=float)
+        hdma = np.array([c.kind == EXTERNAL_HDMA for c in work], dtype=float)
+        self.launch = on_card * COMMAND_LAUNCH_S + hdma * device.link.latency_us * 1e-6
+        self.inv_flops = 1.0 / (peak_flops(device, dtype) * COMPUTE_EFFICIENCY)
+        self.inv_dram = 1.0 / (device.dram_bandwidth_gbps * 1e9 * DRAM_EFFICIENCY)
+        self.inv_link = 1.0 / (device.link.bandwidth_gbps * 1e9 * LINK_EFFICIENCY)
+        starts, i = [0], 0
+        for c in program.commands:
+            if c.kind == DEVICE_SYNC:
+                starts.append(i)
+            else:
+                i += 1
+        self.segment_starts = np.array(starts)
+
+    def command_times(self, x: np.ndarray, clock: float = 1.0) -> np.ndarray:
+        compute = (self.flops @ x) * (self.inv_flops / clock)
+        memory = (self.dram @ x) * self.inv_dram
+        return np.maximum(compute, memory) + (self.link @ x) * self.inv_link + self.launch
+
+    def segments(self, x: np.ndarray, clock: float = 1.0) -> np.ndarray:
+        """Compute time between consecutive Device Syncs (one more than syncs)."""
+        return np.add.reduceat(self.command_times(x, clock), self.segment_starts)
+
+    def totals(self, x: np.ndarray) -> dict[str, float]:
+        return {"flops": float(self.flops.dot(x).sum()), "dram_bytes": float(self.dram.dot(x).sum()),
+                "host_link_bytes": float(self.link.dot(x).sum())}

@@ -1,0 +1,47 @@
+"""Executors: the one surface the controller drives, whatever runs the hosts.
+
+``InlineExecutor`` keeps every host and card as a plain object in this
+process. A Ray executor answers the same four calls with actors.
+"""
+from __future__ import annotations
+
+from rsd_ray.card import CardFrame
+from rsd_ray.compiler import Plan
+from rsd_ray.config import RunSpec
+from rsd_ray.host import EpochReport, Host, HostSetup
+from rsd_ray.request import Request, RequestRecord
+
+
+class InlineExecutor:
+    name = "inline"
+
+    def __init__(self, spec: RunSpec, plan: Plan, setups: list[HostSetup]):
+        self.hosts = [Host(spec, plan, s) for s in setups]
+
+    def advance(self, t_end: float, arrivals: dict[int, list[Request]]) -> list[EpochReport]:
+        return [h.advance(t_end, arrivals.get(h.server, [])) for h in self.hosts]
+
+    def card_frames(self, t: float) -> list[CardFrame]:
+        return [f for h in self.hosts for f in h.card_frames(t)]
+
+    def link_bytes(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for h in self.hosts:
+            for name, nbytes in h.link_bytes().items():
+                out[name] = out.get(name, 0.0) + nbytes
+        return out
+
+    def unfinished(self) -> list[RequestRecord]:
+        return [r for h in self.hosts for r in h.unfinished()]
+
+    def shutdown(self) -> None:
+        self.hosts = []
+
+
+EXECUTORS = {"inline": InlineExecutor}
+
+
+def get_executor(name: str):
+    if name not in EXECUTORS:
+        raise ValueError(f"unknown executor {name!r}; available: {', '.join(EXECUTORS)}")
+    return EXECUTORS[name]

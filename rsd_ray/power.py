@@ -1,0 +1,50 @@
+"""Card power, a first-order thermal model, and rbln-smi P-states.
+
+Power is ``max_w`` while the card executes commands and ``idle_w`` otherwise
+(waiting at a Device Sync counts as idle). Temperature relaxes towards
+``ambient + R·P`` with time constant ``tau``; at ``throttle_c`` the card drops
+to P10 and runs at ``throttle_clock`` until it cools below the threshold.
+"""
+from __future__ import annotations
+
+import math
+
+from rsd_ray.config import DeviceSpec
+
+P_STATES = {"P2": "nominal clock, PCIe Gen5", "P4": "nominal clock, PCIe Gen4", "P6": "half clock, PCIe Gen4",
+            "P10": "thermal throttle", "P12": "hang", "P14": "idle"}
+IDLE_AFTER_S = 1.0  # no command for this long: the card reports P14
+
+
+class ThermalState:
+    """Energy and temperature of one card, advanced interval by interval."""
+
+    def __init__(self, device: DeviceSpec):
+        self.power, self.thermal = device.power, device.thermal
+        self.active_state = "P2" if device.pcie_gen >= 5 else "P4"
+        self.temp_c = device.thermal.ambient_c
+        self.energy_j = 0.0
+        self.throttled_s = 0.0
+
+    @property
+    def throttled(self) -> bool:
+        return self.temp_c >= self.thermal.throttle_c
+
+    @property
+    def clock(self) -> float:
+        return self.thermal.throttle_clock if self.throttled else 1.0
+
+    def run(self, seconds: float, active: bool) -> None:
+        if seconds <= 0:
+            return
+        watts = self.power.max_w if active else self.power.idle_w
+        if self.throttled:
+            self.throttled_s += seconds
+        self.energy_j += watts * seconds
+        steady = self.thermal.ambient_c + self.thermal.resistance_c_per_w * watts
+        self.temp_c = steady + (self.temp_c - steady) * math.exp(-seconds / self.thermal.tau_s)
+
+    def p_state(self, idle_for: float) -> str:
+        if self.throttled:
+            return "P10"
+        return "P14" if idle_for >= IDLE_AFTER_S else self.active_state

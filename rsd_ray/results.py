@@ -1,0 +1,95 @@
+"""One versioned JSON document per run: config, summary, rack, emulator figures."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+
+from rsd_ray.calibration import ALL as CALIBRATION
+from rsd_ray.controller import Outcome
+from rsd_ray.metrics import summarise
+
+SCHEMA = "rsd-ray/run/v1"
+WALL_CLOCK_FIELDS = ("wall_s", "virtual_per_wall")   # the only fields that differ between equal runs
+
+
+def build(outcome: Outcome) -> dict:
+    spec, window = outcome.spec, outcome.spec.duration_s
+    rack = spec.rack
+    summary = summarise(list(outcome.records), window)
+    cards = [dataclasses.asdict(f) for f in outcome.window_cards]
+    card_energy = sum(f.energy_j for f in outcome.window_cards)
+    other_w = rack.host_power_w * rack.servers + rack.tor_power_w
+    rack_energy = card_energy + other_w * window
+    rack_w = rack_energy / window
+    summary.update(rack_power_w=rack_w, energy_j=rack_energy, card_power_w=card_energy / window / max(1, len(cards)),
+                   server_power_w=(card_energy / window + rack.host_power_w * rack.servers) / rack.servers,
+                   output_tokens_per_s_per_watt=summary["output_throughput"] / rack_w,
+                   joules_per_output_token=rack_energy / max(1, summary["output_throughput"] * window))
+    if rack.price:
+        p = rack.price
+        usd_h = (len(cards) * p.card_usd_per_hour + rack.servers * p.server_usd_per_hour
+                 + rack_w / 1000 * p.usd_per_kwh)
+        summary.update(usd_per_hour=usd_h, output_tokens_per_usd=summary["output_throughput"] * 3600 / usd_h
+                       if usd_h else None)
+    servers = defaultdict(lambda: {"card_energy_j": 0.0, "cards": 0})
+    for f in outcome.window_cards:
+        s = servers[f.card // rack.cards_per_server]
+        s["card_energy_j"] += f.energy_j
+        s["cards"] += 1
+    server_list = [{"server": k, "cards": v["cards"],
+                    "power_w": v["card_energy_j"] / window + rack.host_power_w} for k, v in sorted(servers.items())]
+    elapsed = outcome.end_s
+    links = []
+    for name, nbytes in sorted(outcome.link_bytes.items()):
+        kind, bw = outcome.links[name]
+        links.append({"link": name, "kind": kind, "bytes": nbytes, "busy_s": nbytes / bw,
+                      "utilisation": nbytes / bw / elapsed})
+    records = outcome.records
+    requests = {"accepted": len(records), "refused": outcome.refused,
+                "completed": sum(r.finish is not None for r in records),
+                "unfinished": sum(r.finish is None for r in records),
+                "preemptions": sum(r.preemptions for r in records)}
+    placement = outcome.plan.placement
+    return {
+        "schema": SCHEMA,
+        "config": dataclasses.asdict(spec),
+        "calibration": CALIBRATION,
+        "summary": summary,
+        "requests": requests,
+        "placement": {"tp": placement.tp, "scope": placement.scope, "instances": len(placement.groups),
+                      "groups": [list(g) for g in placement.groups], "idle_cards": list(placement.idle_cards)},
+        "memory_plan": dataclasses.asdict(outcome.plan.memory),
+        "servers": server_list,
+        "instances": [dataclasses.asdict(f) for f in outcome.instances],
+        "cards": cards,
+        "links": links,
+        "emulator": {"executor": outcome.executor, "virtual_s": elapsed, "epochs": outcome.epochs,
+                     "servers": rack.servers, "cards": len(cards), "instances": len(placement.groups),
+                     "wall_s": outcome.wall_s, "virtual_per_wall": elapsed / outcome.wall_s if outcome.wall_s else None},
+    }
+
+
+def without_wall_clock(doc: dict) -> dict:
+    """The document minus the fields that depend on the host machine's speed."""
+    doc = json.loads(json.dumps(doc))
+    for key in WALL_CLOCK_FIELDS:
+        doc["emulator"].pop(key, None)
+    return doc
+
+
+def dump(doc: dict, path) -> None:
+    with open(path, "w") as fh:
+        json.dump(doc, fh, indent=1)
+
+
+def write_requests_csv(outcome: Outcome, path) -> None:
+    """Optional per-request CSV: one line per request with its timings."""
+    import csv
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["rid", "instance", "arrival_s", "prompt_len", "output_len", "ttft_s", "finish_s", "preemptions"])
+        for r in outcome.records:
+            ttft = r.token_times[0] - r.arrival if r.token_times else ""
+            w.writerow([r.rid, r.instance, r.arrival, r.prompt_len, r.output_len, ttft,
+                        "" if r.finish is None else r.finish, r.preemptions])

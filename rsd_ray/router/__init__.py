@@ -1,0 +1,44 @@
+"""The controller's router: a policy over stale telemetry, behind bounded admission.
+
+Loads are what the last epoch's telemetry said (running + waiting) plus what
+this router has sent since — staleness of at most one epoch, as with routers
+that scrape metrics. An instance whose queue (waiting + sent) reaches
+``max_pending_per_instance`` takes nothing more; when none has room, the
+request is refused and counted, never buffered without bound.
+"""
+from __future__ import annotations
+
+import random
+
+from rsd_ray.config import RouterSpec
+from rsd_ray.router import least_loaded, power_of_two, round_robin  # noqa: F401  (they register)
+from rsd_ray.router.registry import POLICIES, register
+
+
+class Router:
+    def __init__(self, spec: RouterSpec, num_instances: int, seed: int):
+        self.limit = spec.max_pending_per_instance
+        self.policy = POLICIES[spec.policy](num_instances, random.Random(seed))
+        self.running = [0] * num_instances
+        self.queued = [0] * num_instances
+        self.healthy = [True] * num_instances
+        self.routed = self.refused = 0
+
+    def observe(self, frames) -> None:
+        for f in frames:
+            self.running[f.instance], self.queued[f.instance] = f.running, f.waiting
+
+    def route(self) -> int | None:
+        """The instance for the next request, or None when the rack is full."""
+        eligible = [i for i, q in enumerate(self.queued) if q < self.limit and self.healthy[i]]
+        if not eligible:
+            self.refused += 1
+            return None
+        loads = [r + q for r, q in zip(self.running, self.queued)]
+        i = self.policy.choose(loads, eligible)
+        self.queued[i] += 1
+        self.routed += 1
+        return i
+
+
+__all__ = ["Router", "POLICIES", "register"]

@@ -1,0 +1,105 @@
+"""vLLM-v1-style continuous batching with chunked prefill and recompute preemption.
+
+Each step: running requests first (in order), each asking for the tokens it
+still lacks, within the token budget; when KV blocks run out the last running
+request is preempted (its blocks freed, recomputed later). Then waiting
+requests join while seats (``max_num_seqs``), budget and blocks allow — unless
+something was preempted this step.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from rsd_ray.config import EngineSpec
+from rsd_ray.kv_cache import KVCache
+from rsd_ray.request import Request
+
+
+@dataclass(frozen=True)
+class SchedulerOutput:
+    scheduled: tuple[tuple[Request, int], ...]
+    shape: np.ndarray          # the five batch-shape terms of compiler.program.TERMS
+    preempted: int
+
+
+class Scheduler:
+    def __init__(self, engine: EngineSpec, kv: KVCache):
+        self.max_seqs, self.budget = engine.max_num_seqs, engine.max_num_batched_tokens
+        self.chunked = engine.enable_chunked_prefill
+        self.kv = kv
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.preemptions = 0
+
+    def add(self, req: Request) -> None:
+        self.waiting.append(req)
+
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def _preempt(self) -> Request:
+        victim = self.running.pop()
+        self.kv.free(victim)
+        victim.num_computed = 0
+        victim.preemptions += 1
+        self.waiting.appendleft(victim)
+        self.preemptions += 1
+        return victim
+
+    def schedule(self) -> SchedulerOutput:
+        budget, kv, out, preempted = self.budget, self.kv, [], 0
+        i = 0
+        while i < len(self.running) and budget > 0:
+            req = self.running[i]
+            n = min(req.num_tokens - req.num_computed, budget)
+            while not kv.can_allocate(req, n):
+                preempted += 1
+                if self._preempt() is req:
+                    break
+            else:
+                kv.allocate(req, n)
+                out.append((req, n))
+                budget -= n
+                i += 1
+        while not preempted and self.waiting and budget > 0 and len(self.running) < self.max_seqs:
+            req = self.waiting[0]
+            lacking = req.num_tokens - req.num_computed
+            n = min(lacking, budget)
+            if (n < lacking and not self.chunked) or not kv.can_allocate(req, n):
+                break
+            self.waiting.popleft()
+            self.running.append(req)
+            kv.allocate(req, n)
+            out.append((req, n))
+            budget -= n
+        return SchedulerOutput(tuple(out), self._shape(out), preempted)
+
+    @staticmethod
+    def _shape(out) -> np.ndarray:
+        tokens = seqs = pairs = kv_tokens = 0
+        for req, n in out:
+            p = req.num_computed
+            tokens += n
+            seqs += p + n == req.num_tokens
+            pairs += n * p + n * (n + 1) // 2
+            kv_tokens += p + n
+        return np.array((1.0, tokens, seqs, pairs, kv_tokens))
+
+    def update(self, out: SchedulerOutput, t_end: float) -> list[Request]:
+        """Advance computed tokens, stamp sampled tokens; returns finished requests."""
+        finished = []
+        for req, n in out.scheduled:
+            req.num_computed += n
+            if req.num_computed == req.num_tokens:
+                req.num_output += 1
+                req.token_times.append(t_end)
+                if req.num_output >= req.max_tokens:
+                    finished.append(req)
+                    self.kv.free(req)
+        if finished:
+            done = set(map(id, finished))
+            self.running = [r for r in self.running if id(r) not in done]
+        return finished
