@@ -177,6 +177,10 @@ def validate_run(spec: RunSpec, where: str) -> None:
     max_len = spec.engine.max_model_len or m.max_seq_len
     if max_len > m.max_seq_len:
         raise ConfigError(where, "engine.max_model_len", max_len, f"≤ {m.max_seq_len} for {m.name}")
+    if not spec.engine.enable_chunked_prefill and spec.engine.max_num_batched_tokens < max_len:
+        raise ConfigError(where, "engine.max_num_batched_tokens", spec.engine.max_num_batched_tokens,
+                          f"without chunked prefill a whole prompt must fit one step: use ≥ {max_len} "
+                          "or enable_chunked_prefill: true")
     if spec.epoch_s > spec.duration_s:
         raise ConfigError(where, "epoch_s", spec.epoch_s, f"must not exceed duration_s ({spec.duration_s})")
 

@@ -1,0 +1,33 @@
+"""Shared helpers: small specs and runs on the inline executor."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from rsd_ray.config import load_run
+from rsd_ray.controller import Controller
+from rsd_ray.results import build
+
+
+def make_spec(workload=None, engine=None, **overrides):
+    """A run on the mini rack with the tiny model unless told otherwise."""
+    base = {"rack": "mini", "model": "tiny-llama", "tp": 2, "duration_s": 2.0, "epoch_s": 0.05}
+    base.update(overrides)
+    spec = load_run(None, **base)
+    if workload:
+        spec = dataclasses.replace(spec, workload=dataclasses.replace(spec.workload, **workload))
+    if engine:
+        spec = dataclasses.replace(spec, engine=dataclasses.replace(spec.engine, **engine))
+    return spec
+
+
+def run_doc(spec, executor="inline"):
+    controller = Controller(spec, executor=executor)
+    outcome = controller.run()
+    return build(outcome), outcome
+
+
+@pytest.fixture
+def spec_factory():
+    return make_spec

@@ -1,0 +1,72 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rsd_ray.calibration import DRAM_EFFICIENCY
+from rsd_ray.card import Card
+from rsd_ray.compiler import compile_program, plan_memory
+from rsd_ray.config import load_run
+from rsd_ray.ledger import MemoryBudgetError, MemoryLedger
+
+
+def test_ledger_refuses_over_budget_with_numbers():
+    ledger = MemoryLedger("card0", 10 * 1024 ** 3)
+    ledger.allocate("weights", 8 * 1024 ** 3)
+    assert not ledger.can_allocate(3 * 1024 ** 3)
+    with pytest.raises(MemoryBudgetError, match=r"card0: allocating 3.00 GiB for kv_cache would use 11.00 GiB "
+                                                 r"of a 10.00 GiB budget \(held: weights 8.00 GiB\)"):
+        ledger.allocate("kv_cache", 3 * 1024 ** 3)
+    assert ledger.used == 8 * 1024 ** 3
+
+
+def loaded_card(device=None):
+    spec = load_run(None)
+    device = device or spec.device
+    card = Card(0, device, "fp16")
+    card.load(compile_program(spec.model, 4, 0), plan_memory(spec.model, 4, device, spec.engine))
+    return card, spec
+
+
+def decode(batch, ctx=1024):
+    return np.array([1.0, batch, batch, batch * ctx, batch * ctx])
+
+
+def test_small_decode_is_bound_by_dram_bandwidth():
+    card, spec = loaded_card()
+    t = card.cost.segments(decode(1)).sum()
+    weights = plan_memory(spec.model, 4, spec.device, spec.engine).weights
+    floor = weights / (spec.device.dram_bandwidth_gbps * 1e9)
+    assert floor < t < floor / DRAM_EFFICIENCY * 1.1
+
+
+def test_step_time_grows_with_batch_and_context():
+    card, _ = loaded_card()
+    times = [card.cost.segments(decode(b)).sum() for b in (1, 16, 64, 256)]
+    assert times == sorted(times) and times[-1] > 2 * times[0]
+    assert card.cost.segments(decode(64, 4096)).sum() > card.cost.segments(decode(64, 512)).sum()
+
+
+def test_hot_card_throttles_to_p10_and_runs_slower():
+    _, spec = loaded_card()
+    hot_dev = dataclasses.replace(spec.device, thermal=dataclasses.replace(spec.device.thermal, ambient_c=70.0))
+    hot, _ = loaded_card(hot_dev)
+    cool, _ = loaded_card()
+    x = np.array([1.0, 2048, 1, 2048 * 1024, 2048])       # compute-bound prefill chunks
+    t = 0.0
+    for _ in range(200):
+        t += max(hot.execute(x, t).sum(), cool.execute(x, t).sum())
+    assert hot.frame().p_state == "P10" and hot.thermal.temp_c >= 75
+    assert cool.frame().p_state == "P2" and cool.thermal.temp_c < 75
+    assert hot.execute(x, t).sum() > 1.5 * cool.execute(x, t).sum()
+
+
+def test_idle_card_reports_p14_and_idle_power():
+    card, spec = loaded_card()
+    card.execute(decode(8), 0.0)
+    card.frame()
+    card.advance_to(10.0)
+    frame = card.frame()
+    assert frame.p_state == "P14"
+    assert frame.power_w == pytest.approx(spec.device.power.idle_w)
+    assert frame.memory_used <= frame.memory_total

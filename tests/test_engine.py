@@ -1,0 +1,84 @@
+import dataclasses
+
+from rsd_ray.config import load_part
+from rsd_ray.controller import Controller
+from rsd_ray.kv_cache import KVCache
+from rsd_ray.request import Request
+from rsd_ray.results import build
+from rsd_ray.scheduler import Scheduler
+from tests.conftest import make_spec
+
+
+def record_steps(controller):
+    steps = []
+    for host in controller.executor.hosts:
+        for inst in host.instances.values():
+            inst.on_step = lambda i, t0, t1, x: steps.append((i.iid, t0, t1, x.copy()))
+    return steps
+
+
+def test_chunked_prefill_respects_the_token_budget():
+    spec = make_spec(workload={"input": load_part("workloads", "default", "t").input.__class__(mean=700),
+                               "concurrency": 6, "per_server": False},
+                     engine={"max_num_batched_tokens": 256, "max_num_seqs": 8})
+    controller = Controller(spec)
+    steps = record_steps(controller)
+    doc = build(controller.run())
+    assert doc["requests"]["completed"] > 0
+    assert max(x[1] for *_, x in steps) == 256                # budgets are filled...
+    assert all(x[1] <= 256 for *_, x in steps)                # ...never exceeded
+    first_tokens = [x[2] for *_, x in steps if x[1] == 256]
+    assert 0 in first_tokens                                  # some steps are pure prefill chunks of a 700-token prompt
+
+
+def test_preemption_when_kv_blocks_run_short_and_everything_still_finishes():
+    lengths = load_part("workloads", "default", "t").input.__class__
+    spec = make_spec(workload={"concurrency": 16, "per_server": False, "input": lengths(mean=200),
+                               "output": lengths(mean=100)}, duration_s=3.0, engine={"max_num_seqs": 16})
+    controller = Controller(spec)
+    for host in controller.executor.hosts:                    # squeeze every KV cache to 40 blocks
+        for inst in host.instances.values():
+            inst.scheduler.kv = KVCache(40, spec.engine.block_size)
+    outcome = controller.run()
+    doc = build(outcome)
+    req = doc["requests"]
+    assert req["preemptions"] > 0
+    assert req["unfinished"] == 0 and req["completed"] == req["accepted"]
+    for r in outcome.records:
+        assert r.output_len == r.max_tokens
+        assert list(r.token_times) == sorted(r.token_times)
+
+
+def test_scheduler_never_exceeds_max_num_seqs():
+    engine = dataclasses.replace(load_part("engines", "default", "t"), max_num_seqs=3)
+    sched = Scheduler(engine, KVCache(1000, 16))
+    for i in range(10):
+        sched.add(Request(i, 0.0, 20, 5))
+    t = 0.0
+    finished = 0
+    while sched.has_work():
+        out = sched.schedule()
+        assert len(out.scheduled) <= 3
+        t += 0.01
+        finished += len(sched.update(out, t))
+    assert finished == 10 and sched.kv.free_blocks == 1000
+
+
+def test_a_slow_card_slows_its_group():
+    spec = make_spec(rack="atom-server", model="llama3-8b", tp=4, duration_s=0.5)
+    controller = Controller(spec)
+    inst = controller.executor.hosts[0].instances[0]
+    steps = record_steps(controller)
+    slow = inst.cards.cards[1]
+    original = slow.cost.segments
+    slow.cost.segments = lambda x, clock=1.0: original(x, clock) * 3    # one card three times slower
+    base = Controller(spec)
+    base_steps = record_steps(base)
+    controller.run()
+    base.run()
+    first_slow = next(s for s in steps if s[0] == 0)
+    first_base = next(s for s in base_steps if s[0] == 0)
+    assert (first_slow[3] == first_base[3]).all()              # the same batch...
+    assert first_slow[2] - first_slow[1] > 2.5 * (first_base[2] - first_base[1])   # ...at the slow card's pace
+    other = [next(s for s in run if s[0] == 1) for run in (steps, base_steps)]
+    assert other[0][2] - other[0][1] == other[1][2] - other[1][1]    # other instances are untouched

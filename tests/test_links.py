@@ -1,0 +1,66 @@
+import pytest
+
+from rsd_ray.calibration import LINK_EFFICIENCY
+from rsd_ray.collectives import collective_cost, sharers
+from rsd_ray.config import load_run
+from rsd_ray.topology import Topology
+
+
+@pytest.fixture(scope="module")
+def topo():
+    spec = load_run(None, rack="rsd-rack")
+    return Topology(spec.rack, spec.device)
+
+
+def test_paths_follow_the_tree(topo):
+    assert [l.name for l in topo.card_path(0, 1)] == ["card0->sw0.0", "sw0.0->card1"]
+    assert len(topo.card_path(0, 8)) == 4            # across the two switches, through the host
+    assert [l.name for l in topo.card_path(0, 16)][2:6] == ["host0->nic0", "nic0->tor", "tor->nic1", "nic1->host1"]
+
+
+def test_links_are_full_duplex(topo):
+    a, b = topo.links[("card0", "sw0.0")], topo.links[("sw0.0", "card0")]
+    assert a is not b and a.bandwidth == b.bandwidth == 64e9 * LINK_EFFICIENCY
+
+
+def test_ring_all_reduce_under_one_switch_matches_the_textbook(topo):
+    n, m = 4, 8e6
+    cost = collective_cost(topo, "all_reduce", "ring", [0, 1, 2, 3])
+    per_link = 64e9 * LINK_EFFICIENCY
+    assert cost.time(m) == pytest.approx(2 * (n - 1) * (m / n / per_link + 2e-6))
+
+
+def test_group_across_switches_pays_the_uplink(topo):
+    local = collective_cost(topo, "all_reduce", "ring", [0, 1, 2, 3])
+    split = collective_cost(topo, "all_reduce", "ring", [0, 1, 8, 9])
+    assert split.alpha > local.alpha
+    assert dict(split.link_factors)["sw0.0->host0"] > 0 and "sw0.0->host0" not in dict(local.link_factors)
+
+
+def test_groups_sharing_an_uplink_slow_each_other(topo):
+    groups = [[0, 8, 1, 9], [2, 10, 3, 11]]
+    shared = sharers(topo, groups)
+    alone = collective_cost(topo, "all_reduce", "ring", groups[0])
+    crowded = collective_cost(topo, "all_reduce", "ring", groups[0], shared)
+    assert shared["sw0.0->host0"] == 2
+    assert crowded.beta == pytest.approx(2 * alone.beta)
+
+
+def test_one_shot_beats_ring_for_small_messages_only(topo):
+    g = [0, 1, 2, 3]
+    ring, one = (collective_cost(topo, "all_reduce", a, g) for a in ("ring", "one_shot"))
+    assert one.time(1e3) < ring.time(1e3)
+    assert one.time(1e8) > ring.time(1e8)
+
+
+def test_other_collectives(topo):
+    g = [0, 1, 2, 3]
+    m = 1e8
+    ag = collective_cost(topo, "all_gather", "ring", g).time(m)
+    ar = collective_cost(topo, "all_reduce", "ring", g).time(m)
+    assert ag == pytest.approx(ar / 2, rel=0.01)       # all-gather is half a ring all-reduce
+    bc = collective_cost(topo, "broadcast", "ring", g)
+    rd = collective_cost(topo, "reduce", "ring", g)
+    assert bc.time(m) == pytest.approx(rd.time(m))     # root link carries 3 messages either way
+    assert bc.time(m) == pytest.approx(3 * m / (64e9 * LINK_EFFICIENCY) + 2e-6)
+    assert collective_cost(topo, "all_reduce", "ring", [5]).time(m) == 0.0
