@@ -1,0 +1,25 @@
+"""The package installs with actors/, dashboards/ and cluster_configs/ under rsd_ray, in both install modes."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECK = ("import rsd_ray, rsd_ray.actors, rsd_ray.dashboards.run_report; from rsd_ray.config import presets; "
+         "assert 'rsd-rack' in presets('racks'); print(rsd_ray.__file__)")
+
+
+def test_the_installed_environment_finds_every_part(tmp_path):
+    out = subprocess.run([sys.executable, "-c", CHECK], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.strip()
+
+
+def test_a_normal_install_maps_the_folders_under_rsd_ray(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(ROOT)],
+                   check=True, capture_output=True)
+    assert not (target / "actors").exists() and not (target / "dashboards").exists()
+    assert (target / "rsd_ray" / "cluster_configs" / "racks" / "rsd-rack.yaml").exists()
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", CHECK], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().startswith(str(target))
