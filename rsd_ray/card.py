@@ -43,7 +43,6 @@ class Card:
         self.busy_s = 0.0
         self.last_busy_end = 0.0
         self.host_link_bytes = 0.0
-        self._frame_energy = (0.0, 0.0)   # (clock, energy) at the previous frame, for power
 
     def load(self, program: Program, memory: MemoryPlan) -> None:
         """Allocate the memory plan's regions (fails loudly over budget) and load the program."""
@@ -70,10 +69,8 @@ class Card:
             self.clock = t
 
     def frame(self) -> CardFrame:
-        last_t, last_e = self._frame_energy
-        dt = self.clock - last_t
-        power = (self.thermal.energy_j - last_e) / dt if dt > 0 else self.device.power.idle_w
-        self._frame_energy = (self.clock, self.thermal.energy_j)
+        """Telemetry; ``power_w`` is the mean since start (difference energies for a window)."""
+        power = self.thermal.energy_j / self.clock if self.clock else self.device.power.idle_w
         return CardFrame(self.card_id, self.clock, self.busy_s / self.clock if self.clock else 0.0,
                          self.ledger.used, self.ledger.budget, self.thermal.temp_c, self.thermal.energy_j, power,
                          self.thermal.p_state(self.clock - self.last_busy_end), self.thermal.throttled_s,

@@ -16,7 +16,7 @@ class InlineExecutor:
     name = "inline"
 
     def __init__(self, spec: RunSpec, plan: Plan, setups: list[HostSetup]):
-        self.hosts = [Host(spec, plan, s) for s in setups]
+        self.hosts = [Host.local(spec, plan, s) for s in setups]
 
     def advance(self, t_end: float, arrivals: dict[int, list[Request]]) -> list[EpochReport]:
         return [h.advance(t_end, arrivals.get(h.server, [])) for h in self.hosts]
@@ -35,6 +35,8 @@ class InlineExecutor:
         return [r for h in self.hosts for r in h.unfinished()]
 
     def shutdown(self) -> None:
+        for h in self.hosts:
+            h.close()
         self.hosts = []
 
 

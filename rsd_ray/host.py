@@ -4,10 +4,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from rsd_ray.card import Card, CardFrame
+from rsd_ray.card import CardFrame
+from rsd_ray.card_group import LocalCardGroup
 from rsd_ray.compiler import Plan
 from rsd_ray.config import RunSpec
-from rsd_ray.instance import CardGroup, Instance, InstanceFrame
+from rsd_ray.instance import Instance, InstanceFrame
 from rsd_ray.request import Request, RequestRecord
 from rsd_ray.sync import GroupSync
 from rsd_ray.topology import Topology
@@ -21,6 +22,11 @@ class HostSetup:
     instances: tuple[tuple[int, tuple[int, ...]], ...]   # (instance id, card ids)
     shared_links: tuple[tuple[str, int], ...]           # groups per link, rack-wide
 
+    @property
+    def idle_cards(self) -> tuple[int, ...]:
+        used = {c for _, group in self.instances for c in group}
+        return tuple(c for c in self.cards if c not in used)
+
 
 @dataclass(frozen=True)
 class EpochReport:
@@ -30,20 +36,27 @@ class EpochReport:
 
 
 class Host:
-    def __init__(self, spec: RunSpec, plan: Plan, setup: HostSetup):
-        self.server = setup.server
-        topology = Topology(spec.rack, spec.device)
-        self.topology = topology
-        self.cards = {c: Card(c, spec.device, spec.model.dtype) for c in setup.cards}
+    """``groups`` maps each instance id (and None, for idle cards) to its card group."""
+
+    def __init__(self, spec: RunSpec, plan: Plan, setup: HostSetup, groups: dict):
+        self.server, self.groups = setup.server, groups
+        self.topology = Topology(spec.rack, spec.device)
         shared = dict(setup.shared_links)
         self.instances: dict[int, Instance] = {}
-        for iid, group in setup.instances:
-            for rank, c in enumerate(group):
-                self.cards.setdefault(c, Card(c, spec.device, spec.model.dtype))
-                self.cards[c].load(plan.programs[rank], plan.memory)
-            sync = GroupSync(plan.programs[0], list(group), topology, spec.compiler.collective, shared)
-            cards = CardGroup([self.cards[c] for c in group])
-            self.instances[iid] = Instance(iid, cards, sync, spec.engine, plan.memory.num_blocks)
+        for iid, cards in setup.instances:
+            sync = GroupSync(plan.programs[0], list(cards), self.topology, spec.compiler.collective, shared)
+            self.instances[iid] = Instance(iid, groups[iid], sync, spec.engine, plan.memory.num_blocks)
+        self.card_ids = {iid: cards for iid, cards in setup.instances} | {None: setup.idle_cards}
+
+    @classmethod
+    def local(cls, spec: RunSpec, plan: Plan, setup: HostSetup) -> "Host":
+        """A host whose cards are plain objects in this process."""
+        groups = {}
+        for iid, cards in tuple(setup.instances) + ((None, setup.idle_cards),):
+            groups[iid] = LocalCardGroup(cards, spec.device, spec.model.dtype)
+            if iid is not None:
+                groups[iid].load(plan.programs, plan.memory)
+        return cls(spec, plan, setup, groups)
 
     def advance(self, t_end: float, arrivals: list[Request]) -> EpochReport:
         """Take this epoch's routed arrivals and run every instance to ``t_end``."""
@@ -55,19 +68,23 @@ class Host:
         return EpochReport(self.server, tuple(finished), tuple(i.frame() for i in self.instances.values()))
 
     def card_frames(self, t: float) -> list[CardFrame]:
-        for card in self.cards.values():
-            card.advance_to(t)
-        return [card.frame() for card in self.cards.values()]
+        frames = [f for group in self.groups.values() for f in group.frames(t)]
+        return sorted(frames, key=lambda f: f.card)
 
     def link_bytes(self) -> dict[str, float]:
+        """Collective bytes per directed link, plus each card's External HDMA to its host."""
         out: dict[str, float] = defaultdict(float)
         for inst in self.instances.values():
             for name, nbytes in inst.sync.link_bytes().items():
                 out[name] += nbytes
-        for card in self.cards.values():
-            for link in self.topology.host_path(card.card_id):
-                out[link.name] += card.host_link_bytes
+        for frame in self.card_frames(0.0):
+            for link in self.topology.host_path(frame.card):
+                out[link.name] += frame.host_link_bytes
         return dict(out)
 
     def unfinished(self) -> list[RequestRecord]:
         return [r for inst in self.instances.values() for r in inst.unfinished()]
+
+    def close(self) -> None:
+        for group in self.groups.values():
+            group.close()

@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-import numpy as np
-
 from rsd_ray.calibration import HOST_STEP_BASE_S, HOST_STEP_PER_SEQ_S
 from rsd_ray.kv_cache import KVCache
 from rsd_ray.request import Request, RequestRecord
@@ -32,18 +30,8 @@ class InstanceFrame:
     busy_s: float
 
 
-class CardGroup:
-    """The cards of one instance as plain objects (the inline executor's fan-out)."""
-
-    def __init__(self, cards):
-        self.cards = cards
-
-    def execute(self, x: np.ndarray, start: float) -> np.ndarray:
-        return np.vstack([card.execute(x, start) for card in self.cards])
-
-
 class Instance:
-    def __init__(self, iid: int, cards: CardGroup, sync: GroupSync, engine, num_blocks: int):
+    def __init__(self, iid: int, cards, sync: GroupSync, engine, num_blocks: int):
         self.iid, self.cards, self.sync = iid, cards, sync
         self.scheduler = Scheduler(engine, KVCache(num_blocks, engine.block_size))
         self.pending: deque[Request] = deque()    # routed, arrival still in the future
