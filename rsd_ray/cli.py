@@ -35,15 +35,20 @@ def _spec(args) -> "RunSpec":  # noqa: F821
 def cmd_run(args) -> int:
     from rich.console import Console
 
-    from rsd_ray.controller import Controller
+    from rsd_ray.controller import Controller, check_plan
     from rsd_ray.dashboards.run_report import render, run_progress
     from rsd_ray.results import build, dump, write_requests_csv
 
     spec = _spec(args)
     console = Console(stderr=args.json)
-    controller = Controller(spec, executor=args.executor)
+    check_plan(spec)                       # refuse a config that cannot run before starting anything
     with run_progress(console, spec.duration_s, enabled=not args.no_progress) as on_epoch:
-        outcome = controller.run(on_epoch)
+        if args.executor == "inline":
+            outcome = Controller(spec).run(on_epoch)
+        else:
+            from rsd_ray.actors.session import ray_session, run_on_ray
+            with ray_session(args.address, spec.rack.servers * spec.rack.cards_per_server):
+                outcome = run_on_ray(spec, on_epoch)
     doc = build(outcome)
     if args.out:
         dump(doc, args.out)
@@ -85,7 +90,9 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a scenario and print its summary")
     _spec_args(run)
-    run.add_argument("--executor", default="inline", choices=["inline"], help="what runs the cards")
+    run.add_argument("--executor", default="ray", choices=["ray", "inline"],
+                     help="ray: every card an actor (default); inline: one process, for tests and fast sweeps")
+    run.add_argument("--address", help="join a Ray cluster (auto or HOST:PORT) instead of starting a local one")
     run.add_argument("--router", help="router preset or YAML path")
     run.add_argument("--workload", help="workload preset or YAML path")
     run.add_argument("--duration", dest="duration_s", type=float, help="virtual seconds of arrivals")
@@ -113,6 +120,9 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"rsd-ray: config error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:      # e.g. the Ray executor lost a node: say so, never hang
+        print(f"rsd-ray: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -53,13 +53,19 @@ def host_setups(spec: RunSpec, topology: Topology, plan: Plan) -> list[HostSetup
             for s in range(spec.rack.servers)]
 
 
+def check_plan(spec: RunSpec) -> Plan:
+    """Compile and place without starting anything: raises ConfigError when the config cannot run."""
+    return compile_plan(spec, Topology(spec.rack, spec.device))
+
+
 class Controller:
-    def __init__(self, spec: RunSpec, executor: str = "inline"):
+    def __init__(self, spec: RunSpec, executor: str = "inline", **executor_options):
         self.spec = spec
         self.topology = Topology(spec.rack, spec.device)
         self.plan = compile_plan(spec, self.topology)
         self.instance_server = [self.topology.server_of(g[0]) for g in self.plan.placement.groups]
-        self.executor = get_executor(executor)(spec, self.plan, host_setups(spec, self.topology, self.plan))
+        setups = host_setups(spec, self.topology, self.plan)
+        self.executor = get_executor(executor)(spec, self.plan, setups, **executor_options)
         self.router = Router(spec.router, len(self.instance_server), spec.seed)
         max_len = spec.engine.max_model_len or spec.model.max_seq_len
         self.workload = Workload(spec.workload, spec.rack.servers, max_len, spec.seed + 1)

@@ -1,7 +1,8 @@
 """Executors: the one surface the controller drives, whatever runs the hosts.
 
 ``InlineExecutor`` keeps every host and card as a plain object in this
-process. A Ray executor answers the same four calls with actors.
+process; ``RayExecutor`` (``rsd_ray.actors``) answers the same calls with
+host and card actors.
 """
 from __future__ import annotations
 
@@ -40,10 +41,15 @@ class InlineExecutor:
         self.hosts = []
 
 
-EXECUTORS = {"inline": InlineExecutor}
+def _ray_executor():
+    from rsd_ray.actors.ray_executor import RayExecutor   # Ray is imported only when asked for
+    return RayExecutor
+
+
+EXECUTORS = {"inline": lambda: InlineExecutor, "ray": _ray_executor}
 
 
 def get_executor(name: str):
     if name not in EXECUTORS:
         raise ValueError(f"unknown executor {name!r}; available: {', '.join(EXECUTORS)}")
-    return EXECUTORS[name]
+    return EXECUTORS[name]()

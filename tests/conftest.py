@@ -31,3 +31,13 @@ def run_doc(spec, executor="inline"):
 @pytest.fixture
 def spec_factory():
     return make_spec
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session: 16 atom_card resources, as one ATOM server."""
+    import ray
+    ray.init(resources={"atom_card": 16}, include_dashboard=False, namespace="rsd-ray-tests",
+             logging_level="WARNING")
+    yield ray
+    ray.shutdown()

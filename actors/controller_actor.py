@@ -1,0 +1,39 @@
+"""ControllerActor: the rack's controller as a named actor, so other processes can find a running rack.
+
+Threaded (``max_concurrency``) so ``progress`` answers while ``run`` works.
+"""
+from __future__ import annotations
+
+import ray
+
+from rsd_ray.controller import Controller
+
+NAMESPACE = "rsd-ray"
+CONTROLLER_NAME = "rsd-ray-controller"
+
+
+@ray.remote(num_cpus=0, max_concurrency=4)
+class ControllerActor:
+    def __init__(self, spec, fast: bool = True):
+        self.controller = Controller(spec, executor="ray", fast=fast)
+        self.t, self.in_flight, self.done = 0.0, 0, False
+
+    def _on_epoch(self, t: float, in_flight: int) -> None:
+        self.t, self.in_flight = t, in_flight
+
+    def run(self):
+        try:
+            return self.controller.run(self._on_epoch)
+        finally:
+            self.done = True
+
+    def progress(self) -> tuple[float, int, bool]:
+        return self.t, self.in_flight, self.done
+
+    def processes(self) -> list[dict]:
+        return self.controller.executor.processes()
+
+
+def find_controller():
+    """The running rack's controller, from any process connected to the cluster."""
+    return ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)

@@ -1,0 +1,62 @@
+"""Run by test_ray.py in its own process: a two-node Ray cluster on this machine.
+
+1. mini (2 servers × 4 cards) lands one server per node; its results equal inline.
+2. Losing a node mid-run ends the run with a clear error, not a hang.
+Prints one JSON line with what it saw.
+"""
+import json
+import time
+
+import ray
+from ray.cluster_utils import Cluster
+from ray.util.placement_group import placement_group_table
+
+from rsd_ray.actors.ray_executor import RackLost
+from rsd_ray.config import load_run
+from rsd_ray.controller import Controller
+from rsd_ray.results import build, without_wall_clock
+
+
+def comparable(doc):
+    doc = without_wall_clock(doc)
+    doc["emulator"].pop("executor")
+    return doc
+
+
+def main():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"atom_card": 0}})
+    nodes = [cluster.add_node(num_cpus=1, resources={"atom_card": 4}) for _ in range(2)]
+    ray.init(address=cluster.address)
+    cluster.wait_for_nodes()
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=1.0)
+    out = {}
+
+    controller = Controller(spec, executor="ray")
+    table = placement_group_table()
+    out["server_nodes"] = sorted({tuple(set(pg["bundles_to_node_id"].values()))
+                                  for pg in table.values() if pg["state"] == "CREATED"})
+    out["node_ids"] = sorted(n.node_id for n in nodes)
+    out["equal_inline"] = comparable(build(controller.run())) == comparable(build(Controller(spec).run()))
+
+    controller = Controller(load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=30.0), executor="ray")
+    victim = nodes[1]
+
+    def lose_a_node(t, in_flight):
+        if abs(t - 0.25) < 1e-9:
+            cluster.remove_node(victim, allow_graceful=False)
+
+    t0 = time.time()
+    try:
+        controller.run(lose_a_node)
+        out["lost"] = "no error"
+    except RackLost as err:
+        out["lost"] = str(err)
+    out["lost_after_s"] = time.time() - t0
+    controller.executor.shutdown()
+    ray.shutdown()
+    cluster.shutdown()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

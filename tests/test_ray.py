@@ -1,0 +1,95 @@
+"""The Ray executor: same results as inline, placement, capacity, lean cards, no leaks."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rsd_ray.config import ConfigError, load_run
+from rsd_ray.controller import Controller
+from rsd_ray.results import build, without_wall_clock
+
+HERE = Path(__file__).parent
+
+
+def comparable(doc):
+    doc = without_wall_clock(doc)
+    doc["emulator"].pop("executor")
+    return doc
+
+
+@pytest.mark.parametrize("rack,model,tp,duration", [("mini", "tiny-llama", 2, 2.0), ("atom-server", "llama3-8b", 4, 3.0)])
+def test_ray_results_equal_inline(ray_session, rack, model, tp, duration):
+    spec = load_run(None, rack=rack, model=model, tp=tp, duration_s=duration, workload="poisson",
+                    router={"policy": "power_of_two"})
+    on_ray = build(Controller(spec, executor="ray").run())
+    inline = build(Controller(spec).run())
+    assert on_ray["emulator"]["executor"] == "ray"
+    assert comparable(on_ray) == comparable(inline)
+    assert on_ray["requests"]["completed"] > 0
+
+
+def test_plain_calls_and_compiled_graphs_agree(ray_session):
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=1.0)
+    fast = build(Controller(spec, executor="ray", fast=True).run())
+    plain = build(Controller(spec, executor="ray", fast=False).run())
+    assert comparable(fast) == comparable(plain)
+
+
+def test_card_processes_are_lean_and_everything_is_released(ray_session):
+    ray = ray_session
+    before = ray.available_resources().get("atom_card")
+    controller = Controller(load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=0.5), executor="ray")
+    procs = controller.executor.processes()
+    assert len(procs) == 8 and len({p["pid"] for p in procs}) == 8
+    assert all(p["heavy_modules"] == [] for p in procs), procs
+    assert ray.available_resources().get("atom_card", 0) == before - 8
+    controller.run()
+    assert ray.available_resources().get("atom_card") == before
+    from ray.util.placement_group import placement_group_table
+    assert all(pg["state"] == "REMOVED" for pg in placement_group_table().values())
+
+
+def test_a_rack_too_big_for_the_cluster_is_refused_up_front(ray_session):
+    with pytest.raises(ConfigError, match=r"needs 224 atom_card resources \(14 servers × 16 cards\); "
+                                          r"the Ray cluster has 16"):
+        Controller(load_run(None, rack="rsd-rack"), executor="ray")
+
+
+def test_the_controller_actor_is_named_and_findable(ray_session):
+    from rsd_ray.actors.controller_actor import find_controller
+    from rsd_ray.actors.session import run_on_ray
+    seen = []
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=1.0)
+    outcome = run_on_ray(spec, on_epoch=lambda t, n: seen.append(find_controller()))
+    assert seen and outcome.executor == "ray"
+
+
+def test_two_nodes_one_server_each_and_a_lost_node_is_a_clear_error():
+    res = subprocess.run([sys.executable, str(HERE / "ray_cluster_script.py")], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    seen = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [list(n) for n in seen["server_nodes"]] == [[n] for n in seen["node_ids"]]   # one server per node
+    assert seen["equal_inline"]
+    assert "failed" in seen["lost"] or "no answer" in seen["lost"]
+    assert seen["lost_after_s"] < 120
+
+
+def _raylets():
+    out = subprocess.run(["pgrep", "-f", "raylet"], capture_output=True, text=True).stdout
+    return set(out.split())
+
+
+def test_rsd_ray_run_with_no_arguments_uses_embedded_ray_and_leaves_nothing(tmp_path):
+    before = _raylets()
+    out = tmp_path / "run.json"
+    res = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "run", "--no-progress", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["emulator"]["executor"] == "ray" and doc["emulator"]["cards"] == 16
+    assert doc["config"]["model"]["name"] == "llama3-8b" and doc["config"]["tp"] == 4
+    assert "Output token throughput" in res.stdout
+    assert _raylets() <= before
