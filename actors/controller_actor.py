@@ -14,7 +14,7 @@ CONTROLLER_NAME = "rsd-ray-controller"
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class ControllerActor:
-    def __init__(self, spec, fast: bool = True):
+    def __init__(self, spec, fast: bool | None = None):
         self.controller = Controller(spec, executor="ray", fast=fast)
         self.t, self.in_flight, self.done = 0.0, 0, False
 

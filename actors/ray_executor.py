@@ -18,6 +18,10 @@ from rsd_ray.config import ConfigError
 HOST_CPU = 0.01
 """CPU share reserved for a host actor's bundle. It only keeps the bundle non-empty:
 hosts and cards take CPU as they run (num_cpus=0), which lets a 224-card rack run on a laptop."""
+GRAPH_MAX_CARDS_PER_CPU = 8
+"""Above this many card actors per CPU of the cluster, plain calls replace compiled graphs.
+Measured here: an idle card actor inside a compiled graph spends ~12 % of a core polling its
+channel (0.7 % outside one), so 224 of them on 2 cores would starve the emulation itself."""
 READY_TIMEOUT_S = 600.0   # placement and actor start-up
 CALL_TIMEOUT_S = 300.0    # one epoch on every host; beyond it the rack is declared lost
 SHUTDOWN_WAIT_S = 10.0
@@ -50,10 +54,15 @@ def check_capacity(rack) -> None:
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, spec, plan, setups, fast: bool = True):
+    def __init__(self, spec, plan, setups, fast: bool | None = None):
+        """``fast``: compiled graphs (True), plain calls (False), or by cards per CPU (None)."""
         self.setups = setups
         self.pgs, self.hosts, self.cards = [], [], {}
         check_capacity(spec.rack)
+        if fast is None:
+            cards = spec.rack.servers * spec.rack.cards_per_server
+            fast = cards <= GRAPH_MAX_CARDS_PER_CPU * ray.cluster_resources().get("CPU", 1)
+        self.fast = fast
         try:
             self._start(spec, plan, fast)
         except BaseException:

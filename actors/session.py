@@ -31,7 +31,7 @@ def ray_session(address: str | None, cards: int):
         ray.shutdown()
 
 
-def run_on_ray(spec, on_epoch=None, fast: bool = True):
+def run_on_ray(spec, on_epoch=None, fast: bool | None = None):
     """Run ``spec`` under a named ControllerActor; returns the Outcome. Ray must be initialised."""
     check_capacity(spec.rack)
     controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(spec, fast)

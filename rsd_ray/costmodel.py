@@ -17,11 +17,9 @@ from rsd_ray.calibration import COMMAND_LAUNCH_S, COMPUTE_EFFICIENCY, DRAM_EFFIC
 from rsd_ray.compiler.program import DEVICE_SYNC, EXTERNAL_HDMA, HOST, Program
 from rsd_ray.config import DeviceSpec
 
-PEAK_KEY = {"fp16": "fp16", "bf16": "bf16", "int8": "int8", "int4": "int4"}
-
-
 def peak_flops(device: DeviceSpec, dtype: str) -> float:
-    tflops = device.peak_tflops.get(PEAK_KEY[dtype]) or device.peak_tflops.get("fp16")
+    """Peak FLOPS for the weights' dtype, falling back to the fp16 figure."""
+    tflops = device.peak_tflops.get(dtype) or device.peak_tflops.get("fp16")
     if not tflops:
         raise ValueError(f"device {device.name} has no peak_tflops for {dtype} or fp16")
     return tflops * 1e12

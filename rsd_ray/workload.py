@@ -35,10 +35,9 @@ class Workload:
         self.spec = spec
         scale = servers if spec.per_server else 1
         self.rate, self.concurrency = spec.rate * scale, spec.concurrency * scale
-        rng = np.random.default_rng(seed)
-        self.rng = rng
-        self.output_len = LengthSampler(spec.output, max_model_len - 1, rng)
+        self.rng = rng = np.random.default_rng(seed)
         self.max_model_len = max_model_len
+        self.output_len = LengthSampler(spec.output, max_model_len - 1, rng)
         self.input_len = LengthSampler(spec.input, max_model_len - 1, rng)
         self.next_id = 0
         self.idle_clients = self.concurrency if spec.arrival == "closed" else 0

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rsd_ray.compiler.shard import DTYPE_BYTES, kv_bytes_per_token, kv_heads_per_card, padded_vocab, \
-    weight_bytes_per_card
+from rsd_ray.compiler.shard import kv_bytes_per_token, kv_heads_per_card, padded_vocab, weight_bytes_per_card
 from rsd_ray.config import GIB, ConfigError, DeviceSpec, EngineSpec, ModelSpec
 
 ACT_BYTES = 2.0  # activations in fp16
@@ -78,5 +77,3 @@ def _suggest(model: ModelSpec, device: DeviceSpec, engine: EngineSpec) -> str:
             return f"use tp ≥ {tp}"
     return "no tp up to 64 fits; use a larger card or a shorter engine.max_model_len"
 
-
-__all__ = ["MemoryPlan", "plan_memory", "DTYPE_BYTES"]
