@@ -7,8 +7,10 @@ hold is refused before anything is created.
 """
 from __future__ import annotations
 
+import time
+
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rsd_ray.actors.card_actor import CardActor
@@ -73,7 +75,7 @@ class RayExecutor:
         per = spec.rack.cards_per_server
         for s in self.setups:
             bundles = [{"CPU": HOST_CPU}] + [{"atom_card": 1}] * per
-            self.pgs.append(placement_group(bundles, strategy="STRICT_PACK", name=f"rsd-ray-server{s.server}"))
+            self.pgs.append(placement_group(bundles, strategy="STRICT_PACK"))
         _get([pg.ready() for pg in self.pgs], "placing the servers", READY_TIMEOUT_S)
         blobs = [p.to_msgpack() for p in plan.programs]
         loads = []
@@ -123,4 +125,9 @@ class RayExecutor:
             ray.kill(actor)
         for pg in self.pgs:
             remove_placement_group(pg)
+        deadline = time.monotonic() + SHUTDOWN_WAIT_S     # resources return once the groups are gone
+        while self.pgs and time.monotonic() < deadline:
+            if all(placement_group_table(pg).get("state") == "REMOVED" for pg in self.pgs):
+                break
+            time.sleep(0.05)
         self.hosts, self.cards, self.pgs = [], {}, []
