@@ -18,6 +18,15 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline-chunks", type=int, help="layer pipelining: chunks per step (1 = off)")
 
 
+def _load_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--router", help="router preset or YAML path")
+    p.add_argument("--workload", help="workload preset or YAML path")
+    p.add_argument("--duration", dest="duration_s", type=float, help="virtual seconds of arrivals")
+    p.add_argument("--rate", type=float, help="Poisson arrivals, requests/s for the whole rack")
+    p.add_argument("--concurrency", type=int, help="closed loop: concurrent clients for the whole rack")
+    p.add_argument("--seed", type=int)
+
+
 def _spec(args) -> "RunSpec":  # noqa: F821
     compiler = {"pipeline_chunks": args.pipeline_chunks} if args.pipeline_chunks else None
     spec = load_run(args.config, rack=args.rack, model=args.model, tp=args.tp, engine=args.engine,
@@ -64,6 +73,11 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from rsd_ray.sweep.command import run
+    return run(_spec(args), args)
+
+
 def cmd_compile(args) -> int:
     from rich.console import Console
 
@@ -90,20 +104,21 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a scenario and print its summary")
     _spec_args(run)
+    _load_args(run)
     run.add_argument("--executor", default="ray", choices=["ray", "inline"],
                      help="ray: every card an actor (default); inline: one process, for tests and fast sweeps")
     run.add_argument("--address", help="join a Ray cluster (auto or HOST:PORT) instead of starting a local one")
-    run.add_argument("--router", help="router preset or YAML path")
-    run.add_argument("--workload", help="workload preset or YAML path")
-    run.add_argument("--duration", dest="duration_s", type=float, help="virtual seconds of arrivals")
-    run.add_argument("--rate", type=float, help="Poisson arrivals, requests/s for the whole rack")
-    run.add_argument("--concurrency", type=int, help="closed loop: concurrent clients for the whole rack")
-    run.add_argument("--seed", type=int)
     run.add_argument("--out", help="write the results JSON here")
     run.add_argument("--requests-csv", help="write one line per request here")
     run.add_argument("--json", action="store_true", help="print the results JSON on stdout")
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=cmd_run)
+    sweep = sub.add_parser("sweep", help="run a grid of configurations in parallel: CSV, JSON, table, PNG")
+    _spec_args(sweep)
+    _load_args(sweep)
+    from rsd_ray.sweep.command import add_arguments
+    add_arguments(sweep)
+    sweep.set_defaults(func=cmd_sweep)
     comp = sub.add_parser("compile", help="print the plan: shards, per-card memory, step costs, link volumes")
     _spec_args(comp)
     comp.add_argument("--json", action="store_true")

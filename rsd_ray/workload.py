@@ -1,4 +1,4 @@
-"""Synthetic request streams: Poisson arrivals at a rate, or a closed loop of clients.
+"""Synthetic request streams: Poisson or gamma (bursty) arrivals at a rate, or a closed loop.
 
 A closed-loop client sends its next request when it learns its last one
 finished, which is at the epoch boundary (the controller reports completions
@@ -41,7 +41,14 @@ class Workload:
         self.input_len = LengthSampler(spec.input, max_model_len - 1, rng)
         self.next_id = 0
         self.idle_clients = self.concurrency if spec.arrival == "closed" else 0
-        self.next_arrival = float(rng.exponential(1.0 / self.rate)) if spec.arrival == "poisson" else 0.0
+        self.next_arrival = self._gap() if spec.arrival != "closed" else 0.0
+
+    def _gap(self) -> float:
+        """Seconds to the next open-loop arrival; gamma with shape 1 would equal Poisson in law."""
+        if self.spec.arrival == "poisson":
+            return float(self.rng.exponential(1.0 / self.rate))
+        shape = self.spec.burstiness
+        return float(self.rng.gamma(shape, 1.0 / (self.rate * shape)))
 
     def _new(self, t: float) -> Request:
         out = self.output_len()
@@ -58,7 +65,7 @@ class Workload:
         reqs = []
         while self.next_arrival < t1:
             reqs.append(self._new(max(self.next_arrival, t0)))
-            self.next_arrival += float(self.rng.exponential(1.0 / self.rate))
+            self.next_arrival += self._gap()
         return reqs
 
     def done(self, count: int) -> None:

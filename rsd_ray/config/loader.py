@@ -170,8 +170,8 @@ def validate_run(spec: RunSpec, where: str) -> None:
         raise ConfigError(r.name, "switches_per_server", r.switches_per_server,
                           f"must divide cards_per_server ({r.cards_per_server})")
     w = spec.workload
-    if w.arrival == "poisson" and w.rate <= 0:
-        raise ConfigError(where, "workload.rate", w.rate, "poisson arrivals need a rate > 0 (requests/s)")
+    if w.arrival != "closed" and w.rate <= 0:
+        raise ConfigError(where, "workload.rate", w.rate, f"{w.arrival} arrivals need a rate > 0 (requests/s)")
     if w.arrival == "closed" and w.concurrency <= 0:
         raise ConfigError(where, "workload.concurrency", w.concurrency, "a closed loop needs concurrency ≥ 1")
     max_len = spec.engine.max_model_len or m.max_seq_len

@@ -135,8 +135,9 @@ class LengthSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class WorkloadSpec:
-    arrival: str = F("closed", choices=("closed", "poisson"))
-    rate: float = F(0.0, lo=0.0, doc="requests/s for poisson")
+    arrival: str = F("closed", choices=("closed", "poisson", "gamma"))
+    rate: float = F(0.0, lo=0.0, doc="requests/s for poisson and gamma")
+    burstiness: float = F(1.0, lo=0.01, doc="gamma shape as in vllm bench: 1 is Poisson, below 1 burstier")
     concurrency: int = F(0, lo=0, doc="clients for closed")
     per_server: bool = F(False, doc="rate/concurrency are per server")
     input: LengthSpec = F(LengthSpec(mean=1024))

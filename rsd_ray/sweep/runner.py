@@ -1,0 +1,62 @@
+"""Run sweep points in parallel: processes with the inline executor, or Ray tasks.
+
+Every point keeps the base seed, so points differ only by what the grid says.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, Callable
+
+from rsd_ray.config import RunSpec
+from rsd_ray.sweep.points import apply
+
+ROW_METRICS = ("output_throughput", "total_token_throughput", "request_throughput", "median_ttft_ms", "p90_ttft_ms",
+               "p99_ttft_ms", "median_tpot_ms", "p90_tpot_ms", "p99_tpot_ms", "p99_itl_ms", "p99_e2el_ms",
+               "rack_power_w", "output_tokens_per_s_per_watt")
+
+
+def run_spec(spec: RunSpec) -> dict[str, Any]:
+    """One inline run, reduced to what a sweep keeps."""
+    from rsd_ray.controller import Controller
+    from rsd_ray.results import build
+    doc = build(Controller(spec).run())
+    return {"summary": doc["summary"], "requests": doc["requests"], "emulator": doc["emulator"]}
+
+
+def run_point(spec: RunSpec, point: dict[str, Any]) -> dict[str, Any]:
+    return {"point": point, **run_spec(apply(spec, point))}
+
+
+def default_workers() -> int:
+    return max(1, (os.cpu_count() or 1))
+
+
+def run_points(task: Callable, spec: RunSpec, points: list[dict], workers: int | None = None,
+               parallel: str = "processes", on_done: Callable | None = None) -> list[dict]:
+    """``task(spec, point)`` for every point, in parallel; results in the points' order."""
+    workers = workers or default_workers()
+    results: list[dict | None] = [None] * len(points)
+    if parallel == "ray":
+        import ray
+        remote = ray.remote(num_cpus=1)(task)
+        refs = {remote.remote(spec, p): i for i, p in enumerate(points)}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            results[refs[done[0]]] = ray.get(done[0])
+            if on_done:
+                on_done(results[refs[done[0]]])
+    elif workers == 1:
+        for i, p in enumerate(points):
+            results[i] = task(spec, p)
+            if on_done:
+                on_done(results[i])
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(task, spec, p): i for i, p in enumerate(points)}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                if on_done:
+                    on_done(results[futures[fut]])
+    return results

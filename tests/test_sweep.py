@@ -1,0 +1,66 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rsd_ray.config import ConfigError, load_run
+from rsd_ray.sweep import apply, grid, parse_axis, search
+from rsd_ray.workload import Workload
+
+
+def test_a_small_sweep_writes_csv_json_and_png_that_agree(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "sweep", "--rack", "mini", "--model", "tiny-llama",
+                          "--tp", "2", "--duration", "1", "--grid", "rack.servers=1,2",
+                          "--grid", "router.policy=round_robin,least_loaded", "--workers", "2",
+                          "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr
+    with open(tmp_path / "sweep.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    doc = json.loads((tmp_path / "sweep.json").read_text())
+    assert doc["schema"] == "rsd-ray/sweep/v1" and len(rows) == len(doc["rows"]) == 4
+    for row, jrow, result in zip(rows, doc["rows"], doc["results"]):
+        assert float(row["output_throughput"]) == pytest.approx(jrow["output_throughput"])
+        assert jrow["output_throughput"] == result["summary"]["output_throughput"]
+        assert int(row["cards"]) == 4 * int(row["rack.servers"])
+    assert [(r["rack.servers"], r["router.policy"]) for r in doc["rows"]] == \
+        [(1, "round_robin"), (1, "least_loaded"), (2, "round_robin"), (2, "least_loaded")]
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "efficiency" in res.stdout
+
+
+def test_points_change_one_field_and_refuse_bad_ones():
+    spec = load_run(None)
+    changed = apply(spec, {"engine.max_num_seqs": 32, "device.link.bandwidth_gbps": 32, "tp": 8})
+    assert changed.engine.max_num_seqs == 32 and changed.device.link.bandwidth_gbps == 32 and changed.tp == 8
+    assert changed.engine.block_size == spec.engine.block_size
+    with pytest.raises(ConfigError, match="max_num_seqs = 0 — must be ≥ 1"):
+        apply(spec, {"engine.max_num_seqs": 0})
+    with pytest.raises(ConfigError, match="engine.max_num_sequences"):
+        apply(spec, {"engine.max_num_sequences": 3})
+    assert grid([parse_axis("tp=2,4"), parse_axis("router.policy=a,b")])[1] == {"tp": 2, "router.policy": "b"}
+
+
+def test_capacity_search_brackets_the_slo():
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=1.0)
+    slos = {"p99_ttft_ms": 40.0}
+    found = search(spec, slos, iterations=3)
+    assert found["capacity_rate"] > 0 and found["first_failing_rate"] > found["capacity_rate"]
+    by_rate = {t["rate"]: t for t in found["trials"]}
+    assert by_rate[found["capacity_rate"]]["pass"] and by_rate[found["capacity_rate"]]["p99_ttft_ms"] <= 40
+    assert not by_rate[found["first_failing_rate"]]["pass"]
+
+
+def test_gamma_arrivals_are_burstier_than_poisson():
+    def gaps(arrival):
+        spec = load_run(None, workload={"arrival": arrival, "rate": 100.0, "burstiness": 0.25})
+        w = Workload(spec.workload, 1, 8192, seed=3)
+        return np.diff([r.arrival for r in w.arrivals(0.0, 50.0)])
+    poisson, gamma = gaps("poisson"), gaps("gamma")
+    assert abs(len(gamma) / 5000 - 1) < 0.1 and abs(len(poisson) / 5000 - 1) < 0.1     # same mean rate
+    cv = lambda g: g.std() / g.mean()   # noqa: E731
+    assert cv(poisson) == pytest.approx(1.0, abs=0.1) and cv(gamma) == pytest.approx(2.0, abs=0.2)
