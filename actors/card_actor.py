@@ -1,8 +1,9 @@
 """CardActor: one ATOM card in its own process, wrapping the plain ``Card``.
 
 Lean on purpose: it imports the card, its cost model and numpy/msgpack, never
-rich, aiohttp or grpc. ``execute`` takes one argument so it can sit in a
-compiled graph.
+rich, aiohttp or grpc. ``step`` takes one argument so it can sit in a
+compiled graph; it first accepts the steps of the previous proposal that ran
+(piggybacked, so a step or span costs one round trip), then proposes anew.
 """
 from __future__ import annotations
 
@@ -19,19 +20,23 @@ HEAVY_MODULES = ("rich", "aiohttp", "grpc", "matplotlib")
 
 @ray.remote(num_cpus=0)
 class CardActor:
-    def __init__(self, card_id: int, device, dtype: str):
-        self.card = Card(card_id, device, dtype)
+    def __init__(self, card_id: int, device, dtype: str, epoch_s: float):
+        self.card = Card(card_id, device, dtype, epoch_s)
 
     def load(self, program: bytes, memory) -> int:
         """Load a msgpack program and allocate its memory plan; returns bytes held."""
         self.card.load(Program.from_msgpack(program), memory)
         return self.card.ledger.used
 
-    def execute(self, step):
-        x, start = step
-        return self.card.execute(x, start)
+    def step(self, message):
+        accepted, shapes, start = message
+        if accepted is not None:
+            self.card.accept(accepted)
+        return self.card.propose(shapes, start)
 
-    def frame(self, t: float):
+    def frame(self, t: float, accepted=None):
+        if accepted is not None:
+            self.card.accept(accepted)
         self.card.advance_to(t)
         return self.card.frame()
 

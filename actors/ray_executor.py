@@ -83,7 +83,7 @@ class RayExecutor:
             for local, c in enumerate(s.cards):
                 self.cards[c] = CardActor.options(
                     resources={"atom_card": 1}, scheduling_strategy=PlacementGroupSchedulingStrategy(
-                        pg, placement_group_bundle_index=1 + local)).remote(c, spec.device, spec.model.dtype)
+                        pg, placement_group_bundle_index=1 + local)).remote(c, spec.device, spec.model.dtype, spec.epoch_s)
             for _, group in s.instances:
                 loads += [self.cards[c].load.remote(blobs[rank], plan.memory) for rank, c in enumerate(group)]
         _get(loads, "loading programs onto the cards", READY_TIMEOUT_S)

@@ -30,16 +30,18 @@ def dispatch_ms(steps: int = 300) -> dict[str, float]:
     """Four card actors loaded with Llama 3 8B TP 4 programs, one step driven both ways from here."""
     spec = load_run(None)
     plan = check_plan(spec)
-    handles = [CardActor.options(resources={"atom_card": 1}).remote(c, spec.device, "fp16") for c in range(4)]
+    handles = [CardActor.options(resources={"atom_card": 1}).remote(c, spec.device, "fp16", spec.epoch_s)
+               for c in range(4)]
     ray.get([h.load.remote(p.to_msgpack(), plan.memory) for h, p in zip(handles, plan.programs)])
     x = np.array([1.0, 64, 64, 64 * 1024, 64 * 1024])
     out = {}
     for name, fast in (("plain calls", False), ("compiled graph", True)):
         group = RayCardGroup(handles, fast=fast)
-        group.execute(x, 0.0)
+        group.propose(x[None], 0.0)
         t0 = time.perf_counter()
         for i in range(steps):
-            group.execute(x, 1.0 + i)
+            group.accept([float(i)])
+            group.propose(x[None], 1.0 + i)
         out[name] = (time.perf_counter() - t0) / steps * 1e3
         group.close()
     for h in handles:

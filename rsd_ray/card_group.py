@@ -13,16 +13,21 @@ from rsd_ray.compiler import MemoryPlan, Program
 
 
 class LocalCardGroup:
-    def __init__(self, card_ids, device, dtype: str):
-        self.cards = [Card(c, device, dtype) for c in card_ids]
+    def __init__(self, card_ids, device, dtype: str, epoch_s: float):
+        self.cards = [Card(c, device, dtype, epoch_s) for c in card_ids]
 
     def load(self, programs: tuple[Program, ...], memory: MemoryPlan) -> None:
         for card, program in zip(self.cards, programs):
             card.load(program, memory)
 
-    def execute(self, x: np.ndarray, start: float) -> np.ndarray:
-        """Every card's compute segments for one step (cards × syncs+1)."""
-        return np.vstack([card.execute(x, start) for card in self.cards])
+    def propose(self, shapes: np.ndarray, start: float) -> np.ndarray:
+        """Every card's segments for k steps from ``start`` (cards × k × syncs+1)."""
+        return np.stack([card.propose(shapes, start) for card in self.cards])
+
+    def accept(self, starts: list[float]) -> None:
+        """The first ``len(starts)`` proposed steps ran, from these times."""
+        for card in self.cards:
+            card.accept(starts)
 
     def frames(self, t: float) -> list[CardFrame]:
         for card in self.cards:

@@ -43,13 +43,13 @@ class Outcome:
     executor: str
 
 
-def host_setups(spec: RunSpec, topology: Topology, plan: Plan) -> list[HostSetup]:
+def host_setups(spec: RunSpec, topology: Topology, plan: Plan, spans: bool = True) -> list[HostSetup]:
     shared = tuple(sorted(sharers(topology, [list(g) for g in plan.placement.groups]).items()))
     by_server = defaultdict(list)
     for iid, group in enumerate(plan.placement.groups):
         by_server[topology.server_of(group[0])].append((iid, group))
     per = spec.rack.cards_per_server
-    return [HostSetup(s, tuple(range(s * per, (s + 1) * per)), tuple(by_server[s]), shared)
+    return [HostSetup(s, tuple(range(s * per, (s + 1) * per)), tuple(by_server[s]), shared, spans)
             for s in range(spec.rack.servers)]
 
 
@@ -59,12 +59,12 @@ def check_plan(spec: RunSpec) -> Plan:
 
 
 class Controller:
-    def __init__(self, spec: RunSpec, executor: str = "inline", **executor_options):
+    def __init__(self, spec: RunSpec, executor: str = "inline", spans: bool = True, **executor_options):
         self.spec = spec
         self.topology = Topology(spec.rack, spec.device)
         self.plan = compile_plan(spec, self.topology)
         self.instance_server = [self.topology.server_of(g[0]) for g in self.plan.placement.groups]
-        setups = host_setups(spec, self.topology, self.plan)
+        setups = host_setups(spec, self.topology, self.plan, spans)
         self.executor = get_executor(executor)(spec, self.plan, setups, **executor_options)
         self.router = Router(spec.router, len(self.instance_server), spec.seed)
         max_len = spec.engine.max_model_len or spec.model.max_seq_len

@@ -7,7 +7,9 @@ time(command) = max(FLOPs / (peak · COMPUTE_EFFICIENCY · clock),
 
 Coefficients are stacked into matrices once, so a step of any batch shape costs
 a handful of vectorised operations; commands between two Device Syncs are
-summed into one compute segment.
+summed into one compute segment. Shapes come as rows (k steps × 5 terms); each
+row gets its own matrix-vector product and the rest is elementwise, so a step's
+figures are the same bit for bit whether it is evaluated alone or in a span.
 """
 from __future__ import annotations
 
@@ -16,6 +18,12 @@ import numpy as np
 from rsd_ray.calibration import COMMAND_LAUNCH_S, COMPUTE_EFFICIENCY, DRAM_EFFICIENCY, LINK_EFFICIENCY
 from rsd_ray.compiler.program import DEVICE_SYNC, EXTERNAL_HDMA, HOST, Program
 from rsd_ray.config import DeviceSpec
+
+def linear(shapes: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """(k × 5) shapes · (n × 5) coefficients → (k × n), one matrix-vector product per shape,
+    so a row never depends on how many shapes were evaluated with it."""
+    return np.stack([coefficients @ x for x in shapes])
+
 
 def peak_flops(device: DeviceSpec, dtype: str) -> float:
     """Peak FLOPS for the weights' dtype, falling back to the fp16 figure."""
@@ -33,6 +41,8 @@ class StepCost:
         self.flops = np.array([c.flops for c in work])
         self.dram = np.array([c.dram for c in work])
         self.link = np.array([c.link for c in work])
+        self.stacked = np.vstack([self.flops, self.dram, self.link])   # one pass over all three
+        self.n = len(work)
         on_card = np.array([c.kind != HOST for c in work], dtype=float)
         hdma = np.array([c.kind == EXTERNAL_HDMA for c in work], dtype=float)
         self.launch = on_card * COMMAND_LAUNCH_S + hdma * device.link.latency_us * 1e-6
@@ -47,14 +57,16 @@ class StepCost:
                 i += 1
         self.segment_starts = np.array(starts)
 
-    def command_times(self, x: np.ndarray, clock: float = 1.0) -> np.ndarray:
-        compute = (self.flops @ x) * (self.inv_flops / clock)
-        memory = (self.dram @ x) * self.inv_dram
-        return np.maximum(compute, memory) + (self.link @ x) * self.inv_link + self.launch
+    def command_times(self, shapes: np.ndarray, clock: float = 1.0) -> np.ndarray:
+        """(k × commands) seconds for k batch shapes."""
+        n, terms = self.n, linear(shapes, self.stacked)
+        compute = terms[:, :n] * (self.inv_flops / clock)
+        memory = terms[:, n:2 * n] * self.inv_dram
+        return np.maximum(compute, memory) + terms[:, 2 * n:] * self.inv_link + self.launch
 
-    def segments(self, x: np.ndarray, clock: float = 1.0) -> np.ndarray:
-        """Compute time between consecutive Device Syncs (one more than syncs)."""
-        return np.add.reduceat(self.command_times(x, clock), self.segment_starts)
+    def segments(self, shapes: np.ndarray, clock: float = 1.0) -> np.ndarray:
+        """(k × syncs+1) compute time between consecutive Device Syncs, for k batch shapes."""
+        return np.add.reduceat(self.command_times(np.atleast_2d(shapes), clock), self.segment_starts, axis=1)
 
     def totals(self, x: np.ndarray) -> dict[str, float]:
         return {"flops": float(self.flops.dot(x).sum()), "dram_bytes": float(self.dram.dot(x).sum()),

@@ -21,6 +21,7 @@ class HostSetup:
     cards: tuple[int, ...]
     instances: tuple[tuple[int, tuple[int, ...]], ...]   # (instance id, card ids)
     shared_links: tuple[tuple[str, int], ...]           # groups per link, rack-wide
+    spans: bool = True                                  # run decode spans in one call (same results)
 
     @property
     def idle_cards(self) -> tuple[int, ...]:
@@ -45,7 +46,8 @@ class Host:
         self.instances: dict[int, Instance] = {}
         for iid, cards in setup.instances:
             sync = GroupSync(plan.programs[0], list(cards), self.topology, spec.compiler.collective, shared)
-            self.instances[iid] = Instance(iid, groups[iid], sync, spec.engine, plan.memory.num_blocks)
+            self.instances[iid] = Instance(iid, groups[iid], sync, spec.engine, plan.memory.num_blocks,
+                                           spec.epoch_s, setup.spans)
         self.card_ids = {iid: cards for iid, cards in setup.instances} | {None: setup.idle_cards}
 
     @classmethod
@@ -53,7 +55,7 @@ class Host:
         """A host whose cards are plain objects in this process."""
         groups = {}
         for iid, cards in tuple(setup.instances) + ((None, setup.idle_cards),):
-            groups[iid] = LocalCardGroup(cards, spec.device, spec.model.dtype)
+            groups[iid] = LocalCardGroup(cards, spec.device, spec.model.dtype, spec.epoch_s)
             if iid is not None:
                 groups[iid].load(plan.programs, plan.memory)
         return cls(spec, plan, setup, groups)

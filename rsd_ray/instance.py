@@ -2,17 +2,27 @@
 
 ``step()`` reads like vLLM's: schedule, execute on the cards, post-process.
 Policy lives in the scheduler, timing in the cards' cost model and the sync.
+
+Spans: when the batch is all decodes and nothing can join, the scheduler
+offers k steps at once; the cards evaluate them in one call, and the instance
+keeps the steps that start before the next arrival, the epoch's end or the
+card governor's next sample — exactly the steps step-by-step execution would
+have run, with the same numbers.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
+
 from rsd_ray.calibration import HOST_STEP_BASE_S, HOST_STEP_PER_SEQ_S
 from rsd_ray.kv_cache import KVCache
 from rsd_ray.request import Request, RequestRecord
-from rsd_ray.scheduler import Scheduler
+from rsd_ray.scheduler import Scheduler, Span
 from rsd_ray.sync import GroupSync
+
+SPAN_MAX_STEPS = 256   # the most steps offered at once; more only wastes work past the next event
 
 
 @dataclass(frozen=True)
@@ -28,16 +38,19 @@ class InstanceFrame:
     steps: int
     preemptions: int
     busy_s: float
+    span_steps: int
 
 
 class Instance:
-    def __init__(self, iid: int, cards, sync: GroupSync, engine, num_blocks: int):
-        self.iid, self.cards, self.sync = iid, cards, sync
+    def __init__(self, iid: int, cards, sync: GroupSync, engine, num_blocks: int, epoch_s: float,
+                 spans: bool = True):
+        self.iid, self.cards, self.sync, self.epoch_s, self.spans = iid, cards, sync, epoch_s, spans
         self.scheduler = Scheduler(engine, KVCache(num_blocks, engine.block_size))
         self.pending: deque[Request] = deque()    # routed, arrival still in the future
         self.clock = 0.0
         self.steps = self.output_tokens = self.computed_tokens = 0
-        self.busy_s = 0.0
+        self.busy_s = self.last_step_s = 0.0
+        self.span_steps = 0
         self.on_step = None                        # optional listener(instance, t0, t1, shape)
 
     def submit(self, req: Request) -> None:
@@ -54,7 +67,8 @@ class Instance:
         while self.clock < t_end:
             self._admit_arrived()
             if self.scheduler.has_work():
-                finished += self.step()
+                span = self.scheduler.plan_span(self._span_steps(t_end)) if self.spans else None
+                finished += self._run_span(span, t_end) if span else self.step()
             elif self.pending and self.pending[0].arrival < t_end:
                 self.clock = self.pending[0].arrival
             else:
@@ -67,19 +81,50 @@ class Instance:
             if out.preempted:   # all running were preempted; the next round readmits them
                 return []
             raise RuntimeError(f"instance {self.iid}: a waiting request cannot fit the KV cache alone")
-        x = out.shape
-        start = self.clock
-        device = self.sync.resolve(self.cards.execute(x, start), self.sync.times(x))
-        host = HOST_STEP_BASE_S + HOST_STEP_PER_SEQ_S * x[2]
-        self.clock = start + host + device
-        done = self.scheduler.update(out, self.clock)
-        self.steps += 1
-        self.busy_s += self.clock - start
-        self.output_tokens += int(x[2])
-        self.computed_tokens += int(x[1])
-        if self.on_step:
-            self.on_step(self, start, self.clock, x)
-        return [r.record(finished=True) for r in done]
+        ends = self._execute(out.shape[None], limit=self.clock)
+        return [r.record(finished=True) for r in self.scheduler.update(out, ends[0])]
+
+    def _limit(self, t_end: float) -> float:
+        return min(t_end, self.pending[0].arrival) if self.pending else t_end
+
+    def _span_steps(self, t_end: float) -> int:
+        """How many steps to offer: about as many as fit before the next event (never changes results)."""
+        if self.last_step_s <= 0:
+            return 2
+        return max(2, min(SPAN_MAX_STEPS, int((self._limit(t_end) - self.clock) / self.last_step_s) + 2))
+
+    def _run_span(self, span: Span, t_end: float) -> list[RequestRecord]:
+        ends = self._execute(span.shapes, self._limit(t_end))
+        self.span_steps += len(ends)
+        return [r.record(finished=True) for r in self.scheduler.apply_span(span, ends)]
+
+    def _execute(self, shapes: np.ndarray, limit: float) -> list[float]:
+        """Offer steps to the cards; keep those that start before ``limit`` within this governor
+        epoch (the first always); returns their end times."""
+        segments = self.cards.propose(shapes, self.clock)
+        collectives, pick, msg = self.sync.times(shapes)
+        epoch = int(self.clock / self.epoch_s)
+        starts, ends, t = [], [], self.clock
+        for j in range(len(shapes)):
+            if j and (t >= limit or int(t / self.epoch_s) != epoch):
+                break
+            device = self.sync.resolve(segments[:, j], collectives[j])
+            host = HOST_STEP_BASE_S + HOST_STEP_PER_SEQ_S * shapes[j, 2]
+            starts.append(t)
+            t = t + host + device
+            ends.append(t)
+        self.cards.accept(starts)
+        self.sync.record(pick, msg, len(starts))
+        for start, end, x in zip(starts, ends, shapes):
+            self.steps += 1
+            self.busy_s += end - start
+            self.output_tokens += int(x[2])
+            self.computed_tokens += int(x[1])
+            if self.on_step:
+                self.on_step(self, start, end, x)
+        self.last_step_s = ends[-1] - starts[-1]
+        self.clock = ends[-1]
+        return ends
 
     def unfinished(self) -> list[RequestRecord]:
         reqs = list(self.pending) + list(self.scheduler.waiting) + self.scheduler.running
@@ -89,4 +134,4 @@ class Instance:
         s = self.scheduler
         return InstanceFrame(self.iid, self.clock, len(s.running), len(s.waiting) + len(self.pending),
                              s.kv.usage, self.output_tokens, self.computed_tokens, self.steps,
-                             s.preemptions, self.busy_s)
+                             s.preemptions, self.busy_s, self.span_steps)

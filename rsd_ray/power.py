@@ -44,7 +44,7 @@ class ThermalState:
         steady = self.thermal.ambient_c + self.thermal.resistance_c_per_w * watts
         self.temp_c = steady + (self.temp_c - steady) * math.exp(-seconds / self.thermal.tau_s)
 
-    def p_state(self, idle_for: float) -> str:
-        if self.throttled:
+    def p_state(self, idle_for: float, throttled: bool) -> str:
+        if throttled:
             return "P10"
         return "P14" if idle_for >= IDLE_AFTER_S else self.active_state

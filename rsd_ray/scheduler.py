@@ -25,6 +25,15 @@ class SchedulerOutput:
     preempted: int
 
 
+@dataclass(frozen=True)
+class Span:
+    """k decode steps of the same running batch: only context lengths grow, one token a step.
+    Nothing can join (no waiting request could be admitted), nothing finishes before the
+    last step, and the KV blocks all k steps need are free."""
+    requests: tuple[Request, ...]
+    shapes: np.ndarray         # (k × 5)
+
+
 class Scheduler:
     def __init__(self, engine: EngineSpec, kv: KVCache):
         self.max_seqs, self.budget = engine.max_num_seqs, engine.max_num_batched_tokens
@@ -87,6 +96,50 @@ class Scheduler:
             pairs += n * p + n * (n + 1) // 2
             kv_tokens += p + n
         return np.array((1.0, tokens, seqs, pairs, kv_tokens))
+
+    def plan_span(self, max_steps: int) -> Span | None:
+        """The longest span of decode steps (≤ max_steps) the batch allows now, or None."""
+        running = self.running
+        if len(running) > self.budget or (self.waiting and len(running) < self.max_seqs):
+            return None
+        k, ctx = max_steps, 0
+        for req in running:
+            if req.prompt_len + req.num_output - req.num_computed != 1:
+                return None
+            k = min(k, req.max_tokens - req.num_output)
+            ctx += req.num_computed + 1
+        while k >= 2 and self._blocks_for(k) > self.kv.free_blocks:
+            k //= 2
+        if k < 2:
+            return None
+        b = len(running)
+        shapes = np.array([(1.0, b, b, ctx + j * b, ctx + j * b) for j in range(k)])
+        return Span(tuple(running), shapes)
+
+    def _blocks_for(self, steps: int) -> int:
+        """New KV blocks the running batch needs for ``steps`` more tokens each."""
+        size = self.kv.block_size
+        return sum(max(0, -(-(r.num_computed + steps) // size) - r.blocks) for r in self.running)
+
+    def apply_span(self, span: Span, ends: list[float]) -> list[Request]:
+        """The first ``len(ends)`` steps of ``span`` ran, ending at ``ends``; returns finished requests."""
+        m, finished, kv = len(ends), [], self.kv
+        size = kv.block_size
+        for req in span.requests:
+            need = -(-(req.num_computed + m) // size) - req.blocks   # what m single steps would allocate
+            if need > 0:
+                kv.free_blocks -= need
+                req.blocks += need
+            req.num_computed += m
+            req.num_output += m
+            req.token_times.extend(ends)
+            if req.num_output >= req.max_tokens:
+                finished.append(req)
+                kv.free(req)
+        if finished:
+            done = set(map(id, finished))
+            self.running = [r for r in self.running if id(r) not in done]
+        return finished
 
     def update(self, out: SchedulerOutput, t_end: float) -> list[Request]:
         """Advance computed tokens, stamp sampled tokens; returns finished requests."""

@@ -14,6 +14,7 @@ import numpy as np
 
 from rsd_ray.collectives import ALGORITHMS, collective_cost
 from rsd_ray.compiler.program import DEVICE_SYNC, Program
+from rsd_ray.costmodel import linear
 from rsd_ray.topology import Topology
 
 
@@ -33,19 +34,26 @@ class GroupSync:
         self.active = bool(syncs) and len(group) > 1
         self.sent = np.zeros_like(self.alpha)     # message bytes sent by each algorithm, per sync
 
-    def times(self, x: np.ndarray) -> np.ndarray:
-        """Time of every collective of a step with batch shape ``x`` (cheapest algorithm)."""
+    def times(self, shapes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(k × syncs) times of every collective for k batch shapes, by the cheapest algorithm;
+        with the algorithm picked and the message bytes, for ``record``."""
+        msg = linear(shapes, self.message)
         if not self.active:
-            return np.zeros(len(self.message))
-        msg = self.message @ x
-        t = self.alpha + self.beta * msg
+            return np.zeros_like(msg), np.zeros(msg.shape, dtype=int), msg
+        t = self.alpha[:, None, :] + self.beta[:, None, :] * msg[None]
         pick = t.argmin(axis=0)
-        cols = np.arange(len(msg))
-        self.sent[pick, cols] += msg
-        return t[pick, cols]
+        return np.take_along_axis(t, pick[None], axis=0)[0], pick, msg
+
+    def record(self, pick: np.ndarray, msg: np.ndarray, steps: int) -> None:
+        """Count the bytes of the first ``steps`` steps on the links, step by step."""
+        if not self.active:
+            return
+        cols = np.arange(msg.shape[1])
+        for j in range(steps):
+            self.sent[pick[j], cols] += msg[j]
 
     def resolve(self, segments: np.ndarray, collectives: np.ndarray) -> float:
-        """Step time from per-card segments (cards × syncs+1) and collective times."""
+        """One step's time from per-card segments (cards × syncs+1) and its collective times."""
         seg = segments.max(axis=0)
         if self.chunks == 1:
             return float(seg.sum() + collectives.sum())

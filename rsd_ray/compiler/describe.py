@@ -34,7 +34,9 @@ def describe(spec: RunSpec) -> dict:
     for name, x in example_shapes(spec).items():
         sync = GroupSync(program, group, topology, spec.compiler.collective, shared)
         segments = np.vstack([cost.segments(x)] * len(group))
-        collectives = sync.times(x)
+        collectives, pick, msg = sync.times(x[None])
+        sync.record(pick, msg, 1)
+        collectives = collectives[0]
         device = sync.resolve(segments, collectives)
         host = HOST_STEP_BASE_S + HOST_STEP_PER_SEQ_S * x[2]
         steps.append({"step": name, **cost.totals(x), "compute_s": float(segments[0].sum()),
