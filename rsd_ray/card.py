@@ -51,20 +51,28 @@ class Card:
         self.governed_epoch, self.clock_factor = -1, 1.0
         self._proposal: tuple[np.ndarray, np.ndarray] | None = None
 
-    def load(self, program: Program, memory: MemoryPlan) -> None:
-        """Allocate the memory plan's regions (fails loudly over budget) and load the program."""
+    def load(self, program: Program, memory: MemoryPlan, cost: StepCost | None = None) -> None:
+        """Allocate the memory plan's regions (fails loudly over budget) and load the program.
+        ``cost`` may be shared by cards whose programs cost the same (every rank of a group)."""
         for region, nbytes in memory.regions.items():
             self.ledger.allocate(region, nbytes)
-        self.cost = StepCost(program, self.device, self.dtype)
+        self.cost = cost or StepCost(program, self.device, self.dtype)
         self._hdma = self.cost.link.sum(axis=0)
 
-    def propose(self, shapes: np.ndarray, start: float) -> np.ndarray:
-        """Compute segments (k × syncs+1) of k consecutive steps, the first starting at ``start``."""
+    def propose(self, shapes: np.ndarray, start: float, memo: dict | None = None) -> np.ndarray:
+        """Compute segments (k × syncs+1) of k consecutive steps, the first starting at ``start``.
+        ``memo`` lets cards of one process that share a cost model and a clock compute them once."""
         epoch = int(start / self.epoch_s)
         if epoch != self.governed_epoch:
             self.advance_to(start)
             self.governed_epoch, self.clock_factor = epoch, self.thermal.clock
-        segments = self.cost.segments(shapes, self.clock_factor)
+        key = (id(self.cost), self.clock_factor)
+        if memo is not None and key in memo:
+            segments = memo[key]
+        else:
+            segments = self.cost.segments(shapes, self.clock_factor)
+            if memo is not None:
+                memo[key] = segments
         self._proposal = (shapes, segments)
         return segments
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from rsd_ray.card import Card, CardFrame
 from rsd_ray.compiler import MemoryPlan, Program
+from rsd_ray.costmodel import StepCost
 
 
 class LocalCardGroup:
@@ -17,12 +18,16 @@ class LocalCardGroup:
         self.cards = [Card(c, device, dtype, epoch_s) for c in card_ids]
 
     def load(self, programs: tuple[Program, ...], memory: MemoryPlan) -> None:
+        """Load each rank's program; ranks whose commands cost the same share one cost model."""
+        costs: dict = {}
         for card, program in zip(self.cards, programs):
-            card.load(program, memory)
+            cost = costs.setdefault(program.commands, StepCost(program, card.device, card.dtype))
+            card.load(program, memory, cost)
 
     def propose(self, shapes: np.ndarray, start: float) -> np.ndarray:
         """Every card's segments for k steps from ``start`` (cards × k × syncs+1)."""
-        return np.stack([card.propose(shapes, start) for card in self.cards])
+        memo: dict = {}
+        return np.stack([card.propose(shapes, start, memo) for card in self.cards])
 
     def accept(self, starts: list[float]) -> None:
         """The first ``len(starts)`` proposed steps ran, from these times."""
