@@ -31,10 +31,10 @@ def ray_session(address: str | None, cards: int):
         ray.shutdown()
 
 
-def run_on_ray(spec, on_epoch=None, fast: bool | None = None):
+def run_on_ray(spec, on_epoch=None, fast: bool | None = None, spans: bool = True):
     """Run ``spec`` under a named ControllerActor; returns the Outcome. Ray must be initialised."""
     check_capacity(spec.rack)
-    controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(spec, fast)
+    controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(spec, fast, spans)
     try:
         ref = controller.run.remote()
         while not ray.wait([ref], timeout=POLL_S)[0]:

@@ -53,11 +53,11 @@ def cmd_run(args) -> int:
     check_plan(spec)                       # refuse a config that cannot run before starting anything
     with run_progress(console, spec.duration_s, enabled=not args.no_progress) as on_epoch:
         if args.executor == "inline":
-            outcome = Controller(spec).run(on_epoch)
+            outcome = Controller(spec, spans=not args.no_spans).run(on_epoch)
         else:
             from rsd_ray.actors.session import ray_session, run_on_ray
             with ray_session(args.address, spec.rack.servers * spec.rack.cards_per_server):
-                outcome = run_on_ray(spec, on_epoch)
+                outcome = run_on_ray(spec, on_epoch, spans=not args.no_spans)
     doc = build(outcome)
     if args.out:
         dump(doc, args.out)
@@ -109,6 +109,8 @@ def parser() -> argparse.ArgumentParser:
                      help="ray: every card an actor (default); inline: one process, for tests and fast sweeps")
     run.add_argument("--address", help="join a Ray cluster (auto or HOST:PORT) instead of starting a local one")
     run.add_argument("--out", help="write the results JSON here")
+    run.add_argument("--no-spans", action="store_true",
+                     help="run every step on its own (same results, slower; for checking)")
     run.add_argument("--requests-csv", help="write one line per request here")
     run.add_argument("--json", action="store_true", help="print the results JSON on stdout")
     run.add_argument("--no-progress", action="store_true")
