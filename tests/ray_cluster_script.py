@@ -1,10 +1,13 @@
 """Run by test_ray.py in its own process: a two-node Ray cluster on this machine.
 
 1. mini (2 servers × 4 cards) lands one server per node; its results equal inline.
-2. Losing a node mid-run ends the run with a clear error, not a hang.
+2. `rsd-ray run --address` joins that cluster from another process.
+3. Losing a node mid-run ends the run with a clear error, not a hang.
 Prints one JSON line with what it saw.
 """
 import json
+import subprocess
+import sys
 import time
 
 import ray
@@ -37,6 +40,11 @@ def main():
                                   for pg in table.values() if pg["state"] == "CREATED"})
     out["node_ids"] = sorted(n.node_id for n in nodes)
     out["equal_inline"] = comparable(build(controller.run())) == comparable(build(Controller(spec).run()))
+
+    joined = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "run", "--address", cluster.address,
+                             "--rack", "mini", "--model", "tiny-llama", "--tp", "2", "--duration", "1",
+                             "--json", "--no-progress"], capture_output=True, text=True, timeout=240)
+    out["joined"] = json.loads(joined.stdout)["emulator"] if joined.returncode == 0 else joined.stderr[-2000:]
 
     controller = Controller(load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=30.0), executor="ray")
     victim = nodes[1]

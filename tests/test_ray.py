@@ -88,6 +88,8 @@ def test_two_nodes_one_server_each_and_a_lost_node_is_a_clear_error():
     seen = json.loads(res.stdout.strip().splitlines()[-1])
     assert [list(n) for n in seen["server_nodes"]] == [[n] for n in seen["node_ids"]]   # one server per node
     assert seen["equal_inline"]
+    assert isinstance(seen["joined"], dict), seen["joined"]                            # rsd-ray run --address
+    assert seen["joined"]["executor"] == "ray" and seen["joined"]["cards"] == 8
     assert "failed" in seen["lost"] or "no answer" in seen["lost"]
     assert seen["lost_after_s"] < 120
 
