@@ -22,8 +22,7 @@ from rsd_ray.results import build
 
 def measure(rack: str, executor: str, spans: bool, duration: float) -> dict:
     doc = build(Controller(load_run(None, rack=rack, duration_s=duration), executor=executor, spans=spans).run())
-    steps = sum(i["steps"] for i in doc["instances"])
-    in_spans = sum(i["span_steps"] for i in doc["instances"])
+    steps, in_spans = doc["emulator"]["steps"], doc["emulator"]["steps_in_spans"]
     return {"rack": rack, "executor": executor, "spans": spans, "wall_s": doc["emulator"]["wall_s"],
             "ratio": doc["emulator"]["virtual_per_wall"], "steps": steps, "in_spans": in_spans,
             "tokens_per_s": doc["summary"]["output_throughput"]}

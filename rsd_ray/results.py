@@ -65,6 +65,8 @@ def build(outcome: Outcome) -> dict:
         "cards": cards,
         "links": links,
         "emulator": {"executor": outcome.executor, "virtual_s": elapsed, "epochs": outcome.epochs,
+                     "steps": sum(f.steps for f in outcome.instances),
+                     "steps_in_spans": sum(f.span_steps for f in outcome.instances),
                      "servers": rack.servers, "cards": len(cards), "instances": len(placement.groups),
                      "wall_s": outcome.wall_s, "virtual_per_wall": elapsed / outcome.wall_s if outcome.wall_s else None},
     }
