@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from rsd_ray.config import ConfigError, load_part, load_run, presets
+from rsd_ray.config.loader import CONFIG_ROOT
 
 
 def write(tmp_path, name, data):
@@ -48,7 +49,7 @@ def test_out_of_range_value_says_the_bound(tmp_path):
 
 
 def test_hardware_numbers_need_a_source(tmp_path):
-    data = yaml.safe_load(open(load_part.__globals__["CONFIG_ROOT"] / "devices" / "atom.yaml"))
+    data = yaml.safe_load(open(CONFIG_ROOT / "devices" / "atom.yaml"))
     del data["sources"]["dram_bandwidth_gbps"]
     path = write(tmp_path, "dev.yaml", data)
     with pytest.raises(ConfigError, match="dram_bandwidth_gbps = 256 — add a 'sources"):
@@ -67,10 +68,10 @@ def test_unknown_preset_lists_the_presets():
 
 def test_user_device_profile_for_another_accelerator(tmp_path, spec_factory):
     """A user's own accelerator: twice the bandwidth and FLOPS of ATOM runs faster."""
-    data = yaml.safe_load(open(load_part.__globals__["CONFIG_ROOT"] / "devices" / "atom.yaml"))
+    data = yaml.safe_load(open(CONFIG_ROOT / "devices" / "atom.yaml"))
     data.update(name="fast", peak_tflops={"fp16": 64}, dram_bandwidth_gbps=512)
     dev = write(tmp_path, "fast.yaml", data)
-    rack = yaml.safe_load(open(load_part.__globals__["CONFIG_ROOT"] / "racks" / "mini.yaml"))
+    rack = yaml.safe_load(open(CONFIG_ROOT / "racks" / "mini.yaml"))
     rack["device"] = str(dev)
     rack_path = write(tmp_path, "rack.yaml", rack)
     from tests.conftest import run_doc

@@ -1,6 +1,6 @@
 import dataclasses
 
-from rsd_ray.config import load_part
+from rsd_ray.config import LengthSpec, load_part
 from rsd_ray.controller import Controller
 from rsd_ray.kv_cache import KVCache
 from rsd_ray.request import Request
@@ -18,8 +18,7 @@ def record_steps(controller):
 
 
 def test_chunked_prefill_respects_the_token_budget():
-    spec = make_spec(workload={"input": load_part("workloads", "default", "t").input.__class__(mean=700),
-                               "concurrency": 6, "per_server": False},
+    spec = make_spec(workload={"input": LengthSpec(mean=700), "concurrency": 6, "per_server": False},
                      engine={"max_num_batched_tokens": 256, "max_num_seqs": 8})
     controller = Controller(spec)
     steps = record_steps(controller)
@@ -32,9 +31,8 @@ def test_chunked_prefill_respects_the_token_budget():
 
 
 def test_preemption_when_kv_blocks_run_short_and_everything_still_finishes():
-    lengths = load_part("workloads", "default", "t").input.__class__
-    spec = make_spec(workload={"concurrency": 16, "per_server": False, "input": lengths(mean=200),
-                               "output": lengths(mean=100)}, duration_s=3.0, engine={"max_num_seqs": 16})
+    spec = make_spec(workload={"concurrency": 16, "per_server": False, "input": LengthSpec(mean=200),
+                               "output": LengthSpec(mean=100)}, duration_s=3.0, engine={"max_num_seqs": 16})
     controller = Controller(spec)
     for host in controller.executor.hosts:                    # squeeze every KV cache to 40 blocks
         for inst in host.instances.values():

@@ -83,8 +83,8 @@ def test_results_document_has_the_figures():
 
 def test_price_gives_tokens_per_dollar(tmp_path):
     import yaml
-    from rsd_ray.config import load_part
-    rack = yaml.safe_load(open(load_part.__globals__["CONFIG_ROOT"] / "racks" / "mini.yaml"))
+    from rsd_ray.config.loader import CONFIG_ROOT
+    rack = yaml.safe_load(open(CONFIG_ROOT / "racks" / "mini.yaml"))
     rack["price"] = {"card_usd_per_hour": 1.0, "server_usd_per_hour": 2.0, "usd_per_kwh": 0.1}
     rack["sources"]["price"] = "test prices"
     path = tmp_path / "rack.yaml"

@@ -56,10 +56,10 @@ def plan_memory(model: ModelSpec, tp: int, device: DeviceSpec, engine: EngineSpe
     kv = int(budget * engine.kv_cache_fraction) - weights - workspace - comm
     if kv < one_seq:
         max_len = engine.max_model_len or model.max_seq_len
-        raise ConfigError("<run>", "tp", tp, (
+        raise ConfigError("run config", "tp", tp, (
             f"{model.name} at tp={tp} needs {weights / GIB:.2f} GiB of {model.dtype} weights + "
             f"{one_seq / GIB:.2f} GiB of KV for one {max_len:,}-token sequence + "
-            f"{(workspace + comm) / GIB:.2f} GiB workspace and buffers per card; a {device.name} card has "
+            f"{(workspace + comm) / GIB:.2f} GiB workspace and buffers per card; one {device.name} card has "
             f"{budget / GIB:.2f} GiB ({engine.kv_cache_fraction:.0%} usable); {_suggest(model, device, engine)}"))
     block = kv_bytes_per_token(model, tp) * engine.block_size
     return MemoryPlan(weights, workspace, comm, kv, budget, kv_bytes_per_token(model, tp),
