@@ -1,12 +1,12 @@
 """Spans against step-by-step execution, measured side by side in one run.
 
-    python benchmarks/spans.py [--duration 30] [--rack-on-ray]
+    python benchmarks/spans.py [--duration 30] [--ray-rack-duration 5] [--skip-ray-rack]
 
 Llama 3 8B, TP 4, the default closed-loop workload per server (saturated at the
 default 50 ms epoch). Prints virtual/wall for rsd-rack (224 cards) inline
-without and with spans, and for the Ray executor on atom-server without and
-with spans; --rack-on-ray adds rsd-rack on Ray with spans (minutes to start
-224 card actors on a small machine).
+without and with spans, for the Ray executor on atom-server without and with
+spans, and for rsd-rack on Ray with spans (a shorter window: starting 224 card
+actors takes minutes on a small machine).
 """
 from __future__ import annotations
 
@@ -31,20 +31,23 @@ def measure(rack: str, executor: str, spans: bool, duration: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=30.0)
-    ap.add_argument("--rack-on-ray", action="store_true")
+    ap.add_argument("--ray-rack-duration", type=float, default=5.0)
+    ap.add_argument("--skip-ray-rack", action="store_true")
     args = ap.parse_args()
-    runs = [("rsd-rack", "inline", False), ("rsd-rack", "inline", True)]
+    d = args.duration
+    runs = [("rsd-rack", "inline", False, d), ("rsd-rack", "inline", True, d),
+            ("atom-server", "ray", False, d), ("atom-server", "ray", True, d)]
+    runs += [] if args.skip_ray_rack else [("rsd-rack", "ray", True, args.ray_rack_duration)]
     import ray
-    ray.init(resources={"atom_card": 224 if args.rack_on_ray else 16}, include_dashboard=False,
+    ray.init(resources={"atom_card": 16 if args.skip_ray_rack else 224}, include_dashboard=False,
              logging_level="WARNING")
-    runs += [("atom-server", "ray", False), ("atom-server", "ray", True)]
-    runs += [("rsd-rack", "ray", True)] if args.rack_on_ray else []
-    table = Table(title=f"spans vs step-by-step, {args.duration:.0f} s of arrivals")
-    for col in ("rack", "executor", "spans", "steps", "steps in spans", "wall s", "virtual/wall", "output tok/s"):
+    table = Table(title="spans vs step-by-step")
+    for col in ("rack", "executor", "spans", "arrivals s", "steps", "steps in spans", "wall s", "virtual/wall",
+                "output tok/s"):
         table.add_column(col, justify="right")
-    for rack, executor, spans in runs:
-        r = measure(rack, executor, spans, args.duration)
-        table.add_row(rack, executor, "on" if spans else "off", f"{r['steps']:,}", f"{r['in_spans']:,}",
+    for rack, executor, spans, duration in runs:
+        r = measure(rack, executor, spans, duration)
+        table.add_row(rack, executor, "on" if spans else "off", f"{duration:g}", f"{r['steps']:,}", f"{r['in_spans']:,}",
                       f"{r['wall_s']:.2f}", f"{r['ratio']:.1f}×", f"{r['tokens_per_s']:,.0f}")
     Console().print(table)
     ray.shutdown()
