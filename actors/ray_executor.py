@@ -16,6 +16,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rsd_ray.actors.card_actor import CardActor
 from rsd_ray.actors.host_actor import HostActor
 from rsd_ray.config import ConfigError
+from rsd_ray.executor import sum_counts
 
 HOST_CPU = 0.01
 """CPU share reserved for a host actor's bundle. It only keeps the bundle non-empty:
@@ -101,11 +102,7 @@ class RayExecutor:
         return [f for frames in _get([h.card_frames.remote(t) for h in self.hosts], "card telemetry") for f in frames]
 
     def link_bytes(self):
-        out: dict[str, float] = {}
-        for part in _get([h.link_bytes.remote() for h in self.hosts], "link counters"):
-            for name, nbytes in part.items():
-                out[name] = out.get(name, 0.0) + nbytes
-        return out
+        return sum_counts(_get([h.link_bytes.remote() for h in self.hosts], "link counters"))
 
     def unfinished(self):
         return [r for part in _get([h.unfinished.remote() for h in self.hosts], "unfinished requests") for r in part]

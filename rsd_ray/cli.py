@@ -50,12 +50,12 @@ def cmd_run(args) -> int:
 
     spec = _spec(args)
     console = Console(stderr=args.json)
-    check_plan(spec)                       # refuse a config that cannot run before starting anything
     with run_progress(console, spec.duration_s, enabled=not args.no_progress) as on_epoch:
         if args.executor == "inline":
             outcome = Controller(spec, spans=not args.no_spans).run(on_epoch)
         else:
             from rsd_ray.actors.session import ray_session, run_on_ray
+            check_plan(spec)           # refuse here, before Ray starts, not inside the controller actor
             with ray_session(args.address, spec.rack.servers * spec.rack.cards_per_server):
                 outcome = run_on_ray(spec, on_epoch, spans=not args.no_spans)
     doc = build(outcome)

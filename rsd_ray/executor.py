@@ -13,6 +13,15 @@ from rsd_ray.host import EpochReport, Host, HostSetup
 from rsd_ray.request import Request, RequestRecord
 
 
+def sum_counts(parts) -> dict[str, float]:
+    """Per-host counters (link name → bytes) summed over the rack."""
+    out: dict[str, float] = {}
+    for part in parts:
+        for name, value in part.items():
+            out[name] = out.get(name, 0.0) + value
+    return out
+
+
 class InlineExecutor:
     name = "inline"
 
@@ -26,11 +35,7 @@ class InlineExecutor:
         return [f for h in self.hosts for f in h.card_frames(t)]
 
     def link_bytes(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for h in self.hosts:
-            for name, nbytes in h.link_bytes().items():
-                out[name] = out.get(name, 0.0) + nbytes
-        return out
+        return sum_counts(h.link_bytes() for h in self.hosts)
 
     def unfinished(self) -> list[RequestRecord]:
         return [r for h in self.hosts for r in h.unfinished()]

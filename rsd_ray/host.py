@@ -48,7 +48,6 @@ class Host:
             sync = GroupSync(plan.programs[0], list(cards), self.topology, spec.compiler.collective, shared)
             self.instances[iid] = Instance(iid, groups[iid], sync, spec.engine, plan.memory.num_blocks,
                                            spec.epoch_s, setup.spans)
-        self.card_ids = {iid: cards for iid, cards in setup.instances} | {None: setup.idle_cards}
 
     @classmethod
     def local(cls, spec: RunSpec, plan: Plan, setup: HostSetup) -> "Host":

@@ -118,18 +118,13 @@ class Scheduler:
 
     def _blocks_for(self, steps: int) -> int:
         """New KV blocks the running batch needs for ``steps`` more tokens each."""
-        size = self.kv.block_size
-        return sum(max(0, -(-(r.num_computed + steps) // size) - r.blocks) for r in self.running)
+        return sum(self.kv.blocks_needed(r, steps) for r in self.running)
 
     def apply_span(self, span: Span, ends: list[float]) -> list[Request]:
         """The first ``len(ends)`` steps of ``span`` ran, ending at ``ends``; returns finished requests."""
         m, finished, kv = len(ends), [], self.kv
-        size = kv.block_size
         for req in span.requests:
-            need = -(-(req.num_computed + m) // size) - req.blocks   # what m single steps would allocate
-            if need > 0:
-                kv.free_blocks -= need
-                req.blocks += need
+            kv.allocate(req, m)            # what m single steps would have allocated, one by one
             req.num_computed += m
             req.num_output += m
             req.token_times.extend(ends)
