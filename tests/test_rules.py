@@ -1,0 +1,257 @@
+"""Rules pinned to values worked out by hand, not only to another run of the same code.
+
+Each test names the rule it guards; the numbers in it come from the arithmetic in
+its comments. Breaking the rule (rounding KV blocks down, waiting for the fastest
+card, adding compute and memory time, ...) makes the test fail.
+"""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from rsd_ray.calibration import COMMAND_LAUNCH_S, COMPUTE_EFFICIENCY, DRAM_EFFICIENCY, LINK_EFFICIENCY
+from rsd_ray.card import Card
+from rsd_ray.collectives import collective_cost
+from rsd_ray.compiler import compile_program, plan_memory
+from rsd_ray.compiler.program import DEVICE_SYNC, EXTERNAL_HDMA, NEURAL_ENGINE, Command, Program
+from rsd_ray.config import ConfigError, load_part, load_run
+from rsd_ray.config.specs import PriceSpec
+from rsd_ray.config.loader import CONFIG_ROOT
+from rsd_ray.costmodel import StepCost
+from rsd_ray.kv_cache import KVCache
+from rsd_ray.metrics import summarise
+from rsd_ray.request import Request, RequestRecord
+from rsd_ray.sync import GroupSync
+from rsd_ray.topology import Topology
+from tests.conftest import make_spec, run_doc
+
+ATOM = load_part("devices", "atom", "test")          # 32 TFLOPS fp16, 256 GB/s DRAM, 64 GB/s PCIe, 25/130 W
+
+
+# --- KV cache: blocks for n tokens round up -------------------------------------------------------
+
+def test_kv_blocks_round_up():
+    kv = KVCache(10, 16)
+    req = Request(0, 0.0, 17, 4)
+    assert kv.blocks_needed(req, 16) == 1            # 16 tokens: exactly one block of 16
+    assert kv.blocks_needed(req, 17) == 2            # 17 tokens: 2 blocks, the second holds one token
+    kv.allocate(req, 17)
+    assert req.blocks == 2 and kv.free_blocks == 8
+    req.num_computed = 17
+    assert kv.blocks_needed(req, 15) == 0            # 32 tokens still fit 2 blocks
+    assert kv.blocks_needed(req, 16) == 1            # the 33rd opens a third
+    assert kv.usage == pytest.approx(0.2)
+
+
+# --- sync: a TP group waits for its slowest card ---------------------------------------------------
+
+def test_a_collective_starts_when_the_slowest_card_arrives():
+    sync = GroupSync.__new__(GroupSync)
+    sync.chunks = 1
+    segments = np.array([[1.0, 1.0], [3.0, 3.0], [1.0, 1.0], [1.0, 1.0]])   # card 1 is 3x slower
+    # step = max over cards of segment 0 + collective + max of segment 1 = 3 + 0.5 + 3
+    assert sync.resolve(segments, np.array([0.5])) == pytest.approx(6.5)
+
+
+class SlowCost(StepCost):
+    """A cost model three times slower than its program says."""
+
+    def segments(self, shapes, clock=1.0):
+        return super().segments(shapes, clock) * 3
+
+
+def test_one_slow_card_slows_its_group_and_only_its_group():
+    """Exactly one card of a TP-4 group is slowed (its own cost model); the group's step takes
+    the slow card's compute time plus the collectives, not the others'."""
+    from rsd_ray.card_group import LocalCardGroup
+    spec = load_run(None, rack="atom-server", model="llama3-8b", tp=4)
+    plan_mem = plan_memory(spec.model, 4, spec.device, spec.engine)
+    programs = tuple(compile_program(spec.model, 4, r) for r in range(4))
+    group = LocalCardGroup(range(4), spec.device, "fp16", spec.epoch_s)
+    group.load(programs, plan_mem)
+    slow = group.cards[1]
+    slow.cost = SlowCost(programs[1], spec.device, "fp16")
+    x = np.array([[1.0, 8, 8, 8 * 1024, 8 * 1024]])            # decode, 8 sequences at context 1 k
+    segs = group.propose(x, 0.0)
+    base = group.cards[0].cost.segments(x)[0]
+    assert np.allclose(segs[1, 0], 3 * base) and np.allclose(segs[0, 0], base)
+    topo = Topology(spec.rack, spec.device)
+    sync = GroupSync(programs[0], [0, 1, 2, 3], topo, "auto", {})
+    collectives = sync.times(x)[0][0]
+    assert sync.resolve(segs[:, 0], collectives) == pytest.approx(3 * base.sum() + collectives.sum())
+
+
+# --- cost model: a command takes the roofline max of compute and memory, plus launch ----------------
+
+def _program(*commands):
+    return Program("hand", 1, 0, 1, tuple(commands), ())
+
+
+def test_a_command_takes_the_roofline_max_plus_launch():
+    flops_1ms = 32e12 * COMPUTE_EFFICIENCY * 1e-3             # 1 ms of compute at 70 % of 32 TFLOPS
+    bytes_2ms = 256e9 * DRAM_EFFICIENCY * 2e-3                # 2 ms of DRAM at 85 % of 256 GB/s
+    link_1ms = 64e9 * LINK_EFFICIENCY * 1e-3                  # 1 ms on PCIe at 80 % of 64 GB/s
+    v = lambda x: (x, 0.0, 0.0, 0.0, 0.0)                     # noqa: E731  (the const term only)
+    prog = _program(Command(NEURAL_ENGINE, "mm", 0, 0, flops=v(flops_1ms), dram=v(bytes_2ms)),
+                    Command(DEVICE_SYNC, "all_reduce", 0, 0, link=v(1.0), collective="all_reduce"),
+                    Command(EXTERNAL_HDMA, "out", 0, 0, link=v(link_1ms)))
+    cost = StepCost(prog, ATOM, "fp16")
+    one = np.array([[1.0, 0, 0, 0, 0]])
+    times = cost.command_times(one)[0]
+    assert times[0] == pytest.approx(2e-3 + COMMAND_LAUNCH_S)                 # max(1 ms, 2 ms) + launch
+    assert times[1] == pytest.approx(1e-3 + 1e-6 + COMMAND_LAUNCH_S)           # PCIe + 1 µs latency + launch
+    assert cost.segments(one)[0] == pytest.approx([2e-3 + COMMAND_LAUNCH_S, 1e-3 + 1e-6 + COMMAND_LAUNCH_S])
+    assert cost.command_times(one, clock=0.25)[0][0] == pytest.approx(4e-3 + COMMAND_LAUNCH_S)  # compute-bound now
+
+
+# --- metrics: TTFT, TPOT, ITL, E2E, percentiles, throughput windows ---------------------------------
+
+def record(rid, arrival, times, finished=True, prompt=10):
+    return RequestRecord(rid, 0, arrival, prompt, len(times), tuple(times), 0, times[-1] if finished else None)
+
+
+def test_ttft_tpot_itl_e2el_from_one_request():
+    s = summarise([record(0, 1.0, [1.1, 1.2, 1.3])], duration=2.0)
+    assert s["mean_ttft_ms"] == pytest.approx(100.0)       # first token − arrival
+    assert s["mean_tpot_ms"] == pytest.approx(100.0)       # (last − first) / (3 − 1)
+    assert s["mean_itl_ms"] == pytest.approx(100.0)
+    assert s["mean_e2el_ms"] == pytest.approx(300.0)       # last token − arrival
+
+
+def test_percentiles_interpolate_linearly_like_vllm_bench():
+    recs = [record(i, 0.0, [(i + 1) * 1e-3, 1.0]) for i in range(100)]     # TTFT 1, 2, ..., 100 ms
+    s = summarise(recs, duration=2.0)
+    assert s["median_ttft_ms"] == pytest.approx(50.5)
+    assert s["p90_ttft_ms"] == pytest.approx(90.1)
+    assert s["p99_ttft_ms"] == pytest.approx(99.01)
+    assert s["std_ttft_ms"] == pytest.approx(math.sqrt((100 ** 2 - 1) / 12))   # population std of 1..100
+
+
+def test_throughputs_count_only_the_window():
+    recs = [record(0, 0.0, [0.5, 1.0, 1.5]),            # 3 tokens inside [0, 2], finished inside
+            record(1, 1.0, [1.9, 2.5, 3.0]),            # 1 token inside, finished after
+            record(2, 2.5, [2.8], finished=False, prompt=99)]   # all outside, never finished
+    s = summarise(recs, duration=2.0)
+    assert s["output_throughput"] == pytest.approx(4 / 2.0)
+    assert s["request_throughput"] == pytest.approx(1 / 2.0)
+    assert s["total_token_throughput"] == pytest.approx((4 + 10 + 10) / 2.0)   # prompts of requests started inside
+    assert s["completed"] == 2 and s["total_output_tokens"] == 6
+
+
+# --- config: link latency and other physical numbers ------------------------------------------------
+
+def _rack_with(tmp_path, **changes):
+    data = yaml.safe_load(open(CONFIG_ROOT / "racks" / "mini.yaml"))
+    for key, value in changes.items():
+        data[key] = value
+    path = tmp_path / "rack.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_negative_link_latency_is_refused(tmp_path):
+    rack = _rack_with(tmp_path, switch_uplink={"name": "x", "bandwidth_gbps": 64, "latency_us": -1.0})
+    with pytest.raises(ConfigError, match=r"switch_uplink.latency_us = -1.0 — must be ≥ 0"):
+        load_part("racks", rack, "test")
+    zero = _rack_with(tmp_path, switch_uplink={"name": "x", "bandwidth_gbps": 64, "latency_us": 0.0})
+    assert load_part("racks", zero, "test").switch_uplink.latency_us == 0.0
+
+
+# --- memory plan: KV must hold one full-length sequence ---------------------------------------------
+
+def test_memory_plan_needs_room_for_one_full_sequence():
+    spec = load_run(None, rack="atom-server", model="llama3-8b", tp=2)
+    ok = plan_memory(spec.model, 2, spec.device, spec.engine)
+    one_seq = 32 * 2 * 4 * 128 * 2 * 8192       # layers × K,V × 4 KV heads per card × 128 × fp16 × 8,192 tokens
+    assert ok.kv_bytes_per_token * 8192 == one_seq == 512 * 1024 ** 2
+    fixed = ok.weights + ok.workspace + ok.comm_buffers
+
+    def engine_with_room(kv_bytes):
+        return dataclasses.replace(spec.engine, kv_cache_fraction=(fixed + kv_bytes) / ok.budget)
+
+    with pytest.raises(ConfigError, match="one 8,192-token sequence"):
+        plan_memory(spec.model, 2, spec.device, engine_with_room(one_seq // 2))     # room > 0, < one sequence
+    fits = plan_memory(spec.model, 2, spec.device, engine_with_room(one_seq + 2 ** 19))
+    assert fits.num_blocks == 512        # a block is 16 × 64 KiB = 1 MiB; 512.5 MiB holds 512 whole ones
+
+
+# --- collectives: bytes each link carries -----------------------------------------------------------
+
+def test_collective_bytes_per_link_under_one_switch():
+    spec = load_run(None)
+    topo = Topology(spec.rack, spec.device)
+    ring = dict(collective_cost(topo, "all_reduce", "ring", [0, 1, 2, 3]).link_factors)
+    # ring all-reduce: 2(n−1) phases of M/n each way on every card link → 6/4 = 1.5 M
+    assert ring["card0->sw0.0"] == pytest.approx(1.5) and ring["sw0.0->card3"] == pytest.approx(1.5)
+    one = dict(collective_cost(topo, "all_reduce", "one_shot", [0, 1, 2, 3]).link_factors)
+    assert one["card0->sw0.0"] == pytest.approx(3.0)         # M to each of 3 peers
+    gather = dict(collective_cost(topo, "all_gather", "ring", [0, 1, 2, 3]).link_factors)
+    assert gather["card2->sw0.0"] == pytest.approx(0.75)     # (n−1) phases of M/n
+
+
+# --- card power, energy and heat ---------------------------------------------------------------------
+
+def test_card_energy_is_max_power_while_busy_and_idle_power_otherwise():
+    spec = load_run(None)
+    card = Card(0, spec.device, "fp16")
+    card.load(compile_program(spec.model, 4, 0), plan_memory(spec.model, 4, spec.device, spec.engine))
+    busy = float(card.execute(np.array([1.0, 64, 64, 64 * 1024, 64 * 1024]), 0.0).sum())
+    card.advance_to(10.0)
+    frame = card.frame()
+    assert frame.energy_j == pytest.approx(130 * busy + 25 * (10.0 - busy))
+    assert frame.power_w == pytest.approx(frame.energy_j / 10.0)
+    assert frame.utilisation == pytest.approx(busy / 10.0)
+
+
+def test_temperature_relaxes_to_ambient_plus_r_times_power():
+    from rsd_ray.power import ThermalState
+    th = ThermalState(ATOM)
+    th.run(30.0, active=True)                   # one time constant at 130 W from 35 °C
+    steady = 35 + 0.25 * 130                    # 67.5 °C
+    assert th.temp_c == pytest.approx(steady - 32.5 * math.exp(-1))
+    th.run(3000.0, active=True)
+    assert th.temp_c == pytest.approx(steady) and not th.throttled    # 67.5 < 75: no throttle
+
+
+# --- host step time and the results' power and price ------------------------------------------------
+
+def test_results_power_and_price_follow_their_formulas():
+    spec = make_spec(duration_s=1.0)
+    rack = dataclasses.replace(spec.rack, price=PriceSpec(card_usd_per_hour=1.0, server_usd_per_hour=2.0,
+                                                          usd_per_kwh=0.5))
+    doc, _ = run_doc(dataclasses.replace(spec, rack=rack))
+    s, window = doc["summary"], 1.0
+    card_j = sum(c["energy_j"] for c in doc["cards"])
+    assert len(doc["cards"]) == 8 and doc["emulator"]["cards"] == 8      # mini: 2 servers × 4 cards
+    rack_w = card_j / window + 2 * 400 + 400                             # cards + 2 hosts + ToR
+    assert s["rack_power_w"] == pytest.approx(rack_w)
+    assert s["energy_j"] == pytest.approx(rack_w * window)
+    assert s["output_tokens_per_s_per_watt"] == pytest.approx(s["output_throughput"] / rack_w)
+    usd_h = 8 * 1.0 + 2 * 2.0 + rack_w / 1000 * 0.5
+    assert s["usd_per_hour"] == pytest.approx(usd_h)
+    assert s["output_tokens_per_usd"] == pytest.approx(s["output_throughput"] * 3600 / usd_h)
+    assert doc["requests"]["accepted"] == doc["requests"]["completed"] + doc["requests"]["unfinished"]
+
+
+def test_host_time_per_step_is_base_plus_per_sampled_sequence():
+    from rsd_ray.calibration import HOST_STEP_BASE_S, HOST_STEP_PER_SEQ_S
+    from rsd_ray.compiler import compile_plan
+    from rsd_ray.controller import host_setups
+    from rsd_ray.host import Host
+    spec = make_spec()
+    topo = Topology(spec.rack, spec.device)
+    plan = compile_plan(spec, topo)
+    host = Host.local(spec, plan, host_setups(spec, topo, plan)[0])
+    reqs = [Request(i, 0.0, 10, 1) for i in range(3)]
+    for r in reqs:
+        r.instance = 0
+    done = host.advance(1.0, reqs).finished[0]
+    # one step: 3 prompts of 10 tokens, 3 sampled tokens; 3 × (10·11/2) query-key pairs
+    x = np.array([[1.0, 30, 3, 165, 30]])
+    sync = GroupSync(plan.programs[0], list(plan.placement.groups[0]), topo, "auto",
+                     dict(host_setups(spec, topo, plan)[0].shared_links))
+    seg = StepCost(plan.programs[0], spec.device, "fp16").segments(x)     # both ranks cost the same
+    device = sync.resolve(np.vstack([seg, seg]), sync.times(x)[0][0])
+    assert done.token_times[0] == pytest.approx(HOST_STEP_BASE_S + 3 * HOST_STEP_PER_SEQ_S + device)
