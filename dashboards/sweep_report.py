@@ -20,8 +20,13 @@ def render(rows: list[dict], axes: list[str], console: Console, title: str = "sw
     for name, _ in COLUMNS:
         t.add_column(HEADERS.get(name, name), justify="right")
     for row in rows:
-        t.add_row(*[str(row[a]) for a in axes], *[fmt.format(row[name]) for name, fmt in COLUMNS])
+        figures = ([fmt.format(row[name]) for name, fmt in COLUMNS] if "error" not in row else
+                   ["[red]failed[/]"] + [""] * (len(COLUMNS) - 1))
+        t.add_row(*[str(row[a]) for a in axes], *figures)
     console.print(t)
+    for row in rows:
+        if "error" in row:
+            console.print(f"[red]failed[/] {', '.join(f'{a}={row[a]}' for a in axes)}: {row['error']}")
 
 
 def render_capacity(results: list[dict], axes: list[str], console: Console) -> None:
@@ -29,6 +34,9 @@ def render_capacity(results: list[dict], axes: list[str], console: Console) -> N
     for name in axes + ["capacity req/s", "out tok/s there", "first failing req/s", "runs"]:
         t.add_column(name, justify="right")
     for res in results:
+        if "error" in res:
+            t.add_row(*[str(res["point"][a]) for a in axes], f"[red]failed: {res['error']}[/]", "", "", "")
+            continue
         bad = res["first_failing_rate"]
         t.add_row(*[str(res["point"][a]) for a in axes], f"{res['capacity_rate']:.2f}",
                   f"{res['output_throughput_at_capacity']:,.0f}", "—" if bad is None else f"{bad:.2f}",
@@ -48,7 +56,7 @@ def plot(rows: list[dict], axes: list[str], path) -> bool:
     x_axis = axes[0]
     scaling = x_axis in ("rack", "rack.servers")
     series = defaultdict(list)
-    for row in rows:
+    for row in (r for r in rows if "error" not in r):
         series[", ".join(f"{a}={row[a]}" for a in axes[1:]) or "run"].append(row)
     fig, (ax_tps, ax_w, ax_lat) = plt.subplots(1, 3, figsize=(15, 4.5))
     for label, group in series.items():

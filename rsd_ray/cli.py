@@ -4,40 +4,66 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 
-from rsd_ray.config import ConfigError, load_run, presets, replace
+from rsd_ray.config import ConfigError, WorkloadSpec, load_run, presets, replace
+from rsd_ray.config.schema import read_spec
+
+
+def finite(kind):
+    """An argparse type: a finite number of ``kind`` (NaN and infinity are refused at once)."""
+    def parse(text: str):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: give a finite number")
+        if kind is int and value != int(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number")
+        return kind(value)
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a run YAML (rack, model, tp, engine, router, workload, ...)")
     p.add_argument("--rack", help=f"preset or YAML path (presets: {', '.join(presets('racks'))})")
     p.add_argument("--model", help=f"preset or YAML path (presets: {', '.join(presets('models'))})")
-    p.add_argument("--tp", type=int, help="tensor-parallel degree (cards per instance)")
+    p.add_argument("--tp", type=finite(int), help="tensor-parallel degree (cards per instance)")
     p.add_argument("--engine", help="engine preset or YAML path")
-    p.add_argument("--pipeline-chunks", type=int, help="layer pipelining: chunks per step (1 = off)")
+    p.add_argument("--pipeline-chunks", type=finite(int), help="layer pipelining: chunks per step (1 = off)")
 
 
 def _load_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--router", help="router preset or YAML path")
     p.add_argument("--workload", help="workload preset or YAML path")
-    p.add_argument("--duration", dest="duration_s", type=float, help="virtual seconds of arrivals")
-    p.add_argument("--rate", type=float, help="Poisson arrivals, requests/s for the whole rack")
-    p.add_argument("--concurrency", type=int, help="closed loop: concurrent clients for the whole rack")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--duration", dest="duration_s", type=finite(float), help="virtual seconds of arrivals")
+    p.add_argument("--rate", type=finite(float), help="Poisson arrivals, requests/s for the whole rack")
+    p.add_argument("--concurrency", type=finite(int), help="closed loop: concurrent clients for the whole rack")
+    p.add_argument("--seed", type=finite(int))
 
 
 def _spec(args) -> "RunSpec":  # noqa: F821
-    compiler = {"pipeline_chunks": args.pipeline_chunks} if args.pipeline_chunks else None
+    """The run the options describe; 0 is a value (refused where out of range), never "unset"."""
+    rate, concurrency = getattr(args, "rate", None), getattr(args, "concurrency", None)
+    if rate is not None and concurrency is not None:
+        raise ConfigError("command line", "--concurrency", concurrency,
+                          "give --rate (open-loop Poisson) or --concurrency (closed loop), not both")
+    if rate is not None and rate <= 0:
+        raise ConfigError("command line", "--rate", rate, "requests/s must be > 0")
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError("command line", "--concurrency", concurrency, "a closed loop needs at least 1 client")
+    compiler = {"pipeline_chunks": args.pipeline_chunks} if args.pipeline_chunks is not None else None
     spec = load_run(args.config, rack=args.rack, model=args.model, tp=args.tp, engine=args.engine,
                     compiler=compiler, **{k: getattr(args, k, None) for k in
                                           ("router", "workload", "duration_s", "seed")})
-    wl = spec.workload
-    if getattr(args, "rate", None):
-        spec = replace(spec, workload=dataclasses.replace(wl, arrival="poisson", rate=args.rate, per_server=False))
-    elif getattr(args, "concurrency", None):
-        spec = replace(spec, workload=dataclasses.replace(wl, arrival="closed", concurrency=args.concurrency,
-                                                          per_server=False))
+    change = ({"arrival": "poisson", "rate": rate} if rate is not None else
+              {"arrival": "closed", "concurrency": concurrency} if concurrency is not None else None)
+    if change:
+        data = {**dataclasses.asdict(spec.workload), **change, "per_server": False}
+        spec = replace(spec, "command line", workload=read_spec(WorkloadSpec, data, "command line", "workload"))
     return spec
 
 

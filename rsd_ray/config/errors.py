@@ -7,3 +7,7 @@ class ConfigError(ValueError):
     def __init__(self, source: str, field: str, value, fix: str):
         self.source, self.field, self.value, self.fix = source, field, value, fix
         super().__init__(f"{source}: {field} = {value!r} — {fix}")
+
+    def __reduce__(self):
+        """Survive pickling (process pools, Ray tasks) with every part intact."""
+        return type(self), (self.source, self.field, self.value, self.fix)

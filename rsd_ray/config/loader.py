@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -107,6 +108,8 @@ def load_run(source: Any = None, **overrides) -> RunSpec:
     data = dict(DEFAULT_RUN)
     if isinstance(source, (str, Path)):
         where = str(source)
+        if not Path(source).is_file():
+            raise ConfigError("command line", "--config", where, "no such file; give the path of a run YAML")
         loaded = read_yaml(Path(source))
         if not isinstance(loaded, Mapping):
             raise ConfigError(where, "<top>", loaded, "a run file is a mapping of " + ", ".join(RUN_FIELDS))
@@ -137,11 +140,11 @@ def load_run(source: Any = None, **overrides) -> RunSpec:
 
 def _positive(data, key, tp, where, allow_zero=False):
     value = data[key]
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and tp is int:
         ok = float(value) == int(value)
     if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(where, key, value, f"must be a {'non-negative' if allow_zero else 'positive'} "
+        raise ConfigError(where, key, value, f"must be a finite {'non-negative' if allow_zero else 'positive'} "
                                              f"{'integer' if tp is int else 'number'}")
     return tp(value)
 
@@ -185,8 +188,8 @@ def validate_run(spec: RunSpec, where: str) -> None:
         raise ConfigError(where, "epoch_s", spec.epoch_s, f"must not exceed duration_s ({spec.duration_s})")
 
 
-def replace(spec: RunSpec, **changes) -> RunSpec:
+def replace(spec: RunSpec, where: str = "<replace>", **changes) -> RunSpec:
     """A copy of ``spec`` with some parts changed, validated again."""
     new = dataclasses.replace(spec, **changes)
-    validate_run(new, "<replace>")
+    validate_run(new, where)
     return new

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from typing import Any, Mapping
 
@@ -15,7 +16,7 @@ from rsd_ray.config.errors import ConfigError
 
 
 def spec_field(default=dataclasses.MISSING, *, lo=None, hi=None, choices=None, doc=""):
-    """A dataclass field with bounds (inclusive) or allowed choices."""
+    """A dataclass field with bounds (inclusive) or allowed choices; a mapping's bounds hold for its values."""
     meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
     if isinstance(default, (dict, list)):
         return dataclasses.field(default_factory=lambda: default, metadata=meta)
@@ -42,7 +43,10 @@ def read_spec(cls, data: Any, source: str, prefix: str = ""):
                 raise ConfigError(source, path, None, "required field is missing")
             continue
         values[name] = _convert(hints[name], data[name], source, path, f.metadata)
-    return cls(**values)
+    spec = cls(**values)
+    for name, value, fix in getattr(spec, "problems", lambda: ())():
+        raise ConfigError(source, _join(prefix, name), value, fix)
+    return spec
 
 
 def _join(prefix: str, key) -> str:
@@ -62,7 +66,7 @@ def _convert(tp, value, source, path, meta):
         if not isinstance(value, Mapping):
             raise ConfigError(source, path, value, "expected a mapping")
         vt = args[1] if args else Any
-        return {str(k): _convert(vt, v, source, f"{path}.{k}", {}) for k, v in value.items()}
+        return {str(k): _convert(vt, v, source, f"{path}.{k}", meta) for k, v in value.items()}
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(source, path, value, "expected a list")
@@ -75,6 +79,8 @@ def _convert(tp, value, source, path, meta):
         return value
     if tp in (int, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise ConfigError(source, path, value, "must be a finite number")
         if tp is int and ok and float(value) != int(value):
             ok = False
         if not ok:

@@ -25,7 +25,11 @@ class LinkSpec:
 @dataclass(frozen=True, kw_only=True)
 class PowerSpec:
     idle_w: float = F(lo=0.0)
-    max_w: float = F(lo=0.0)
+    max_w: float = F(lo=0.001)
+
+    def problems(self):
+        if self.idle_w > self.max_w:
+            yield "idle_w", self.idle_w, f"a card cannot idle above its maximum power ({self.max_w} W)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,13 +42,17 @@ class ThermalSpec:
     abort_c: float = F(85.0)
     throttle_clock: float = F(0.5, lo=0.05, hi=1.0, doc="clock fraction while throttled (P10)")
 
+    def problems(self):
+        if self.abort_c <= self.throttle_c:
+            yield "abort_c", self.abort_c, f"must be above throttle_c ({self.throttle_c} °C): a card throttles first"
+
 
 @dataclass(frozen=True, kw_only=True)
 class DeviceSpec:
     """The numbers of one card kind; every number has an entry in ``sources``."""
     name: str
     description: str
-    peak_tflops: Dict[str, float]
+    peak_tflops: Dict[str, float] = F(lo=0.001)
     dram_gib: float = F(lo=0.001)
     dram_reserved_mib: float = F(0.0, lo=0.0)
     dram_bandwidth_gbps: float = F(lo=0.001)
@@ -59,6 +67,12 @@ class DeviceSpec:
     @property
     def usable_bytes(self) -> int:
         return int(self.dram_gib * GIB - self.dram_reserved_mib * MIB)
+
+    def problems(self):
+        if "fp16" not in self.peak_tflops:
+            yield "peak_tflops", self.peak_tflops, "give at least an fp16 figure, e.g. {fp16: 32}"
+        if self.usable_bytes <= 0:
+            yield "dram_reserved_mib", self.dram_reserved_mib, f"must leave some of the {self.dram_gib} GiB usable"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,7 +8,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable
 
-from rsd_ray.config import RunSpec
+from rsd_ray.config import ConfigError, RunSpec
 from rsd_ray.sweep.points import apply
 
 ROW_METRICS = ("output_throughput", "total_token_throughput", "request_throughput", "median_ttft_ms", "p90_ttft_ms",
@@ -32,11 +32,29 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 1))
 
 
+def failed_point(point: dict, err: BaseException) -> dict[str, Any]:
+    """A point that was refused or failed: a row with its reason, so the other points still count."""
+    reason = str(err).strip() or type(err).__name__
+    if not isinstance(err, ConfigError):
+        reason = f"{type(err).__name__}: {reason}"
+    return {"point": point, "error": reason.splitlines()[0]}
+
+
 def run_points(task: Callable, spec: RunSpec, points: list[dict], workers: int | None = None,
                parallel: str = "processes", on_done: Callable | None = None) -> list[dict]:
-    """``task(spec, point)`` for every point, in parallel; results in the points' order."""
+    """``task(spec, point)`` for every point, in parallel; results in the points' order. A point
+    that raises becomes ``failed_point`` (its reason), and the others go on."""
     workers = workers or default_workers()
     results: list[dict | None] = [None] * len(points)
+
+    def settle(i: int, get: Callable) -> None:
+        try:
+            results[i] = get()
+        except Exception as err:            # noqa: BLE001  (any failure is one point's row, not the sweep's end)
+            results[i] = failed_point(points[i], getattr(err, "cause", None) or err)
+        if on_done:
+            on_done(results[i])
+
     if parallel == "ray":
         import ray
         remote = ray.remote(num_cpus=1)(task)
@@ -44,19 +62,13 @@ def run_points(task: Callable, spec: RunSpec, points: list[dict], workers: int |
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            results[refs[done[0]]] = ray.get(done[0])
-            if on_done:
-                on_done(results[refs[done[0]]])
+            settle(refs[done[0]], lambda: ray.get(done[0]))
     elif workers == 1:
         for i, p in enumerate(points):
-            results[i] = task(spec, p)
-            if on_done:
-                on_done(results[i])
+            settle(i, lambda: task(spec, p))
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(task, spec, p): i for i, p in enumerate(points)}
             for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                if on_done:
-                    on_done(results[futures[fut]])
+                settle(futures[fut], fut.result)
     return results

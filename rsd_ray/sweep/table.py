@@ -1,4 +1,5 @@
-"""Sweep results as rows: the grid's fields, the rack's size, the key metrics, scaling efficiency.
+"""Sweep results as rows: the grid's fields, the rack's size, the key metrics, scaling efficiency;
+a point that failed is a row with its ``error`` and no figures.
 
 Scaling efficiency compares tokens/s per card with the point of fewest cards
 that shares every other grid value: 1.0 is perfectly linear.
@@ -16,14 +17,18 @@ def rows(results: list[dict], axes: list[str]) -> list[dict[str, Any]]:
     out = []
     for res in results:
         row = dict(res["point"])
+        if "error" in res:
+            out.append({**row, "error": res["error"]})
+            continue
         emu, req = res["emulator"], res["requests"]
         row.update(servers=emu["servers"], cards=emu["cards"], instances=emu["instances"])
         row.update({m: res["summary"][m] for m in ROW_METRICS})
         row.update(refused=req["refused"], unfinished=req["unfinished"], wall_s=emu["wall_s"],
                    virtual_per_wall=emu["virtual_per_wall"])
         out.append(row)
-    for row in out:
-        peers = [r for r in out if all(r[a] == row[a] for a in axes if a not in ("rack", "rack.servers"))]
+    ran = [r for r in out if "error" not in r]
+    for row in ran:
+        peers = [r for r in ran if all(r[a] == row[a] for a in axes if a not in ("rack", "rack.servers"))]
         base = min(peers, key=lambda r: r["cards"])
         per_card = base["output_throughput"] / base["cards"]
         row["ideal_output_throughput"] = per_card * row["cards"]
@@ -32,8 +37,9 @@ def rows(results: list[dict], axes: list[str]) -> list[dict[str, Any]]:
 
 
 def write(rows_: list[dict], results: list[dict], csv_path, json_path) -> None:
+    fields = list(dict.fromkeys(k for row in rows_ for k in row))    # error rows add an "error" column
     with open(csv_path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows_[0]))
+        writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows_)
     with open(json_path, "w") as fh:
