@@ -1,6 +1,6 @@
 """ControllerActor: the rack's controller as a named actor, so other processes can find a running rack.
 
-Threaded (``max_concurrency``) so ``progress`` answers while ``run`` works.
+Threaded (``max_concurrency``) so ``progress`` and ``stop`` answer while ``run`` works.
 """
 from __future__ import annotations
 
@@ -18,17 +18,23 @@ class ControllerActor:
         self.controller = Controller(spec, executor="ray", spans=spans, fast=fast)
         self.t, self.in_flight, self.done = 0.0, 0, False
 
-    def _on_epoch(self, t: float, in_flight: int) -> None:
-        self.t, self.in_flight = t, in_flight
+    def _on_epoch(self, out, in_flight: int) -> None:
+        self.t, self.in_flight = out.t_end, in_flight
 
     def run(self):
         try:
-            return self.controller.run(self._on_epoch)
+            return self.controller.run([self._on_epoch])
         finally:
             self.done = True
 
     def progress(self) -> tuple[float, int, bool]:
         return self.t, self.in_flight, self.done
+
+    def stop(self, reason: str = "stopped") -> None:
+        self.controller.stop(reason)
+
+    def control(self, control) -> None:
+        self.controller.control(control)
 
     def processes(self) -> list[dict]:
         return self.controller.executor.processes()

@@ -13,21 +13,15 @@ from rsd_ray.host import Host
 class HostActor:
     def __init__(self, spec, plan, setup, handles: dict, fast: bool = True):
         logging.getLogger("ray.dag").setLevel(logging.WARNING)   # no INFO lines per compiled-graph teardown
-        groups = {iid: RayCardGroup([handles[c] for c in cards], fast) for iid, cards in setup.instances}
-        groups[None] = RayCardGroup([handles[c] for c in setup.idle_cards], fast=False)
+        groups = {iid: RayCardGroup({c: handles[c] for c in cards}, fast) for iid, cards in setup.instances}
+        groups[None] = RayCardGroup({c: handles[c] for c in setup.idle_cards}, fast=False)
         self.host = Host(spec, plan, setup, groups)
 
     def ready(self) -> int:
         return self.host.server
 
-    def advance(self, t_end, arrivals):
-        return self.host.advance(t_end, arrivals)
-
-    def card_frames(self, t):
-        return self.host.card_frames(t)
-
-    def link_bytes(self):
-        return self.host.link_bytes()
+    def advance(self, epoch):
+        return self.host.advance(epoch)
 
     def unfinished(self):
         return self.host.unfinished()

@@ -4,6 +4,10 @@ Placement: one placement group per emulated server — the host bundle plus one
 ``atom_card`` bundle per card, STRICT_PACK — so a server's PCIe traffic never
 crosses Ray nodes. A rack that the cluster's ``atom_card`` resources cannot
 hold is refused before anything is created.
+
+Every host runs its epoch in parallel (one future each). A host that dies or
+stops answering (its actor killed, its node lost) becomes a ``Failure`` in the
+epoch's output; the rest of the rack goes on without it.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rsd_ray.actors.card_actor import CardActor
 from rsd_ray.actors.host_actor import HostActor
 from rsd_ray.config import ConfigError
-from rsd_ray.executor import sum_counts
+from rsd_ray.epoch import EpochOut, Failure, merge
+from rsd_ray.executor import host_input
 
 HOST_CPU = 0.01
 """CPU share reserved for a host actor's bundle. It only keeps the bundle non-empty:
@@ -26,12 +31,12 @@ GRAPH_MAX_CARDS_PER_CPU = 8
 Measured here: an idle card actor inside a compiled graph spends ~12 % of a core polling its
 channel (0.7 % outside one), so 224 of them on 2 cores would starve the emulation itself."""
 READY_TIMEOUT_S = 600.0   # placement and actor start-up
-CALL_TIMEOUT_S = 300.0    # one epoch on every host; beyond it the rack is declared lost
+CALL_TIMEOUT_S = 300.0    # one epoch of one host; beyond it that host is declared lost
 SHUTDOWN_WAIT_S = 10.0
 
 
 class RackLost(RuntimeError):
-    """A host or card actor (or its node) died, or stopped answering; the run cannot go on."""
+    """The rack could not be started (placement, start-up), so there is nothing to run."""
 
 
 def _get(refs, what: str, timeout: float = CALL_TIMEOUT_S):
@@ -40,7 +45,11 @@ def _get(refs, what: str, timeout: float = CALL_TIMEOUT_S):
     except ray.exceptions.GetTimeoutError as err:
         raise RackLost(f"{what}: no answer within {timeout:.0f} s; a node may be lost") from err
     except ray.exceptions.RayError as err:
-        raise RackLost(f"{what} failed: {type(err).__name__}: {str(err).splitlines()[0]}") from err
+        raise RackLost(f"{what} failed: {_reason(err)}") from err
+
+
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {(str(err).strip().splitlines() or ['?'])[0]}"
 
 
 def check_capacity(rack) -> None:
@@ -61,6 +70,7 @@ class RayExecutor:
         """``fast``: compiled graphs (True), plain calls (False), or by cards per CPU (None)."""
         self.setups = setups
         self.pgs, self.hosts, self.cards = [], [], {}
+        self.dead: set[int] = set()          # servers whose host was lost
         check_capacity(spec.rack)
         if fast is None:
             cards = spec.rack.servers * spec.rack.cards_per_server
@@ -74,19 +84,20 @@ class RayExecutor:
 
     def _start(self, spec, plan, fast: bool) -> None:
         per = spec.rack.cards_per_server
-        for s in self.setups:
+        for _ in self.setups:
             bundles = [{"CPU": HOST_CPU}] + [{"atom_card": 1}] * per
             self.pgs.append(placement_group(bundles, strategy="STRICT_PACK"))
         _get([pg.ready() for pg in self.pgs], "placing the servers", READY_TIMEOUT_S)
         blobs = [p.to_msgpack() for p in plan.programs]
         loads = []
-        for s, pg in zip(self.setups, self.pgs):
-            for local, c in enumerate(s.cards):
+        for server, pg in enumerate(self.pgs):          # a card lives in its own server's group
+            for local in range(per):
+                c = server * per + local
                 self.cards[c] = CardActor.options(
                     resources={"atom_card": 1}, scheduling_strategy=PlacementGroupSchedulingStrategy(
                         pg, placement_group_bundle_index=1 + local)).remote(c, spec.device, spec.model.dtype, spec.epoch_s)
-            for _, group in s.instances:
-                loads += [self.cards[c].load.remote(blobs[rank], plan.memory) for rank, c in enumerate(group)]
+        for group in plan.placement.groups:
+            loads += [self.cards[c].load.remote(blobs[rank], plan.memory) for rank, c in enumerate(group)]
         _get(loads, "loading programs onto the cards", READY_TIMEOUT_S)
         for s, pg in zip(self.setups, self.pgs):
             handles = {c: self.cards[c] for c in s.cards}
@@ -94,18 +105,49 @@ class RayExecutor:
                 pg, placement_group_bundle_index=0)).remote(spec, plan, s, handles, fast))
         _get([h.ready.remote() for h in self.hosts], "starting the hosts", READY_TIMEOUT_S)
 
-    def advance(self, t_end, arrivals):
-        refs = [h.advance.remote(t_end, arrivals.get(s.server, [])) for h, s in zip(self.hosts, self.setups)]
-        return _get(refs, f"epoch ending at {t_end:.3f} virtual s")
+    def _alive(self):
+        return [(h, s) for h, s in zip(self.hosts, self.setups) if s.server not in self.dead]
 
-    def card_frames(self, t):
-        return [f for frames in _get([h.card_frames.remote(t) for h in self.hosts], "card telemetry") for f in frames]
+    def advance(self, epoch) -> EpochOut:
+        """Every live host's epoch in parallel; a host that fails is a ``Failure`` value, not an exception."""
+        futures = [(s, h.advance.remote(host_input(epoch, s.server))) for h, s in self._alive()]
+        deadline = time.monotonic() + CALL_TIMEOUT_S
+        parts = []
+        for s, ref in futures:
+            try:
+                parts.append(ray.get(ref, timeout=max(0.0, deadline - time.monotonic())))
+            except (ray.exceptions.RayError, TimeoutError) as err:
+                parts.append(self._host_lost(s, epoch.t_end, _reason(err)))
+        return merge(epoch.t_end, parts)
 
-    def link_bytes(self):
-        return sum_counts(_get([h.link_bytes.remote() for h in self.hosts], "link counters"))
+    def _host_lost(self, setup, t: float, reason: str) -> EpochOut:
+        self.dead.add(setup.server)
+        ray.kill(self.hosts[self.setups.index(setup)])
+        failure = Failure(t, "host", setup.server, tuple(i for i, _ in setup.instances), setup.cards,
+                          f"host of server {setup.server} lost: {reason}")
+        return EpochOut(t, setup.server, failures=(failure,))
 
     def unfinished(self):
-        return [r for part in _get([h.unfinished.remote() for h in self.hosts], "unfinished requests") for r in part]
+        refs = [h.unfinished.remote() for h, _ in self._alive()]
+        out = []
+        for ref in refs:
+            try:
+                out += ray.get(ref, timeout=CALL_TIMEOUT_S)
+            except (ray.exceptions.RayError, TimeoutError):
+                pass                         # the controller reports that host's requests from its own ledger
+        return out
+
+    @staticmethod
+    def session(address, cards: int):
+        from rsd_ray.actors.session import ray_session
+        return ray_session(address, cards)
+
+    @staticmethod
+    def run_session(spec, sinks, address=None, spans: bool = True):
+        """``rsd-ray run`` on Ray: embedded (or joined) Ray around a controller actor."""
+        from rsd_ray.actors.session import ray_session, run_on_ray
+        with ray_session(address, spec.rack.servers * spec.rack.cards_per_server):
+            return run_on_ray(spec, sinks, spans=spans)
 
     def processes(self) -> list[dict]:
         """Each card actor's pid, memory and loaded heavy modules (for benchmarks and tests)."""
@@ -115,8 +157,8 @@ class RayExecutor:
         """Ask the hosts to close their compiled graphs, wait a little, then kill everything."""
         if self.hosts:
             try:
-                ray.get([h.close.remote() for h in self.hosts], timeout=SHUTDOWN_WAIT_S)
-            except ray.exceptions.RayError:
+                ray.get([h.close.remote() for h, _ in self._alive()], timeout=SHUTDOWN_WAIT_S)
+            except (ray.exceptions.RayError, TimeoutError):
                 pass
         for actor in self.hosts + list(self.cards.values()):
             ray.kill(actor)

@@ -1,7 +1,12 @@
-"""Embedded or joined Ray for one command, and the controller actor's life inside it."""
+"""Embedded or joined Ray for one command, and the controller actor's life inside it.
+
+Without ``--address`` the run starts a private local Ray (``address="local"``),
+even when another cluster is up on this machine, and stops it afterwards.
+"""
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from contextlib import contextmanager
 
@@ -9,38 +14,68 @@ import ray
 
 from rsd_ray.actors.controller_actor import CONTROLLER_NAME, NAMESPACE, ControllerActor
 from rsd_ray.actors.ray_executor import check_capacity
+from rsd_ray.config import ConfigError
+from rsd_ray.epoch import EpochOut
 
 POLL_S = 0.25
+STOP_WAIT_S = 30.0        # after Ctrl-C: how long the controller may take to finish its epoch and report
+PROBE_TIMEOUT_S = 5.0
+JOIN_HINT = ("start one with `ray start --head --resources='{\"atom_card\": 16}'` (or `ray up`), "
+             "or drop --address to run on a private embedded Ray")
+
+
+def _probe(address: str) -> None:
+    """Fail fast when nothing listens at HOST:PORT (``ray.init`` would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not (host and port.isdigit()):
+        raise ConfigError("command line", "--address", address, "give auto or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as err:
+        raise ConfigError("command line", "--address", address, f"nothing answers there ({err.strerror or err}); "
+                          + JOIN_HINT) from None
 
 
 @contextmanager
 def ray_session(address: str | None, cards: int):
-    """No address: start a local Ray declaring ``cards`` atom_card resources, and stop it after.
+    """No address: a private local Ray declaring ``cards`` atom_card resources, stopped after.
     ``auto`` or ``HOST:PORT``: join a cluster started by ``ray start`` / ``ray up``."""
     if ray.is_initialized():
         yield
         return
     common = {"namespace": NAMESPACE, "logging_level": logging.WARNING}
     if address:
-        ray.init(address=address, **common)
+        if address != "auto":
+            _probe(address)
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise ConfigError("command line", "--address", address,
+                              f"cannot join ({str(err).strip().splitlines()[0]}); " + JOIN_HINT) from None
     else:
-        ray.init(resources={"atom_card": cards}, include_dashboard=False, **common)
+        ray.init(address="local", resources={"atom_card": cards}, include_dashboard=False, **common)
     try:
         yield
     finally:
         ray.shutdown()
 
 
-def run_on_ray(spec, on_epoch=None, fast: bool | None = None, spans: bool = True):
-    """Run ``spec`` under a named ControllerActor; returns the Outcome. Ray must be initialised."""
+def run_on_ray(spec, sinks=(), fast: bool | None = None, spans: bool = True):
+    """Run ``spec`` under a named ControllerActor; returns the Outcome. Ray must be initialised.
+    The sinks here see each epoch's time only (``EpochOut(t_end)``): whole epochs stay in the cluster.
+    Ctrl-C asks the controller to stop at its next epoch and still returns its Outcome."""
     check_capacity(spec.rack)
     controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(spec, fast, spans)
     try:
         ref = controller.run.remote()
-        while not ray.wait([ref], timeout=POLL_S)[0]:
-            if on_epoch:
+        try:
+            while not ray.wait([ref], timeout=POLL_S)[0]:
                 t, in_flight, _ = ray.get(controller.progress.remote())
-                on_epoch(t, in_flight)
+                for sink in sinks:
+                    sink(EpochOut(t), in_flight)
+        except KeyboardInterrupt:
+            controller.stop.remote("interrupted (Ctrl-C)")
+            return ray.get(ref, timeout=STOP_WAIT_S)
         return ray.get(ref)
     except ray.exceptions.RayTaskError as err:
         raise err.as_instanceof_cause() from None

@@ -10,7 +10,7 @@ from rich.table import Table
 
 @contextmanager
 def run_progress(console: Console, duration: float, enabled: bool = True):
-    """A progress bar over virtual time; yields the controller's ``on_epoch`` callback."""
+    """A progress bar over virtual time; yields a sink for the controller (``sink(epoch_out, in_flight)``)."""
     if not enabled:
         yield None
         return
@@ -20,7 +20,8 @@ def run_progress(console: Console, duration: float, enabled: bool = True):
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("emulating", total=duration, state="")
 
-        def on_epoch(t: float, in_flight: int) -> None:
+        def on_epoch(out, in_flight: int) -> None:
+            t = out.t_end
             state = f"{in_flight} in flight" + (" · draining" if t > duration else "")
             progress.update(task, completed=min(t, duration), state=state)
         yield on_epoch

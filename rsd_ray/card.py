@@ -36,6 +36,7 @@ class CardFrame:
     p_state: str
     throttled_s: float
     host_link_bytes: float
+    lost: bool = False          # the card died; these are its last known figures
 
 
 class Card:

@@ -5,10 +5,13 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
+from pathlib import Path
 
 from rsd_ray.config import ConfigError, WorkloadSpec, load_run, presets, replace
 from rsd_ray.config.schema import read_spec
+from rsd_ray.plugins import renderer
 
 
 def finite(kind):
@@ -67,23 +70,42 @@ def _spec(args) -> "RunSpec":  # noqa: F821
     return spec
 
 
+def writable(path: str | None, flag: str) -> None:
+    """Refuse an output path before anything runs, not after the run has finished."""
+    if not path:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError("command line", flag, path, "is a directory; give a file name")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise ConfigError("command line", flag, path, f"folder {folder} does not exist; create it or choose another")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ConfigError("command line", flag, path, "is not writable here; choose another path")
+
+
+EXIT = {"completed": 0, "failed": 1, "interrupted": 130}
+
+
 def cmd_run(args) -> int:
     from rich.console import Console
 
     from rsd_ray.controller import Controller, check_plan
-    from rsd_ray.dashboards.run_report import render, run_progress
     from rsd_ray.results import build, dump, write_requests_csv
 
     spec = _spec(args)
+    writable(args.out, "--out")
+    writable(args.requests_csv, "--requests-csv")
+    check_plan(spec)                   # refuse here, before Ray starts, not inside the controller actor
     console = Console(stderr=args.json)
+    run_progress, render = renderer("run_progress"), renderer("render_run")
     with run_progress(console, spec.duration_s, enabled=not args.no_progress) as on_epoch:
+        sinks = [on_epoch] if on_epoch else []
         if args.executor == "inline":
-            outcome = Controller(spec, spans=not args.no_spans).run(on_epoch)
+            outcome = Controller(spec, spans=not args.no_spans).run(sinks)
         else:
-            from rsd_ray.actors.session import ray_session, run_on_ray
-            check_plan(spec)           # refuse here, before Ray starts, not inside the controller actor
-            with ray_session(args.address, spec.rack.servers * spec.rack.cards_per_server):
-                outcome = run_on_ray(spec, on_epoch, spans=not args.no_spans)
+            from rsd_ray.executor import get_executor
+            outcome = get_executor("ray").run_session(spec, sinks, args.address, spans=not args.no_spans)
     doc = build(outcome)
     if args.out:
         dump(doc, args.out)
@@ -96,7 +118,10 @@ def cmd_run(args) -> int:
         render(doc, console)
         if args.out:
             console.print(f"results: {args.out}")
-    return 0
+    if outcome.status != "completed":
+        print(f"rsd-ray: run {outcome.status}: {outcome.reason}" + (f"; results so far in {args.out}" if args.out
+                                                                      else ""), file=sys.stderr)
+    return EXIT[outcome.status]
 
 
 def cmd_sweep(args) -> int:
@@ -108,7 +133,7 @@ def cmd_compile(args) -> int:
     from rich.console import Console
 
     from rsd_ray.compiler.describe import describe
-    from rsd_ray.dashboards.compile_report import render
+    render = renderer("render_compile")
 
     d = describe(_spec(args))
     if args.json:

@@ -1,13 +1,18 @@
-"""Compile → place → start hosts → run epochs → gather. Executor-agnostic.
+"""The controller: a short driver between a source of requests and the sinks of each epoch.
 
-Each epoch of virtual time: the workload's arrivals in [t, t+epoch) are routed
-on the telemetry of the previous epoch, every host runs its instances to the
-epoch's end, and the finished requests and fresh telemetry come back. After
-``duration_s`` no new requests arrive; the rack drains what it accepted (up to
-``drain_s``), and anything still unfinished is reported as such.
+Each epoch of virtual time: the source's arrivals in [t, t_end) (and requests
+moved off failed instances) are routed on the telemetry of the previous epoch,
+the executor runs every host to ``t_end`` and returns one ``EpochOut``, the
+controller books it (finished, retried, errored, failed instances), and every
+sink is told. After ``duration_s`` no new requests arrive; the rack drains
+what it accepted (up to ``drain_s``). Every accepted request ends completed,
+errored (no healthy instance could take it) or unfinished; a run stopped
+early (``stop()``, Ctrl-C) or by a fatal error still returns what it has,
+with its ``status``.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -16,6 +21,7 @@ from rsd_ray.card import CardFrame
 from rsd_ray.collectives import sharers
 from rsd_ray.compiler import Plan, compile_plan
 from rsd_ray.config import RunSpec
+from rsd_ray.epoch import Control, EpochIn, EpochOut, Failure, Submit
 from rsd_ray.executor import get_executor
 from rsd_ray.host import HostSetup
 from rsd_ray.instance import InstanceFrame
@@ -24,33 +30,43 @@ from rsd_ray.router import Router
 from rsd_ray.topology import Topology
 from rsd_ray.workload import Workload
 
+NO_HEALTHY_INSTANCE = "no healthy instance can take it"
+
 
 @dataclass(frozen=True)
 class Outcome:
     """Everything a run produced, before it is turned into a results document."""
     spec: RunSpec
     plan: Plan
-    records: tuple[RequestRecord, ...]
-    refused: int
+    records: tuple[RequestRecord, ...]       # one per accepted request
+    refused: int                             # requests never accepted (each counted once)
+    refusals: int                            # refusal events (a closed-loop client may retry several times)
     instances: tuple[InstanceFrame, ...]
-    window_cards: tuple[CardFrame, ...]     # at the end of the measurement window
+    window_cards: tuple[CardFrame, ...]      # at the end of the measurement window
+    window_s: float                          # its length: duration_s, or less when the run ended early
     final_cards: tuple[CardFrame, ...]
     link_bytes: dict[str, float]
     links: dict[str, tuple[str, float]]      # name -> (kind, payload bandwidth)
+    failures: tuple[Failure, ...]
     end_s: float
     epochs: int
     wall_s: float
     executor: str
+    status: str = "completed"                # completed | interrupted | failed
+    reason: str | None = None
 
 
 def host_setups(spec: RunSpec, topology: Topology, plan: Plan, spans: bool = True) -> list[HostSetup]:
-    shared = tuple(sorted(sharers(topology, [list(g) for g in plan.placement.groups]).items()))
+    """One host per server; a group is driven by the host of its first card, so each card has one host."""
+    groups = plan.placement.groups
+    shared = tuple(sorted(sharers(topology, [list(g) for g in groups]).items()))
     by_server = defaultdict(list)
-    for iid, group in enumerate(plan.placement.groups):
+    for iid, group in enumerate(groups):
         by_server[topology.server_of(group[0])].append((iid, group))
-    per = spec.rack.cards_per_server
-    return [HostSetup(s, tuple(range(s * per, (s + 1) * per)), tuple(by_server[s]), shared, spans)
-            for s in range(spec.rack.servers)]
+    idle = defaultdict(list)
+    for c in plan.placement.idle_cards:
+        idle[topology.server_of(c)].append(c)
+    return [HostSetup(s, tuple(by_server[s]), tuple(idle[s]), shared, spans) for s in range(spec.rack.servers)]
 
 
 def check_plan(spec: RunSpec) -> Plan:
@@ -68,48 +84,146 @@ class Controller:
         self.executor = get_executor(executor)(spec, self.plan, setups, **executor_options)
         self.router = Router(spec.router, len(self.instance_server), spec.seed)
         max_len = spec.engine.max_model_len or spec.model.max_seq_len
-        self.workload = Workload(spec.workload, spec.rack.servers, max_len, spec.seed + 1)
+        self.source = Workload(spec.workload, spec.rack.servers, max_len, spec.seed + 1)
+        self.t, self.epochs = 0.0, 0
+        self.stream_tokens = False                       # a streaming sink turns this on
+        self.in_flight: dict[int, Submit] = {}          # accepted, not yet ended: rid → as last placed
+        self.retry: list[Submit] = []                    # moved off a failed instance, to place next epoch
+        self.records: list[RequestRecord] = []
+        self.refused = self.refusals = 0
+        self.failures: list[Failure] = []
+        self.frames: dict[int, InstanceFrame] = {}
+        self.window_cards: tuple[CardFrame, ...] = ()
+        self.window_s = 0.0
+        self.cards: tuple[CardFrame, ...] = ()
+        self.link_bytes: dict[str, float] = {}
+        self.controls: list[Control] = []
+        self._stop: str | None = None
 
-    def run(self, on_epoch=None) -> Outcome:
-        """Run the whole scenario; ``on_epoch(t, in_flight)`` is told after every epoch."""
-        spec, wall0 = self.spec, time.perf_counter()
-        records: list[RequestRecord] = []
-        frames: dict[int, InstanceFrame] = {}
-        window_cards: list[CardFrame] = []
-        in_flight = epoch = 0
-        t = 0.0
-        while True:
-            epoch += 1
-            t_end = epoch * spec.epoch_s
-            arrivals: dict[int, list] = defaultdict(list)
-            for req in self.workload.arrivals(t, min(t_end, spec.duration_s)) if t < spec.duration_s else []:
-                i = self.router.route()
-                if i is None:
-                    self.workload.done(1)
-                    continue
-                req.instance = i
-                arrivals[self.instance_server[i]].append(req)
-                in_flight += 1
-            finished = 0
-            for report in self.executor.advance(t_end, arrivals):
-                records += report.finished
-                finished += len(report.finished)
-                self.router.observe(report.instances)
-                frames.update((f.instance, f) for f in report.instances)
-            in_flight -= finished
-            self.workload.done(finished)
-            t = t_end
-            if not window_cards and t >= spec.duration_s - 1e-9:
-                window_cards = self.executor.card_frames(spec.duration_s)
-            if on_epoch:
-                on_epoch(t, in_flight)
-            if t >= spec.duration_s - 1e-9 and (in_flight == 0 or t >= spec.duration_s + spec.drain_s):
+    # --- inputs -------------------------------------------------------------------------------------
+    def control(self, control: Control) -> None:
+        """Enters the rack with the next epoch."""
+        self.controls.append(control)
+
+    def stop(self, reason: str = "stopped") -> None:
+        """End the run at the next epoch boundary, with ``status: interrupted``."""
+        self._stop = reason
+
+    # --- the loop -----------------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        spec, t = self.spec, self.t
+        if t < spec.duration_s - 1e-9:
+            return False
+        idle = not self.in_flight and not self.retry and not self.source.waiting_to_retry()
+        return idle or t >= spec.duration_s + spec.drain_s - 1e-9
+
+    def step(self) -> EpochOut:
+        """One epoch: route, advance every host, book what came back."""
+        spec, t0 = self.spec, self.t
+        t_end = (self.epochs + 1) * spec.epoch_s
+        if t0 < spec.duration_s < t_end:
+            t_end = spec.duration_s                       # an epoch ends exactly at the window's end
+        arrivals: dict[int, list[Submit]] = defaultdict(list)
+        retry, self.retry = self.retry, []
+        for sub in retry:
+            self._place(sub, arrivals, force=True)
+        offered = self.source.arrivals(t0, min(t_end, spec.duration_s)) if t0 < spec.duration_s else []
+        for n, sub in enumerate(offered):
+            if not self._place(sub, arrivals):
+                self._refuse(offered[n:], t0)             # full now means full until the next telemetry
                 break
-        records += self.executor.unfinished()
+        window = not self.window_cards and t_end >= spec.duration_s - 1e-9
+        controls, self.controls = tuple(self.controls), []
+        epoch = EpochIn(t_end, {s: tuple(v) for s, v in arrivals.items()}, controls, window, self.stream_tokens)
+        out = self.executor.advance(epoch)
+        self.t, self.epochs = t_end, self.epochs + 1
+        self._book(out)
+        if window:
+            self.window_cards, self.window_s = out.cards, t_end
+        return out
+
+    def _place(self, sub: Submit, arrivals, force: bool = False) -> bool:
+        i = self.router.route(force)
+        if i is None:
+            if force:
+                self._error(sub, NO_HEALTHY_INSTANCE)
+            return force
+        sub = dataclasses.replace(sub, instance=i)
+        self.in_flight[sub.rid] = sub
+        arrivals[self.instance_server[i]].append(sub)
+        return True
+
+    def _refuse(self, subs: list[Submit], t: float) -> None:
+        self.refusals += len(subs)
+        self.refused += self.source.refused(subs, t)
+
+    def _error(self, sub: Submit, reason: str) -> None:
+        self.in_flight.pop(sub.rid, None)
+        self.records.append(RequestRecord(sub.rid, sub.instance, sub.arrival, sub.prompt_len, sub.max_tokens,
+                                          sub.token_times, sub.preemptions, None, sub.retries, reason))
+        self.source.done(1)
+
+    def _book(self, out: EpochOut) -> None:
+        for rid, times in out.tokens:                     # a lost host's requests keep what was streamed
+            sub = self.in_flight[rid]
+            self.in_flight[rid] = dataclasses.replace(sub, token_times=sub.token_times + times)
+        for r in out.finished:
+            self.in_flight.pop(r.rid, None)
+        self.records += out.finished
+        self.source.done(len(out.finished))
+        self.retry += out.orphans
+        for f in out.failures:
+            self.failures.append(f)
+            self.router.fail(f.instances)
+            if f.kind == "host":                          # its requests' state died with it: start again
+                lost = set(f.instances)
+                self.retry += [dataclasses.replace(s, retries=s.retries + 1) for s in self.in_flight.values()
+                               if s.instance in lost]
+        self.router.observe(out.instances)
+        self.frames.update((f.instance, f) for f in out.instances)
+        if out.cards:
+            self.cards = out.cards
+            self.link_bytes = dict(out.link_bytes)
+
+    def run(self, sinks=()) -> "Outcome":
+        """Run to the end (or ``stop()``, Ctrl-C, a fatal error); every sink is called with each EpochOut
+        and the number of requests in flight. The executor is shut down in every case."""
+        wall0, status, reason = time.perf_counter(), "completed", None
+        try:
+            while not self.finished:
+                if self._stop:
+                    status, reason = "interrupted", self._stop
+                    break
+                out = self.step()
+                for sink in sinks:
+                    sink(out, len(self.in_flight))
+        except KeyboardInterrupt:
+            status, reason = "interrupted", "interrupted (Ctrl-C)"
+        except Exception as err:                          # noqa: BLE001  (reported in the results, not lost)
+            status, reason = "failed", f"{type(err).__name__}: {err}"
+        try:
+            return self._outcome(status, reason, wall0)
+        finally:
+            self.executor.shutdown()
+
+    def _outcome(self, status: str, reason: str | None, wall0: float) -> Outcome:
+        records = list(self.records)
+        if status != "failed":
+            try:
+                self._book(self.executor.advance(EpochIn(self.t, telemetry=True)))   # final telemetry, no time
+                records += [r for r in self.executor.unfinished() if r.rid in self.in_flight]
+            except Exception as err:                      # noqa: BLE001
+                status, reason = "failed", f"{type(err).__name__}: {err}"
+        reported = {r.rid for r in records}
+        for sub in list(self.in_flight.values()) + self.retry:
+            if sub.rid not in reported:                   # on a host that is gone, or waiting to be re-placed
+                reported.add(sub.rid)
+                records.append(RequestRecord(sub.rid, sub.instance, sub.arrival, sub.prompt_len, sub.max_tokens,
+                                             sub.token_times, sub.preemptions, None, sub.retries))
         links = {l.name: (l.kind, l.bandwidth) for l in self.topology.links.values()}
-        outcome = Outcome(spec, self.plan, tuple(sorted(records, key=lambda r: r.rid)), self.router.refused,
-                          tuple(frames[i] for i in sorted(frames)), tuple(window_cards),
-                          tuple(self.executor.card_frames(t)), self.executor.link_bytes(), links, t, epoch,
-                          time.perf_counter() - wall0, self.executor.name)
-        self.executor.shutdown()
-        return outcome
+        return Outcome(self.spec, self.plan, tuple(sorted(records, key=lambda r: r.rid)),
+                       self.refused + self.source.waiting_to_retry(), self.refusals,
+                       tuple(self.frames[i] for i in sorted(self.frames)), self.window_cards or self.cards,
+                       self.window_s if self.window_cards else self.t, self.cards, self.link_bytes, links, tuple(self.failures), self.t, self.epochs,
+                       time.perf_counter() - wall0, self.executor.name, status, reason)

@@ -1,25 +1,25 @@
 """Executors: the one surface the controller drives, whatever runs the hosts.
 
 ``InlineExecutor`` keeps every host and card as a plain object in this
-process; ``RayExecutor`` (``rsd_ray.actors``) answers the same calls with
-host and card actors.
+process; the Ray executor (``rsd_ray.actors``, registered under ``ray``) answers
+the same calls with host and card actors. ``advance`` takes an ``EpochIn`` and
+returns the rack's ``EpochOut``; whatever is lost on the way comes back inside
+it as a ``Failure``.
 """
 from __future__ import annotations
 
-from rsd_ray.card import CardFrame
 from rsd_ray.compiler import Plan
 from rsd_ray.config import RunSpec
-from rsd_ray.host import EpochReport, Host, HostSetup
-from rsd_ray.request import Request, RequestRecord
+from rsd_ray.epoch import EpochIn, EpochOut, merge
+from rsd_ray.host import Host, HostSetup
+from rsd_ray.plugins import plugin
+from rsd_ray.request import RequestRecord
 
 
-def sum_counts(parts) -> dict[str, float]:
-    """Per-host counters (link name → bytes) summed over the rack."""
-    out: dict[str, float] = {}
-    for part in parts:
-        for name, value in part.items():
-            out[name] = out.get(name, 0.0) + value
-    return out
+def host_input(epoch: EpochIn, server: int) -> EpochIn:
+    """One host's share of an epoch: its arrivals, and every control (a host acts on its own cards)."""
+    return EpochIn(epoch.t_end, {server: epoch.arrivals.get(server, ())}, epoch.controls, epoch.telemetry,
+                   epoch.tokens)
 
 
 class InlineExecutor:
@@ -28,14 +28,8 @@ class InlineExecutor:
     def __init__(self, spec: RunSpec, plan: Plan, setups: list[HostSetup]):
         self.hosts = [Host.local(spec, plan, s) for s in setups]
 
-    def advance(self, t_end: float, arrivals: dict[int, list[Request]]) -> list[EpochReport]:
-        return [h.advance(t_end, arrivals.get(h.server, [])) for h in self.hosts]
-
-    def card_frames(self, t: float) -> list[CardFrame]:
-        return [f for h in self.hosts for f in h.card_frames(t)]
-
-    def link_bytes(self) -> dict[str, float]:
-        return sum_counts(h.link_bytes() for h in self.hosts)
+    def advance(self, epoch: EpochIn) -> EpochOut:
+        return merge(epoch.t_end, [h.advance(host_input(epoch, h.server)) for h in self.hosts])
 
     def unfinished(self) -> list[RequestRecord]:
         return [r for h in self.hosts for r in h.unfinished()]
@@ -46,15 +40,10 @@ class InlineExecutor:
         self.hosts = []
 
 
-def _ray_executor():
-    from rsd_ray.actors.ray_executor import RayExecutor   # Ray is imported only when asked for
-    return RayExecutor
-
-
-EXECUTORS = {"inline": lambda: InlineExecutor, "ray": _ray_executor}
+EXECUTORS = {"inline": "rsd_ray.executor:InlineExecutor"}
+"""Built-in executors; others (the Ray executor) register under the ``rsd_ray.executors`` entry point,
+so the core never imports them."""
 
 
 def get_executor(name: str):
-    if name not in EXECUTORS:
-        raise ValueError(f"unknown executor {name!r}; available: {', '.join(EXECUTORS)}")
-    return EXECUTORS[name]()
+    return plugin("executors", name, EXECUTORS)

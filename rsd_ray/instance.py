@@ -11,14 +11,14 @@ have run, with the same numbers.
 """
 from __future__ import annotations
 
-from collections import deque
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
 
 from rsd_ray.calibration import HOST_STEP_BASE_S, HOST_STEP_PER_SEQ_S
 from rsd_ray.kv_cache import KVCache
-from rsd_ray.request import Request, RequestRecord
+from rsd_ray.request import Request, RequestRecord, Submit
 from rsd_ray.scheduler import Scheduler, Span
 from rsd_ray.sync import GroupSync
 
@@ -39,6 +39,7 @@ class InstanceFrame:
     preemptions: int
     busy_s: float
     span_steps: int
+    failed: bool = False
 
 
 class Instance:
@@ -46,43 +47,51 @@ class Instance:
                  spans: bool = True):
         self.iid, self.cards, self.sync, self.epoch_s, self.spans = iid, cards, sync, epoch_s, spans
         self.scheduler = Scheduler(engine, KVCache(num_blocks, engine.block_size))
-        self.pending: deque[Request] = deque()    # routed, arrival still in the future
+        self.pending: list[Request] = []          # routed, arrival still in the future; sorted by arrival
+        self.finished: list[Request] = []         # finished since the host last took them
         self.clock = 0.0
         self.steps = self.output_tokens = self.computed_tokens = 0
         self.busy_s = self.last_step_s = 0.0
         self.span_steps = 0
+        self.failed = False
         self.on_step = None                        # optional listener(instance, t0, t1, shape)
 
     def submit(self, req: Request) -> None:
+        """Queue a routed request; one retried from a failed instance (an earlier arrival) goes in order."""
         req.instance = self.iid
-        self.pending.append(req)
+        if self.pending and req.arrival < self.pending[-1].arrival:
+            bisect.insort(self.pending, req, key=lambda r: r.arrival)
+        else:
+            self.pending.append(req)
 
     def _admit_arrived(self) -> None:
-        while self.pending and self.pending[0].arrival <= self.clock:
-            self.scheduler.add(self.pending.popleft())
+        n = 0
+        while n < len(self.pending) and self.pending[n].arrival <= self.clock:
+            self.scheduler.add(self.pending[n])
+            n += 1
+        del self.pending[:n]
 
-    def advance(self, t_end: float) -> list[RequestRecord]:
-        """Run steps until the clock reaches ``t_end``; returns finished requests."""
-        finished: list[RequestRecord] = []
+    def advance(self, t_end: float) -> None:
+        """Run steps until the clock reaches ``t_end``; finished requests collect in ``finished``
+        as they finish, so a card lost halfway through loses none of them."""
         while self.clock < t_end:
             self._admit_arrived()
             if self.scheduler.has_work():
                 span = self.scheduler.plan_span(self._span_steps(t_end)) if self.spans else None
-                finished += self._run_span(span, t_end) if span else self.step()
+                self.finished += self._run_span(span, t_end) if span else self.step()
             elif self.pending and self.pending[0].arrival < t_end:
                 self.clock = self.pending[0].arrival
             else:
                 self.clock = t_end
-        return finished
 
-    def step(self) -> list[RequestRecord]:
+    def step(self) -> list[Request]:
         out = self.scheduler.schedule()
         if not out.scheduled:
             if out.preempted:   # all running were preempted; the next round readmits them
                 return []
             raise RuntimeError(f"instance {self.iid}: a waiting request cannot fit the KV cache alone")
         ends = self._execute(out.shape[None], limit=self.clock)
-        return [r.record(finished=True) for r in self.scheduler.update(out, ends[0])]
+        return self.scheduler.update(out, ends[0])
 
     def _limit(self, t_end: float) -> float:
         return min(t_end, self.pending[0].arrival) if self.pending else t_end
@@ -93,10 +102,10 @@ class Instance:
             return 2
         return max(2, min(SPAN_MAX_STEPS, int((self._limit(t_end) - self.clock) / self.last_step_s) + 2))
 
-    def _run_span(self, span: Span, t_end: float) -> list[RequestRecord]:
+    def _run_span(self, span: Span, t_end: float) -> list[Request]:
         ends = self._execute(span.shapes, self._limit(t_end))
         self.span_steps += len(ends)
-        return [r.record(finished=True) for r in self.scheduler.apply_span(span, ends)]
+        return self.scheduler.apply_span(span, ends)
 
     def _execute(self, shapes: np.ndarray, limit: float) -> list[float]:
         """Offer steps to the cards; keep those that start before ``limit`` within this governor
@@ -126,12 +135,37 @@ class Instance:
         self.clock = ends[-1]
         return ends
 
+    def _held(self) -> list[Request]:
+        return self.pending + list(self.scheduler.waiting) + self.scheduler.running
+
+    def take_finished(self) -> list[RequestRecord]:
+        done, self.finished = self.finished, []
+        return [r.record(finished=True) for r in done]
+
+    def token_events(self) -> list[tuple[int, tuple[float, ...]]]:
+        """(rid, token times not yet reported) for every request that produced tokens since last asked."""
+        out = []
+        for r in self.scheduler.running + self.finished:
+            if len(r.token_times) > r.reported:
+                out.append((r.rid, tuple(r.token_times[r.reported:])))
+                r.reported = len(r.token_times)
+        return out
+
+    def evacuate(self) -> list[Submit]:
+        """Every request this instance holds, as Submits to retry elsewhere (with the tokens they have);
+        the instance is empty afterwards."""
+        held = self._held()
+        self.failed = True
+        self.pending, self.scheduler.running = [], []
+        self.scheduler.waiting.clear()
+        return [Submit(r.rid, r.arrival, r.prompt_len, r.max_tokens, -1, tuple(r.token_times), r.retries + 1,
+                       r.preemptions) for r in held]
+
     def unfinished(self) -> list[RequestRecord]:
-        reqs = list(self.pending) + list(self.scheduler.waiting) + self.scheduler.running
-        return [r.record(finished=False) for r in reqs]
+        return [r.record(finished=False) for r in self._held()]
 
     def frame(self) -> InstanceFrame:
         s = self.scheduler
         return InstanceFrame(self.iid, self.clock, len(s.running), len(s.waiting) + len(self.pending),
                              s.kv.usage, self.output_tokens, self.computed_tokens, self.steps,
-                             s.preemptions, self.busy_s, self.span_steps)
+                             s.preemptions, self.busy_s, self.span_steps, self.failed)

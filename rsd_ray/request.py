@@ -11,22 +11,32 @@ class Request:
     ``num_computed`` catches up with ``num_tokens`` (prompt + outputs so far);
     when it does, the step samples one more output token."""
     __slots__ = ("rid", "arrival", "prompt_len", "max_tokens", "num_computed", "num_output", "blocks",
-                 "token_times", "preemptions", "instance")
+                 "token_times", "preemptions", "instance", "retries", "reported")
 
     def __init__(self, rid: int, arrival: float, prompt_len: int, max_tokens: int):
         self.rid, self.arrival, self.prompt_len, self.max_tokens = rid, arrival, prompt_len, max_tokens
-        self.num_computed = self.num_output = self.blocks = self.preemptions = 0
+        self.num_computed = self.num_output = self.blocks = self.preemptions = self.retries = 0
         self.token_times = array("d")
         self.instance = -1
+        self.reported = 0            # token times already sent out as token events
+
+    @classmethod
+    def from_submit(cls, s) -> "Request":
+        """An engine's request from a ``Submit``; a retried one keeps its tokens (re-prefilled with the prompt)."""
+        req = cls(s.rid, s.arrival, s.prompt_len, s.max_tokens)
+        req.instance, req.retries, req.preemptions = s.instance, s.retries, s.preemptions
+        req.token_times.extend(s.token_times)
+        req.num_output = req.reported = len(s.token_times)
+        return req
 
     @property
     def num_tokens(self) -> int:
         return self.prompt_len + self.num_output
 
-    def record(self, finished: bool) -> "RequestRecord":
+    def record(self, finished: bool, error: str | None = None) -> "RequestRecord":
         times = tuple(self.token_times)
         return RequestRecord(self.rid, self.instance, self.arrival, self.prompt_len, self.max_tokens,
-                             times, self.preemptions, times[-1] if finished and times else None)
+                             times, self.preemptions, times[-1] if finished and times else None, self.retries, error)
 
 
 @dataclass(frozen=True)
@@ -39,8 +49,24 @@ class RequestRecord:
     max_tokens: int
     token_times: tuple[float, ...]
     preemptions: int
-    finish: Optional[float]           # None: not finished when the run ended
+    finish: Optional[float]           # None: not finished when the run ended, or errored
+    retries: int = 0                  # times it was moved off a failed instance
+    error: Optional[str] = None       # why it ended without finishing (no healthy instance could take it)
 
     @property
     def output_len(self) -> int:
         return len(self.token_times)
+
+
+@dataclass(frozen=True)
+class Submit:
+    """A request handed to an instance: new, or retried after its instance failed (then it carries the
+    tokens it already has, and the instance re-prefills prompt + those tokens)."""
+    rid: int
+    arrival: float
+    prompt_len: int
+    max_tokens: int
+    instance: int
+    token_times: tuple[float, ...] = ()
+    retries: int = 0
+    preemptions: int = 0

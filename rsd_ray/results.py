@@ -14,7 +14,7 @@ WALL_CLOCK_FIELDS = ("wall_s", "virtual_per_wall")   # the only fields that diff
 
 
 def build(outcome: Outcome) -> dict:
-    spec, window = outcome.spec, outcome.spec.duration_s
+    spec, window = outcome.spec, outcome.window_s or outcome.spec.duration_s
     rack = spec.rack
     summary = summarise(list(outcome.records), window)
     cards = [dataclasses.asdict(f) for f in outcome.window_cards]
@@ -44,15 +44,19 @@ def build(outcome: Outcome) -> dict:
     for name, nbytes in sorted(outcome.link_bytes.items()):
         kind, bw = outcome.links[name]
         links.append({"link": name, "kind": kind, "bytes": nbytes, "busy_s": nbytes / bw,
-                      "utilisation": nbytes / bw / elapsed})
+                      "utilisation": nbytes / bw / elapsed if elapsed else 0.0})
     records = outcome.records
-    requests = {"accepted": len(records), "refused": outcome.refused,
+    requests = {"accepted": len(records), "refused": outcome.refused, "refusals": outcome.refusals,
                 "completed": sum(r.finish is not None for r in records),
-                "unfinished": sum(r.finish is None for r in records),
+                "errored": sum(r.error is not None for r in records),
+                "unfinished": sum(r.finish is None and r.error is None for r in records),
+                "retried": sum(r.retries > 0 for r in records),
                 "preemptions": sum(r.preemptions for r in records)}
     placement = outcome.plan.placement
     return {
         "schema": SCHEMA,
+        "status": outcome.status,
+        "reason": outcome.reason,
         "config": dataclasses.asdict(spec),
         "calibration": CALIBRATION,
         "summary": summary,
@@ -64,6 +68,7 @@ def build(outcome: Outcome) -> dict:
         "instances": [dataclasses.asdict(f) for f in outcome.instances],
         "cards": cards,
         "links": links,
+        "failures": [dataclasses.asdict(f) for f in outcome.failures],
         "emulator": {"executor": outcome.executor, "virtual_s": elapsed, "epochs": outcome.epochs,
                      "steps": sum(f.steps for f in outcome.instances),
                      "steps_in_spans": sum(f.span_steps for f in outcome.instances),

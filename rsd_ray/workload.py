@@ -2,17 +2,24 @@
 
 A closed-loop client sends its next request when it learns its last one
 finished, which is at the epoch boundary (the controller reports completions
-per epoch); a refused client retries at the next boundary. Lengths are fixed,
-uniform or lognormal, clipped so prompt + output fits the model length.
+per epoch). A refused closed-loop client waits and sends the same request again,
+backing off exponentially (``RETRY_BACKOFF_S`` doubling to ``RETRY_BACKOFF_MAX_S``,
+as HTTP clients do on 429); a refused open-loop request is dropped. Either way a
+request is counted once. Lengths are fixed, uniform or lognormal, clipped so
+prompt + output fits the model length.
 """
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
 
 from rsd_ray.config import LengthSpec, WorkloadSpec
-from rsd_ray.request import Request
+from rsd_ray.request import Submit
+
+RETRY_BACKOFF_S = 0.1        # first wait of a refused closed-loop client (OpenAI's SDK starts near 0.5 s)
+RETRY_BACKOFF_MAX_S = 2.0    # the wait stops doubling here
 
 
 class LengthSampler:
@@ -41,6 +48,9 @@ class Workload:
         self.input_len = LengthSampler(spec.input, max_model_len - 1, rng)
         self.next_id = 0
         self.idle_clients = self.concurrency if spec.arrival == "closed" else 0
+        self.backlog: list[tuple[float, int, list[Submit]]] = []   # (retry at, seq, refused requests)
+        self.attempts: dict[int, int] = {}                          # rid → refusals so far (closed loop)
+        self._seq = 0                                               # tie-break of the backlog heap
         self.next_arrival = self._gap() if spec.arrival != "closed" else 0.0
 
     def _gap(self) -> float:
@@ -50,16 +60,20 @@ class Workload:
         shape = self.spec.burstiness
         return float(self.rng.gamma(shape, 1.0 / (self.rate * shape)))
 
-    def _new(self, t: float) -> Request:
+    def _new(self, t: float) -> Submit:
         out = self.output_len()
         prompt = min(self.input_len(), self.max_model_len - out)
         self.next_id += 1
-        return Request(self.next_id - 1, t, prompt, out)
+        return Submit(self.next_id - 1, t, prompt, out, -1)
 
-    def arrivals(self, t0: float, t1: float) -> list[Request]:
-        """Requests arriving in [t0, t1), in arrival order."""
+    def arrivals(self, t0: float, t1: float) -> list[Submit]:
+        """Requests arriving in [t0, t1), in arrival order (closed loop: retries first, then new ones)."""
         if self.spec.arrival == "closed":
-            reqs = [self._new(t0) for _ in range(self.idle_clients)]
+            reqs = []
+            while self.backlog and self.backlog[0][0] < t1:
+                at, _, group = heapq.heappop(self.backlog)
+                reqs += [Submit(r.rid, max(at, t0), r.prompt_len, r.max_tokens, -1) for r in group]
+            reqs += [self._new(t0) for _ in range(self.idle_clients)]
             self.idle_clients = 0
             return reqs
         reqs = []
@@ -69,6 +83,25 @@ class Workload:
         return reqs
 
     def done(self, count: int) -> None:
-        """``count`` requests ended (finished or refused): their clients are free."""
+        """``count`` accepted requests ended (finished or errored): their clients are free."""
         if self.spec.arrival == "closed":
             self.idle_clients += count
+
+    def refused(self, reqs: list[Submit], t: float) -> int:
+        """The router refused these at ``t``. Closed-loop clients back off and send them again;
+        open-loop ones are dropped. Returns how many were dropped for good."""
+        if self.spec.arrival != "closed":
+            return len(reqs)
+        by_wait: dict[float, list[Submit]] = {}
+        for r in reqs:
+            n = self.attempts.get(r.rid, 0)
+            self.attempts[r.rid] = n + 1
+            by_wait.setdefault(min(RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_S * 2 ** n), []).append(r)
+        for wait, group in sorted(by_wait.items()):
+            self._seq += 1
+            heapq.heappush(self.backlog, (t + wait, self._seq, group))
+        return 0
+
+    def waiting_to_retry(self) -> int:
+        """Refused closed-loop requests still backing off (never accepted, so far)."""
+        return sum(len(group) for _, _, group in self.backlog)

@@ -37,7 +37,7 @@ def spec_factory():
 def ray_session():
     """One local Ray for the whole test session: 16 atom_card resources, as one ATOM server."""
     import ray
-    ray.init(resources={"atom_card": 16}, include_dashboard=False, namespace="rsd-ray-tests",
+    ray.init(address="local", resources={"atom_card": 16}, include_dashboard=False, namespace="rsd-ray-tests",
              logging_level="WARNING")
     yield ray
     ray.shutdown()

@@ -22,7 +22,8 @@ from rsd_ray.config.loader import CONFIG_ROOT
 from rsd_ray.costmodel import StepCost
 from rsd_ray.kv_cache import KVCache
 from rsd_ray.metrics import summarise
-from rsd_ray.request import Request, RequestRecord
+from rsd_ray.epoch import EpochIn
+from rsd_ray.request import Request, RequestRecord, Submit
 from rsd_ray.sync import GroupSync
 from rsd_ray.topology import Topology
 from tests.conftest import make_spec, run_doc
@@ -244,10 +245,8 @@ def test_host_time_per_step_is_base_plus_per_sampled_sequence():
     topo = Topology(spec.rack, spec.device)
     plan = compile_plan(spec, topo)
     host = Host.local(spec, plan, host_setups(spec, topo, plan)[0])
-    reqs = [Request(i, 0.0, 10, 1) for i in range(3)]
-    for r in reqs:
-        r.instance = 0
-    done = host.advance(1.0, reqs).finished[0]
+    reqs = tuple(Submit(i, 0.0, 10, 1, instance=0) for i in range(3))
+    done = host.advance(EpochIn(1.0, {0: reqs})).finished[0]
     # one step: 3 prompts of 10 tokens, 3 sampled tokens; 3 × (10·11/2) query-key pairs
     x = np.array([[1.0, 30, 3, 165, 30]])
     sync = GroupSync(plan.programs[0], list(plan.placement.groups[0]), topo, "auto",

@@ -4,19 +4,24 @@ Loads are what the last epoch's telemetry said (running + waiting) plus what
 this router has sent since — staleness of at most one epoch, as with routers
 that scrape metrics. An instance whose queue (waiting + sent) reaches
 ``max_pending_per_instance`` takes nothing more; when none has room, the
-request is refused and counted, never buffered without bound.
+request is refused and counted, never buffered without bound. A failed instance
+takes nothing; requests moved off it are placed with ``force`` (they were
+accepted once, so the admission bound does not refuse them again).
 """
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
-from rsd_ray.config import RouterSpec
 from rsd_ray.router import least_loaded, power_of_two, round_robin  # noqa: F401  (they register)
 from rsd_ray.router.registry import POLICIES, register
 
+if TYPE_CHECKING:                       # the config package reads POLICIES; no import back at run time
+    from rsd_ray.config import RouterSpec
+
 
 class Router:
-    def __init__(self, spec: RouterSpec, num_instances: int, seed: int):
+    def __init__(self, spec: "RouterSpec", num_instances: int, seed: int):
         self.limit = spec.max_pending_per_instance
         self.policy = POLICIES[spec.policy](num_instances, random.Random(seed))
         self.running = [0] * num_instances
@@ -28,11 +33,20 @@ class Router:
         for f in frames:
             self.running[f.instance], self.queued[f.instance] = f.running, f.waiting
 
-    def route(self) -> int | None:
-        """The instance for the next request, or None when the rack is full."""
-        eligible = [i for i, q in enumerate(self.queued) if q < self.limit and self.healthy[i]]
+    def fail(self, instances) -> None:
+        for i in instances:
+            self.healthy[i] = False
+
+    @property
+    def any_healthy(self) -> bool:
+        return any(self.healthy)
+
+    def route(self, force: bool = False) -> int | None:
+        """The instance for the next request, or None when the rack is full (or, with ``force``,
+        when no instance is healthy)."""
+        eligible = [i for i, q in enumerate(self.queued) if (force or q < self.limit) and self.healthy[i]]
         if not eligible:
-            self.refused += 1
+            self.refused += not force
             return None
         loads = [r + q for r, q in zip(self.running, self.queued)]
         i = self.policy.choose(loads, eligible)

@@ -16,7 +16,8 @@ def run_sweep(spec, axes, out_dir, workers=None, parallel="processes", console=N
     from rich.console import Console
     from rich.progress import Progress
 
-    from rsd_ray.dashboards.sweep_report import plot, render
+    from rsd_ray.plugins import renderer
+    plot, render = renderer("plot_sweep"), renderer("render_sweep")
 
     console = console or Console()
     points = axes if isinstance(axes, list) and axes and isinstance(axes[0], dict) else grid(axes)

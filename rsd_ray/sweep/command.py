@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
+from rsd_ray.plugins import renderer
 from rsd_ray.sweep import capacity_point, grid, parse_axis, parse_slo, run_points, run_sweep
 from rsd_ray.sweep.points import apply
 
@@ -31,8 +32,8 @@ def run(spec, args) -> int:
     console = Console()
     axes = [parse_axis(g) for g in args.grid]
     if args.parallel == "ray":
-        from rsd_ray.actors.session import ray_session
-        with ray_session(args.address, cards=0):
+        from rsd_ray.executor import get_executor
+        with get_executor("ray").session(args.address, cards=0):
             return _run(spec, args, axes, console)
     return _run(spec, args, axes, console)
 
@@ -41,7 +42,7 @@ def _run(spec, args, axes, console) -> int:
     if not args.capacity:
         run_sweep(spec, axes, args.out_dir, args.workers, args.parallel, console)
         return 0
-    from rsd_ray.dashboards.sweep_report import render_capacity
+    render_capacity = renderer("render_capacity")
     slos = dict(parse_slo(s) for s in args.slo) or {"p99_ttft_ms": 2000.0, "p99_tpot_ms": 100.0}
     points = grid(axes)
     for p in points:

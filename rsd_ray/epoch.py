@@ -1,0 +1,84 @@
+"""The one interface of the rack: an epoch in, an epoch out, as plain values.
+
+::
+
+    source ──arrivals──▶ router ──▶ EpochIn(t_end, arrivals per server, controls)
+    executor.advance(EpochIn) ──one future per host──▶ EpochOut(tokens, finished, errored, orphans,
+                                                        instance frames, card frames, links, failures)
+    EpochOut ──▶ sinks (results, progress, dashboards, metrics, streams)
+
+Everything here is a frozen dataclass of numbers, strings and tuples (msgpack-able
+through ``dataclasses.asdict``): no live object crosses an epoch, so the same
+values flow inline, through Ray, or over a socket. A lost card or host comes
+back as a ``Failure`` value, never as an exception that ends the run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rsd_ray.card import CardFrame
+from rsd_ray.instance import InstanceFrame
+from rsd_ray.card_group import CardLost
+from rsd_ray.request import RequestRecord, Submit
+
+__all__ = ["CardLost", "Control", "EpochIn", "EpochOut", "Failure", "Submit", "merge"]
+
+
+@dataclass(frozen=True)
+class Control:
+    """A control message for the next epoch: ``kill_card`` (target: card id) is what the rack knows today."""
+    kind: str
+    target: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What was lost, when, and which instances it took down."""
+    t: float
+    kind: str                       # card | host
+    server: int
+    instances: tuple[int, ...]
+    cards: tuple[int, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class EpochIn:
+    """One epoch's input. ``telemetry``: also return card frames and link counters (they cost a round
+    trip to every card on Ray, so the controller asks for them when a sink needs them); ``tokens``:
+    return every token's timestamp as it happens (for streaming)."""
+    t_end: float
+    arrivals: dict[int, tuple[Submit, ...]] = field(default_factory=dict)   # server → its arrivals
+    controls: tuple[Control, ...] = ()
+    telemetry: bool = False
+    tokens: bool = False
+
+
+@dataclass(frozen=True)
+class EpochOut:
+    """One host's epoch (``server`` ≥ 0), or the rack's (``server`` = -1, everything merged)."""
+    t_end: float
+    server: int = -1
+    finished: tuple[RequestRecord, ...] = ()
+    errored: tuple[tuple[int, str], ...] = ()                   # (rid, reason)
+    orphans: tuple[Submit, ...] = ()                            # requests of failed instances, to retry
+    tokens: tuple[tuple[int, tuple[float, ...]], ...] = ()      # (rid, new token times) when asked
+    instances: tuple[InstanceFrame, ...] = ()
+    cards: tuple[CardFrame, ...] = ()
+    link_bytes: tuple[tuple[str, float], ...] = ()
+    failures: tuple[Failure, ...] = ()
+
+
+def merge(t_end: float, parts: list[EpochOut]) -> EpochOut:
+    """The rack's epoch from its hosts' (link counters summed over hosts)."""
+    links: dict[str, float] = {}
+    for p in parts:
+        for name, value in p.link_bytes:
+            links[name] = links.get(name, 0.0) + value
+
+    def cat(name):
+        return tuple(x for p in parts for x in getattr(p, name))
+    return EpochOut(t_end, -1, cat("finished"), cat("errored"), cat("orphans"), cat("tokens"),
+                    tuple(sorted(cat("instances"), key=lambda f: f.instance)),
+                    tuple(sorted(cat("cards"), key=lambda f: f.card)), tuple(sorted(links.items())),
+                    cat("failures"))
