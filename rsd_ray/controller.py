@@ -39,6 +39,7 @@ class Outcome:
     spec: RunSpec
     plan: Plan
     records: tuple[RequestRecord, ...]       # one per accepted request
+    offered: int                             # distinct requests the source sent
     refused: int                             # requests never accepted (each counted once)
     refusals: int                            # refusal events (a closed-loop client may retry several times)
     instances: tuple[InstanceFrame, ...]
@@ -87,6 +88,7 @@ class Controller:
         self.source = Workload(spec.workload, spec.rack.servers, max_len, spec.seed + 1)
         self.t, self.epochs = 0.0, 0
         self.stream_tokens = False                       # a streaming sink turns this on
+        self.trace_steps = False                         # a trace sink turns this on
         self.in_flight: dict[int, Submit] = {}          # accepted, not yet ended: rid → as last placed
         self.retry: list[Submit] = []                    # moved off a failed instance, to place next epoch
         self.records: list[RequestRecord] = []
@@ -135,7 +137,8 @@ class Controller:
                 break
         window = not self.window_cards and t_end >= spec.duration_s - 1e-9
         controls, self.controls = tuple(self.controls), []
-        epoch = EpochIn(t_end, {s: tuple(v) for s, v in arrivals.items()}, controls, window, self.stream_tokens)
+        epoch = EpochIn(t_end, {s: tuple(v) for s, v in arrivals.items()}, controls, window, self.stream_tokens,
+                        self.trace_steps)
         out = self.executor.advance(epoch)
         self.t, self.epochs = t_end, self.epochs + 1
         self._book(out)
@@ -144,12 +147,13 @@ class Controller:
         return out
 
     def _place(self, sub: Submit, arrivals, force: bool = False) -> bool:
+        """Route one request; a client's retry after a refusal arrives now (``t``), not at its first try."""
         i = self.router.route(force)
         if i is None:
             if force:
                 self._error(sub, NO_HEALTHY_INSTANCE)
             return force
-        sub = dataclasses.replace(sub, instance=i)
+        sub = dataclasses.replace(sub, instance=i, arrival=sub.arrival if force else max(sub.arrival, self.t))
         self.in_flight[sub.rid] = sub
         arrivals[self.instance_server[i]].append(sub)
         return True
@@ -222,7 +226,7 @@ class Controller:
                 records.append(RequestRecord(sub.rid, sub.instance, sub.arrival, sub.prompt_len, sub.max_tokens,
                                              sub.token_times, sub.preemptions, None, sub.retries))
         links = {l.name: (l.kind, l.bandwidth) for l in self.topology.links.values()}
-        return Outcome(self.spec, self.plan, tuple(sorted(records, key=lambda r: r.rid)),
+        return Outcome(self.spec, self.plan, tuple(sorted(records, key=lambda r: r.rid)), self.source.next_id,
                        self.refused + self.source.waiting_to_retry(), self.refusals,
                        tuple(self.frames[i] for i in sorted(self.frames)), self.window_cards or self.cards,
                        self.window_s if self.window_cards else self.t, self.cards, self.link_bytes, links, tuple(self.failures), self.t, self.epochs,

@@ -46,12 +46,13 @@ class Failure:
 class EpochIn:
     """One epoch's input. ``telemetry``: also return card frames and link counters (they cost a round
     trip to every card on Ray, so the controller asks for them when a sink needs them); ``tokens``:
-    return every token's timestamp as it happens (for streaming)."""
+    return every token's timestamp as it happens (for streaming); ``trace``: every step's batch shape."""
     t_end: float
     arrivals: dict[int, tuple[Submit, ...]] = field(default_factory=dict)   # server → its arrivals
     controls: tuple[Control, ...] = ()
     telemetry: bool = False
     tokens: bool = False
+    trace: bool = False                                       # return every step (instance, t0, t1, shape)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class EpochOut:
     cards: tuple[CardFrame, ...] = ()
     link_bytes: tuple[tuple[str, float], ...] = ()
     failures: tuple[Failure, ...] = ()
+    steps: tuple[tuple[int, float, float, tuple[float, ...]], ...] = ()
 
 
 def merge(t_end: float, parts: list[EpochOut]) -> EpochOut:
@@ -81,4 +83,4 @@ def merge(t_end: float, parts: list[EpochOut]) -> EpochOut:
     return EpochOut(t_end, -1, cat("finished"), cat("errored"), cat("orphans"), cat("tokens"),
                     tuple(sorted(cat("instances"), key=lambda f: f.instance)),
                     tuple(sorted(cat("cards"), key=lambda f: f.card)), tuple(sorted(links.items())),
-                    cat("failures"))
+                    cat("failures"), cat("steps"))

@@ -8,6 +8,8 @@ it as a ``Failure``.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from rsd_ray.compiler import Plan
 from rsd_ray.config import RunSpec
 from rsd_ray.epoch import EpochIn, EpochOut, merge
@@ -18,8 +20,7 @@ from rsd_ray.request import RequestRecord
 
 def host_input(epoch: EpochIn, server: int) -> EpochIn:
     """One host's share of an epoch: its arrivals, and every control (a host acts on its own cards)."""
-    return EpochIn(epoch.t_end, {server: epoch.arrivals.get(server, ())}, epoch.controls, epoch.telemetry,
-                   epoch.tokens)
+    return dataclasses.replace(epoch, arrivals={server: epoch.arrivals.get(server, ())})
 
 
 class InlineExecutor:

@@ -6,6 +6,7 @@ the cards of its instances, plus its own server's cards that no group uses.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -47,7 +48,8 @@ class Host:
         self.card_instance = {c: iid for iid, cards in setup.instances for c in cards}
         for iid, cards in setup.instances:
             sync = GroupSync(plan.programs[0], list(cards), self.topology, spec.compiler.collective, shared)
-            self.instances[iid] = Instance(iid, groups[iid], sync, spec.engine, plan.memory.num_blocks,
+            blocks = spec.engine.num_blocks_override or plan.memory.num_blocks
+            self.instances[iid] = Instance(iid, groups[iid], sync, spec.engine, blocks,
                                            spec.epoch_s, setup.spans)
 
     @classmethod
@@ -68,21 +70,22 @@ class Host:
                 iid = self.card_instance.get(control.target)
                 self.groups[iid].kill(control.target, self.t)
                 failures.append(self._fail(iid, CardLost([control.target], f"card {control.target} was killed"),
-                                           orphans))
+                                           orphans, self.t))
         for s in epoch.arrivals.get(self.server, ()):
             inst = self.instances.get(s.instance)
             if inst is None or inst.failed:          # routed before the router heard of the failure
-                orphans.append(s)
+                orphans.append(dataclasses.replace(s, retries=s.retries + 1))
             else:
                 inst.submit(Request.from_submit(s))
-        finished, tokens = [], []
+        finished, tokens, steps = [], [], []
         for iid, inst in self.instances.items():
             if inst.failed:
                 continue
+            inst.trace = steps if epoch.trace else None
             try:
                 inst.advance(epoch.t_end)
             except CardLost as lost:
-                failures.append(self._fail(iid, lost, orphans))
+                failures.append(self._fail(iid, lost, orphans, inst.clock))
             if epoch.tokens:
                 tokens += inst.token_events()
             finished += inst.take_finished()
@@ -91,18 +94,18 @@ class Host:
         links = tuple(self.link_bytes(cards).items()) if epoch.telemetry else ()
         return EpochOut(epoch.t_end, self.server, tuple(finished), (), tuple(orphans), tuple(tokens),
                         tuple(i.frame() for i in self.instances.values()), cards, links,
-                        tuple(f for f in failures if f is not None))
+                        tuple(f for f in failures if f is not None), tuple(steps))
 
-    def _fail(self, iid, lost: CardLost, orphans: list) -> Failure | None:
-        """Mark the instance failed and hand back its requests; an idle card's loss fails nothing."""
+    def _fail(self, iid, lost: CardLost, orphans: list, t: float) -> Failure | None:
+        """Mark the instance failed at ``t`` and hand back its requests; an idle card's loss fails nothing."""
         if iid is None:
-            return Failure(self.t, "card", self.server, (), lost.cards, lost.reason)
+            return Failure(float(t), "card", self.server, (), lost.cards, lost.reason)
         inst = self.instances[iid]
         if inst.failed:
             return None
         orphans += inst.evacuate()
         cards = tuple(c for c, i in self.card_instance.items() if i == iid)
-        return Failure(max(self.t, inst.clock), "card", self.server, (iid,), lost.cards or cards, lost.reason)
+        return Failure(float(t), "card", self.server, (iid,), lost.cards or cards, lost.reason)
 
     def card_frames(self, t: float) -> list[CardFrame]:
         frames = [f for group in self.groups.values() for f in group.frames(t)]

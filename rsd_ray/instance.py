@@ -54,7 +54,7 @@ class Instance:
         self.busy_s = self.last_step_s = 0.0
         self.span_steps = 0
         self.failed = False
-        self.on_step = None                        # optional listener(instance, t0, t1, shape)
+        self.trace: list | None = None            # when a list: (instance, t0, t1, shape) of every step
 
     def submit(self, req: Request) -> None:
         """Queue a routed request; one retried from a failed instance (an earlier arrival) goes in order."""
@@ -129,8 +129,8 @@ class Instance:
             self.busy_s += end - start
             self.output_tokens += int(x[2])
             self.computed_tokens += int(x[1])
-            if self.on_step:
-                self.on_step(self, start, end, x)
+            if self.trace is not None:
+                self.trace.append((self.iid, start, end, tuple(x.tolist())))
         self.last_step_s = ends[-1] - starts[-1]
         self.clock = ends[-1]
         return ends

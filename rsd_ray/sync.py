@@ -27,8 +27,9 @@ class GroupSync:
         self.chunks = program.chunks
         self.message = np.array([c.link for c in syncs]).reshape(len(syncs), -1)
         algos = ALGORITHMS if algorithm == "auto" else (algorithm,)
-        self.costs = {a: [collective_cost(topology, c.collective, a, group, shared) for c in syncs]
-                      for a in algos}
+        once = {(kind, a): collective_cost(topology, kind, a, group, shared)     # every layer's sync is alike
+                for kind in {c.collective for c in syncs} for a in algos}
+        self.costs = {a: [once[c.collective, a] for c in syncs] for a in algos}
         self.alpha = np.array([[k.alpha for k in self.costs[a]] for a in algos])
         self.beta = np.array([[k.beta for k in self.costs[a]] for a in algos])
         self.active = bool(syncs) and len(group) > 1

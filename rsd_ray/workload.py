@@ -67,12 +67,12 @@ class Workload:
         return Submit(self.next_id - 1, t, prompt, out, -1)
 
     def arrivals(self, t0: float, t1: float) -> list[Submit]:
-        """Requests arriving in [t0, t1), in arrival order (closed loop: retries first, then new ones)."""
+        """Requests arriving in [t0, t1), in arrival order (closed loop: retries first, then new ones;
+        a retry keeps the time of its first attempt until it is placed)."""
         if self.spec.arrival == "closed":
             reqs = []
             while self.backlog and self.backlog[0][0] < t1:
-                at, _, group = heapq.heappop(self.backlog)
-                reqs += [Submit(r.rid, max(at, t0), r.prompt_len, r.max_tokens, -1) for r in group]
+                reqs += heapq.heappop(self.backlog)[2]
             reqs += [self._new(t0) for _ in range(self.idle_clients)]
             self.idle_clients = 0
             return reqs

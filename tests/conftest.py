@@ -28,6 +28,11 @@ def run_doc(spec, executor="inline"):
     return build(outcome), outcome
 
 
+def with_token_times(doc, outcome):
+    """The document plus every request's token timestamps, for equality tests."""
+    return doc | {"token_times": [r.token_times for r in outcome.records]}
+
+
 @pytest.fixture
 def spec_factory():
     return make_spec

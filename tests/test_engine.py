@@ -9,20 +9,19 @@ from rsd_ray.scheduler import Scheduler
 from tests.conftest import make_spec
 
 
-def record_steps(controller):
+def traced_run(spec):
+    """Run with the step trace on (a public part of every EpochOut); returns (doc, outcome, steps)."""
+    controller = Controller(spec)
+    controller.trace_steps = True
     steps = []
-    for host in controller.executor.hosts:
-        for inst in host.instances.values():
-            inst.on_step = lambda i, t0, t1, x: steps.append((i.iid, t0, t1, x.copy()))
-    return steps
+    outcome = controller.run([lambda out, _: steps.extend(out.steps)])
+    return build(outcome), outcome, steps
 
 
 def test_chunked_prefill_respects_the_token_budget():
     spec = make_spec(workload={"input": LengthSpec(mean=700), "concurrency": 6, "per_server": False},
                      engine={"max_num_batched_tokens": 256, "max_num_seqs": 8})
-    controller = Controller(spec)
-    steps = record_steps(controller)
-    doc = build(controller.run())
+    doc, _, steps = traced_run(spec)
     assert doc["requests"]["completed"] > 0
     assert max(x[1] for *_, x in steps) == 256                # budgets are filled...
     assert all(x[1] <= 256 for *_, x in steps)                # ...never exceeded
@@ -32,12 +31,9 @@ def test_chunked_prefill_respects_the_token_budget():
 
 def test_preemption_when_kv_blocks_run_short_and_everything_still_finishes():
     spec = make_spec(workload={"concurrency": 16, "per_server": False, "input": LengthSpec(mean=200),
-                               "output": LengthSpec(mean=100)}, duration_s=3.0, engine={"max_num_seqs": 16})
-    controller = Controller(spec)
-    for host in controller.executor.hosts:                    # squeeze every KV cache to 40 blocks
-        for inst in host.instances.values():
-            inst.scheduler.kv = KVCache(40, spec.engine.block_size)
-    outcome = controller.run()
+                               "output": LengthSpec(mean=100)}, duration_s=3.0,
+                     engine={"max_num_seqs": 16, "num_blocks_override": 40})   # squeeze every KV cache to 40 blocks
+    outcome = Controller(spec).run()
     doc = build(outcome)
     req = doc["requests"]
     assert req["preemptions"] > 0

@@ -10,6 +10,7 @@ import pytest
 from rsd_ray.config import ConfigError, load_run
 from rsd_ray.controller import Controller
 from rsd_ray.results import build, without_wall_clock
+from tests.conftest import run_doc, with_token_times
 
 HERE = Path(__file__).parent
 
@@ -34,8 +35,8 @@ def comparable(doc):
 def test_ray_results_equal_inline(ray_session, rack, model, tp, duration):
     spec = load_run(None, rack=rack, model=model, tp=tp, duration_s=duration, workload="poisson",
                     router={"policy": "power_of_two"})
-    on_ray = build(Controller(spec, executor="ray").run())
-    inline = build(Controller(spec).run())
+    on_ray = with_token_times(*run_doc(spec, "ray"))
+    inline = with_token_times(*run_doc(spec))
     assert on_ray["emulator"]["executor"] == "ray"
     assert comparable(on_ray) == comparable(inline)
     assert on_ray["requests"]["completed"] > 0

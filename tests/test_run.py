@@ -7,14 +7,13 @@ import pytest
 from rsd_ray.config import LengthSpec, load_run
 from rsd_ray.controller import Controller
 from rsd_ray.results import build, without_wall_clock
-from tests.conftest import make_spec, run_doc
+from tests.conftest import make_spec, run_doc, with_token_times
 
 
 def test_same_config_and_seed_give_identical_results():
     spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=3.0, workload="poisson",
                     router={"policy": "power_of_two"}, seed=7)
-    a, _ = run_doc(spec)
-    b, _ = run_doc(spec)
+    a, b = (with_token_times(*run_doc(spec)) for _ in range(2))
     assert without_wall_clock(a) == without_wall_clock(b)
     c, _ = run_doc(load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=3.0, workload="poisson",
                             router={"policy": "power_of_two"}, seed=8))
@@ -40,12 +39,9 @@ def test_decode_never_beats_dram_bandwidth_or_peak_flops():
     card_weight_bytes = 2 * (m.num_layers * layer_params + m.vocab_size * h) / tp
     kv_bytes_per_token = 2 * m.num_layers * kv_dim / tp * 2
     bandwidth, peak = dev.dram_bandwidth_gbps * 1e9, dev.peak_tflops["fp16"] * 1e12
-    controller = Controller(spec)
-    steps = []
-    for inst in controller.executor.hosts[0].instances.values():
-        inst.on_step = lambda i, t0, t1, x: steps.append((t1 - t0, x.copy()))
-    doc = build(controller.run())
-    decode_steps = [(dt, x) for dt, x in steps if x[1] == x[2]]       # every token samples: pure decode
+    from tests.test_engine import traced_run
+    doc, _, steps = traced_run(spec)
+    decode_steps = [(t1 - t0, x) for _, t0, t1, x in steps if x[1] == x[2]]   # every token samples: pure decode
     assert len(decode_steps) > 100
     for dt, x in decode_steps:
         tokens_per_s = x[2] / dt

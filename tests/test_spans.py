@@ -5,17 +5,15 @@ import pytest
 
 from rsd_ray.config import load_run
 from rsd_ray.controller import Controller
-from rsd_ray.kv_cache import KVCache
 from rsd_ray.results import build, without_wall_clock
 
 
-def both_ways(spec, prepare=None):
+def both_ways(spec):
+    """Both runs' documents (span counters aside), each with every request's token timestamps."""
     docs = []
     for spans in (False, True):
-        controller = Controller(spec, spans=spans)
-        if prepare:
-            prepare(controller)
-        docs.append(build(controller.run()))
+        outcome = Controller(spec, spans=spans).run()
+        docs.append(build(outcome) | {"token_times": [r.token_times for r in outcome.records]})
     span_steps = sum(i["span_steps"] for i in docs[1]["instances"])
     plain, spanned = (without_wall_clock(d) for d in docs)
     for d in (plain, spanned):
@@ -56,12 +54,8 @@ def test_spans_equal_step_by_step_when_cards_throttle():
 
 
 def test_spans_equal_step_by_step_under_kv_pressure():
-    def squeeze(controller):
-        for host in controller.executor.hosts:
-            for inst in host.instances.values():
-                inst.scheduler.kv = KVCache(60, 16)
-    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=2.0,
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=2.0, engine={"num_blocks_override": 60},
                     workload={"concurrency": 32, "input": {"mean": 200}, "output": {"mean": 300}})
-    plain, spanned, span_steps = both_ways(spec, squeeze)
+    plain, spanned, span_steps = both_ways(spec)
     assert plain["requests"]["preemptions"] > 0 and span_steps > 0
     assert plain == spanned

@@ -69,7 +69,7 @@ def load_part(kind: str, ref: Any, source: str):
         data, where = read_yaml(path), str(path)
     else:
         raise ConfigError(source, kind.rstrip("s"), ref, "give a preset name, a YAML path or a mapping")
-    spec = read_spec(cls, data, where)
+    spec = read_spec(cls, data, where, kind.rstrip("s") if isinstance(ref, Mapping) else "")
     if kind in ("devices", "racks", "models"):
         _check_sources(data, where)
     return spec

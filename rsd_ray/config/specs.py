@@ -129,6 +129,8 @@ class EngineSpec:
     enable_chunked_prefill: bool = True
     kv_cache_fraction: float = F(0.9, lo=0.01, hi=1.0, doc="like gpu_memory_utilization")
     max_model_len: int = F(0, lo=0, doc="0 means the model's max_seq_len")
+    num_blocks_override: int = F(0, lo=0, doc="KV blocks per instance instead of the memory plan's, as vLLM's "
+                                               "num_gpu_blocks_override (0: from the plan)")
 
 
 @dataclass(frozen=True, kw_only=True)

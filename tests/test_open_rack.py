@@ -1,0 +1,183 @@
+"""The rack opened up (inline): epochs as values, failures as values, every request accounted for."""
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import msgpack
+import pytest
+import yaml
+
+from rsd_ray.config import LengthSpec, load_run
+from rsd_ray.config.loader import CONFIG_ROOT
+from rsd_ray.controller import NO_HEALTHY_INSTANCE, Controller
+from rsd_ray.epoch import Control
+from rsd_ray.results import build
+from tests.conftest import make_spec
+
+
+def accounted(doc):
+    r = doc["requests"]
+    return r["accepted"] == r["completed"] + r["errored"] + r["unfinished"] and \
+        r["offered"] == r["accepted"] + r["refused"]
+
+
+def test_an_epoch_is_plain_values_in_and_out():
+    controller = Controller(make_spec(duration_s=0.5))
+    controller.stream_tokens = True
+    outs = [controller.step() for _ in range(10)]
+    for out in outs:
+        msgpack.packb(dataclasses.asdict(out))                      # no live object crosses an epoch
+    streamed = {}
+    for out in outs:
+        for rid, times in out.tokens:
+            streamed.setdefault(rid, []).extend(times)
+    finished = [r for out in outs for r in out.finished]
+    assert finished and all(list(r.token_times) == streamed[r.rid] for r in finished)   # every token, streamed
+    controller.executor.shutdown()
+
+
+def killed_at(spec, t_kill, card, executor="inline", **opts):
+    """Run ``spec`` and kill ``card`` at the epoch boundary ``t_kill``."""
+    controller = Controller(spec, executor=executor, **opts)
+
+    def fault(out, _):
+        if abs(out.t_end - t_kill) < 1e-9:
+            controller.control(Control("kill_card", card))
+    outcome = controller.run([fault])
+    return build(outcome), outcome
+
+
+def test_a_killed_card_fails_its_instance_and_its_requests_move():
+    spec = make_spec(duration_s=2.0, workload={"concurrency": 24, "per_server": False,
+                                               "output": LengthSpec(mean=1500)})
+    doc, outcome = killed_at(spec, 0.5, card=1)                  # card 1 belongs to instance 0 (cards 0, 1)
+    assert doc["status"] == "completed"
+    (failure,) = doc["failures"]
+    assert failure["kind"] == "card" and list(failure["instances"]) == [0] and list(failure["cards"]) == [1]
+    assert failure["t"] == pytest.approx(0.5)
+    assert doc["instances"][0]["failed"] and not any(i["failed"] for i in doc["instances"][1:])
+    assert accounted(doc) and doc["requests"]["retried"] > 0
+    moved = [r for r in outcome.records if r.retries]
+    assert all(r.instance != 0 for r in moved) and any(r.finish for r in moved)
+    assert not [r for r in outcome.records if r.arrival > 0.55 and r.instance == 0]   # no new traffic to it
+    for r in moved:                                              # a retry keeps its tokens and goes on
+        assert list(r.token_times) == sorted(r.token_times) and r.output_len <= r.max_tokens
+    lost = [c for c in doc["cards"] if c["lost"]]
+    assert [c["card"] for c in lost] == [1] and lost[0]["clock_s"] == pytest.approx(0.5, abs=0.01)   # frozen there
+    msgpack.packb(json.loads(json.dumps(doc["failures"])))
+
+
+def test_with_every_instance_lost_requests_end_in_an_explicit_error():
+    spec = make_spec(tp=8, duration_s=1.0)                      # one instance over both servers
+    doc, outcome = killed_at(spec, 0.3, card=5)
+    assert doc["status"] == "completed" and accounted(doc)
+    assert doc["requests"]["errored"] > 0
+    assert all(r.error == NO_HEALTHY_INSTANCE for r in outcome.records if r.error)
+
+
+@pytest.mark.parametrize("rack,model,tp,cards", [("mini", "tiny-llama", 8, 8), ("rsd-rack", "llama3-70b", 32, 224)])
+def test_tp_groups_across_servers_count_every_card_once(rack, model, tp, cards):
+    doc = build(Controller(load_run(None, rack=rack, model=model, tp=tp, duration_s=0.5, drain_s=0)).run())
+    assert doc["emulator"]["cards"] == cards and len(doc["cards"]) == cards
+    assert sorted(c["card"] for c in doc["cards"]) == list(range(cards))
+    assert sum(s["cards"] for s in doc["servers"]) == cards
+    assert doc["requests"]["completed"] + doc["requests"]["unfinished"] > 0
+
+
+def test_a_huge_closed_loop_finishes_and_counts_each_refused_request_once():
+    spec = make_spec(duration_s=1.0, workload={"concurrency": 1_000_000, "per_server": False},
+                     router={"max_pending_per_instance": 8})
+    doc = build(Controller(spec).run())
+    r = doc["requests"]
+    assert accounted(doc)
+    assert r["offered"] >= 1_000_000 and r["refused"] <= 1_000_000 < r["refusals"]   # retries are not requests
+    assert r["accepted"] > 0
+
+
+# --- the command line: bad input refused before anything starts, and nothing thrown away ---------
+
+def cli(*args, cwd=None, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "rsd_ray.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=env)
+
+
+def _yaml(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def _device_rack(tmp_path, **device):
+    data = yaml.safe_load(open(CONFIG_ROOT / "devices" / "atom.yaml"))
+    data.update(device)
+    rack = yaml.safe_load(open(CONFIG_ROOT / "racks" / "mini.yaml"))
+    rack["device"] = _yaml(tmp_path, "dev.yaml", data)
+    return _yaml(tmp_path, "rack.yaml", rack)
+
+
+BAD = {
+    "duration nan": (["--duration", "nan"], "finite"),
+    "duration inf": (["--duration", "inf"], "finite"),
+    "rate nan": (["--rate", "nan"], "finite"),
+    "rate 0": (["--rate", "0"], "--rate = 0.0"),
+    "concurrency 0": (["--concurrency", "0"], "--concurrency = 0"),
+    "pipeline chunks 0": (["--pipeline-chunks", "0"], "compiler.pipeline_chunks = 0"),
+    "rate with concurrency": (["--rate", "10", "--concurrency", "5"], "not both"),
+    "missing config": (["--config", "missing.yaml"], "--config = 'missing.yaml'"),
+    "bad out path": (["--out", "/nonexistent/x.json"], "--out = '/nonexistent/x.json'"),
+    "tp across servers not whole": (["--rack", "mini", "--tp", "6"], "tp = 6"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_command_lines_are_refused_with_the_field(case, tmp_path):
+    args, says = BAD[case]
+    res = cli("run", "--executor", "inline", "--no-progress", *args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert says in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("what,data,says", [
+    ("yaml rate inf", {"workload": {"arrival": "poisson", "rate": float("inf")}}, "workload.rate = inf"),
+    ("peak negative", "peak_tflops", "peak_tflops.fp16 = -32.0 — must be ≥ 0.001"),
+    ("bandwidth nan", "dram_bandwidth_gbps", "dram_bandwidth_gbps = nan — must be a finite number"),
+    ("idle above max", "power", "power.idle_w = 200.0"),
+    ("abort below throttle", "thermal", "thermal.abort_c = 70.0"),
+])
+def test_bad_yaml_numbers_are_refused_with_the_field(what, data, says, tmp_path):
+    device = {"peak_tflops": {"peak_tflops": {"fp16": -32.0}}, "dram_bandwidth_gbps": {"dram_bandwidth_gbps": float("nan")},
+              "power": {"power": {"idle_w": 200.0, "max_w": 130.0}},
+              "thermal": {"thermal": {"ambient_c": 35, "resistance_c_per_w": 0.25, "tau_s": 30, "throttle_c": 75,
+                                      "abort_c": 70.0}}}
+    run = data if isinstance(data, dict) else {"rack": _device_rack(tmp_path, **device[data]), "tp": 2,
+                                                "model": "tiny-llama"}
+    res = cli("run", "--executor", "inline", "--no-progress", "--config", _yaml(tmp_path, "run.yaml", run))
+    assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_a_sweep_keeps_every_point_and_names_the_one_that_failed(tmp_path):
+    res = cli("sweep", "--grid", "tp=1,4", "--duration", "2", "--workers", "2", "--out-dir", str(tmp_path),
+              timeout=300)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads((tmp_path / "sweep.json").read_text())["rows"]
+    assert [r["tp"] for r in rows] == [1, 4]
+    assert "use tp ≥ 2" in rows[0]["error"] and rows[1]["output_throughput"] > 0
+
+
+def test_ctrl_c_saves_the_results_so_far(tmp_path):
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "rsd_ray.cli", "run", "--executor", "inline", "--rack",
+                             "rsd-rack", "--duration", "600", "--no-progress", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)                                                 # well into the run (start-up takes ~2 s)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    doc = json.loads(out.read_text())
+    assert doc["status"] == "interrupted" and "Ctrl-C" in doc["reason"]
+    assert doc["requests"]["completed"] > 0 and accounted(doc)
+    assert "Traceback" not in err and "interrupted" in err
