@@ -48,5 +48,5 @@ class CardActor:
                 pss = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("Pss:"))
         except (OSError, StopIteration):
             pass
-        return {"pid": os.getpid(), "pss_bytes": pss,
+        return {"card": self.card.card_id, "pid": os.getpid(), "pss_bytes": pss,
                 "heavy_modules": sorted(m for m in HEAVY_MODULES if m in sys.modules)}

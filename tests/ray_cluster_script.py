@@ -1,7 +1,8 @@
 """Run by test_ray.py in its own process: a two-node Ray cluster on this machine.
 
 1. mini (2 servers × 4 cards) lands one server per node; its results equal inline.
-2. `rsd-ray run --address` joins that cluster from another process.
+2. `rsd-ray run --address` joins that cluster from another process; a plain `rsd-ray run` starts its
+   own private Ray instead, leaving this cluster alone.
 3. Losing a node mid-run is a failure value: the run goes on with the other server, and every
    accepted request ends completed, errored or unfinished.
 Prints one JSON line with what it saw.
@@ -45,6 +46,12 @@ def main():
                              "--rack", "mini", "--model", "tiny-llama", "--tp", "2", "--duration", "1",
                              "--json", "--no-progress"], capture_output=True, text=True, timeout=240)
     out["joined"] = json.loads(joined.stdout)["emulator"] if joined.returncode == 0 else joined.stderr[-2000:]
+
+    embedded = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "run", "--rack", "mini", "--model", "tiny-llama",
+                               "--tp", "2", "--duration", "1", "--json", "--no-progress"],
+                              capture_output=True, text=True, timeout=240)    # no --address while this cluster is up
+    out["embedded"] = json.loads(embedded.stdout)["emulator"] if embedded.returncode == 0 else embedded.stderr[-2000:]
+    out["cluster_cards_after"] = ray.cluster_resources().get("atom_card")
 
     controller = Controller(load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=3.0), executor="ray")
     victim = nodes[1]

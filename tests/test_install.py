@@ -13,7 +13,9 @@ def test_the_installed_environment_finds_every_part(tmp_path):
     assert out.stdout.strip()
 
 
-def test_a_normal_install_maps_the_folders_under_rsd_ray(tmp_path):
+def test_a_normal_install_runs_the_command_line(tmp_path):
+    """``pip install .`` (not editable): actors/, dashboards/, cluster_configs/ land under rsd_ray, every
+    subpackage is in the wheel, and the CLI starts from it."""
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(ROOT)],
                    check=True, capture_output=True)
@@ -23,3 +25,10 @@ def test_a_normal_install_maps_the_folders_under_rsd_ray(tmp_path):
     out = subprocess.run([sys.executable, "-c", CHECK], cwd=tmp_path, env=env, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip().startswith(str(target))
+    for args in (["presets"], ["sweep", "--help"], ["run", "--help"], ["compile", "--rack", "mini", "--model",
+                                                                         "tiny-llama", "--tp", "2"]):
+        res = subprocess.run([sys.executable, "-m", "rsd_ray.cli", *args], cwd=tmp_path, env=env,
+                             capture_output=True, text=True)
+        assert res.returncode == 0, (args, res.stderr[-2000:])
+    assert "rsd-rack" in subprocess.run([sys.executable, "-m", "rsd_ray.cli", "presets"], cwd=tmp_path, env=env,
+                                        capture_output=True, text=True).stdout

@@ -181,3 +181,14 @@ def test_ctrl_c_saves_the_results_so_far(tmp_path):
     assert doc["status"] == "interrupted" and "Ctrl-C" in doc["reason"]
     assert doc["requests"]["completed"] > 0 and accounted(doc)
     assert "Traceback" not in err and "interrupted" in err
+
+
+@pytest.mark.parametrize("address,says", [("127.0.0.1:1", "nothing answers there"),
+                                          ("auto", "cannot join"), ("no-port", "give auto or HOST:PORT")])
+def test_an_address_with_no_cluster_fails_fast_and_says_what_to_do(address, says, tmp_path):
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path)}          # no cluster to find here, whatever runs elsewhere
+    t0 = time.monotonic()
+    res = cli("run", "--address", address, "--no-progress", "--rack", "mini", "--model", "tiny-llama", "--tp", "2",
+              env=env, cwd=tmp_path)
+    assert res.returncode == 2 and says in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and time.monotonic() - t0 < 30

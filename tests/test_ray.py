@@ -1,5 +1,7 @@
 """The Ray executor: same results as inline, placement, capacity, lean cards, no leaks."""
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,7 +33,8 @@ def comparable(doc):
     return doc
 
 
-@pytest.mark.parametrize("rack,model,tp,duration", [("mini", "tiny-llama", 2, 2.0), ("atom-server", "llama3-8b", 4, 3.0)])
+@pytest.mark.parametrize("rack,model,tp,duration", [("mini", "tiny-llama", 2, 2.0), ("atom-server", "llama3-8b", 4, 3.0),
+                                                    ("mini", "tiny-llama", 8, 1.0)])     # one group over two servers
 def test_ray_results_equal_inline(ray_session, rack, model, tp, duration):
     spec = load_run(None, rack=rack, model=model, tp=tp, duration_s=duration, workload="poisson",
                     router={"policy": "power_of_two"})
@@ -91,6 +94,8 @@ def test_two_nodes_one_server_each_and_a_lost_node_is_a_failure_the_run_survives
     assert seen["equal_inline"]
     assert isinstance(seen["joined"], dict), seen["joined"]                            # rsd-ray run --address
     assert seen["joined"]["executor"] == "ray" and seen["joined"]["cards"] == 8
+    assert isinstance(seen["embedded"], dict), seen["embedded"]                        # private, not this cluster
+    assert seen["embedded"]["cards"] == 8 and seen["cluster_cards_after"] == 8
     lost = seen["lost"]
     assert lost["status"] == "completed", lost
     assert [f["kind"] for f in lost["failures"]] == ["host"] and lost["failures"][0]["server"] == 1
@@ -116,3 +121,68 @@ def test_rsd_ray_run_with_no_arguments_uses_embedded_ray_and_leaves_nothing(tmp_
     assert doc["config"]["model"]["name"] == "llama3-8b" and doc["config"]["tp"] == 4
     assert "Output token throughput" in res.stdout
     assert _raylets() <= before
+
+
+LONG_OUTPUTS = {"concurrency": 24, "output": {"mean": 1500}}
+
+
+def test_a_killed_card_is_a_failure_on_ray_equal_to_inline(ray_session):
+    """The kill_card control: the same failure, the same retries, the same numbers on both executors."""
+    from tests.test_open_rack import killed_at
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=1.5, workload=LONG_OUTPUTS)
+    on_ray = with_token_times(*killed_at(spec, 0.5, 1, "ray"))
+    inline = with_token_times(*killed_at(spec, 0.5, 1))
+    assert on_ray["requests"]["retried"] > 0 and on_ray["failures"][0]["cards"] == (1,)
+    assert comparable(on_ray) == comparable(inline)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["compiled graph", "plain calls"])
+def test_kill_9_of_a_card_actor_mid_run(ray_session, fast):
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=1.5, workload=LONG_OUTPUTS)
+    controller = Controller(spec, executor="ray", fast=fast)
+    pid = {p["card"]: p["pid"] for p in controller.executor.processes()}[3]      # instance 1 holds cards 2, 3
+
+    def kill(out, _):
+        if abs(out.t_end - 0.5) < 1e-9:
+            os.kill(pid, signal.SIGKILL)
+    doc = build(controller.run([kill]))
+    assert doc["status"] == "completed"
+    (failure,) = doc["failures"]
+    assert failure["kind"] == "card" and failure["instances"] == (1,) and failure["cards"] == (3,)
+    req = doc["requests"]
+    assert req["accepted"] == req["completed"] + req["errored"] + req["unfinished"]
+    assert req["retried"] > 0 and req["completed"] == req["accepted"]       # three healthy instances took them
+    assert [c["card"] for c in doc["cards"] if c["lost"]] == [3]
+
+
+def _descendants(pid):
+    import psutil
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_sigint_saves_interrupted_results_and_leaves_no_ray_process(tmp_path):
+    import psutil
+    out = tmp_path / "run.json"
+    proc = subprocess.Popen([sys.executable, "-m", "rsd_ray.cli", "run", "--rack", "mini", "--model", "tiny-llama",
+                             "--tp", "2", "--duration", "600", "--no-progress", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:              # wait for its 8 card actors: the rack is running
+        if sum("CardActor" in " ".join(p.cmdline()) for p in _descendants(proc.pid) if p.is_running()) >= 8:
+            break
+        time.sleep(0.5)
+    time.sleep(5)
+    ours = _descendants(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["status"] == "interrupted" and doc["emulator"]["executor"] == "ray"
+    assert doc["requests"]["completed"] > 0
+    req = doc["requests"]
+    assert req["accepted"] == req["completed"] + req["errored"] + req["unfinished"]
+    assert eventually(lambda: not [p for p in ours if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
+                      timeout=30)
