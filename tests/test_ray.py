@@ -155,28 +155,52 @@ def test_kill_9_of_a_card_actor_mid_run(ray_session, fast):
     assert [c["card"] for c in doc["cards"] if c["lost"]] == [3]
 
 
-def _descendants(pid):
-    import psutil
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid → (parent pid, command line) of every live process, from /proc (zombies left out)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+                if state != "Z":
+                    out[int(entry.name)] = (int(ppid), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except (OSError, ValueError):
+                pass
+    return out
 
 
-def test_sigint_saves_interrupted_results_and_leaves_no_ray_process(tmp_path):
-    import psutil
+def _descendants(pid: int) -> dict[int, str]:
+    """This process's children, grandchildren, ... (only what it started): pid → command line."""
+    procs, found, frontier = _processes(), {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, cmd) in procs.items():
+            if ppid == parent and child not in found:
+                found[child] = cmd
+                frontier.append(child)
+    return found
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["kill -INT pid", "Ctrl-C in a terminal (its group)"])
+def test_sigint_saves_interrupted_results_and_leaves_no_ray_process(tmp_path, group):
     out = tmp_path / "run.json"
     proc = subprocess.Popen([sys.executable, "-m", "rsd_ray.cli", "run", "--rack", "mini", "--model", "tiny-llama",
                              "--tp", "2", "--duration", "600", "--no-progress", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:              # wait for its 8 card actors: the rack is running
-        if sum("CardActor" in " ".join(p.cmdline()) for p in _descendants(proc.pid) if p.is_running()) >= 8:
+        if sum("CardActor" in cmd for cmd in _descendants(proc.pid).values()) >= 8:
             break
         time.sleep(0.5)
     time.sleep(5)
-    ours = _descendants(proc.pid)
-    proc.send_signal(signal.SIGINT)
+    ours = set(_descendants(proc.pid))
+    assert len(ours) > 8
+    if group:
+        os.killpg(proc.pid, signal.SIGINT)           # what a terminal does: the driver and every Ray process
+    else:
+        proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     doc = json.loads(out.read_text())
@@ -184,5 +208,4 @@ def test_sigint_saves_interrupted_results_and_leaves_no_ray_process(tmp_path):
     assert doc["requests"]["completed"] > 0
     req = doc["requests"]
     assert req["accepted"] == req["completed"] + req["errored"] + req["unfinished"]
-    assert eventually(lambda: not [p for p in ours if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
-                      timeout=30)
+    assert eventually(lambda: not ours & set(_processes()), timeout=30), ours & set(_processes())
