@@ -32,3 +32,8 @@ HOST_STEP_PER_SEQ_S = 2e-6
 Source: estimate from vLLM profiles (a few microseconds per sequence)."""
 
 ALL = {name: value for name, value in globals().items() if name.isupper()}
+
+
+def host_step_s(sampled_seqs: float) -> float:
+    """Host CPU time of one engine step that samples ``sampled_seqs`` tokens."""
+    return HOST_STEP_BASE_S + HOST_STEP_PER_SEQ_S * sampled_seqs

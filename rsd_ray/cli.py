@@ -132,7 +132,7 @@ def cmd_sweep(args) -> int:
 def cmd_compile(args) -> int:
     from rich.console import Console
 
-    from rsd_ray.compiler.describe import describe
+    from rsd_ray.plan_report import describe
     render = renderer("render_compile")
 
     d = describe(_spec(args))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rsd_ray.calibration import HOST_STEP_BASE_S, HOST_STEP_PER_SEQ_S
+from rsd_ray.calibration import host_step_s
 from rsd_ray.kv_cache import KVCache
 from rsd_ray.request import Request, RequestRecord, Submit
 from rsd_ray.scheduler import Scheduler, Span
@@ -118,7 +118,7 @@ class Instance:
             if j and (t >= limit or int(t / self.epoch_s) != epoch):
                 break
             device = self.sync.resolve(segments[:, j], collectives[j])
-            host = HOST_STEP_BASE_S + HOST_STEP_PER_SEQ_S * shapes[j, 2]
+            host = host_step_s(shapes[j, 2])
             starts.append(t)
             t = t + host + device
             ends.append(t)

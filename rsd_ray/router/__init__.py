@@ -11,17 +11,14 @@ accepted once, so the admission bound does not refuse them again).
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
 
 from rsd_ray.router import least_loaded, power_of_two, round_robin  # noqa: F401  (they register)
 from rsd_ray.router.registry import POLICIES, register
 
-if TYPE_CHECKING:                       # the config package reads POLICIES; no import back at run time
-    from rsd_ray.config import RouterSpec
-
 
 class Router:
-    def __init__(self, spec: "RouterSpec", num_instances: int, seed: int):
+    def __init__(self, spec, num_instances: int, seed: int):
+        """``spec``: a ``RouterSpec`` (not imported: the config reads this package's POLICIES, not back)."""
         self.limit = spec.max_pending_per_instance
         self.policy = POLICIES[spec.policy](num_instances, random.Random(seed))
         self.running = [0] * num_instances

@@ -1,4 +1,7 @@
-"""The plan as data, for ``rsd-ray compile``: shards, memory, steps, link volumes."""
+"""The plan as data, for ``rsd-ray compile``: shards, memory, steps, link volumes.
+
+A report over the compiler's output (it also prices steps with the cost model and the
+sync), so it sits beside the compiler, not inside it."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 
-from rsd_ray.calibration import HOST_STEP_BASE_S, HOST_STEP_PER_SEQ_S
+from rsd_ray.calibration import host_step_s
 from rsd_ray.collectives import sharers
 from rsd_ray.compiler import compile_plan
 from rsd_ray.config import RunSpec
@@ -38,7 +41,7 @@ def describe(spec: RunSpec) -> dict:
         sync.record(pick, msg, 1)
         collectives = collectives[0]
         device = sync.resolve(segments, collectives)
-        host = HOST_STEP_BASE_S + HOST_STEP_PER_SEQ_S * x[2]
+        host = host_step_s(x[2])
         steps.append({"step": name, **cost.totals(x), "compute_s": float(segments[0].sum()),
                       "collective_s": float(collectives.sum()), "step_s": device + host,
                       "tokens_per_s": float(x[1]) / (device + host),
