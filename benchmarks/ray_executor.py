@@ -36,7 +36,7 @@ def dispatch_ms(steps: int = 300) -> dict[str, float]:
     x = np.array([1.0, 64, 64, 64 * 1024, 64 * 1024])
     out = {}
     for name, fast in (("plain calls", False), ("compiled graph", True)):
-        group = RayCardGroup(handles, fast=fast)
+        group = RayCardGroup(dict(enumerate(handles)), fast=fast)
         group.propose(x[None], 0.0)
         t0 = time.perf_counter()
         for i in range(steps):
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--rack-duration", type=float, default=5.0)
     ap.add_argument("--skip-rack", action="store_true")
     args = ap.parse_args()
-    ray.init(resources={"atom_card": 16 if args.skip_rack else 224}, include_dashboard=False,
+    ray.init(address="local", resources={"atom_card": 16 if args.skip_rack else 224}, include_dashboard=False,
              logging_level="WARNING")
     d = dispatch_ms()
     t = Table(title="per-step dispatch, 4-card group")

@@ -39,7 +39,7 @@ def main() -> None:
             ("atom-server", "ray", False, d), ("atom-server", "ray", True, d)]
     runs += [] if args.skip_ray_rack else [("rsd-rack", "ray", True, args.ray_rack_duration)]
     import ray
-    ray.init(resources={"atom_card": 16 if args.skip_ray_rack else 224}, include_dashboard=False,
+    ray.init(address="local", resources={"atom_card": 16 if args.skip_ray_rack else 224}, include_dashboard=False,
              logging_level="WARNING")
     table = Table(title="spans vs step-by-step")
     for col in ("rack", "executor", "spans", "arrivals s", "steps", "steps in spans", "wall s", "virtual/wall",

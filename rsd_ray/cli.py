@@ -4,30 +4,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 from rsd_ray.config import ConfigError, WorkloadSpec, load_run, presets, replace
-from rsd_ray.config.schema import read_spec
+from rsd_ray.config.schema import finite, read_spec
 from rsd_ray.plugins import renderer
-
-
-def finite(kind):
-    """An argparse type: a finite number of ``kind`` (NaN and infinity are refused at once)."""
-    def parse(text: str):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r}: give a finite number")
-        if kind is int and value != int(value):
-            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number")
-        return kind(value)
-    parse.__name__ = kind.__name__
-    return parse
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:

@@ -213,11 +213,11 @@ class Controller:
 
     def _outcome(self, status: str, reason: str | None, wall0: float) -> Outcome:
         records = list(self.records)
-        if status != "failed":
-            try:
-                self._book(self.executor.advance(EpochIn(self.t, telemetry=True)))   # final telemetry, no time
-                records += [r for r in self.executor.unfinished() if r.rid in self.in_flight]
-            except Exception as err:                      # noqa: BLE001
+        try:                                              # final telemetry (no time passes) and what is left
+            self._book(self.executor.advance(EpochIn(self.t, telemetry=True)))
+            records += [r for r in self.executor.unfinished() if r.rid in self.in_flight]
+        except Exception as err:                          # noqa: BLE001  (the first reason stands)
+            if status != "failed":
                 status, reason = "failed", f"{type(err).__name__}: {err}"
         reported = {r.rid for r in records}
         for sub in list(self.in_flight.values()) + self.retry:

@@ -11,7 +11,7 @@ import msgpack
 import pytest
 import yaml
 
-from rsd_ray.config import LengthSpec, load_run
+from rsd_ray.config import ConfigError, LengthSpec, load_run
 from rsd_ray.config.loader import CONFIG_ROOT
 from rsd_ray.controller import NO_HEALTHY_INSTANCE, Controller
 from rsd_ray.epoch import Control
@@ -96,6 +96,22 @@ def test_a_huge_closed_loop_finishes_and_counts_each_refused_request_once():
     assert accounted(doc)
     assert r["offered"] >= 1_000_000 and r["refused"] <= 1_000_000 < r["refusals"]   # retries are not requests
     assert r["accepted"] > 0
+
+
+def test_a_fatal_error_still_returns_the_results_so_far():
+    def broken_dashboard(out, _):
+        if out.t_end >= 0.5:
+            raise ValueError("the dashboard broke")
+    outcome = Controller(make_spec(duration_s=2.0)).run([broken_dashboard])
+    doc = build(outcome)
+    assert doc["status"] == "failed" and doc["reason"] == "ValueError: the dashboard broke"
+    assert doc["requests"]["completed"] > 0 and accounted(doc)
+    assert outcome.end_s == pytest.approx(0.5) and len(doc["cards"]) == 8
+
+
+def test_too_few_kv_blocks_for_one_sequence_is_a_config_error():
+    with pytest.raises(ConfigError, match="engine.num_blocks_override = 10 — 10 blocks of 16 tokens cannot hold"):
+        load_run(None, rack="mini", model="tiny-llama", tp=2, engine={"num_blocks_override": 10})
 
 
 # --- the command line: bad input refused before anything starts, and nothing thrown away ---------

@@ -184,6 +184,11 @@ def validate_run(spec: RunSpec, where: str) -> None:
         raise ConfigError(where, "engine.max_num_batched_tokens", spec.engine.max_num_batched_tokens,
                           f"without chunked prefill a whole prompt must fit one step: use ≥ {max_len} "
                           "or enable_chunked_prefill: true")
+    blocks = spec.engine.num_blocks_override
+    if blocks and blocks * spec.engine.block_size < max_len:
+        raise ConfigError(where, "engine.num_blocks_override", blocks,
+                          f"{blocks} blocks of {spec.engine.block_size} tokens cannot hold one {max_len}-token "
+                          f"sequence; use ≥ {-(-max_len // spec.engine.block_size)} or 0 (from the memory plan)")
     if spec.epoch_s > spec.duration_s:
         raise ConfigError(where, "epoch_s", spec.epoch_s, f"must not exceed duration_s ({spec.duration_s})")
 

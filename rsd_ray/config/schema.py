@@ -23,6 +23,26 @@ def spec_field(default=dataclasses.MISSING, *, lo=None, hi=None, choices=None, d
     return dataclasses.field(default=default, metadata=meta)
 
 
+def finite(kind, lo=None):
+    """An argparse type: a finite number of ``kind`` (NaN and infinity are refused at once), ≥ ``lo``."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: give a finite number")
+        if kind is int and value != int(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number")
+        if lo is not None and value < lo:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be ≥ {lo}")
+        return kind(value)
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def read_spec(cls, data: Any, source: str, prefix: str = ""):
     """Build dataclass ``cls`` from ``data``, refusing unknown or bad fields."""
     if not isinstance(data, Mapping):

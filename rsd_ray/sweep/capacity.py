@@ -7,6 +7,7 @@ fails, then bisects between the last pass and the first fail.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from rsd_ray.config import ConfigError, RunSpec
@@ -22,7 +23,13 @@ def parse_slo(text: str) -> tuple[str, float]:
     if "=" not in text:
         raise ConfigError("--slo", text, text, "write METRIC=LIMIT, e.g. p99_ttft_ms=2000")
     name, limit = text.split("=", 1)
-    return name.strip(), float(limit)
+    try:
+        value = float(limit)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError("--slo", name.strip(), limit, "the limit must be a finite number > 0")
+    return name.strip(), value
 
 
 def passes(result: dict, slos: dict[str, float]) -> bool:

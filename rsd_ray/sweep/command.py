@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
+from rsd_ray.config.schema import finite
 from rsd_ray.plugins import renderer
 from rsd_ray.sweep import capacity_point, grid, parse_axis, parse_slo, run_points, run_sweep
 from rsd_ray.sweep.points import apply
@@ -17,7 +18,7 @@ def add_arguments(p) -> None:
     p.add_argument("--grid", action="append", required=True, metavar="FIELD=V1,V2,...",
                    help="an axis of the grid, e.g. rack.servers=1,2,4,7,14 or router.policy=round_robin,power_of_two "
                         "(repeat for more axes)")
-    p.add_argument("--workers", type=int, help="points run at once (default: one per CPU)")
+    p.add_argument("--workers", type=finite(int, lo=1), help="points run at once (default: one per CPU)")
     p.add_argument("--parallel", choices=["processes", "ray"], default="processes",
                    help="processes on this machine, or Ray tasks on a cluster (with --address)")
     p.add_argument("--address", help="Ray cluster for --parallel ray (default: a local one)")
@@ -25,7 +26,7 @@ def add_arguments(p) -> None:
     p.add_argument("--capacity", action="store_true",
                    help="per point, search the highest Poisson rate that meets every --slo")
     p.add_argument("--slo", action="append", default=[], metavar="METRIC=LIMIT", help="e.g. p99_ttft_ms=2000")
-    p.add_argument("--bisect-iterations", type=int, default=6)
+    p.add_argument("--bisect-iterations", type=finite(int, lo=0), default=6)
 
 
 def run(spec, args) -> int:
