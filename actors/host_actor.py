@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import ray
 
@@ -19,6 +20,9 @@ class HostActor:
 
     def ready(self) -> int:
         return self.host.server
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def advance(self, epoch):
         return self.host.advance(epoch)

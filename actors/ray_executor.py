@@ -153,6 +153,10 @@ class RayExecutor:
         """Each card actor's pid, memory and loaded heavy modules (for benchmarks and tests)."""
         return _get([c.process.remote() for c in self.cards.values()], "card processes")
 
+    def host_pids(self) -> dict[int, int]:
+        """Server → its host actor's pid (for fault tests that kill it from outside)."""
+        return dict(zip((s.server for s in self.setups), _get([h.pid.remote() for h in self.hosts], "host pids")))
+
     def shutdown(self) -> None:
         """Ask the hosts to close their compiled graphs, wait a little, then kill everything."""
         if self.hosts:

@@ -186,6 +186,10 @@ class Controller:
                                if s.instance in lost]
         self.router.observe(out.instances)
         self.frames.update((f.instance, f) for f in out.instances)
+        for f in out.failures:                            # a lost host sends no frames: mark its instances here
+            for i in f.instances:
+                if i in self.frames:
+                    self.frames[i] = dataclasses.replace(self.frames[i], failed=True)
         if out.cards:
             self.cards = out.cards
             self.link_bytes = dict(out.link_bytes)

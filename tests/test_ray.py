@@ -155,6 +155,25 @@ def test_kill_9_of_a_card_actor_mid_run(ray_session, fast):
     assert [c["card"] for c in doc["cards"] if c["lost"]] == [3]
 
 
+def test_kill_9_of_a_host_actor_mid_run(ray_session):
+    """mini: server 1's host dies; its two instances fail, their requests are re-prefilled on server 0."""
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=1.5, workload=LONG_OUTPUTS)
+    controller = Controller(spec, executor="ray")
+    pid = controller.executor.host_pids()[1]
+
+    def kill(out, _):
+        if abs(out.t_end - 0.5) < 1e-9:
+            os.kill(pid, signal.SIGKILL)
+    doc = build(controller.run([kill]))
+    assert doc["status"] == "completed"
+    (failure,) = doc["failures"]
+    assert failure["kind"] == "host" and failure["server"] == 1 and failure["instances"] == (2, 3)
+    req = doc["requests"]
+    assert req["accepted"] == req["completed"] + req["errored"] + req["unfinished"]
+    assert req["retried"] > 0 and req["completed"] == req["accepted"]
+    assert [i["failed"] for i in doc["instances"]] == [False, False, True, True]
+
+
 def _processes() -> dict[int, tuple[int, str]]:
     """pid → (parent pid, command line) of every live process, from /proc (zombies left out)."""
     out = {}
