@@ -1,9 +1,10 @@
 """CardActor: one ATOM card in its own process, wrapping the plain ``Card``.
 
 Lean on purpose: it imports the card, its cost model and numpy/msgpack, never
-rich, aiohttp or grpc. ``step`` takes one argument so it can sit in a
-compiled graph; it first accepts the steps of the previous proposal that ran
-(piggybacked, so a step or span costs one round trip), then proposes anew.
+rich, aiohttp or grpc. It is called once per epoch in which its instance runs:
+``epoch`` accounts the steps the host ran on it since the last call and returns
+its governor's clock factor for the new epoch; it takes one argument so it can
+sit in a compiled graph.
 """
 from __future__ import annotations
 
@@ -28,15 +29,13 @@ class CardActor:
         self.card.load(Program.from_msgpack(program), memory)
         return self.card.ledger.used
 
-    def step(self, message):
-        accepted, shapes, start = message
-        if accepted is not None:
-            self.card.accept(accepted)
-        return self.card.propose(shapes, start)
+    def epoch(self, message) -> float:
+        starts, shapes, t = message
+        self.card.accept(starts, shapes)
+        return self.card.sample(t)
 
-    def frame(self, t: float, accepted=None):
-        if accepted is not None:
-            self.card.accept(accepted)
+    def frame(self, t: float, starts, shapes):
+        self.card.accept(starts, shapes)
         self.card.advance_to(t)
         return self.card.frame()
 

@@ -14,7 +14,8 @@ from rsd_ray.host import Host
 class HostActor:
     def __init__(self, spec, plan, setup, handles: dict, fast: bool = True):
         logging.getLogger("ray.dag").setLevel(logging.WARNING)   # no INFO lines per compiled-graph teardown
-        groups = {iid: RayCardGroup({c: handles[c] for c in cards}, fast) for iid, cards in setup.instances}
+        groups = {iid: RayCardGroup({c: handles[c] for c in cards}, plan.programs, spec.device, spec.model.dtype, fast)
+                  for iid, cards in setup.instances}
         groups[None] = RayCardGroup({c: handles[c] for c in setup.idle_cards}, fast=False)
         self.host = Host(spec, plan, setup, groups)
 

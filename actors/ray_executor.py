@@ -66,8 +66,9 @@ def check_capacity(rack) -> None:
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, spec, plan, setups, fast: bool | None = None):
-        """``fast``: compiled graphs (True), plain calls (False), or by cards per CPU (None)."""
+    def __init__(self, spec, plan, setups, topology=None, fast: bool | None = None):
+        """``fast``: compiled graphs (True), plain calls (False), or by cards per CPU (None).
+        ``topology`` is not shared: each host actor builds its own, in its own process."""
         self.setups = setups
         self.pgs, self.hosts, self.cards = [], [], {}
         self.dead: set[int] = set()          # servers whose host was lost

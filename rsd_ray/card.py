@@ -1,13 +1,12 @@
 """The plain card: memory ledger, command engine, virtual clock, power and heat.
 
-``CardActor`` wraps this class unchanged. A card knows nothing of its group:
-it proposes its compute segments for one step or a span of k steps, the
-instance resolves the collectives between and tells it which steps happened
-and when (``accept``); only then do energy, heat and utilisation move.
-
+``CardActor`` wraps this class unchanged. A card knows nothing of its group.
 Its clock (P2 or the throttled P10) is set by a governor that samples the
-temperature once per epoch, when the first step of a new epoch starts — so a
-step's timing depends only on its shape and the epoch, in a span or alone.
+temperature once per epoch, at the epoch's start (``sample``), so a step's
+timing is a pure function of its shape and that clock factor: the host prices
+its steps with the card's cost model (``segments``) and, once per epoch, tells
+the card which steps ran and when (``accept``); only then do energy, heat and
+utilisation move. On Ray that makes one card call per epoch, not one per step.
 """
 from __future__ import annotations
 
@@ -49,8 +48,8 @@ class Card:
         self.busy_s = 0.0
         self.last_busy_end = 0.0
         self.host_link_bytes = 0.0
-        self.governed_epoch, self.clock_factor = -1, 1.0
-        self._proposal: tuple[np.ndarray, np.ndarray] | None = None
+        self.clock_factor = 1.0
+        self.sampled_at = -1.0
 
     def load(self, program: Program, memory: MemoryPlan, cost: StepCost | None = None) -> None:
         """Allocate the memory plan's regions (fails loudly over budget) and load the program.
@@ -60,40 +59,32 @@ class Card:
         self.cost = cost or StepCost(program, self.device, self.dtype)
         self._hdma = self.cost.link.sum(axis=0)
 
-    def propose(self, shapes: np.ndarray, start: float, memo: dict | None = None) -> np.ndarray:
-        """Compute segments (k × syncs+1) of k consecutive steps, the first starting at ``start``.
-        ``memo`` lets cards of one process that share a cost model and a clock compute them once."""
-        epoch = int(start / self.epoch_s)
-        if epoch != self.governed_epoch:
-            self.advance_to(start)
-            self.governed_epoch, self.clock_factor = epoch, self.thermal.clock
-        key = (id(self.cost), self.clock_factor)
-        if memo is not None and key in memo:
-            segments = memo[key]
-        else:
-            segments = self.cost.segments(shapes, self.clock_factor)
-            if memo is not None:
-                memo[key] = segments
-        self._proposal = (shapes, segments)
-        return segments
+    def sample(self, t: float) -> float:
+        """The governor: the clock factor for the epoch starting at ``t``, from the temperature once
+        every step that started before ``t`` is accounted (and the idle time up to ``t``)."""
+        self.advance_to(t)
+        self.clock_factor, self.sampled_at = self.thermal.clock, t
+        return self.clock_factor
 
-    def accept(self, starts) -> None:
-        """The first ``len(starts)`` proposed steps ran, from these start times: account them."""
-        shapes, segments = self._proposal
-        for j, start in enumerate(starts):
+    def accept(self, starts, shapes: np.ndarray) -> None:
+        """These steps ran on this card from these start times, at this epoch's clock: account them."""
+        if not len(starts):
+            return
+        busy_s = self.cost.segments(shapes, self.clock_factor).sum(axis=1)
+        for start, busy, x in zip(starts, busy_s.tolist(), shapes):
             self.advance_to(start)
-            busy = float(segments[j].sum())
             self.thermal.run(busy, active=True)
             self.busy_s += busy
             self.clock = self.last_busy_end = start + busy
-            self.host_link_bytes += float(self._hdma @ shapes[j])
-        self._proposal = None
+            self.host_link_bytes += float(self._hdma @ x)
 
     def execute(self, x: np.ndarray, start: float) -> np.ndarray:
-        """One step from ``start`` (propose and accept); returns its segments."""
-        segments = self.propose(np.atleast_2d(x), start)
-        self.accept([start])
-        return segments[0]
+        """One step from ``start`` (sampling the governor when a new epoch begins); returns its segments."""
+        if int(start / self.epoch_s) != int(self.sampled_at / self.epoch_s) or self.sampled_at < 0:
+            self.sample(start)
+        shapes = np.atleast_2d(x)
+        self.accept([start], shapes)
+        return self.cost.segments(shapes, self.clock_factor)[0]
 
     def advance_to(self, t: float) -> None:
         """Account idle time (or waiting at a sync) up to ``t``."""

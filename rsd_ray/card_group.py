@@ -1,8 +1,13 @@
-"""The cards of one instance, as the host sees them: one fan-out per step.
+"""The cards of one instance, as the host sees them.
 
-``LocalCardGroup`` holds plain ``Card`` objects (inline executor). The Ray
-executor's group (``rsd_ray.actors.card_group``) answers the same calls with
-card actors. Callers never branch on which.
+The host prices every step with each card's cost model at the card's clock
+factor for this epoch (``propose``), so a step costs no call to a card. Once
+per epoch (lazily, when the instance first runs a step in it) the group
+``sync``s: it hands each card the steps it ran since the last sync and reads
+its governor's clock factor for the new epoch. ``LocalCardGroup`` holds plain
+``Card`` objects (inline executor); the Ray executor's group
+(``rsd_ray.actors.card_group``) does the same sync with card actors. Callers
+never branch on which.
 """
 from __future__ import annotations
 
@@ -27,24 +32,72 @@ class CardLost(RuntimeError):
         return type(self), (self.cards, self.reason)
 
 
-class LocalCardGroup:
-    def __init__(self, card_ids, device, dtype: str, epoch_s: float):
-        self.cards = [Card(c, device, dtype, epoch_s) for c in card_ids]
-        self.lost: dict[int, CardFrame] = {}      # card id → its last frame, once it died
+class CardGroup:
+    """What both kinds of group share: pricing steps, buffering accepted ones, one sync per epoch.
+    Subclasses give ``card_ids``, ``costs`` (one StepCost per card) and ``_sync``."""
+    card_ids: list[int]
+    costs: list[StepCost]
 
-    def load(self, programs: tuple[Program, ...], memory: MemoryPlan) -> None:
-        """Load each rank's program; ranks whose commands cost the same share one cost model."""
-        costs: dict = {}
-        for card, program in zip(self.cards, programs):
-            cost = costs.setdefault(program.commands, StepCost(program, card.device, card.dtype))
-            card.load(program, memory, cost)
+    def __init__(self):
+        self.factors: list[float] = []          # each card's clock factor this epoch
+        self.epoch_start: float | None = None   # the epoch to sync for before the next step
+        self.starts: list[float] = []           # steps run since the last sync
+        self.shapes: list[np.ndarray] = []
+        self.lost: dict[int, CardFrame] = {}    # card id → its last frame, once it died
+
+    def begin_epoch(self, t: float) -> None:
+        self.epoch_start = t
+
+    def _take_steps(self) -> tuple[list[float], np.ndarray]:
+        starts, shapes = self.starts, (np.vstack(self.shapes) if self.shapes else np.zeros((0, 5)))
+        self.starts, self.shapes = [], []
+        return starts, shapes
 
     def propose(self, shapes: np.ndarray, start: float) -> np.ndarray:
         """Every card's segments for k steps from ``start`` (cards × k × syncs+1)."""
         if self.lost:
-            raise CardLost(self.lost, f"card {min(self.lost)} was killed")
+            raise CardLost(self.lost, f"card {min(self.lost)} is lost")
+        if self.epoch_start is None and not self.factors:     # never synced: the epoch starts here
+            self.epoch_start = start
+        if self.epoch_start is not None:
+            self.factors = self._sync(self.epoch_start, *self._take_steps())
+            self.epoch_start = None
         memo: dict = {}
-        return np.stack([card.propose(shapes, start, memo) for card in self.cards])
+        out = []
+        for cost, factor in zip(self.costs, self.factors):
+            key = (id(cost), factor)
+            if key not in memo:
+                memo[key] = cost.segments(shapes, factor)
+            out.append(memo[key])
+        return np.stack(out)
+
+    def accept(self, starts: list[float], shapes: np.ndarray) -> None:
+        """The first ``len(starts)`` proposed steps ran, from these times (told to the cards at the next sync)."""
+        self.starts += list(starts)
+        self.shapes.append(shapes[:len(starts)])
+
+
+class LocalCardGroup(CardGroup):
+    def __init__(self, card_ids, device, dtype: str, epoch_s: float):
+        super().__init__()
+        self.cards = [Card(c, device, dtype, epoch_s) for c in card_ids]
+        self.card_ids = list(card_ids)
+
+    @property
+    def costs(self) -> list[StepCost]:
+        """Each card's own cost model: inline, the cards themselves price the steps."""
+        return [card.cost for card in self.cards]
+
+    def load(self, programs: tuple[Program, ...], memory: MemoryPlan) -> None:
+        """Load each rank's program; ranks whose commands cost the same share one cost model."""
+        shared: dict = {}
+        for card, program in zip(self.cards, programs):
+            card.load(program, memory, shared.setdefault(program.commands, StepCost(program, card.device, card.dtype)))
+
+    def _sync(self, t: float, starts, shapes) -> list[float]:
+        for card in self.cards:
+            card.accept(starts, shapes)
+        return [card.sample(t) for card in self.cards]
 
     def kill(self, card_id: int, t: float) -> None:
         """A fault: every card accounts up to ``t``, then this one dies; its figures freeze there
@@ -52,14 +105,11 @@ class LocalCardGroup:
         frames = {f.card: f for f in self.frames(t)}
         self.lost[card_id] = dataclasses.replace(frames[card_id], lost=True)
 
-    def accept(self, starts: list[float]) -> None:
-        """The first ``len(starts)`` proposed steps ran, from these times."""
-        for card in self.cards:
-            card.accept(starts)
-
     def frames(self, t: float) -> list[CardFrame]:
+        starts, shapes = self._take_steps()
         for card in self.cards:
             if card.card_id not in self.lost:
+                card.accept(starts, shapes)
                 card.advance_to(t)
         return [self.lost.get(card.card_id) or card.frame() for card in self.cards]
 

@@ -82,7 +82,7 @@ class Controller:
         self.plan = compile_plan(spec, self.topology)
         self.instance_server = [self.topology.server_of(g[0]) for g in self.plan.placement.groups]
         setups = host_setups(spec, self.topology, self.plan, spans)
-        self.executor = get_executor(executor)(spec, self.plan, setups, **executor_options)
+        self.executor = get_executor(executor)(spec, self.plan, setups, topology=self.topology, **executor_options)
         self.router = Router(spec.router, len(self.instance_server), spec.seed)
         max_len = spec.engine.max_model_len or spec.model.max_seq_len
         self.source = Workload(spec.workload, spec.rack.servers, max_len, spec.seed + 1)

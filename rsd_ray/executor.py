@@ -15,6 +15,7 @@ from rsd_ray.config import RunSpec
 from rsd_ray.epoch import EpochIn, EpochOut, merge
 from rsd_ray.host import Host, HostSetup
 from rsd_ray.plugins import plugin
+from rsd_ray.topology import Topology
 from rsd_ray.request import RequestRecord
 
 
@@ -26,8 +27,9 @@ def host_input(epoch: EpochIn, server: int) -> EpochIn:
 class InlineExecutor:
     name = "inline"
 
-    def __init__(self, spec: RunSpec, plan: Plan, setups: list[HostSetup]):
-        self.hosts = [Host.local(spec, plan, s) for s in setups]
+    def __init__(self, spec: RunSpec, plan: Plan, setups: list[HostSetup], topology=None):
+        topology = topology or Topology(spec.rack, spec.device)
+        self.hosts = [Host.local(spec, plan, s, topology) for s in setups]
 
     def advance(self, epoch: EpochIn) -> EpochOut:
         return merge(epoch.t_end, [h.advance(host_input(epoch, h.server)) for h in self.hosts])

@@ -38,9 +38,9 @@ class HostSetup:
 class Host:
     """``groups`` maps each instance id (and None, for idle cards) to its card group."""
 
-    def __init__(self, spec: RunSpec, plan: Plan, setup: HostSetup, groups: dict):
+    def __init__(self, spec: RunSpec, plan: Plan, setup: HostSetup, groups: dict, topology: Topology | None = None):
         self.server, self.groups = setup.server, groups
-        self.topology = Topology(spec.rack, spec.device)
+        self.topology = topology or Topology(spec.rack, spec.device)
         self.t = 0.0
         shared = dict(setup.shared_links)
         self.instances: dict[int, Instance] = {}
@@ -49,18 +49,17 @@ class Host:
         for iid, cards in setup.instances:
             sync = GroupSync(plan.programs[0], list(cards), self.topology, spec.compiler.collective, shared)
             blocks = spec.engine.num_blocks_override or plan.memory.num_blocks
-            self.instances[iid] = Instance(iid, groups[iid], sync, spec.engine, blocks,
-                                           spec.epoch_s, setup.spans)
+            self.instances[iid] = Instance(iid, groups[iid], sync, spec.engine, blocks, setup.spans)
 
     @classmethod
-    def local(cls, spec: RunSpec, plan: Plan, setup: HostSetup) -> "Host":
-        """A host whose cards are plain objects in this process."""
+    def local(cls, spec: RunSpec, plan: Plan, setup: HostSetup, topology: Topology | None = None) -> "Host":
+        """A host whose cards are plain objects in this process (sharing the rack's topology)."""
         groups = {}
         for iid, cards in tuple(setup.instances) + ((None, setup.idle_cards),):
             groups[iid] = LocalCardGroup(cards, spec.device, spec.model.dtype, spec.epoch_s)
             if iid is not None:
                 groups[iid].load(plan.programs, plan.memory)
-        return cls(spec, plan, setup, groups)
+        return cls(spec, plan, setup, groups, topology)
 
     def advance(self, epoch: EpochIn) -> EpochOut:
         """Apply controls, take the routed arrivals, run every healthy instance to ``t_end``."""
@@ -82,6 +81,7 @@ class Host:
             if inst.failed:
                 continue
             inst.trace = steps if epoch.trace else None
+            inst.cards.begin_epoch(self.t)                # the governor samples once, at the epoch's start
             try:
                 inst.advance(epoch.t_end)
             except CardLost as lost:

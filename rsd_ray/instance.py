@@ -5,8 +5,8 @@ Policy lives in the scheduler, timing in the cards' cost model and the sync.
 
 Spans: when the batch is all decodes and nothing can join, the scheduler
 offers k steps at once; the cards evaluate them in one call, and the instance
-keeps the steps that start before the next arrival, the epoch's end or the
-card governor's next sample — exactly the steps step-by-step execution would
+keeps the steps that start before the next arrival or the epoch's end (the cards'
+governor samples once per epoch, at its start) — exactly the steps step-by-step execution would
 have run, with the same numbers.
 """
 from __future__ import annotations
@@ -43,9 +43,8 @@ class InstanceFrame:
 
 
 class Instance:
-    def __init__(self, iid: int, cards, sync: GroupSync, engine, num_blocks: int, epoch_s: float,
-                 spans: bool = True):
-        self.iid, self.cards, self.sync, self.epoch_s, self.spans = iid, cards, sync, epoch_s, spans
+    def __init__(self, iid: int, cards, sync: GroupSync, engine, num_blocks: int, spans: bool = True):
+        self.iid, self.cards, self.sync, self.spans = iid, cards, sync, spans
         self.scheduler = Scheduler(engine, KVCache(num_blocks, engine.block_size))
         self.pending: list[Request] = []          # routed, arrival still in the future; sorted by arrival
         self.finished: list[Request] = []         # finished since the host last took them
@@ -108,21 +107,20 @@ class Instance:
         return self.scheduler.apply_span(span, ends)
 
     def _execute(self, shapes: np.ndarray, limit: float) -> list[float]:
-        """Offer steps to the cards; keep those that start before ``limit`` within this governor
-        epoch (the first always); returns their end times."""
+        """Price steps on the cards; keep those that start before ``limit`` (never past the epoch's end,
+        so one governor clock covers them all; the first always); returns their end times."""
         segments = self.cards.propose(shapes, self.clock)
         collectives, pick, msg = self.sync.times(shapes)
-        epoch = int(self.clock / self.epoch_s)
         starts, ends, t = [], [], self.clock
         for j in range(len(shapes)):
-            if j and (t >= limit or int(t / self.epoch_s) != epoch):
+            if j and t >= limit:
                 break
             device = self.sync.resolve(segments[:, j], collectives[j])
             host = host_step_s(shapes[j, 2])
             starts.append(t)
             t = t + host + device
             ends.append(t)
-        self.cards.accept(starts)
+        self.cards.accept(starts, shapes)
         self.sync.record(pick, msg, len(starts))
         for start, end, x in zip(starts, ends, shapes):
             self.steps += 1

@@ -40,6 +40,7 @@ class Topology:
         self.cards_per_switch = rack.cards_per_server // rack.switches_per_server
         self.parent: dict[str, str] = {}
         self.links: dict[tuple[str, str], Link] = {}
+        self._paths: dict[tuple[str, str], tuple[Link, ...]] = {}    # the tree never changes: remember paths
         for s in range(rack.servers):
             self._connect(f"host{s}", f"nic{s}", rack.switch_uplink)
             self._connect(f"nic{s}", "tor", rack.nic)
@@ -71,18 +72,20 @@ class Topology:
             chain.append(self.parent[chain[-1]])
         return chain
 
-    def path(self, src: str, dst: str) -> list[Link]:
+    def path(self, src: str, dst: str) -> tuple[Link, ...]:
         """Directed links from ``src`` to ``dst`` (nodes by name)."""
-        up, down = self._ancestors(src), self._ancestors(dst)
-        common = next(n for n in up if n in set(down))
-        up = up[: up.index(common) + 1]
-        down = down[: down.index(common)][::-1]
-        hops = up + down
-        return [self.links[(a, b)] for a, b in zip(hops, hops[1:])]
+        key = (src, dst)
+        if key not in self._paths:
+            up, down = self._ancestors(src), self._ancestors(dst)
+            below = set(down)
+            common = next(n for n in up if n in below)
+            hops = up[: up.index(common) + 1] + down[: down.index(common)][::-1]
+            self._paths[key] = tuple(self.links[(a, b)] for a, b in zip(hops, hops[1:]))
+        return self._paths[key]
 
-    def card_path(self, a: int, b: int) -> list[Link]:
+    def card_path(self, a: int, b: int) -> tuple[Link, ...]:
         return self.path(self.card_node(a), self.card_node(b))
 
-    def host_path(self, card: int) -> list[Link]:
+    def host_path(self, card: int) -> tuple[Link, ...]:
         """The card's DMA path to its own host (External HDMA)."""
         return self.path(self.card_node(card), f"host{self.server_of(card)}")

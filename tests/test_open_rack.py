@@ -186,10 +186,10 @@ def test_a_sweep_keeps_every_point_and_names_the_one_that_failed(tmp_path):
 
 def test_ctrl_c_saves_the_results_so_far(tmp_path):
     out = tmp_path / "r.json"
-    proc = subprocess.Popen([sys.executable, "-m", "rsd_ray.cli", "run", "--executor", "inline", "--rack",
-                             "rsd-rack", "--duration", "600", "--no-progress", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)                                                 # well into the run (start-up takes ~2 s)
+    proc = subprocess.Popen([sys.executable, "-m", "rsd_ray.cli", "run", "--executor", "inline", "--rack", "mini",
+                             "--model", "tiny-llama", "--tp", "2", "--duration", "6000", "--no-progress", "--out",
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)                                   # well into the run (start-up ~1 s; requests finish in ~0.1 s)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -54,7 +54,8 @@ def test_spans_equal_step_by_step_when_cards_throttle():
 
 
 def test_spans_equal_step_by_step_under_kv_pressure():
-    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=2.0, engine={"num_blocks_override": 60},
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=2.0,
+                    engine={"num_blocks_override": 60, "max_model_len": 960},
                     workload={"concurrency": 32, "input": {"mean": 200}, "output": {"mean": 300}})
     plain, spanned, span_steps = both_ways(spec)
     assert plain["requests"]["preemptions"] > 0 and span_steps > 0
