@@ -66,11 +66,16 @@ class Card:
         self.clock_factor, self.sampled_at = self.thermal.clock, t
         return self.clock_factor
 
-    def accept(self, starts, shapes: np.ndarray) -> None:
-        """These steps ran on this card from these start times, at this epoch's clock: account them."""
+    def busy(self, shapes: np.ndarray) -> np.ndarray:
+        """Seconds of compute of each step at this epoch's clock."""
+        return self.cost.segments(shapes, self.clock_factor).sum(axis=1)
+
+    def accept(self, starts, shapes: np.ndarray, busy_s: np.ndarray | None = None) -> None:
+        """These steps ran on this card from these start times, at this epoch's clock: account them.
+        ``busy_s`` (from ``busy``) may be given by a caller that priced them already."""
         if not len(starts):
             return
-        busy_s = self.cost.segments(shapes, self.clock_factor).sum(axis=1)
+        busy_s = self.busy(shapes) if busy_s is None else busy_s
         for start, busy, x in zip(starts, busy_s.tolist(), shapes):
             self.advance_to(start)
             self.thermal.run(busy, active=True)

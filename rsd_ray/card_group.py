@@ -94,9 +94,17 @@ class LocalCardGroup(CardGroup):
         for card, program in zip(self.cards, programs):
             card.load(program, memory, shared.setdefault(program.commands, StepCost(program, card.device, card.dtype)))
 
+    def _account(self, starts, shapes, cards) -> None:
+        """Hand the steps to the cards; cards that share a cost model and a clock are priced once."""
+        memo: dict = {}
+        for card in cards:
+            key = (id(card.cost), card.clock_factor)
+            if key not in memo and len(starts):
+                memo[key] = card.busy(shapes)
+            card.accept(starts, shapes, memo.get(key))
+
     def _sync(self, t: float, starts, shapes) -> list[float]:
-        for card in self.cards:
-            card.accept(starts, shapes)
+        self._account(starts, shapes, self.cards)
         return [card.sample(t) for card in self.cards]
 
     def kill(self, card_id: int, t: float) -> None:
@@ -106,11 +114,10 @@ class LocalCardGroup(CardGroup):
         self.lost[card_id] = dataclasses.replace(frames[card_id], lost=True)
 
     def frames(self, t: float) -> list[CardFrame]:
-        starts, shapes = self._take_steps()
-        for card in self.cards:
-            if card.card_id not in self.lost:
-                card.accept(starts, shapes)
-                card.advance_to(t)
+        alive = [card for card in self.cards if card.card_id not in self.lost]
+        self._account(*self._take_steps(), alive)
+        for card in alive:
+            card.advance_to(t)
         return [self.lost.get(card.card_id) or card.frame() for card in self.cards]
 
     def close(self) -> None:

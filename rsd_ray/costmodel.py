@@ -22,6 +22,8 @@ from rsd_ray.config import DeviceSpec
 def linear(shapes: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     """(k × 5) shapes · (n × 5) coefficients → (k × n), one matrix-vector product per shape,
     so a row never depends on how many shapes were evaluated with it."""
+    if len(shapes) == 1:
+        return (coefficients @ shapes[0])[None]
     return np.stack([coefficients @ x for x in shapes])
 
 
