@@ -26,6 +26,9 @@ def _load_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--router", help="router preset or YAML path")
     p.add_argument("--workload", help="workload preset or YAML path")
     p.add_argument("--duration", dest="duration_s", type=finite(float), help="virtual seconds of arrivals")
+    p.add_argument("--epoch", dest="epoch_s", type=finite(float),
+                   help="virtual seconds per epoch (default 0.05): routing staleness, closed-loop reaction and the "
+                        "governor's sampling period; longer runs faster, see the README")
     p.add_argument("--rate", type=finite(float), help="Poisson arrivals, requests/s for the whole rack")
     p.add_argument("--concurrency", type=finite(int), help="closed loop: concurrent clients for the whole rack")
     p.add_argument("--seed", type=finite(int))
@@ -44,7 +47,7 @@ def _spec(args) -> "RunSpec":  # noqa: F821
     compiler = {"pipeline_chunks": args.pipeline_chunks} if args.pipeline_chunks is not None else None
     spec = load_run(args.config, rack=args.rack, model=args.model, tp=args.tp, engine=args.engine,
                     compiler=compiler, **{k: getattr(args, k, None) for k in
-                                          ("router", "workload", "duration_s", "seed")})
+                                          ("router", "workload", "duration_s", "epoch_s", "seed")})
     change = ({"arrival": "poisson", "rate": rate} if rate is not None else
               {"arrival": "closed", "concurrency": concurrency} if concurrency is not None else None)
     if change:
