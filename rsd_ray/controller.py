@@ -91,6 +91,7 @@ class Controller:
         self.trace_steps = False                         # a trace sink turns this on
         self.in_flight: dict[int, Submit] = {}          # accepted, not yet ended: rid → as last placed
         self.retry: list[Submit] = []                    # moved off a failed instance, to place next epoch
+        self.errored: list[tuple[int, str]] = []         # ended with an error this epoch (told to the sinks)
         self.records: list[RequestRecord] = []
         self.refused = self.refusals = 0
         self.failures: list[Failure] = []
@@ -127,7 +128,7 @@ class Controller:
         if t0 < spec.duration_s < t_end:
             t_end = spec.duration_s                       # an epoch ends exactly at the window's end
         arrivals: dict[int, list[Submit]] = defaultdict(list)
-        retry, self.retry = self.retry, []
+        retry, self.retry, self.errored = self.retry, [], []
         for sub in retry:
             self._place(sub, arrivals, force=True)
         offered = self.source.arrivals(t0, min(t_end, spec.duration_s)) if t0 < spec.duration_s else []
@@ -144,7 +145,7 @@ class Controller:
         self._book(out)
         if window:
             self.window_cards, self.window_s = out.cards, t_end
-        return out
+        return dataclasses.replace(out, errored=tuple(self.errored)) if self.errored else out
 
     def _place(self, sub: Submit, arrivals, force: bool = False) -> bool:
         """Route one request; a client's retry after a refusal arrives now (``t``), not at its first try."""
@@ -164,8 +165,8 @@ class Controller:
 
     def _error(self, sub: Submit, reason: str) -> None:
         self.in_flight.pop(sub.rid, None)
-        self.records.append(RequestRecord(sub.rid, sub.instance, sub.arrival, sub.prompt_len, sub.max_tokens,
-                                          sub.token_times, sub.preemptions, None, sub.retries, reason))
+        self.errored.append((sub.rid, reason))
+        self.records.append(sub.record(reason))
         self.source.done(1)
 
     def _book(self, out: EpochOut) -> None:
@@ -227,8 +228,7 @@ class Controller:
         for sub in list(self.in_flight.values()) + self.retry:
             if sub.rid not in reported:                   # on a host that is gone, or waiting to be re-placed
                 reported.add(sub.rid)
-                records.append(RequestRecord(sub.rid, sub.instance, sub.arrival, sub.prompt_len, sub.max_tokens,
-                                             sub.token_times, sub.preemptions, None, sub.retries))
+                records.append(sub.record())
         links = {l.name: (l.kind, l.bandwidth) for l in self.topology.links.values()}
         return Outcome(self.spec, self.plan, tuple(sorted(records, key=lambda r: r.rid)), self.source.next_id,
                        self.refused + self.source.waiting_to_retry(), self.refusals,

@@ -70,3 +70,8 @@ class Submit:
     token_times: tuple[float, ...] = ()
     retries: int = 0
     preemptions: int = 0
+
+    def record(self, error: str | None = None) -> RequestRecord:
+        """What it leaves behind when it ends here, unfinished (or errored, with ``error``)."""
+        return RequestRecord(self.rid, self.instance, self.arrival, self.prompt_len, self.max_tokens,
+                             self.token_times, self.preemptions, None, self.retries, error)

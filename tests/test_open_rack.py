@@ -73,10 +73,15 @@ def test_a_killed_card_fails_its_instance_and_its_requests_move():
 
 def test_with_every_instance_lost_requests_end_in_an_explicit_error():
     spec = make_spec(tp=8, duration_s=1.0)                      # one instance over both servers
-    doc, outcome = killed_at(spec, 0.3, card=5)
+    errored = []
+    controller = Controller(spec)
+    controller.control(Control("kill_card", 5))
+    outcome = controller.run([lambda out, _: errored.extend(out.errored)])
+    doc = build(outcome)
     assert doc["status"] == "completed" and accounted(doc)
     assert doc["requests"]["errored"] > 0
     assert all(r.error == NO_HEALTHY_INSTANCE for r in outcome.records if r.error)
+    assert sorted(errored) == sorted((r.rid, r.error) for r in outcome.records if r.error)   # the sinks were told
 
 
 @pytest.mark.parametrize("rack,model,tp,cards", [("mini", "tiny-llama", 8, 8), ("rsd-rack", "llama3-70b", 32, 224)])

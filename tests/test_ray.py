@@ -136,22 +136,26 @@ def test_a_killed_card_is_a_failure_on_ray_equal_to_inline(ray_session):
     assert comparable(on_ray) == comparable(inline)
 
 
+def kill_9_at(controller, pid: int, t: float = 0.5) -> dict:
+    """Run, SIGKILL ``pid`` at the epoch boundary ``t``; the results document, with its request accounting checked."""
+    def kill(out, _):
+        if abs(out.t_end - t) < 1e-9:
+            os.kill(pid, signal.SIGKILL)
+    doc = build(controller.run([kill]))
+    assert doc["status"] == "completed"
+    req = doc["requests"]
+    assert req["accepted"] == req["completed"] + req["errored"] + req["unfinished"]
+    assert req["retried"] > 0 and req["completed"] == req["accepted"]       # the healthy instances took them
+    return doc
+
+
 @pytest.mark.parametrize("fast", [True, False], ids=["compiled graph", "plain calls"])
 def test_kill_9_of_a_card_actor_mid_run(ray_session, fast):
     spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=1.5, workload=LONG_OUTPUTS)
     controller = Controller(spec, executor="ray", fast=fast)
-    pid = {p["card"]: p["pid"] for p in controller.executor.processes()}[3]      # instance 1 holds cards 2, 3
-
-    def kill(out, _):
-        if abs(out.t_end - 0.5) < 1e-9:
-            os.kill(pid, signal.SIGKILL)
-    doc = build(controller.run([kill]))
-    assert doc["status"] == "completed"
-    (failure,) = doc["failures"]
+    doc = kill_9_at(controller, {p["card"]: p["pid"] for p in controller.executor.processes()}[3])
+    (failure,) = doc["failures"]                                             # instance 1 holds cards 2, 3
     assert failure["kind"] == "card" and failure["instances"] == (1,) and failure["cards"] == (3,)
-    req = doc["requests"]
-    assert req["accepted"] == req["completed"] + req["errored"] + req["unfinished"]
-    assert req["retried"] > 0 and req["completed"] == req["accepted"]       # three healthy instances took them
     assert [c["card"] for c in doc["cards"] if c["lost"]] == [3]
 
 
@@ -159,18 +163,9 @@ def test_kill_9_of_a_host_actor_mid_run(ray_session):
     """mini: server 1's host dies; its two instances fail, their requests are re-prefilled on server 0."""
     spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=1.5, workload=LONG_OUTPUTS)
     controller = Controller(spec, executor="ray")
-    pid = controller.executor.host_pids()[1]
-
-    def kill(out, _):
-        if abs(out.t_end - 0.5) < 1e-9:
-            os.kill(pid, signal.SIGKILL)
-    doc = build(controller.run([kill]))
-    assert doc["status"] == "completed"
+    doc = kill_9_at(controller, controller.executor.host_pids()[1])
     (failure,) = doc["failures"]
     assert failure["kind"] == "host" and failure["server"] == 1 and failure["instances"] == (2, 3)
-    req = doc["requests"]
-    assert req["accepted"] == req["completed"] + req["errored"] + req["unfinished"]
-    assert req["retried"] > 0 and req["completed"] == req["accepted"]
     assert [i["failed"] for i in doc["instances"]] == [False, False, True, True]
 
 
