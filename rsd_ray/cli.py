@@ -174,9 +174,12 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"rsd-ray: config error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:      # e.g. the Ray executor lost a node: say so, never hang
+    except RuntimeError as err:      # e.g. the Ray executor could not start: say so, never hang
         print(f"rsd-ray: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:        # before the run began (or a second Ctrl-C): nothing to save
+        print("rsd-ray: interrupted before any results were made", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ with its ``status``.
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -195,10 +197,19 @@ class Controller:
             self.cards = out.cards
             self.link_bytes = dict(out.link_bytes)
 
+    def _on_sigint(self, signum, frame) -> None:
+        """Ctrl-C ends the run at the next epoch boundary, so every request stays accounted for;
+        a second Ctrl-C interrupts at once."""
+        if self._stop:
+            raise KeyboardInterrupt
+        self.stop("interrupted (Ctrl-C)")
+
     def run(self, sinks=()) -> "Outcome":
         """Run to the end (or ``stop()``, Ctrl-C, a fatal error); every sink is called with each EpochOut
         and the number of requests in flight. The executor is shut down in every case."""
         wall0, status, reason = time.perf_counter(), "completed", None
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if main else None
         try:
             while not self.finished:
                 if self._stop:
@@ -211,6 +222,9 @@ class Controller:
             status, reason = "interrupted", "interrupted (Ctrl-C)"
         except Exception as err:                          # noqa: BLE001  (reported in the results, not lost)
             status, reason = "failed", f"{type(err).__name__}: {err}"
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
         try:
             return self._outcome(status, reason, wall0)
         finally:
