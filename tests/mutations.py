@@ -1,0 +1,57 @@
+"""Break each pinned rule once and check that a test fails: `python tests/mutations.py [TEST FILES]`.
+
+Each entry replaces one exact piece of the code with a wrong version (rounding KV blocks down,
+waiting for the fastest card, adding compute and memory time, ...), runs the tests (default
+tests/test_rules.py tests/test_card.py), restores the file, and prints "caught" or "SURVIVED".
+A rule that survives has no test that pins it. Not a test itself: it rewrites source files.
+"""
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+WRONG = [
+ ("rsd_ray/kv_cache.py", "-(-(req.num_computed + new_tokens) // self.block_size)", "((req.num_computed + new_tokens) // self.block_size)"),
+ ("rsd_ray/sync.py", "seg = segments.max(axis=0)", "seg = segments.min(axis=0)"),
+ ("rsd_ray/costmodel.py", "np.maximum(compute, memory)", "(compute + memory)"),
+ ("rsd_ray/metrics.py", "ttft = [r.token_times[0] - r.arrival", "ttft = [r.token_times[-1] - r.arrival"),
+ ("rsd_ray/config/specs.py", "latency_us: float = F(0.5, lo=0.0)", "latency_us: float = F(0.5)"),
+ ("rsd_ray/compiler/memory.py", "if kv < one_seq:", "if kv < 0:"),
+ ("rsd_ray/collectives.py", "[ring] * (2 * (n - 1))", "[ring] * (n - 1)"),
+ ("rsd_ray/power.py", "watts = self.power.max_w if active else self.power.idle_w", "watts = self.power.max_w"),
+ ("rsd_ray/metrics.py", "np.percentile(ms, PERCENTILES)", "np.percentile(ms, PERCENTILES, method='nearest')"),
+ ("rsd_ray/metrics.py", "np.count_nonzero(t <= duration)", "t.size"),
+ ("rsd_ray/metrics.py", "/ (r.output_len - 1)", "/ r.output_len"),
+ ("rsd_ray/metrics.py", "ms.std()", "ms.std(ddof=1)"),
+ ("rsd_ray/results.py", "rack.host_power_w * rack.servers + rack.tor_power_w", "rack.host_power_w + rack.tor_power_w"),
+ ("rsd_ray/results.py", "len(cards) * p.card_usd_per_hour", "rack.servers * p.card_usd_per_hour"),
+ ("rsd_ray/power.py", "math.exp(-seconds / self.thermal.tau_s)", "math.exp(-seconds * self.thermal.tau_s)"),
+ ("rsd_ray/instance.py", "host_step_s(shapes[j, 2])", "host_step_s(shapes[j, 1])"),
+ ("rsd_ray/costmodel.py", "hdma * device.link.latency_us * 1e-6", "hdma * 0.0"),
+ ("rsd_ray/collectives.py", "ring = [(group[i], group[(i + 1) % n], 1.0 / n)", "ring = [(group[i], group[(i + 1) % n], 1.0)"),
+ ("rsd_ray/compiler/memory.py", "int(kv // block)", "int(-(-kv // block))"),
+ ("rsd_ray/metrics.py", "completed_in_window = sum(1 for r in done if r.finish <= duration)", "completed_in_window = len(done)"),
+ ("rsd_ray/card.py", "self.clock_factor, self.sampled_at = self.thermal.clock, t", "self.clock_factor, self.sampled_at = 1.0, t"),
+]
+
+
+def main(tests: list[str]) -> int:
+    survived = 0
+    for path, old, new in WRONG:
+        source = ROOT / path
+        text = source.read_text()
+        assert text.count(old) == 1, f"{path}: the rule's text changed, update this list: {old!r}"
+        source.write_text(text.replace(old, new))
+        try:
+            res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                                 capture_output=True, text=True, cwd=ROOT)
+        finally:
+            source.write_text(text)
+        failed = [line for line in res.stdout.splitlines() if line.startswith("FAILED")]
+        survived += res.returncode == 0
+        print(("caught   " if res.returncode else "SURVIVED ") + f"{path}: {old!r} -> {new!r}  {failed[:1]}")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:] or ["tests/test_rules.py", "tests/test_card.py"]))
