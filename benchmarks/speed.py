@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--ray-rack", action="store_true", help="also the 224-card rack on Ray")
     ap.add_argument("--scaling", action="store_true", help="also 1 → 14 servers, inline")
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=max(110, Console().width))
     rows = [inline_process("atom-server", args.duration), inline_process("rsd-rack", args.duration),
             ray_in_process("atom-server", args.ray_duration)]
     if args.ray_rack:
