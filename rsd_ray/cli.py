@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from rsd_ray.config import ConfigError, WorkloadSpec, load_run, presets, replace
+from rsd_ray.config import ConfigError, RunSpec, WorkloadSpec, load_run, presets, replace
 from rsd_ray.config.schema import finite, read_spec
 from rsd_ray.plugins import renderer
 
@@ -34,7 +34,7 @@ def _load_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=finite(int))
 
 
-def _spec(args) -> "RunSpec":  # noqa: F821
+def _spec(args) -> RunSpec:
     """The run the options describe; 0 is a value (refused where out of range), never "unset"."""
     rate, concurrency = getattr(args, "rate", None), getattr(args, "concurrency", None)
     if rate is not None and concurrency is not None:

@@ -5,8 +5,7 @@ import sys
 import pytest
 
 from rsd_ray.config import LengthSpec, load_run
-from rsd_ray.controller import Controller
-from rsd_ray.results import build, without_wall_clock
+from rsd_ray.results import without_wall_clock
 from tests.conftest import make_spec, run_doc, with_token_times
 
 
