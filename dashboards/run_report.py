@@ -36,7 +36,9 @@ def render(doc: dict, console: Console) -> None:
     t.add_column(style="bold")
     t.add_column(justify="right")
     rows = [("Successful requests", f"{s['completed']:,}"), ("Refused requests", f"{req['refused']:,}"),
-            ("Unfinished requests", f"{req['unfinished']:,}"), ("Preemptions", f"{req['preemptions']:,}"),
+            ("Unfinished requests", f"{req['unfinished']:,}"), ("Errored requests", f"{req['errored']:,}"),
+            ("Retried requests (moved off a failed instance)", f"{req['retried']:,}"),
+            ("Preemptions", f"{req['preemptions']:,}"),
             ("Request throughput (req/s)", f"{s['request_throughput']:,.2f}"),
             ("Output token throughput (tok/s)", f"{s['output_throughput']:,.1f}"),
             ("Total token throughput (tok/s)", f"{s['total_token_throughput']:,.1f}")]
@@ -62,5 +64,10 @@ def render(doc: dict, console: Console) -> None:
     busiest = sorted(doc["links"], key=lambda l: -l["utilisation"])[:3]
     if busiest:
         console.print("busiest links: " + ", ".join(f"{l['link']} {l['utilisation']:.1%}" for l in busiest))
+    for f in doc["failures"]:
+        console.print(f"[red]failure[/] at {f['t']:.3f} virtual s: {f['kind']} on server {f['server']}, instances "
+                      f"{list(f['instances'])} — {f['reason']}")
     console.print(f"emulator: {emu['executor']} executor, {emu['virtual_s']:.1f} virtual s in {emu['wall_s']:.2f} "
                   f"wall s ({emu['virtual_per_wall']:.1f}× real time)")
+    if doc["status"] != "completed":
+        console.print(f"[bold yellow]run {doc['status']}[/]: {doc['reason']}")
