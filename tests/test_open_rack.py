@@ -180,6 +180,14 @@ def test_bad_yaml_numbers_are_refused_with_the_field(what, data, says, tmp_path)
     assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
 
 
+@pytest.mark.parametrize("axis,says", [("tp=nan", "tp = 'nan'"), ("tp=.inf", "tp = inf"), ("seed=-1", "seed = -1"),
+                                       ("workload.rate=.nan", "workload.rate")])
+def test_bad_sweep_values_are_refused_before_any_point_runs(axis, says, tmp_path):
+    res = cli("sweep", "--grid", axis, "--duration", "1", "--out-dir", str(tmp_path))
+    assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not (tmp_path / "sweep.json").exists()
+
+
 def test_a_sweep_keeps_every_point_and_names_the_one_that_failed(tmp_path):
     res = cli("sweep", "--grid", "tp=1,4", "--duration", "2", "--workers", "2", "--out-dir", str(tmp_path),
               timeout=300)

@@ -125,20 +125,21 @@ def load_run(source: Any = None, **overrides) -> RunSpec:
     rack = load_part("racks", data["rack"], where)
     device = load_part("devices", rack.device, f"rack {rack.name}")
     model = load_part("models", data["model"], where)
-    spec = RunSpec(rack=rack, device=device, model=model, tp=_positive(data, "tp", int, where),
+    spec = RunSpec(rack=rack, device=device, model=model, tp=run_number(data, "tp", int, where),
                    engine=load_part("engines", data["engine"], where),
                    router=load_part("routers", data["router"], where),
                    workload=load_part("workloads", data["workload"], where),
                    compiler=read_spec(CompilerSpec, data["compiler"] or {}, where, "compiler"),
-                   duration_s=_positive(data, "duration_s", float, where),
-                   epoch_s=_positive(data, "epoch_s", float, where),
-                   drain_s=float(_positive(data, "drain_s", float, where, allow_zero=True)),
-                   seed=_positive(data, "seed", int, where, allow_zero=True))
+                   duration_s=run_number(data, "duration_s", float, where),
+                   epoch_s=run_number(data, "epoch_s", float, where),
+                   drain_s=float(run_number(data, "drain_s", float, where, allow_zero=True)),
+                   seed=run_number(data, "seed", int, where, allow_zero=True))
     validate_run(spec, where)
     return spec
 
 
-def _positive(data, key, tp, where, allow_zero=False):
+def run_number(data, key, tp, where, allow_zero=False):
+    """A top-level number of a run (tp, duration_s, ...): finite, positive (or ≥ 0), of type ``tp``."""
     value = data[key]
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and tp is int:

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from rsd_ray.config import ConfigError, RunSpec, load_part, replace
+from rsd_ray.config.loader import run_number
 from rsd_ray.config.schema import read_spec
 
 PARTS = {"rack": "racks", "model": "models", "engine": "engines", "router": "routers", "workload": "workloads"}
@@ -53,7 +54,8 @@ def apply(spec: RunSpec, point: dict[str, Any]) -> RunSpec:
             if field == "rack":
                 spec = dataclasses.replace(spec, device=load_part("devices", spec.rack.device, where))
         elif field in ("tp", "duration_s", "epoch_s", "drain_s", "seed"):
-            spec = dataclasses.replace(spec, **{field: type(getattr(spec, field))(value)})
+            number = run_number(point, field, type(getattr(spec, field)), where, allow_zero=field in ("drain_s", "seed"))
+            spec = dataclasses.replace(spec, **{field: number})
         else:
             head, *rest = field.split(".")
             if not rest or not hasattr(spec, head):
