@@ -9,9 +9,11 @@ Coefficients are stacked into matrices once, so a step of any batch shape costs
 a handful of vectorised operations; commands between two Device Syncs are
 summed into one compute segment. Every layer repeats the same commands, so
 only the distinct ones are priced (14 of 296 for Llama 3 8B) and then laid out
-in program order; each command's time is the same number either way. Shapes come as rows (k steps × 5 terms); each
-row gets its own matrix-vector product and the rest is elementwise, so a step's
-figures are the same bit for bit whether it is evaluated alone or in a span.
+in program order; each command's time is the same number either way.
+
+Shapes come as rows (k steps × 5 terms); each row gets its own matrix-vector
+product and the rest is elementwise, so a step's figures are the same bit for
+bit whether it is evaluated alone or in a span.
 """
 from __future__ import annotations
 

@@ -4,10 +4,10 @@
 Policy lives in the scheduler, timing in the cards' cost model and the sync.
 
 Spans: when the batch is all decodes and nothing can join, the scheduler
-offers k steps at once; the cards evaluate them in one call, and the instance
-keeps the steps that start before the next arrival or the epoch's end (the cards'
-governor samples once per epoch, at its start) — exactly the steps step-by-step execution would
-have run, with the same numbers.
+offers k steps at once; they are priced in one call, and the instance keeps
+the steps that start before the next arrival or the epoch's end (the cards'
+governor samples once per epoch, at its start) — exactly the steps
+step-by-step execution would have run, with the same numbers.
 """
 from __future__ import annotations
 

@@ -46,7 +46,8 @@ def build(outcome: Outcome) -> dict:
         links.append({"link": name, "kind": kind, "bytes": nbytes, "busy_s": nbytes / bw,
                       "utilisation": nbytes / bw / elapsed if elapsed else 0.0})
     records = outcome.records
-    requests = {"offered": outcome.offered, "accepted": len(records), "refused": outcome.refused, "refusals": outcome.refusals,
+    requests = {"offered": outcome.offered, "accepted": len(records), "refused": outcome.refused,
+                "refusals": outcome.refusals,
                 "completed": sum(r.finish is not None for r in records),
                 "errored": sum(r.error is not None for r in records),
                 "unfinished": sum(r.finish is None and r.error is None for r in records),

@@ -28,6 +28,13 @@ def run_doc(spec, executor="inline"):
     return build(outcome), outcome
 
 
+def accounted(doc) -> bool:
+    """Every request in exactly one state: offered = accepted + refused, accepted = completed + errored + unfinished."""
+    r = doc["requests"]
+    return r["accepted"] == r["completed"] + r["errored"] + r["unfinished"] and \
+        r["offered"] == r["accepted"] + r["refused"]
+
+
 def with_token_times(doc, outcome):
     """The document plus every request's token timestamps, for equality tests."""
     return doc | {"token_times": [r.token_times for r in outcome.records]}

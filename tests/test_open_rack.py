@@ -16,13 +16,7 @@ from rsd_ray.config.loader import CONFIG_ROOT
 from rsd_ray.controller import NO_HEALTHY_INSTANCE, Controller
 from rsd_ray.epoch import Control
 from rsd_ray.results import build
-from tests.conftest import make_spec
-
-
-def accounted(doc):
-    r = doc["requests"]
-    return r["accepted"] == r["completed"] + r["errored"] + r["unfinished"] and \
-        r["offered"] == r["accepted"] + r["refused"]
+from tests.conftest import accounted, make_spec
 
 
 def test_an_epoch_is_plain_values_in_and_out():

@@ -12,7 +12,7 @@ import pytest
 from rsd_ray.config import ConfigError, load_run
 from rsd_ray.controller import Controller
 from rsd_ray.results import build, without_wall_clock
-from tests.conftest import run_doc, with_token_times
+from tests.conftest import accounted, run_doc, with_token_times
 
 HERE = Path(__file__).parent
 
@@ -100,7 +100,7 @@ def test_two_nodes_one_server_each_and_a_lost_node_is_a_failure_the_run_survives
     assert lost["status"] == "completed", lost
     assert [f["kind"] for f in lost["failures"]] == ["host"]             # the server on the lost node
     req = lost["requests"]
-    assert req["accepted"] == req["completed"] + req["errored"] + req["unfinished"]
+    assert accounted(lost)
     assert req["retried"] > 0 and req["completed"] > 0          # moved to server 0's instances and served there
     assert seen["lost_after_s"] < 120
 
@@ -144,7 +144,7 @@ def kill_9_at(controller, pid: int, t: float = 0.5) -> dict:
     doc = build(controller.run([kill]))
     assert doc["status"] == "completed"
     req = doc["requests"]
-    assert req["accepted"] == req["completed"] + req["errored"] + req["unfinished"]
+    assert accounted(doc)
     assert req["retried"] > 0 and req["completed"] == req["accepted"]       # the healthy instances took them
     return doc
 
@@ -219,7 +219,5 @@ def test_sigint_saves_interrupted_results_and_leaves_no_ray_process(tmp_path, gr
     assert proc.returncode == 130, err[-3000:]
     doc = json.loads(out.read_text())
     assert doc["status"] == "interrupted" and doc["emulator"]["executor"] == "ray"
-    assert doc["requests"]["completed"] > 0
-    req = doc["requests"]
-    assert req["accepted"] == req["completed"] + req["errored"] + req["unfinished"]
+    assert doc["requests"]["completed"] > 0 and accounted(doc)
     assert eventually(lambda: not ours & set(_processes()), timeout=30), ours & set(_processes())

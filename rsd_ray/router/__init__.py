@@ -34,10 +34,6 @@ class Router:
         for i in instances:
             self.healthy[i] = False
 
-    @property
-    def any_healthy(self) -> bool:
-        return any(self.healthy)
-
     def route(self, force: bool = False) -> int | None:
         """The instance for the next request, or None when the rack is full (or, with ``force``,
         when no instance is healthy)."""
