@@ -16,8 +16,7 @@ import dataclasses
 import ray
 
 from rsd_ray.card import CardFrame
-from rsd_ray.card_group import CardGroup, CardLost
-from rsd_ray.costmodel import StepCost
+from rsd_ray.card_group import CardGroup, CardLost, shared_cost
 
 CARD_CALL_TIMEOUT_S = 60.0   # a card that does not answer in this long is declared lost
 
@@ -27,11 +26,13 @@ def _first_line(err: BaseException) -> str:
 
 
 class RayCardGroup(CardGroup):
-    def __init__(self, handles: dict, programs=(), device=None, dtype: str = "fp16", fast: bool = True):
+    def __init__(self, handles: dict, programs=(), device=None, dtype: str = "fp16", fast: bool = True,
+                 costs: dict | None = None):
+        """``costs``: cost models shared with the host's other groups (one per distinct program)."""
         super().__init__()
         self.card_ids, self.handles = list(handles), list(handles.values())
-        shared: dict = {}
-        self.costs = [shared.setdefault(p.commands, StepCost(p, device, dtype)) for p in programs]
+        costs = {} if costs is None else costs
+        self.costs = [shared_cost(costs, p, device, dtype) for p in programs]
         self.last: dict[int, CardFrame] = {}
         self.dag = None
         if fast and self.handles:

@@ -14,8 +14,8 @@ CONTROLLER_NAME = "rsd-ray-controller"
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class ControllerActor:
-    def __init__(self, spec, fast: bool | None = None, spans: bool = True):
-        self.controller = Controller(spec, executor="ray", spans=spans, fast=fast)
+    def __init__(self, spec, fast: bool | None = None, spans: bool = True, stepper: str = "vector"):
+        self.controller = Controller(spec, executor="ray", spans=spans, stepper=stepper, fast=fast)
         self.t, self.in_flight, self.done = 0.0, 0, False
 
     def _on_epoch(self, out, in_flight: int) -> None:

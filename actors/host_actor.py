@@ -14,10 +14,12 @@ from rsd_ray.host import Host
 class HostActor:
     def __init__(self, spec, plan, setup, handles: dict, fast: bool = True):
         logging.getLogger("ray.dag").setLevel(logging.WARNING)   # no INFO lines per compiled-graph teardown
-        groups = {iid: RayCardGroup({c: handles[c] for c in cards}, plan.programs, spec.device, spec.model.dtype, fast)
+        costs: dict = {}
+        groups = {iid: RayCardGroup({c: handles[c] for c in cards}, plan.programs, spec.device, spec.model.dtype, fast,
+                                    costs)
                   for iid, cards in setup.instances}
         groups[None] = RayCardGroup({c: handles[c] for c in setup.idle_cards}, fast=False)
-        self.host = Host(spec, plan, setup, groups)
+        self.host = Host(spec, plan, [setup], groups)
 
     def ready(self) -> int:
         return self.host.server

@@ -144,11 +144,11 @@ class RayExecutor:
         return ray_session(address, cards)
 
     @staticmethod
-    def run_session(spec, sinks, address=None, spans: bool = True):
+    def run_session(spec, sinks, address=None, spans: bool = True, stepper: str = "vector"):
         """``rsd-ray run`` on Ray: embedded (or joined) Ray around a controller actor."""
         from rsd_ray.actors.session import ray_session, run_on_ray
         with ray_session(address, spec.rack.servers * spec.rack.cards_per_server):
-            return run_on_ray(spec, sinks, spans=spans)
+            return run_on_ray(spec, sinks, spans=spans, stepper=stepper)
 
     def processes(self) -> list[dict]:
         """Each card actor's pid, memory and loaded heavy modules (for benchmarks and tests)."""

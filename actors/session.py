@@ -60,12 +60,12 @@ def ray_session(address: str | None, cards: int):
         ray.shutdown()
 
 
-def run_on_ray(spec, sinks=(), fast: bool | None = None, spans: bool = True):
+def run_on_ray(spec, sinks=(), fast: bool | None = None, spans: bool = True, stepper: str = "vector"):
     """Run ``spec`` under a named ControllerActor; returns the Outcome. Ray must be initialised.
     The sinks here see each epoch's time only (``EpochOut(t_end)``): whole epochs stay in the cluster.
     Ctrl-C asks the controller to stop at its next epoch and still returns its Outcome."""
     check_capacity(spec.rack)
-    controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(spec, fast, spans)
+    controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(spec, fast, spans, stepper)
     try:
         ref = controller.run.remote()
         try:

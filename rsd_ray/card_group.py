@@ -20,6 +20,14 @@ from rsd_ray.compiler import MemoryPlan, Program
 from rsd_ray.costmodel import StepCost
 
 
+def shared_cost(costs: dict, program: Program, device, dtype: str) -> StepCost:
+    """One cost model per distinct program (held in ``costs``), so groups that run the same commands
+    are priced together."""
+    if program.commands not in costs:
+        costs[program.commands] = StepCost(program, device, dtype)
+    return costs[program.commands]
+
+
 class CardLost(RuntimeError):
     """A card stopped answering (its actor died, or a fault killed it); raised by card groups,
     caught by the host, which turns it into a ``Failure`` and hands back the instance's requests."""
@@ -44,6 +52,7 @@ class CardGroup:
         self.starts: list[float] = []           # steps run since the last sync
         self.shapes: list[np.ndarray] = []
         self.lost: dict[int, CardFrame] = {}    # card id → its last frame, once it died
+        self.pricing: tuple = ()                # distinct (cost model, clock factor) of the cards, this epoch
 
     def begin_epoch(self, t: float) -> None:
         self.epoch_start = t
@@ -53,8 +62,9 @@ class CardGroup:
         self.starts, self.shapes = [], []
         return starts, shapes
 
-    def propose(self, shapes: np.ndarray, start: float) -> np.ndarray:
-        """Every card's segments for k steps from ``start`` (cards × k × syncs+1)."""
+    def ready(self, start: float) -> tuple:
+        """Sync if this epoch has not yet; the distinct (cost model, clock factor) pairs of the cards,
+        which price a step from ``start`` (a group's step waits for the slowest of them)."""
         if self.lost:
             raise CardLost(self.lost, f"card {min(self.lost)} is lost")
         if self.epoch_start is None and not self.factors:     # never synced: the epoch starts here
@@ -62,14 +72,12 @@ class CardGroup:
         if self.epoch_start is not None:
             self.factors = self._sync(self.epoch_start, *self._take_steps())
             self.epoch_start = None
-        memo: dict = {}
-        out = []
-        for cost, factor in zip(self.costs, self.factors):
-            key = (id(cost), factor)
-            if key not in memo:
-                memo[key] = cost.segments(shapes, factor)
-            out.append(memo[key])
-        return np.stack(out)
+            self.pricing = tuple(dict.fromkeys(zip(self.costs, self.factors)))
+        return self.pricing
+
+    def propose(self, shapes: np.ndarray, start: float) -> np.ndarray:
+        """The slowest card's segments for k steps from ``start`` (k × syncs+1)."""
+        return np.max([cost.segments(shapes, factor) for cost, factor in self.ready(start)], axis=0)
 
     def accept(self, starts: list[float], shapes: np.ndarray) -> None:
         """The first ``len(starts)`` proposed steps ran, from these times (told to the cards at the next sync)."""
@@ -88,11 +96,12 @@ class LocalCardGroup(CardGroup):
         """Each card's own cost model: inline, the cards themselves price the steps."""
         return [card.cost for card in self.cards]
 
-    def load(self, programs: tuple[Program, ...], memory: MemoryPlan) -> None:
-        """Load each rank's program; ranks whose commands cost the same share one cost model."""
-        shared: dict = {}
+    def load(self, programs: tuple[Program, ...], memory: MemoryPlan, costs: dict | None = None) -> None:
+        """Load each rank's program; ranks (and, given one ``costs`` dict, groups) whose commands cost
+        the same share one cost model."""
+        costs = {} if costs is None else costs
         for card, program in zip(self.cards, programs):
-            card.load(program, memory, shared.setdefault(program.commands, StepCost(program, card.device, card.dtype)))
+            card.load(program, memory, shared_cost(costs, program, card.device, card.dtype))
 
     def _account(self, starts, shapes, cards) -> None:
         """Hand the steps to the cards; cards that share a cost model and a clock are priced once."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from rsd_ray.config import ConfigError, RunSpec, WorkloadSpec, load_run, presets, replace
 from rsd_ray.config.schema import finite, read_spec
 from rsd_ray.plugins import renderer
+from rsd_ray.host import STEPPERS
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -88,10 +89,11 @@ def cmd_run(args) -> int:
     with run_progress(console, spec.duration_s, enabled=not args.no_progress) as on_epoch:
         sinks = [on_epoch] if on_epoch else []
         if args.executor == "inline":
-            outcome = Controller(spec, spans=not args.no_spans).run(sinks)
+            outcome = Controller(spec, spans=not args.no_spans, stepper=args.stepper).run(sinks)
         else:
             from rsd_ray.executor import get_executor
-            outcome = get_executor("ray").run_session(spec, sinks, args.address, spans=not args.no_spans)
+            outcome = get_executor("ray").run_session(spec, sinks, args.address, spans=not args.no_spans,
+                                                        stepper=args.stepper)
     doc = build(outcome)
     if args.out:
         dump(doc, args.out)
@@ -146,8 +148,11 @@ def parser() -> argparse.ArgumentParser:
                      help="ray: every card an actor (default); inline: one process, for tests and fast sweeps")
     run.add_argument("--address", help="join a Ray cluster (auto or HOST:PORT) instead of starting a local one")
     run.add_argument("--out", help="write the results JSON here")
+    run.add_argument("--stepper", default="vector", choices=STEPPERS,
+                     help="vector: a host's instances stepped together as arrays (default); reference: the "
+                          "readable per-instance engines (same results, slower; for checking)")
     run.add_argument("--no-spans", action="store_true",
-                     help="run every step on its own (same results, slower; for checking)")
+                     help="reference engine: run every step on its own (same results, slower; for checking)")
     run.add_argument("--requests-csv", help="write one line per request here")
     run.add_argument("--json", action="store_true", help="print the results JSON on stdout")
     run.add_argument("--no-progress", action="store_true")

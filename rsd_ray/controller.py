@@ -59,7 +59,8 @@ class Outcome:
     reason: str | None = None
 
 
-def host_setups(spec: RunSpec, topology: Topology, plan: Plan, spans: bool = True) -> list[HostSetup]:
+def host_setups(spec: RunSpec, topology: Topology, plan: Plan, spans: bool = True,
+                stepper: str = "vector") -> list[HostSetup]:
     """One host per server; a group is driven by the host of its first card, so each card has one host."""
     groups = plan.placement.groups
     shared = tuple(sorted(sharers(topology, [list(g) for g in groups]).items()))
@@ -69,7 +70,7 @@ def host_setups(spec: RunSpec, topology: Topology, plan: Plan, spans: bool = Tru
     idle = defaultdict(list)
     for c in plan.placement.idle_cards:
         idle[topology.server_of(c)].append(c)
-    return [HostSetup(s, tuple(by_server[s]), tuple(idle[s]), shared, spans) for s in range(spec.rack.servers)]
+    return [HostSetup(s, tuple(by_server[s]), tuple(idle[s]), shared, spans, stepper) for s in range(spec.rack.servers)]
 
 
 def check_plan(spec: RunSpec) -> Plan:
@@ -78,12 +79,14 @@ def check_plan(spec: RunSpec) -> Plan:
 
 
 class Controller:
-    def __init__(self, spec: RunSpec, executor: str = "inline", spans: bool = True, **executor_options):
+    def __init__(self, spec: RunSpec, executor: str = "inline", spans: bool = True, stepper: str = "vector",
+                 **executor_options):
+        """``stepper``: one of ``host.STEPPERS``; ``spans`` applies to the reference engine."""
         self.spec = spec
         self.topology = Topology(spec.rack, spec.device)
         self.plan = compile_plan(spec, self.topology)
         self.instance_server = [self.topology.server_of(g[0]) for g in self.plan.placement.groups]
-        setups = host_setups(spec, self.topology, self.plan, spans)
+        setups = host_setups(spec, self.topology, self.plan, spans, stepper)
         self.executor = get_executor(executor)(spec, self.plan, setups, topology=self.topology, **executor_options)
         self.router = Router(spec.router, len(self.instance_server), spec.seed)
         max_len = spec.engine.max_model_len or spec.model.max_seq_len

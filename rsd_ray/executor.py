@@ -28,11 +28,12 @@ class InlineExecutor:
     name = "inline"
 
     def __init__(self, spec: RunSpec, plan: Plan, setups: list[HostSetup], topology=None):
+        """One host drives every server, so the vectorised engine steps the whole rack together."""
         topology = topology or Topology(spec.rack, spec.device)
-        self.hosts = [Host.local(spec, plan, s, topology) for s in setups]
+        self.hosts = [Host.local(spec, plan, setups, topology)]
 
     def advance(self, epoch: EpochIn) -> EpochOut:
-        return merge(epoch.t_end, [h.advance(host_input(epoch, h.server)) for h in self.hosts])
+        return merge(epoch.t_end, [h.advance(epoch) for h in self.hosts])
 
     def unfinished(self) -> list[RequestRecord]:
         return [r for h in self.hosts for r in h.unfinished()]

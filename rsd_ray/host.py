@@ -1,8 +1,10 @@
-"""One server's host CPU: runs the engines of its instances and drives their cards.
+"""The host CPUs of one or more servers: the engines of their instances, driving their cards.
 
 A TP group that spans servers is driven by the host of its first card's server
 (the others lend it their cards), so every card belongs to exactly one host:
 the cards of its instances, plus its own server's cards that no group uses.
+On Ray each server's host is an actor; inline one ``Host`` drives every server,
+so the vectorised engine steps all of the rack's instances together.
 """
 from __future__ import annotations
 
@@ -15,20 +17,26 @@ from rsd_ray.card_group import CardLost, LocalCardGroup
 from rsd_ray.compiler import Plan
 from rsd_ray.config import RunSpec
 from rsd_ray.epoch import EpochIn, EpochOut, Failure
-from rsd_ray.instance import Instance
-from rsd_ray.request import Request, RequestRecord
+from rsd_ray.instance_set import InstanceSet
+from rsd_ray.request import RequestRecord
 from rsd_ray.sync import GroupSync
 from rsd_ray.topology import Topology
+from rsd_ray.vector import VectorEngine
+
+STEPPERS = ("vector", "reference")
+"""``vector``: a host's instances stepped together as arrays (the default); ``reference``: the readable
+per-instance engines, one after another. Both give the same results, token timestamps included."""
 
 
 @dataclass(frozen=True)
 class HostSetup:
-    """What one host builds: its server, the TP groups it drives and the idle cards it holds."""
+    """What one server's host builds: the TP groups it drives and the idle cards it holds."""
     server: int
     instances: tuple[tuple[int, tuple[int, ...]], ...]   # (instance id, card ids)
     idle_cards: tuple[int, ...]
     shared_links: tuple[tuple[str, int], ...]           # groups per link, rack-wide
-    spans: bool = True                                  # run decode spans in one call (same results)
+    spans: bool = True                                  # reference engine: decode spans in one call (same results)
+    stepper: str = "vector"                              # one of STEPPERS
 
     @property
     def cards(self) -> tuple[int, ...]:
@@ -36,30 +44,44 @@ class HostSetup:
 
 
 class Host:
-    """``groups`` maps each instance id (and None, for idle cards) to its card group."""
+    """``groups`` maps each instance id (and None, for idle cards) to its card group; ``setups``
+    are the servers this host drives (one on Ray, every server inline)."""
 
-    def __init__(self, spec: RunSpec, plan: Plan, setup: HostSetup, groups: dict, topology: Topology | None = None):
-        self.server, self.groups = setup.server, groups
+    def __init__(self, spec: RunSpec, plan: Plan, setups: list[HostSetup], groups: dict,
+                 topology: Topology | None = None):
+        self.servers = [s.server for s in setups]
+        self.groups = groups
         self.topology = topology or Topology(spec.rack, spec.device)
         self.t = 0.0
-        shared = dict(setup.shared_links)
-        self.instances: dict[int, Instance] = {}
-        self.cards = set(setup.cards)
-        self.card_instance = {c: iid for iid, cards in setup.instances for c in cards}
-        for iid, cards in setup.instances:
-            sync = GroupSync(plan.programs[0], list(cards), self.topology, spec.compiler.collective, shared)
-            blocks = spec.engine.num_blocks_override or plan.memory.num_blocks
-            self.instances[iid] = Instance(iid, groups[iid], sync, spec.engine, blocks, setup.spans)
+        shared = dict(setups[0].shared_links)
+        self.cards = {c: s.server for s in setups for c in s.cards}          # card → the server it reports under
+        self.card_instance = {c: iid for s in setups for iid, cards in s.instances for c in cards}
+        self.instance_server = {iid: s.server for s in setups for iid, _ in s.instances}
+        members = [(iid, groups[iid], GroupSync(plan.programs[0], list(cards), self.topology,
+                                                spec.compiler.collective, shared))
+                   for s in setups for iid, cards in s.instances]
+        blocks = spec.engine.num_blocks_override or plan.memory.num_blocks
+        if setups[0].stepper == "vector":
+            self.engine = VectorEngine(spec.engine, members, blocks)
+        else:
+            self.engine = InstanceSet(spec.engine, members, blocks, setups[0].spans)
+
+    @property
+    def server(self) -> int:
+        """The server of a one-server host (as on Ray); -1 for a host of several."""
+        return self.servers[0] if len(self.servers) == 1 else -1
 
     @classmethod
-    def local(cls, spec: RunSpec, plan: Plan, setup: HostSetup, topology: Topology | None = None) -> "Host":
-        """A host whose cards are plain objects in this process (sharing the rack's topology)."""
-        groups = {}
-        for iid, cards in tuple(setup.instances) + ((None, setup.idle_cards),):
-            groups[iid] = LocalCardGroup(cards, spec.device, spec.model.dtype, spec.epoch_s)
-            if iid is not None:
-                groups[iid].load(plan.programs, plan.memory)
-        return cls(spec, plan, setup, groups, topology)
+    def local(cls, spec: RunSpec, plan: Plan, setups: list[HostSetup], topology: Topology | None = None) -> "Host":
+        """A host whose cards are plain objects in this process (sharing the rack's topology and cost models)."""
+        groups, costs = {}, {}
+        for s in setups:
+            for iid, cards in s.instances:
+                groups[iid] = LocalCardGroup(cards, spec.device, spec.model.dtype, spec.epoch_s)
+                groups[iid].load(plan.programs, plan.memory, costs)
+        idle = tuple(c for s in setups for c in s.idle_cards)
+        groups[None] = LocalCardGroup(idle, spec.device, spec.model.dtype, spec.epoch_s)
+        return cls(spec, plan, setups, groups, topology)
 
     def advance(self, epoch: EpochIn) -> EpochOut:
         """Apply controls, take the routed arrivals, run every healthy instance to ``t_end``."""
@@ -68,44 +90,34 @@ class Host:
             if control.kind == "kill_card" and control.target in self.cards:
                 iid = self.card_instance.get(control.target)
                 self.groups[iid].kill(control.target, self.t)
-                failures.append(self._fail(iid, CardLost([control.target], f"card {control.target} was killed"),
+                failures.append(self._fail(control.target, iid, CardLost([control.target],
+                                                                        f"card {control.target} was killed"),
                                            orphans, self.t))
-        for s in epoch.arrivals.get(self.server, ()):
-            inst = self.instances.get(s.instance)
-            if inst is None or inst.failed:          # routed before the router heard of the failure
-                orphans.append(dataclasses.replace(s, retries=s.retries + 1))
-            else:
-                inst.submit(Request.from_submit(s))
-        finished, tokens, steps = [], [], []
-        for iid, inst in self.instances.items():
-            if inst.failed:
-                continue
-            inst.trace = steps if epoch.trace else None
-            inst.cards.begin_epoch(self.t)                # the governor samples once, at the epoch's start
-            try:
-                inst.advance(epoch.t_end)
-            except CardLost as lost:
-                failures.append(self._fail(iid, lost, orphans, inst.clock))
-            if epoch.tokens:
-                tokens += inst.token_events()
-            finished += inst.take_finished()
+        for server in self.servers:
+            for s in epoch.arrivals.get(server, ()):
+                if not self.engine.submit(s):          # routed before the router heard of the failure
+                    orphans.append(dataclasses.replace(s, retries=s.retries + 1))
+        steps = [] if epoch.trace else None
+        for iid, lost, t in self.engine.advance(self.t, epoch.t_end, steps):
+            failures.append(self._fail(lost.cards[0] if lost.cards else None, iid, lost, orphans, t))
+        tokens = self.engine.token_events() if epoch.tokens else []
+        finished = self.engine.take_finished()
         self.t = epoch.t_end
         cards = tuple(self.card_frames(epoch.t_end)) if epoch.telemetry else ()
         links = tuple(self.link_bytes(cards).items()) if epoch.telemetry else ()
         return EpochOut(epoch.t_end, self.server, tuple(finished), (), tuple(orphans), tuple(tokens),
-                        tuple(i.frame() for i in self.instances.values()), cards, links,
-                        tuple(f for f in failures if f is not None), tuple(steps))
+                        tuple(self.engine.frames()), cards, links,
+                        tuple(f for f in failures if f is not None), tuple(steps or ()))
 
-    def _fail(self, iid, lost: CardLost, orphans: list, t: float) -> Failure | None:
+    def _fail(self, card, iid, lost: CardLost, orphans: list, t: float) -> Failure | None:
         """Mark the instance failed at ``t`` and hand back its requests; an idle card's loss fails nothing."""
         if iid is None:
-            return Failure(float(t), "card", self.server, (), lost.cards, lost.reason)
-        inst = self.instances[iid]
-        if inst.failed:
+            return Failure(float(t), "card", self.cards[card], (), lost.cards, lost.reason)
+        if self.engine.is_failed(iid):
             return None
-        orphans += inst.evacuate()
+        orphans += self.engine.evacuate(iid)
         cards = tuple(c for c, i in self.card_instance.items() if i == iid)
-        return Failure(float(t), "card", self.server, (iid,), lost.cards or cards, lost.reason)
+        return Failure(float(t), "card", self.instance_server[iid], (iid,), lost.cards or cards, lost.reason)
 
     def card_frames(self, t: float) -> list[CardFrame]:
         frames = [f for group in self.groups.values() for f in group.frames(t)]
@@ -114,8 +126,8 @@ class Host:
     def link_bytes(self, cards) -> dict[str, float]:
         """Collective bytes per directed link, plus each card's External HDMA to its host."""
         out: dict[str, float] = defaultdict(float)
-        for inst in self.instances.values():
-            for name, nbytes in inst.sync.link_bytes().items():
+        for sync in self.engine.syncs:
+            for name, nbytes in sync.link_bytes().items():
                 out[name] += nbytes
         for frame in cards:
             for link in self.topology.host_path(frame.card):
@@ -123,7 +135,7 @@ class Host:
         return dict(out)
 
     def unfinished(self) -> list[RequestRecord]:
-        return [r for inst in self.instances.values() for r in inst.unfinished()]
+        return self.engine.unfinished()
 
     def close(self) -> None:
         for group in self.groups.values():

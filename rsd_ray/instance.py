@@ -115,7 +115,7 @@ class Instance:
         for j in range(len(shapes)):
             if j and t >= limit:
                 break
-            device = self.sync.resolve(segments[:, j], collectives[j])
+            device = self.sync.resolve(segments[j], collectives[j])
             host = host_step_s(shapes[j, 2])
             starts.append(t)
             t = t + host + device

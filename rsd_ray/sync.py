@@ -53,9 +53,8 @@ class GroupSync:
         for j in range(steps):
             self.sent[pick[j], cols] += msg[j]
 
-    def resolve(self, segments: np.ndarray, collectives: np.ndarray) -> float:
-        """One step's time from per-card segments (cards × syncs+1) and its collective times."""
-        seg = segments.max(axis=0)
+    def resolve(self, seg: np.ndarray, collectives: np.ndarray) -> float:
+        """One step's time from its slowest card's segments (syncs+1) and its collective times."""
         if self.chunks == 1:
             return float(seg.sum() + collectives.sum())
         n = self.chunks

@@ -2,7 +2,7 @@
 
 Each entry replaces one exact piece of the code with a wrong version (rounding KV blocks down,
 waiting for the fastest card, adding compute and memory time, ...), runs the tests (default
-tests/test_rules.py tests/test_card.py), restores the file, and prints "caught" or "SURVIVED".
+``TESTS``: the rules, the card, and the vectorised engine against the reference), restores the file, and prints "caught" or "SURVIVED".
 A rule that survives has no test that pins it. Not a test itself: it rewrites source files.
 """
 import pathlib
@@ -12,7 +12,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WRONG = [
  ("rsd_ray/kv_cache.py", "-(-(req.num_computed + new_tokens) // self.block_size)", "((req.num_computed + new_tokens) // self.block_size)"),
- ("rsd_ray/sync.py", "seg = segments.max(axis=0)", "seg = segments.min(axis=0)"),
+ ("rsd_ray/card_group.py", "return np.max([cost.segments", "return np.min([cost.segments"),
  ("rsd_ray/costmodel.py", "np.maximum(compute, memory)", "(compute + memory)"),
  ("rsd_ray/metrics.py", "ttft = [r.token_times[0] - r.arrival", "ttft = [r.token_times[-1] - r.arrival"),
  ("rsd_ray/config/specs.py", "latency_us: float = F(0.5, lo=0.0)", "latency_us: float = F(0.5)"),
@@ -32,7 +32,20 @@ WRONG = [
  ("rsd_ray/compiler/memory.py", "int(kv // block)", "int(-(-kv // block))"),
  ("rsd_ray/metrics.py", "completed_in_window = sum(1 for r in done if r.finish <= duration)", "completed_in_window = len(done)"),
  ("rsd_ray/card.py", "self.clock_factor, self.sampled_at = self.thermal.clock, t", "self.clock_factor, self.sampled_at = 1.0, t"),
+ # the vectorised engine: each rule it re-implements, broken there (the reference stays right)
+ ("rsd_ray/vector/scheduler.py", "before = np.cumsum(lacking, axis=1) - lacking", "before = np.cumsum(lacking, axis=1)"),
+ ("rsd_ray/vector/scheduler.py", "-(-(computed + n) // self.block)", "((computed + n) // self.block)"),
+ ("rsd_ray/vector/scheduler.py", "arrival[pending[n]] <= clock", "arrival[pending[n]] < clock"),
+ ("rsd_ray/vector/scheduler.py", "(n < lacking and not self.chunked)", "(n < lacking and self.chunked)"),
+ ("rsd_ray/vector/scheduler.py", "self.waiting[i].appendleft(victim)", "self.waiting[i].append(victim)"),
+ ("rsd_ray/vector/scheduler.py", "t.output[r] >= t.max_tokens[r]", "t.output[r] > t.max_tokens[r]"),
+ ("rsd_ray/vector/engine.py", "np.max([cost.segments(x, factor)", "np.min([cost.segments(x, factor)"),
+ ("rsd_ray/vector/engine.py", "host_step_s(shapes[:, 2])", "host_step_s(shapes[:, 1])"),
+ ("rsd_ray/vector/engine.py", "pick = t.argmin(axis=1)", "pick = t.argmax(axis=1)"),
+ ("rsd_ray/vector/engine.py", "link_free = np.maximum(link_free, compute_free) + coll[:, i]", "link_free = compute_free + coll[:, i]"),
+ ("rsd_ray/vector/table.py", "times[end:end + m] = self.times[self.offset[r]:self.offset[r] + m]", "pass"),
 ]
+TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_vector.py"]
 
 
 def main(tests: list[str]) -> int:
@@ -54,4 +67,4 @@ def main(tests: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:] or ["tests/test_rules.py", "tests/test_card.py"]))
+    sys.exit(main(sys.argv[1:] or TESTS))

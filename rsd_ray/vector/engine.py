@@ -1,0 +1,191 @@
+"""``VectorEngine``: the instances of a host stepped together, with the reference engine's results.
+
+A round steps every instance that has work once: the scheduler fills a matrix
+of scheduled tokens (``BatchScheduler``), the steps are priced in one call per
+distinct (cost model, clock factor) — every group of one program shares its
+cost model — and the collectives of all groups are one array expression.
+Instances stay independent (each has its own clock and cards), so the order
+in which their steps are taken changes nothing: every number equals the
+per-instance engine's, token timestamps included (``tests/test_vector.py``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rsd_ray.calibration import host_step_s
+from rsd_ray.card_group import CardLost
+from rsd_ray.costmodel import linear
+from rsd_ray.instance import InstanceFrame
+from rsd_ray.request import RequestRecord, Submit
+from rsd_ray.vector.scheduler import BatchScheduler
+from rsd_ray.vector.table import RequestTable
+
+
+class VectorEngine:
+    def __init__(self, engine, instances: list[tuple[int, object, object]], num_blocks: int):
+        """``instances``: (instance id, card group, GroupSync) of each instance, in instance order."""
+        self.iids = [iid for iid, _, _ in instances]
+        self.index = {iid: k for k, iid in enumerate(self.iids)}
+        self.groups = [group for _, group, _ in instances]
+        self.syncs = [sync for _, _, sync in instances]
+        n = len(instances)
+        self.table = RequestTable()
+        self.sched = BatchScheduler(engine, [num_blocks] * n, self.table)
+        self.clock, self.busy = np.zeros(n), np.zeros(n)
+        self.steps, self.out_tokens, self.computed = (np.zeros(n, dtype=np.int64) for _ in range(3))
+        self.failed = np.zeros(n, dtype=bool)
+        self.finished: list[list[int]] = [[] for _ in range(n)]
+        if n:                                        # every group runs the same program: one message matrix
+            self.message, self.chunks = self.syncs[0].message, self.syncs[0].chunks
+            self.active = np.array([s.active for s in self.syncs])
+            self.alpha = np.stack([s.alpha for s in self.syncs])
+            self.beta = np.stack([s.beta for s in self.syncs])
+            self.sent = np.stack([s.sent for s in self.syncs])
+            for k, s in enumerate(self.syncs):
+                s.sent = self.sent[k]                # the group's link counters read the shared array
+
+    def submit(self, s: Submit) -> bool:
+        k = self.index.get(s.instance)
+        if k is None or self.failed[k]:
+            return False
+        self.sched.add_pending(k, self.table.add(s, s.instance))
+        return True
+
+    def is_failed(self, iid: int) -> bool:
+        return bool(self.failed[self.index[iid]])
+
+    # --- running an epoch ---------------------------------------------------------------------------
+    def advance(self, t0: float, t_end: float, trace: list | None = None) -> list[tuple[int, CardLost, float]]:
+        """Run every healthy instance to ``t_end``; returns (instance, loss, time) of each that lost a card."""
+        for k in np.flatnonzero(~self.failed).tolist():
+            self.groups[k].begin_epoch(t0)            # the governor samples once, at the epoch's start
+        sched, arrival, lost = self.sched, self.table.arrival, []
+        while True:
+            active = np.flatnonzero(~self.failed & (self.clock < t_end)).tolist()
+            if not active:
+                break
+            work = []
+            for k in active:
+                sched.admit_arrived(k, self.clock[k])
+                if sched.has_work(k):
+                    work.append(k)
+                else:
+                    pending = sched.pending[k]
+                    nxt = arrival[pending[0]] if pending else t_end
+                    self.clock[k] = nxt if nxt < t_end else t_end
+            if work:
+                lost += self._step(np.array(work), trace)
+        if trace is not None:
+            trace.sort(key=lambda step: (self.index[step[0]], step[1]))
+        return sorted(lost, key=lambda x: self.index[x[0]])
+
+    def _step(self, inst: np.ndarray, trace: list | None) -> list:
+        tokens, rows, preempted = self.sched.schedule(inst)
+        stepping = tokens.any(axis=1)
+        for k in np.flatnonzero(~stepping & (preempted == 0)).tolist():
+            raise RuntimeError(f"instance {self.iids[inst[k]]}: a waiting request cannot fit the KV cache alone")
+        inst, tokens, rows = inst[stepping], tokens[stepping], rows[stepping]   # all preempted: readmitted next
+        shapes = self.sched.shapes(tokens, rows)
+        starts = self.clock[inst]
+        segments, lost = self._price(inst, shapes, starts)
+        if lost:
+            keep = ~np.isin(inst, [k for k, _, _ in lost])
+            inst, tokens, rows, shapes, starts, segments = (a[keep] for a in (inst, tokens, rows, shapes, starts,
+                                                                               segments))
+            lost = [(self.iids[k], err, t) for k, err, t in lost]
+        ends = starts + host_step_s(shapes[:, 2]) + self._device(inst, shapes, segments)
+        for j, k in enumerate(inst.tolist()):
+            self.groups[k].accept(starts[j:j + 1].tolist(), shapes[j:j + 1])
+            if trace is not None:
+                trace.append((self.iids[k], float(starts[j]), float(ends[j]), tuple(shapes[j].tolist())))
+        self.clock[inst] = ends
+        self.steps[inst] += 1
+        self.busy[inst] += ends - starts
+        self.out_tokens[inst] += shapes[:, 2].astype(np.int64)
+        self.computed[inst] += shapes[:, 1].astype(np.int64)
+        for k, done in zip(inst.tolist(), self.sched.update(inst, tokens, rows, ends)):
+            self.finished[k] += done
+        return lost
+
+    def _price(self, inst: np.ndarray, shapes: np.ndarray, starts: np.ndarray):
+        """The slowest card's segments of each step (steps × syncs+1); groups that share every
+        (cost model, clock factor) are priced in one call. A group with a lost card is left out."""
+        by_pricing: dict[tuple, list[int]] = {}
+        lost = []
+        for j, k in enumerate(inst.tolist()):
+            try:
+                by_pricing.setdefault(self.groups[k].ready(starts[j]), []).append(j)
+            except CardLost as err:
+                lost.append((k, err, float(starts[j])))
+        segments = np.zeros((len(inst), len(self.syncs[0].message) + 1))
+        for pricing, js in by_pricing.items():
+            x = shapes[js]
+            segments[js] = np.max([cost.segments(x, factor) for cost, factor in pricing], axis=0)
+        return segments, lost
+
+    def _device(self, inst: np.ndarray, shapes: np.ndarray, segments: np.ndarray) -> np.ndarray:
+        """Device time of each step: its compute segments and collectives (``GroupSync``'s rules);
+        the collectives' bytes are counted on the links."""
+        msg = linear(shapes, self.message)
+        coll = np.zeros_like(msg)
+        act = self.active[inst]
+        if act.any():
+            a = inst[act]
+            t = self.alpha[a] + self.beta[a] * msg[act][:, None, :]
+            pick = t.argmin(axis=1)
+            coll[act] = np.take_along_axis(t, pick[:, None, :], axis=1)[:, 0, :]
+            self.sent[a[:, None], pick, np.arange(msg.shape[1])[None, :]] += msg[act]
+        if self.chunks == 1:
+            return segments.sum(axis=1) + coll.sum(axis=1)
+        n = self.chunks
+        compute_free = link_free = np.zeros(len(inst))
+        done = [np.zeros(len(inst))] * n
+        for i in range(coll.shape[1]):
+            j = i % n
+            compute_free = np.maximum(compute_free, done[j]) + segments[:, i]
+            link_free = np.maximum(link_free, compute_free) + coll[:, i]
+            done[j] = link_free
+        return np.maximum.reduce([compute_free, *done]) + segments[:, -1]
+
+    # --- what the host reads ------------------------------------------------------------------------
+    def token_events(self) -> list[tuple[int, tuple[float, ...]]]:
+        t, out = self.table, []
+        for k in range(len(self.iids)):
+            for r in self.sched.run[k, :self.sched.nrun[k]].tolist() + self.finished[k]:
+                if t.output[r] > t.reported[r]:
+                    out.append((int(t.rid[r]), t.token_times(r, int(t.reported[r]))))
+                    t.reported[r] = t.output[r]
+        return out
+
+    def take_finished(self) -> list[RequestRecord]:
+        out = []
+        for k, rows in enumerate(self.finished):
+            for r in rows:
+                out.append(self.table.record(r, finished=True))
+                self.table.release(r)
+            rows.clear()
+        return out
+
+    def evacuate(self, iid: int) -> list[Submit]:
+        """Every request the instance holds, as Submits to retry elsewhere; the instance is failed and empty."""
+        k = self.index[iid]
+        held = self.sched.held(k)
+        out = [self.table.submit(r) for r in held]
+        for r in held:
+            self.table.release(r)
+        self.sched.clear(k)
+        self.failed[k] = True
+        return out
+
+    def unfinished(self) -> list[RequestRecord]:
+        return [self.table.record(r, finished=False) for k in range(len(self.iids)) for r in self.sched.held(k)]
+
+    def frames(self) -> list[InstanceFrame]:
+        s, out = self.sched, []
+        for k, iid in enumerate(self.iids):
+            blocks, free = s.num_blocks[k], int(s.free[k])
+            out.append(InstanceFrame(iid, float(self.clock[k]), int(s.nrun[k]), len(s.waiting[k]) + len(s.pending[k]),
+                                     1.0 - free / blocks if blocks else 0.0, int(self.out_tokens[k]),
+                                     int(self.computed[k]), int(self.steps[k]), int(s.preemptions[k]),
+                                     float(self.busy[k]), 0, bool(self.failed[k])))
+        return out

@@ -1,0 +1,202 @@
+"""The reference scheduler's rules (``rsd_ray.scheduler``), for many instances at once.
+
+Running requests sit in a matrix (instances × ``max_num_seqs``), in their
+running order, so the first phase of a step — every running request asks for
+the tokens it lacks, within the token budget — is a cumulative sum along
+rows::
+
+    lacking  [ 1  1  1 900  1 ]        budget 1024
+    before   [ 0  1  2   3 903 ]       (exclusive cumsum)
+    n        [ 1  1  1 900  1 ]        = clip(budget − before, 0, lacking)
+    blocks   cumsum(new blocks) ≤ free  → no preemption on this row
+
+A row whose blocks run out preempts; that row (rare) is scheduled by a scalar
+copy of the reference loop. Waiting requests join one by one, in Python (a
+step admits a few at most); ``pending`` holds routed requests whose arrival is
+still ahead. Finished requests leave the matrix in order.
+"""
+from __future__ import annotations
+
+import bisect
+from collections import deque
+
+import numpy as np
+
+from rsd_ray.vector.table import RequestTable
+
+
+class BatchScheduler:
+    def __init__(self, engine, num_blocks: list[int], table: RequestTable):
+        n = len(num_blocks)
+        self.max_seqs, self.budget = engine.max_num_seqs, engine.max_num_batched_tokens
+        self.chunked, self.block = engine.enable_chunked_prefill, engine.block_size
+        self.t = table
+        self.num_blocks = list(num_blocks)
+        self.free = np.array(num_blocks, dtype=np.int64)
+        self.run = np.full((n, self.max_seqs), -1, dtype=np.int64)
+        self.nrun = np.zeros(n, dtype=np.int64)
+        self.waiting = [deque() for _ in range(n)]
+        self.pending: list[list[int]] = [[] for _ in range(n)]
+        self.preemptions = np.zeros(n, dtype=np.int64)
+
+    # --- queues --------------------------------------------------------------------------------------
+    def add_pending(self, i: int, r: int) -> None:
+        """A routed request; one retried from a failed instance (an earlier arrival) goes in order."""
+        pending, arrival = self.pending[i], self.t.arrival
+        if pending and arrival[r] < arrival[pending[-1]]:
+            bisect.insort(pending, r, key=lambda x: arrival[x])
+        else:
+            pending.append(r)
+
+    def admit_arrived(self, i: int, clock: float) -> None:
+        pending, arrival = self.pending[i], self.t.arrival
+        n = 0
+        while n < len(pending) and arrival[pending[n]] <= clock:
+            n += 1
+        if n:
+            self.waiting[i].extend(pending[:n])
+            del pending[:n]
+
+    def has_work(self, i: int) -> bool:
+        return bool(self.nrun[i] or self.waiting[i])
+
+    def held(self, i: int) -> list[int]:
+        """Rows the instance holds, in the reference's order: pending, waiting, running."""
+        return self.pending[i] + list(self.waiting[i]) + self.run[i, :self.nrun[i]].tolist()
+
+    def clear(self, i: int) -> None:
+        self.pending[i], self.nrun[i] = [], 0
+        self.waiting[i].clear()
+
+    def _need(self, r: int, n: int) -> int:
+        return max(0, -(-(int(self.t.computed[r]) + n) // self.block) - int(self.t.blocks[r]))
+
+    # --- one step of many instances ------------------------------------------------------------------
+    def schedule(self, inst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Schedule one step on each of ``inst``; returns the tokens of every running slot (rows of
+        ``inst`` × slots, 0 where not scheduled), the rows in those slots, and the preemptions per instance."""
+        t, nrun = self.t, self.nrun[inst]
+        width = int(nrun.max()) if len(inst) else 0
+        rows = self.run[inst, :width]
+        valid = rows >= 0
+        safe = np.where(valid, rows, 0)
+        computed = t.computed[safe]
+        lacking = np.where(valid, t.prompt[safe] + t.output[safe] - computed, 0)
+        before = np.cumsum(lacking, axis=1) - lacking
+        n = np.clip(self.budget - before, 0, lacking)
+        need = np.where(n > 0, np.maximum(0, -(-(computed + n) // self.block) - t.blocks[safe]), 0)
+        total = need.sum(axis=1)
+        short = (np.cumsum(need, axis=1) > self.free[inst, None]).any(axis=1)
+        ok = ~short
+        take = (n > 0) & ok[:, None]
+        t.blocks[rows[take]] += need[take]
+        self.free[inst[ok]] -= total[ok]
+        tokens = {i: row for i, row in zip(inst.tolist(), n.tolist())}
+        preempted = np.zeros(len(inst), dtype=np.int64)
+        for k in np.flatnonzero(short).tolist():
+            tokens[int(inst[k])], preempted[k] = self._schedule_preempting(int(inst[k]))
+        budget = {i: self.budget - sum(row) for i, row in tokens.items()}
+        for k, i in enumerate(inst.tolist()):
+            if not preempted[k] and self.waiting[i] and budget[i] > 0 and self.nrun[i] < self.max_seqs:
+                tokens[i] = self._admit(i, budget[i], tokens[i])
+        width = int(self.nrun[inst].max()) if len(inst) else 0
+        out = np.zeros((len(inst), width), dtype=np.int64)
+        for k, i in enumerate(inst.tolist()):
+            row = tokens[i][:width]
+            out[k, :len(row)] = row
+        return out, self.run[inst, :width], preempted
+
+    def _schedule_preempting(self, i: int) -> tuple[list[int], int]:
+        """The reference's running phase, request by request, for an instance that must preempt."""
+        t, run, budget, n_of, preempted, pos = self.t, self.run[i], self.budget, [], 0, 0
+        while pos < self.nrun[i] and budget > 0:
+            r = int(run[pos])
+            n = min(int(t.prompt[r] + t.output[r] - t.computed[r]), budget)
+            while self._need(r, n) > self.free[i]:
+                preempted += 1
+                victim = self._preempt(i)
+                if victim == r:
+                    break
+            else:
+                need = self._need(r, n)
+                t.blocks[r] += need
+                self.free[i] -= need
+                n_of.append(n)
+                budget -= n
+                pos += 1
+        return n_of, preempted
+
+    def _preempt(self, i: int) -> int:
+        """Free the last running request's blocks; it is recomputed from the front of the queue."""
+        t = self.t
+        self.nrun[i] -= 1
+        victim = int(self.run[i, self.nrun[i]])
+        self.run[i, self.nrun[i]] = -1
+        self.free[i] += t.blocks[victim]
+        t.blocks[victim] = t.computed[victim] = 0
+        t.preemptions[victim] += 1
+        self.waiting[i].appendleft(victim)
+        self.preemptions[i] += 1
+        return victim
+
+    def _admit(self, i: int, budget: int, tokens: list[int]) -> list[int]:
+        """Waiting requests join while seats, budget and blocks allow (the reference's second phase)."""
+        t, waiting = self.t, self.waiting[i]
+        tokens = list(tokens[:self.nrun[i]])
+        while waiting and budget > 0 and self.nrun[i] < self.max_seqs:
+            r = waiting[0]
+            lacking = int(t.prompt[r] + t.output[r] - t.computed[r])
+            n = min(lacking, budget)
+            need = self._need(r, n)
+            if (n < lacking and not self.chunked) or need > self.free[i]:
+                break
+            waiting.popleft()
+            self.run[i, self.nrun[i]] = r
+            self.nrun[i] += 1
+            t.blocks[r] += need
+            self.free[i] -= need
+            tokens.append(n)
+            budget -= n
+        return tokens
+
+    def shapes(self, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Each step's five batch-shape terms (``compiler.program.TERMS``), as the reference counts them."""
+        t, took = self.t, tokens > 0
+        safe = np.where(took, rows, 0)
+        p = np.where(took, t.computed[safe], 0)
+        sampled = took & (p + tokens == t.prompt[safe] + t.output[safe])
+        out = np.empty((len(tokens), 5))
+        out[:, 0] = 1.0
+        out[:, 1] = tokens.sum(axis=1)
+        out[:, 2] = sampled.sum(axis=1)
+        out[:, 3] = (tokens * p + tokens * (tokens + 1) // 2).sum(axis=1)
+        out[:, 4] = np.where(took, p + tokens, 0).sum(axis=1)
+        return out
+
+    def update(self, inst: np.ndarray, tokens: np.ndarray, rows: np.ndarray, ends: np.ndarray) -> list[list[int]]:
+        """The step of each of ``inst`` ended at ``ends``: advance computed tokens, stamp sampled ones;
+        returns each instance's finished rows (in running order), gone from the matrix."""
+        t = self.t
+        took = tokens > 0
+        r, n = rows[took], tokens[took]
+        t.computed[r] += n
+        sampled = t.computed[r] == t.prompt[r] + t.output[r]
+        end = np.broadcast_to(ends[:, None], tokens.shape)[took][sampled]
+        s = r[sampled]
+        t.times[t.offset[s] + t.output[s]] = end
+        t.output[s] += 1
+        done = np.zeros(tokens.shape, dtype=bool)
+        done[took] = np.where(sampled, t.output[r] >= t.max_tokens[r], False)
+        finished: list[list[int]] = [[] for _ in inst]
+        for k in np.flatnonzero(done.any(axis=1)).tolist():
+            i = int(inst[k])
+            gone = rows[k][done[k]]
+            finished[k] = gone.tolist()
+            self.free[i] += int(t.blocks[gone].sum())
+            t.blocks[gone] = 0
+            keep = self.run[i, :self.nrun[i]]
+            keep = keep[~np.isin(keep, gone)]
+            self.run[i, :] = -1
+            self.run[i, :len(keep)] = keep
+            self.nrun[i] = len(keep)
+        return finished
