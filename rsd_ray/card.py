@@ -97,6 +97,18 @@ class Card:
             self.thermal.run(t - self.clock, active=False)
             self.clock = t
 
+    def state(self) -> tuple:
+        """Everything ``accept``, ``sample`` and ``advance_to`` read or change: two cards in the same state,
+        on the same cost model, given the same steps, end in the same state."""
+        th = self.thermal
+        return (self.clock, self.busy_s, self.last_busy_end, self.host_link_bytes, self.clock_factor,
+                self.sampled_at, th.temp_c, th.energy_j, th.throttled_s)
+
+    def set_state(self, state: tuple) -> None:
+        th = self.thermal
+        (self.clock, self.busy_s, self.last_busy_end, self.host_link_bytes, self.clock_factor,
+         self.sampled_at, th.temp_c, th.energy_j, th.throttled_s) = state
+
     def frame(self) -> CardFrame:
         """Telemetry; ``power_w`` is the mean since start (difference energies for a window)."""
         power = self.thermal.energy_j / self.clock if self.clock else self.device.power.idle_w

@@ -103,18 +103,23 @@ class LocalCardGroup(CardGroup):
         for card, program in zip(self.cards, programs):
             card.load(program, memory, shared_cost(costs, program, card.device, card.dtype))
 
-    def _account(self, starts, shapes, cards) -> None:
-        """Hand the steps to the cards; cards that share a cost model and a clock are priced once."""
-        memo: dict = {}
+    def _account(self, starts, shapes, cards, t: float, sample: bool) -> None:
+        """Hand the steps to the cards, then bring each to ``t`` (sampling its governor there, for a
+        sync). The cards of a group usually share a state and a cost model, so they end in the same
+        state: it is worked out once and copied."""
+        done: dict = {}
         for card in cards:
-            key = (id(card.cost), card.clock_factor)
-            if key not in memo and len(starts):
-                memo[key] = card.busy(shapes)
-            card.accept(starts, shapes, memo.get(key))
+            key = (id(card.cost), card.state())
+            if key in done:
+                card.set_state(done[key])
+                continue
+            card.accept(starts, shapes)
+            card.sample(t) if sample else card.advance_to(t)
+            done[key] = card.state()
 
     def _sync(self, t: float, starts, shapes) -> list[float]:
-        self._account(starts, shapes, self.cards)
-        return [card.sample(t) for card in self.cards]
+        self._account(starts, shapes, self.cards, t, sample=True)
+        return [card.clock_factor for card in self.cards]
 
     def kill(self, card_id: int, t: float) -> None:
         """A fault: every card accounts up to ``t``, then this one dies; its figures freeze there
@@ -124,9 +129,7 @@ class LocalCardGroup(CardGroup):
 
     def frames(self, t: float) -> list[CardFrame]:
         alive = [card for card in self.cards if card.card_id not in self.lost]
-        self._account(*self._take_steps(), alive)
-        for card in alive:
-            card.advance_to(t)
+        self._account(*self._take_steps(), alive, t, sample=False)
         return [self.lost.get(card.card_id) or card.frame() for card in self.cards]
 
     def close(self) -> None:

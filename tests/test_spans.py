@@ -1,4 +1,4 @@
-"""Spans execute k decode steps in one call; results must equal step-by-step execution."""
+"""The reference engine's spans execute k decode steps in one call; results must equal step-by-step execution."""
 import dataclasses
 
 import pytest
@@ -12,7 +12,7 @@ def both_ways(spec):
     """Both runs' documents (span counters aside), each with every request's token timestamps."""
     docs = []
     for spans in (False, True):
-        outcome = Controller(spec, spans=spans).run()
+        outcome = Controller(spec, spans=spans, stepper="reference").run()
         docs.append(build(outcome) | {"token_times": [r.token_times for r in outcome.records]})
     span_steps = sum(i["span_steps"] for i in docs[1]["instances"])
     plain, spanned = (without_wall_clock(d) for d in docs)

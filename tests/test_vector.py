@@ -60,6 +60,15 @@ def test_vector_equals_reference_under_kv_pressure():
     assert doc["requests"]["preemptions"] > 0
 
 
+def test_vector_equals_reference_when_prompts_outrun_the_token_budget():
+    """Prompts longer than the budget are prefilled in chunks over several steps, so running requests
+    share out the budget and the last of them get less than they lack, or nothing."""
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=2.0, engine={"max_num_batched_tokens": 256},
+                    workload={"arrival": "poisson", "rate": 10,
+                              "input": {"dist": "uniform", "mean": 600, "min": 100, "max": 1100}})
+    assert_same(spec)
+
+
 def test_vector_equals_reference_without_chunked_prefill():
     spec = load_run(None, rack="mini", model="tiny-llama", tp=1, duration_s=2.0, workload="poisson",
                     engine={"enable_chunked_prefill": False, "max_num_batched_tokens": 4096})
