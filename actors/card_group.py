@@ -40,7 +40,8 @@ class RayCardGroup(CardGroup):
             with InputNode() as message:
                 self.dag = MultiOutputNode([h.epoch.bind(message) for h in self.handles]).experimental_compile()
 
-    def _sync(self, t: float, starts, shapes) -> list[float]:
+    def _sync(self, t: float, starts, shapes, busy=None) -> list[float]:
+        """Each card prices its own steps (``busy`` is not sent: one card, one cost model)."""
         message = (starts, shapes, t)
         if self.dag is not None:
             try:
@@ -80,7 +81,7 @@ class RayCardGroup(CardGroup):
         self._mark_lost(card_id)
 
     def frames(self, t: float) -> list:
-        starts, shapes = self._take_steps()
+        starts, shapes, _ = self._take_steps()
         refs = {c: h.frame.remote(t, starts, shapes) for c, h in zip(self.card_ids, self.handles) if c not in self.lost}
         for card, ref in refs.items():
             try:

@@ -51,16 +51,25 @@ class CardGroup:
         self.epoch_start: float | None = None   # the epoch to sync for before the next step
         self.starts: list[float] = []           # steps run since the last sync
         self.shapes: list[np.ndarray] = []
+        self.busy: list[dict | None] = []       # per accepted batch: (cost model id, clock) → each step's busy s
         self.lost: dict[int, CardFrame] = {}    # card id → its last frame, once it died
         self.pricing: tuple = ()                # distinct (cost model, clock factor) of the cards, this epoch
 
     def begin_epoch(self, t: float) -> None:
         self.epoch_start = t
 
-    def _take_steps(self) -> tuple[list[float], np.ndarray]:
-        starts, shapes = self.starts, (np.vstack(self.shapes) if self.shapes else np.zeros((0, 5)))
-        self.starts, self.shapes = [], []
-        return starts, shapes
+    def _take_steps(self) -> tuple[list[float], np.ndarray, dict | None]:
+        """The steps run since the last sync: starts, shapes, and (when every batch came with it) each
+        step's busy seconds per (cost model id, clock factor), so the cards need not price them again."""
+        parts, busy = self.shapes, None
+        starts = self.starts
+        shapes = parts[0] if len(parts) == 1 else np.vstack(parts) if parts else np.zeros((0, 5))
+        if len(self.busy) == 1:
+            busy = self.busy[0]
+        elif self.busy and all(b is not None for b in self.busy):
+            busy = {key: np.concatenate([b[key] for b in self.busy]) for key in self.busy[0]}
+        self.starts, self.shapes, self.busy = [], [], []
+        return starts, shapes, busy
 
     def ready(self, start: float) -> tuple:
         """Sync if this epoch has not yet; the distinct (cost model, clock factor) pairs of the cards,
@@ -79,10 +88,12 @@ class CardGroup:
         """The slowest card's segments for k steps from ``start`` (k × syncs+1)."""
         return np.max([cost.segments(shapes, factor) for cost, factor in self.ready(start)], axis=0)
 
-    def accept(self, starts: list[float], shapes: np.ndarray) -> None:
-        """The first ``len(starts)`` proposed steps ran, from these times (told to the cards at the next sync)."""
+    def accept(self, starts: list[float], shapes: np.ndarray, busy: dict | None = None) -> None:
+        """The first ``len(starts)`` proposed steps ran, from these times (told to the cards at the next sync);
+        ``busy``: their busy seconds per (cost model id, clock factor), when the caller priced them."""
         self.starts += list(starts)
         self.shapes.append(shapes[:len(starts)])
+        self.busy.append(busy)
 
 
 class LocalCardGroup(CardGroup):
@@ -103,7 +114,7 @@ class LocalCardGroup(CardGroup):
         for card, program in zip(self.cards, programs):
             card.load(program, memory, shared_cost(costs, program, card.device, card.dtype))
 
-    def _account(self, starts, shapes, cards, t: float, sample: bool) -> None:
+    def _account(self, starts, shapes, busy, cards, t: float, sample: bool) -> None:
         """Hand the steps to the cards, then bring each to ``t`` (sampling its governor there, for a
         sync). The cards of a group usually share a state and a cost model, so they end in the same
         state: it is worked out once and copied."""
@@ -113,12 +124,12 @@ class LocalCardGroup(CardGroup):
             if key in done:
                 card.set_state(done[key])
                 continue
-            card.accept(starts, shapes)
+            card.accept(starts, shapes, busy.get((id(card.cost), card.clock_factor)) if busy else None)
             card.sample(t) if sample else card.advance_to(t)
             done[key] = card.state()
 
-    def _sync(self, t: float, starts, shapes) -> list[float]:
-        self._account(starts, shapes, self.cards, t, sample=True)
+    def _sync(self, t: float, starts, shapes, busy) -> list[float]:
+        self._account(starts, shapes, busy, self.cards, t, sample=True)
         return [card.clock_factor for card in self.cards]
 
     def kill(self, card_id: int, t: float) -> None:

@@ -11,9 +11,9 @@ summed into one compute segment. Every layer repeats the same commands, so
 only the distinct ones are priced (14 of 296 for Llama 3 8B) and then laid out
 in program order; each command's time is the same number either way.
 
-Shapes come as rows (k steps × 5 terms); each row gets its own matrix-vector
-product and the rest is elementwise, so a step's figures are the same bit for
-bit whether it is evaluated alone or in a span.
+Shapes come as rows (k steps × 5 terms) and every operation is elementwise, so
+a step's figures are the same bit for bit whether it is evaluated alone, in a
+span, or beside other instances' steps.
 """
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ from rsd_ray.compiler.program import DEVICE_SYNC, EXTERNAL_HDMA, HOST, Program
 from rsd_ray.config import DeviceSpec
 
 def linear(shapes: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
-    """(k × 5) shapes · (n × 5) coefficients → (k × n), one matrix-vector product per shape,
+    """(k × 5) shapes · (n × 5) coefficients → (k × n), summed term by term, elementwise (no BLAS),
     so a row never depends on how many shapes were evaluated with it."""
-    if len(shapes) == 1:
-        return (coefficients @ shapes[0])[None]
-    return np.stack([coefficients @ x for x in shapes])
+    out = shapes[:, 0:1] * coefficients[:, 0]
+    for j in range(1, shapes.shape[1]):
+        out = out + shapes[:, j:j + 1] * coefficients[:, j]
+    return out
 
 
 def peak_flops(device: DeviceSpec, dtype: str) -> float:

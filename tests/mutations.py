@@ -45,6 +45,7 @@ WRONG = [
  ("rsd_ray/vector/engine.py", "link_free = np.maximum(link_free, compute_free) + coll[:, i]", "link_free = compute_free + coll[:, i]"),
  ("rsd_ray/vector/table.py", "times[end:end + m] = self.times[self.offset[r]:self.offset[r] + m]", "pass"),
 ]
+HANG_S = 300
 TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_vector.py"]
 
 
@@ -57,12 +58,15 @@ def main(tests: list[str]) -> int:
         source.write_text(text.replace(old, new))
         try:
             res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
-                                 capture_output=True, text=True, cwd=ROOT)
+                                 capture_output=True, text=True, cwd=ROOT, timeout=HANG_S)
+            failed = [line for line in res.stdout.splitlines() if line.startswith("FAILED")][:1]
+            code = res.returncode
+        except subprocess.TimeoutExpired:         # a wrong rule that makes the run loop forever is caught too
+            failed, code = [f"hung for {HANG_S} s"], 1
         finally:
             source.write_text(text)
-        failed = [line for line in res.stdout.splitlines() if line.startswith("FAILED")]
-        survived += res.returncode == 0
-        print(("caught   " if res.returncode else "SURVIVED ") + f"{path}: {old!r} -> {new!r}  {failed[:1]}")
+        survived += code == 0
+        print(("caught   " if code else "SURVIVED ") + f"{path}: {old!r} -> {new!r}  {failed}")
     return 1 if survived else 0
 
 

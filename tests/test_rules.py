@@ -62,7 +62,7 @@ def test_a_collective_starts_when_the_slowest_card_arrives():
     from rsd_ray.card_group import CardGroup
     group = CardGroup()
     group.costs = [FixedCost([1, 1]), FixedCost([3, 3]), FixedCost([1, 1]), FixedCost([1, 1])]   # card 1: 3x slower
-    group._sync = lambda t, starts, shapes: [1.0] * 4
+    group._sync = lambda t, starts, shapes, busy: [1.0] * 4
     sync = GroupSync.__new__(GroupSync)
     sync.chunks = 1
     seg = group.propose(np.zeros((1, 5)), 0.0)[0]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from rsd_ray.router import least_loaded, power_of_two, round_robin  # noqa: F401  (they register)
 from rsd_ray.router.registry import POLICIES, register
 
@@ -21,9 +23,9 @@ class Router:
         """``spec``: a ``RouterSpec`` (not imported: the config reads this package's POLICIES, not back)."""
         self.limit = spec.max_pending_per_instance
         self.policy = POLICIES[spec.policy](num_instances, random.Random(seed))
-        self.running = [0] * num_instances
-        self.queued = [0] * num_instances
-        self.healthy = [True] * num_instances
+        self.running = np.zeros(num_instances, dtype=np.int64)
+        self.queued = np.zeros(num_instances, dtype=np.int64)
+        self.healthy = np.ones(num_instances, dtype=bool)
         self.routed = self.refused = 0
 
     def observe(self, frames) -> None:
@@ -31,18 +33,16 @@ class Router:
             self.running[f.instance], self.queued[f.instance] = f.running, f.waiting
 
     def fail(self, instances) -> None:
-        for i in instances:
-            self.healthy[i] = False
+        self.healthy[list(instances)] = False
 
     def route(self, force: bool = False) -> int | None:
         """The instance for the next request, or None when the rack is full (or, with ``force``,
         when no instance is healthy)."""
-        eligible = [i for i, q in enumerate(self.queued) if (force or q < self.limit) and self.healthy[i]]
-        if not eligible:
+        eligible = self.healthy if force else self.healthy & (self.queued < self.limit)
+        if not eligible.any():
             self.refused += not force
             return None
-        loads = [r + q for r, q in zip(self.running, self.queued)]
-        i = self.policy.choose(loads, eligible)
+        i = int(self.policy.choose(self.running + self.queued, eligible))
         self.queued[i] += 1
         self.routed += 1
         return i

@@ -1,4 +1,6 @@
 """Least loaded: fewest running + waiting + sent since the last telemetry (ties: lowest id)."""
+import numpy as np
+
 from rsd_ray.router.registry import register
 
 
@@ -7,5 +9,5 @@ class LeastLoaded:
     def __init__(self, num_instances: int, rng):
         pass
 
-    def choose(self, loads: list[int], eligible: list[int]) -> int:
-        return min(eligible, key=lambda i: (loads[i], i))
+    def choose(self, loads: np.ndarray, eligible: np.ndarray) -> int:
+        return int(np.where(eligible, loads, np.iinfo(loads.dtype).max).argmin())   # argmin: the first of ties

@@ -1,4 +1,6 @@
 """Power of two choices: two instances drawn at random (seeded), the less loaded wins."""
+import numpy as np
+
 from rsd_ray.router.registry import register
 
 
@@ -7,7 +9,8 @@ class PowerOfTwo:
     def __init__(self, num_instances: int, rng):
         self.rng = rng
 
-    def choose(self, loads: list[int], eligible: list[int]) -> int:
+    def choose(self, loads, eligible) -> int:
+        eligible = np.flatnonzero(eligible).tolist()
         if len(eligible) == 1:
             return eligible[0]
         a, b = self.rng.sample(eligible, 2)

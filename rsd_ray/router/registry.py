@@ -1,4 +1,9 @@
-"""The one place router policies register; a duplicate name is an error."""
+"""The one place router policies register; a duplicate name is an error.
+
+A policy is a class built with ``(num_instances, rng)`` whose ``choose(loads, eligible)`` returns an
+instance id: ``loads`` is each instance's running + waiting + sent (an int array), ``eligible`` a
+boolean mask with at least one True.
+"""
 from __future__ import annotations
 
 POLICIES: dict[str, type] = {}

@@ -7,11 +7,10 @@ class RoundRobin:
     def __init__(self, num_instances: int, rng):
         self.n, self.next = num_instances, 0
 
-    def choose(self, loads: list[int], eligible: list[int]) -> int:
-        ok = set(eligible)
+    def choose(self, loads, eligible) -> int:
         for k in range(self.n):
             i = (self.next + k) % self.n
-            if i in ok:
+            if eligible[i]:
                 self.next = (i + 1) % self.n
                 return i
         raise AssertionError("choose() called with no eligible instance")

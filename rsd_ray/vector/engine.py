@@ -87,15 +87,16 @@ class VectorEngine:
         inst, tokens, rows = inst[stepping], tokens[stepping], rows[stepping]   # all preempted: readmitted next
         shapes = self.sched.shapes(tokens, rows)
         starts = self.clock[inst]
-        segments, lost = self._price(inst, shapes, starts)
+        segments, busy, lost = self._price(inst, shapes, starts)
         if lost:
             keep = ~np.isin(inst, [k for k, _, _ in lost])
+            busy = [b for b, kept in zip(busy, keep) if kept]
             inst, tokens, rows, shapes, starts, segments = (a[keep] for a in (inst, tokens, rows, shapes, starts,
                                                                                segments))
             lost = [(self.iids[k], err, t) for k, err, t in lost]
         ends = starts + host_step_s(shapes[:, 2]) + self._device(inst, shapes, segments)
         for j, k in enumerate(inst.tolist()):
-            self.groups[k].accept(starts[j:j + 1].tolist(), shapes[j:j + 1])
+            self.groups[k].accept(starts[j:j + 1].tolist(), shapes[j:j + 1], busy[j])
             if trace is not None:
                 trace.append((self.iids[k], float(starts[j]), float(ends[j]), tuple(shapes[j].tolist())))
         self.clock[inst] = ends
@@ -108,8 +109,9 @@ class VectorEngine:
         return lost
 
     def _price(self, inst: np.ndarray, shapes: np.ndarray, starts: np.ndarray):
-        """The slowest card's segments of each step (steps × syncs+1); groups that share every
-        (cost model, clock factor) are priced in one call. A group with a lost card is left out."""
+        """The slowest card's segments of each step (steps × syncs+1), and each step's busy seconds per
+        (cost model id, clock factor) for the cards' accounts; groups that share every (cost model,
+        clock factor) are priced in one call. A group with a lost card is left out."""
         by_pricing: dict[tuple, list[int]] = {}
         lost = []
         for j, k in enumerate(inst.tolist()):
@@ -118,10 +120,14 @@ class VectorEngine:
             except CardLost as err:
                 lost.append((k, err, float(starts[j])))
         segments = np.zeros((len(inst), len(self.syncs[0].message) + 1))
+        busy: list = [None] * len(inst)
         for pricing, js in by_pricing.items():
-            x = shapes[js]
-            segments[js] = np.max([cost.segments(x, factor) for cost, factor in pricing], axis=0)
-        return segments, lost
+            parts = [cost.segments(shapes[js], factor) for cost, factor in pricing]
+            segments[js] = np.max(parts, axis=0)
+            sums = [(id(cost), factor, part.sum(axis=1)) for (cost, factor), part in zip(pricing, parts)]
+            for n, j in enumerate(js):
+                busy[j] = {(c, f): s[n:n + 1] for c, f, s in sums}
+        return segments, busy, lost
 
     def _device(self, inst: np.ndarray, shapes: np.ndarray, segments: np.ndarray) -> np.ndarray:
         """Device time of each step: its compute segments and collectives (``GroupSync``'s rules);
@@ -181,11 +187,11 @@ class VectorEngine:
         return [self.table.record(r, finished=False) for k in range(len(self.iids)) for r in self.sched.held(k)]
 
     def frames(self) -> list[InstanceFrame]:
-        s, out = self.sched, []
-        for k, iid in enumerate(self.iids):
-            blocks, free = s.num_blocks[k], int(s.free[k])
-            out.append(InstanceFrame(iid, float(self.clock[k]), int(s.nrun[k]), len(s.waiting[k]) + len(s.pending[k]),
-                                     1.0 - free / blocks if blocks else 0.0, int(self.out_tokens[k]),
-                                     int(self.computed[k]), int(self.steps[k]), int(s.preemptions[k]),
-                                     float(self.busy[k]), 0, bool(self.failed[k])))
-        return out
+        s = self.sched
+        columns = zip(self.iids, self.clock.tolist(), s.nrun.tolist(), s.waiting, s.pending, s.free.tolist(),
+                      s.num_blocks, self.out_tokens.tolist(), self.computed.tolist(), self.steps.tolist(),
+                      s.preemptions.tolist(), self.busy.tolist(), self.failed.tolist())
+        return [InstanceFrame(iid, clock, running, len(waiting) + len(pending), 1.0 - free / blocks if blocks else 0.0,
+                              out, computed, steps, preempted, busy, 0, failed)
+                for iid, clock, running, waiting, pending, free, blocks, out, computed, steps, preempted, busy, failed
+                in columns]

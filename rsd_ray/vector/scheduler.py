@@ -85,26 +85,26 @@ class BatchScheduler:
         before = np.cumsum(lacking, axis=1) - lacking
         n = np.clip(self.budget - before, 0, lacking)
         need = np.where(n > 0, np.maximum(0, -(-(computed + n) // self.block) - t.blocks[safe]), 0)
-        total = need.sum(axis=1)
         short = (np.cumsum(need, axis=1) > self.free[inst, None]).any(axis=1)
         ok = ~short
         take = (n > 0) & ok[:, None]
         t.blocks[rows[take]] += need[take]
-        self.free[inst[ok]] -= total[ok]
-        tokens = {i: row for i, row in zip(inst.tolist(), n.tolist())}
+        self.free[inst[ok]] -= need[ok].sum(axis=1)
+        tokens = np.zeros((len(inst), self.max_seqs), dtype=np.int64)
+        tokens[:, :width] = n
         preempted = np.zeros(len(inst), dtype=np.int64)
         for k in np.flatnonzero(short).tolist():
-            tokens[int(inst[k])], preempted[k] = self._schedule_preempting(int(inst[k]))
-        budget = {i: self.budget - sum(row) for i, row in tokens.items()}
-        for k, i in enumerate(inst.tolist()):
-            if not preempted[k] and self.waiting[i] and budget[i] > 0 and self.nrun[i] < self.max_seqs:
-                tokens[i] = self._admit(i, budget[i], tokens[i])
+            scheduled, preempted[k] = self._schedule_preempting(int(inst[k]))
+            tokens[k] = 0
+            tokens[k, :len(scheduled)] = scheduled
+        budget = self.budget - tokens.sum(axis=1)
+        room = (preempted == 0) & (budget > 0) & (self.nrun[inst] < self.max_seqs)
+        for k in np.flatnonzero(room).tolist():
+            i = int(inst[k])
+            if self.waiting[i]:
+                self._admit(i, int(budget[k]), tokens[k])
         width = int(self.nrun[inst].max()) if len(inst) else 0
-        out = np.zeros((len(inst), width), dtype=np.int64)
-        for k, i in enumerate(inst.tolist()):
-            row = tokens[i][:width]
-            out[k, :len(row)] = row
-        return out, self.run[inst, :width], preempted
+        return tokens[:, :width], self.run[inst, :width], preempted
 
     def _schedule_preempting(self, i: int) -> tuple[list[int], int]:
         """The reference's running phase, request by request, for an instance that must preempt."""
@@ -139,10 +139,10 @@ class BatchScheduler:
         self.preemptions[i] += 1
         return victim
 
-    def _admit(self, i: int, budget: int, tokens: list[int]) -> list[int]:
-        """Waiting requests join while seats, budget and blocks allow (the reference's second phase)."""
+    def _admit(self, i: int, budget: int, tokens: np.ndarray) -> None:
+        """Waiting requests join while seats, budget and blocks allow (the reference's second phase);
+        each one's tokens go in its new running slot of ``tokens``."""
         t, waiting = self.t, self.waiting[i]
-        tokens = list(tokens[:self.nrun[i]])
         while waiting and budget > 0 and self.nrun[i] < self.max_seqs:
             r = waiting[0]
             lacking = int(t.prompt[r] + t.output[r] - t.computed[r])
@@ -151,13 +151,12 @@ class BatchScheduler:
             if (n < lacking and not self.chunked) or need > self.free[i]:
                 break
             waiting.popleft()
+            tokens[self.nrun[i]] = n
             self.run[i, self.nrun[i]] = r
             self.nrun[i] += 1
             t.blocks[r] += need
             self.free[i] -= need
-            tokens.append(n)
             budget -= n
-        return tokens
 
     def shapes(self, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Each step's five batch-shape terms (``compiler.program.TERMS``), as the reference counts them."""
@@ -188,15 +187,18 @@ class BatchScheduler:
         done = np.zeros(tokens.shape, dtype=bool)
         done[took] = np.where(sampled, t.output[r] >= t.max_tokens[r], False)
         finished: list[list[int]] = [[] for _ in inst]
-        for k in np.flatnonzero(done.any(axis=1)).tolist():
-            i = int(inst[k])
-            gone = rows[k][done[k]]
-            finished[k] = gone.tolist()
-            self.free[i] += int(t.blocks[gone].sum())
-            t.blocks[gone] = 0
-            keep = self.run[i, :self.nrun[i]]
-            keep = keep[~np.isin(keep, gone)]
-            self.run[i, :] = -1
-            self.run[i, :len(keep)] = keep
-            self.nrun[i] = len(keep)
+        ks = np.flatnonzero(done.any(axis=1))
+        if not len(ks):
+            return finished
+        for k in ks.tolist():
+            finished[k] = rows[k][done[k]].tolist()
+        gone = rows[done]
+        np.add.at(self.free, np.broadcast_to(inst[:, None], done.shape)[done], t.blocks[gone])
+        t.blocks[gone] = 0
+        i, d = inst[ks], done[ks]                 # the rows of ``rows`` are the matrix's running slots
+        order = np.argsort(d, axis=1, kind="stable")       # the running that stay first, in their order
+        kept = np.take_along_axis(rows[ks], order, axis=1)
+        self.nrun[i] -= d.sum(axis=1)
+        kept[np.arange(kept.shape[1])[None, :] >= self.nrun[i][:, None]] = -1
+        self.run[i, :kept.shape[1]] = kept
         return finished
