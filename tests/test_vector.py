@@ -12,7 +12,7 @@ from tests.test_rules import SlowCost
 from tests.test_spans import CASES, hot
 
 
-def run(spec, stepper, kill=None, slow_card=None):
+def run(spec, stepper, kill=None, slow_card=None, silent=None):
     controller = Controller(spec, stepper=stepper)
     if slow_card is not None:                       # one card of instance 0 on a 3x slower cost model
         card = controller.executor.hosts[0].groups[0].cards[slow_card]
@@ -25,6 +25,9 @@ def run(spec, stepper, kill=None, slow_card=None):
         seen["steps"] += out.steps
         if kill and out.t_end >= kill[0] - 1e-9 and not seen.get("killed"):
             seen["killed"] = controller.control(Control("kill_card", kill[1])) or True
+        if silent and out.t_end >= silent[0] - 1e-9 and not seen.get("silent"):   # as a dead actor on Ray
+            group = controller.executor.hosts[0].groups[0]
+            seen["silent"] = group.lost.setdefault(silent[1], group.frames(out.t_end)[silent[1]])
     outcome = controller.run([collect])
     doc = without_wall_clock(build(outcome))
     doc["emulator"].pop("steps_in_spans")
@@ -79,6 +82,14 @@ def test_vector_equals_reference_when_a_card_dies_mid_run():
     spec = load_run(None, rack="atom-server", duration_s=4.0)
     doc = assert_same(spec, kill=(1.0, 5))
     assert doc["requests"]["retried"] > 0 and len(doc["failures"]) == 1
+
+
+def test_vector_equals_reference_when_a_card_stops_answering_mid_epoch():
+    """The card is found lost at its group's next step (as a Ray card actor that died): that instance
+    stops there, the others run on, and its requests are retried elsewhere."""
+    doc = assert_same(load_run(None, rack="atom-server", duration_s=4.0), silent=(1.0, 1))
+    assert doc["requests"]["retried"] > 0 and [f["instances"] for f in doc["failures"]] == [[0]]
+    assert doc["status"] == "completed"
 
 
 def test_vector_equals_reference_across_servers():

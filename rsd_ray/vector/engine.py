@@ -34,6 +34,7 @@ class VectorEngine:
         self.clock, self.busy = np.zeros(n), np.zeros(n)
         self.steps, self.out_tokens, self.computed = (np.zeros(n, dtype=np.int64) for _ in range(3))
         self.failed = np.zeros(n, dtype=bool)
+        self.halted = np.zeros(n, dtype=bool)      # lost a card: steps no more (the host evacuates it)
         self.finished: list[list[int]] = [[] for _ in range(n)]
         if n:                                        # every group runs the same program: one message matrix
             self.message, self.chunks = self.syncs[0].message, self.syncs[0].chunks
@@ -61,7 +62,7 @@ class VectorEngine:
             self.groups[k].begin_epoch(t0)            # the governor samples once, at the epoch's start
         sched, arrival, lost = self.sched, self.table.arrival, []
         while True:
-            active = np.flatnonzero(~self.failed & (self.clock < t_end)).tolist()
+            active = np.flatnonzero(~self.failed & ~self.halted & (self.clock < t_end)).tolist()
             if not active:
                 break
             work = []
@@ -89,7 +90,8 @@ class VectorEngine:
         starts = self.clock[inst]
         segments, busy, lost = self._price(inst, shapes, starts)
         if lost:
-            keep = ~np.isin(inst, [k for k, _, _ in lost])
+            self.halted[[k for k, _, _ in lost]] = True
+            keep = ~self.halted[inst]
             busy = [b for b, kept in zip(busy, keep) if kept]
             inst, tokens, rows, shapes, starts, segments = (a[keep] for a in (inst, tokens, rows, shapes, starts,
                                                                                segments))
