@@ -1,4 +1,4 @@
-"""Spans against step-by-step execution, measured side by side in one run.
+"""The reference engine's spans against its step-by-step execution, measured side by side in one run.
 
     python benchmarks/spans.py [--duration 30] [--ray-rack-duration 5] [--skip-ray-rack]
 
@@ -21,7 +21,8 @@ from rsd_ray.results import build
 
 
 def measure(rack: str, executor: str, spans: bool, duration: float) -> dict:
-    doc = build(Controller(load_run(None, rack=rack, duration_s=duration), executor=executor, spans=spans).run())
+    doc = build(Controller(load_run(None, rack=rack, duration_s=duration), executor=executor, spans=spans,
+                                stepper="reference").run())
     steps, in_spans = doc["emulator"]["steps"], doc["emulator"]["steps_in_spans"]
     return {"rack": rack, "executor": executor, "spans": spans, "wall_s": doc["emulator"]["wall_s"],
             "ratio": doc["emulator"]["virtual_per_wall"], "steps": steps, "in_spans": in_spans,

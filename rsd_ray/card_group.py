@@ -22,10 +22,13 @@ from rsd_ray.costmodel import StepCost
 
 def shared_cost(costs: dict, program: Program, device, dtype: str) -> StepCost:
     """One cost model per distinct program (held in ``costs``), so groups that run the same commands
-    are priced together."""
-    if program.commands not in costs:
-        costs[program.commands] = StepCost(program, device, dtype)
-    return costs[program.commands]
+    are priced together. Each program object's commands are compared once (hashing them is slow)."""
+    seen = costs.get(id(program))
+    if seen is None:
+        cost = costs.setdefault(program.commands, None) or StepCost(program, device, dtype)
+        costs[program.commands] = cost
+        seen = costs[id(program)] = (program, cost)       # holding the program keeps its id unique
+    return seen[1]
 
 
 class CardLost(RuntimeError):

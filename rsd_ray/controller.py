@@ -159,7 +159,8 @@ class Controller:
             if force:
                 self._error(sub, NO_HEALTHY_INSTANCE)
             return force
-        sub = dataclasses.replace(sub, instance=i, arrival=sub.arrival if force else max(sub.arrival, self.t))
+        sub = Submit(sub.rid, sub.arrival if force else max(sub.arrival, self.t), sub.prompt_len, sub.max_tokens, i,
+                     sub.token_times, sub.retries, sub.preemptions)
         self.in_flight[sub.rid] = sub
         arrivals[self.instance_server[i]].append(sub)
         return True

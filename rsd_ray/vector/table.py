@@ -59,13 +59,12 @@ class RequestTable:
         r = self.free_rows.pop()
         self.live.add(r)
         self.offset[r] = self._room(s.max_tokens)
-        self.arrival[r] = s.arrival
         done = len(s.token_times)
-        for name, value in (("rid", s.rid), ("prompt", s.prompt_len), ("max_tokens", s.max_tokens),
-                            ("computed", 0), ("output", done), ("blocks", 0), ("preemptions", s.preemptions),
-                            ("retries", s.retries), ("instance", instance), ("reported", done)):
-            getattr(self, name)[r] = value
-        self.times[self.offset[r]:self.offset[r] + done] = s.token_times
+        self.arrival[r], self.rid[r], self.prompt[r], self.max_tokens[r] = s.arrival, s.rid, s.prompt_len, s.max_tokens
+        self.computed[r], self.output[r], self.blocks[r], self.reported[r] = 0, done, 0, done
+        self.preemptions[r], self.retries[r], self.instance[r] = s.preemptions, s.retries, instance
+        if done:
+            self.times[self.offset[r]:self.offset[r] + done] = s.token_times
         return r
 
     def token_times(self, r: int, start: int = 0) -> tuple[float, ...]:
