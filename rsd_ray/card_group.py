@@ -25,9 +25,9 @@ def shared_cost(costs: dict, program: Program, device, dtype: str) -> StepCost:
     are priced together. Each program object's commands are compared once (hashing them is slow)."""
     seen = costs.get(id(program))
     if seen is None:
-        cost = costs.setdefault(program.commands, None) or StepCost(program, device, dtype)
-        costs[program.commands] = cost
-        seen = costs[id(program)] = (program, cost)       # holding the program keeps its id unique
+        if program.commands not in costs:
+            costs[program.commands] = StepCost(program, device, dtype)
+        seen = costs[id(program)] = (program, costs[program.commands])   # holding the program keeps its id
     return seen[1]
 
 
@@ -64,8 +64,7 @@ class CardGroup:
     def _take_steps(self) -> tuple[list[float], np.ndarray, dict | None]:
         """The steps run since the last sync: starts, shapes, and (when every batch came with it) each
         step's busy seconds per (cost model id, clock factor), so the cards need not price them again."""
-        parts, busy = self.shapes, None
-        starts = self.starts
+        starts, parts, busy = self.starts, self.shapes, None
         shapes = parts[0] if len(parts) == 1 else np.vstack(parts) if parts else np.zeros((0, 5))
         if len(self.busy) == 1:
             busy = self.busy[0]
@@ -128,7 +127,10 @@ class LocalCardGroup(CardGroup):
                 card.set_state(done[key])
                 continue
             card.accept(starts, shapes, busy.get((id(card.cost), card.clock_factor)) if busy else None)
-            card.sample(t) if sample else card.advance_to(t)
+            if sample:
+                card.sample(t)
+            else:
+                card.advance_to(t)
             done[key] = card.state()
 
     def _sync(self, t: float, starts, shapes, busy) -> list[float]:

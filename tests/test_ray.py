@@ -196,28 +196,47 @@ def _descendants(pid: int) -> dict[int, str]:
     return found
 
 
+def _sigint_as_a_terminal_would() -> None:
+    """The child takes Ctrl-C as from a terminal, even when this test runs under nohup or as a
+    background job (whose children start with SIGINT ignored, and Python then never raises it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("group", [False, True], ids=["kill -INT pid", "Ctrl-C in a terminal (its group)"])
 def test_sigint_saves_interrupted_results_and_leaves_no_ray_process(tmp_path, group):
     out = tmp_path / "run.json"
     proc = subprocess.Popen([sys.executable, "-m", "rsd_ray.cli", "run", "--rack", "mini", "--model", "tiny-llama",
                              "--tp", "2", "--duration", "600", "--no-progress", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            start_new_session=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:              # wait for its 8 card actors: the rack is running
-        if sum("CardActor" in cmd for cmd in _descendants(proc.pid).values()) >= 8:
-            break
-        time.sleep(0.5)
-    time.sleep(5)
-    ours = set(_descendants(proc.pid))
-    assert len(ours) > 8
-    if group:
-        os.killpg(proc.pid, signal.SIGINT)           # what a terminal does: the driver and every Ray process
-    else:
-        proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
-    doc = json.loads(out.read_text())
-    assert doc["status"] == "interrupted" and doc["emulator"]["executor"] == "ray"
-    assert doc["requests"]["completed"] > 0 and accounted(doc)
-    assert eventually(lambda: not ours & set(_processes()), timeout=30), ours & set(_processes())
+                            start_new_session=True, preexec_fn=_sigint_as_a_terminal_would)
+    ours: set[int] = set()
+    passed = False
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:              # wait for its 8 card actors: the rack is running
+            if sum("CardActor" in cmd for cmd in _descendants(proc.pid).values()) >= 8:
+                break
+            time.sleep(0.5)
+        time.sleep(5)
+        ours = set(_descendants(proc.pid))
+        assert len(ours) > 8
+        if group:
+            os.killpg(proc.pid, signal.SIGINT)           # what a terminal does: the driver and every Ray process
+        else:
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err[-3000:]
+        doc = json.loads(out.read_text())
+        assert doc["status"] == "interrupted" and doc["emulator"]["executor"] == "ray"
+        assert doc["requests"]["completed"] > 0 and accounted(doc)
+        assert eventually(lambda: not ours & set(_processes()), timeout=30), ours & set(_processes())
+        passed = True
+    finally:
+        if not passed:                                  # a failed check leaves nothing of the run behind
+            running = {proc.pid} if proc.poll() is None else set()
+            for pid in (ours | set(_descendants(proc.pid)) | running) & set(_processes()):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            proc.wait(timeout=30)
