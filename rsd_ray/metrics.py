@@ -6,6 +6,8 @@ those that finished while the rack drained.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from rsd_ray.request import RequestRecord
@@ -22,16 +24,28 @@ def _stats(name: str, seconds) -> dict[str, float]:
             f"std_{name}_ms": float(ms.std()), f"p90_{name}_ms": float(p90), f"p99_{name}_ms": float(p99)}
 
 
+def _flat_times(records) -> np.ndarray:
+    """Every token time of every record, record after record, as one array (one pass, not one per record)."""
+    return np.fromiter(itertools.chain.from_iterable(r.token_times for r in records), dtype=float,
+                       count=sum(len(r.token_times) for r in records))
+
+
+def _gaps(records) -> np.ndarray:
+    """Inter-token latencies: the gaps between consecutive tokens of each record (none across records)."""
+    flat = _flat_times(records)
+    ends = np.cumsum([len(r.token_times) for r in records])[:-1]     # where one record's tokens stop
+    return np.delete(np.diff(flat), ends[ends > 0] - 1) if flat.size else flat
+
+
 def summarise(records: list[RequestRecord], duration: float) -> dict[str, float]:
     done = [r for r in records if r.finish is not None]
     started = [r for r in records if r.token_times and r.token_times[0] <= duration]
-    times = [np.asarray(r.token_times) for r in records if r.token_times]
-    window_tokens = int(sum(np.count_nonzero(t <= duration) for t in times))
+    window_tokens = int(np.count_nonzero(_flat_times(records) <= duration))
     input_tokens = sum(r.prompt_len for r in started)
     completed_in_window = sum(1 for r in done if r.finish <= duration)
     ttft = [r.token_times[0] - r.arrival for r in done]
     tpot = [(r.finish - r.token_times[0]) / (r.output_len - 1) for r in done if r.output_len > 1]
-    itl = np.concatenate([np.diff(np.asarray(r.token_times)) for r in done]) if done else []
+    itl = _gaps(done)
     e2el = [r.finish - r.arrival for r in done]
     summary = {
         "duration": duration,
