@@ -21,6 +21,11 @@ from rsd_ray.vector.scheduler import BatchScheduler
 from rsd_ray.vector.table import RequestTable
 
 
+MAX_STALLED_ROUNDS = 3
+"""Rounds in a row in which no clock moves before the engine gives up. One is normal (every running
+request of an instance preempted: it re-admits them next round); more means a rule is broken."""
+
+
 class VectorEngine:
     def __init__(self, engine, instances: list[tuple[int, object, object]], num_blocks: int):
         """``instances``: (instance id, card group, GroupSync) of each instance, in instance order."""
@@ -60,11 +65,12 @@ class VectorEngine:
         """Run every healthy instance to ``t_end``; returns (instance, loss, time) of each that lost a card."""
         for k in np.flatnonzero(~self.failed).tolist():
             self.groups[k].begin_epoch(t0)            # the governor samples once, at the epoch's start
-        sched, arrival, lost = self.sched, self.table.arrival, []
+        sched, arrival, lost, stalled = self.sched, self.table.arrival, [], 0
         while True:
             active = np.flatnonzero(~self.failed & ~self.halted & (self.clock < t_end)).tolist()
             if not active:
                 break
+            before = self.clock[active]
             work = []
             for k in active:
                 sched.admit_arrived(k, self.clock[k])
@@ -76,6 +82,9 @@ class VectorEngine:
                     self.clock[k] = nxt if nxt < t_end else t_end
             if work:
                 lost += self._step(np.array(work), trace)
+            stalled = stalled + 1 if (self.clock[active] == before).all() else 0
+            if stalled > MAX_STALLED_ROUNDS:             # a broken rule, not a state: fail, never hang
+                raise RuntimeError(f"no instance's clock moved in {stalled} rounds at t={before.min():.6f}")
         if trace is not None:
             trace.sort(key=lambda step: (self.index[step[0]], step[1]))
         return sorted(lost, key=lambda x: self.index[x[0]])
