@@ -43,6 +43,7 @@ WRONG = [
  ("rsd_ray/vector/engine.py", "host_step_s(shapes[:, 2])", "host_step_s(shapes[:, 1])"),
  ("rsd_ray/vector/engine.py", "pick = t.argmin(axis=1)", "pick = t.argmax(axis=1)"),
  ("rsd_ray/vector/engine.py", "link_free = np.maximum(link_free, compute_free) + coll[:, i]", "link_free = compute_free + coll[:, i]"),
+ ("rsd_ray/sync.py", "link_free = max(link_free, compute_free) + c", "link_free = compute_free + c"),
  ("rsd_ray/vector/table.py", "times[end:end + m] = self.times[self.offset[r]:self.offset[r] + m]", "pass"),
 ]
 HANG_S = 300

@@ -100,6 +100,15 @@ def test_vector_equals_reference_across_servers():
     assert doc["emulator"]["instances"] == 2
 
 
+def test_vector_equals_reference_when_layer_pipelining_waits_for_the_link():
+    """Collectives as slow as a chunk's compute (a 2 GB/s card link): the pipeline's link stage binds."""
+    spec = load_run(None, rack="atom-server", workload="decode-heavy", duration_s=2.0,
+                    compiler={"pipeline_chunks": 4})
+    slow = dataclasses.replace(spec.device.link, bandwidth_gbps=2.0)
+    doc = assert_same(dataclasses.replace(spec, device=dataclasses.replace(spec.device, link=slow)))
+    assert max(link["utilisation"] for link in doc["links"]) > 0.4          # the links are busy
+
+
 def test_vector_equals_reference_with_one_slow_card():
     """A group waits for its slowest card in both engines; the other instances do not."""
     spec = load_run(None, rack="atom-server", duration_s=3.0)
