@@ -21,6 +21,11 @@ def test_a_normal_install_runs_the_command_line(tmp_path):
                    check=True, capture_output=True)
     assert not (target / "actors").exists() and not (target / "dashboards").exists()
     assert (target / "rsd_ray" / "cluster_configs" / "racks" / "rsd-rack.yaml").exists()
+    # every module of the source tree is in the wheel (an editable install in this venv would otherwise
+    # supply a missing one to the checks below)
+    source = {p.relative_to(ROOT / "rsd_ray") for p in (ROOT / "rsd_ray").rglob("*.py")}
+    installed = {p.relative_to(target / "rsd_ray") for p in (target / "rsd_ray").rglob("*.py")}
+    assert not source - installed, sorted(map(str, source - installed))
     env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", CHECK], cwd=tmp_path, env=env, capture_output=True, text=True,
                          check=True)
