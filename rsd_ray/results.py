@@ -40,11 +40,12 @@ def build(outcome: Outcome) -> dict:
     server_list = [{"server": k, "cards": v["cards"],
                     "power_w": v["card_energy_j"] / window + rack.host_power_w} for k, v in sorted(servers.items())]
     elapsed = outcome.end_s
+    covered = max([elapsed] + [f.clock_s for f in outcome.instances])   # a step begun before the end counts whole
     links = []
     for name, nbytes in sorted(outcome.link_bytes.items()):
         kind, bw = outcome.links[name]
         links.append({"link": name, "kind": kind, "bytes": nbytes, "busy_s": nbytes / bw,
-                      "utilisation": nbytes / bw / elapsed if elapsed else 0.0})
+                      "utilisation": nbytes / bw / covered if covered else 0.0})
     records = outcome.records
     requests = {"offered": outcome.offered, "accepted": len(records), "refused": outcome.refused,
                 "refusals": outcome.refusals,

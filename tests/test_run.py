@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -5,7 +6,8 @@ import sys
 import pytest
 
 from rsd_ray.config import LengthSpec, load_run
-from rsd_ray.results import without_wall_clock
+from rsd_ray.controller import Controller
+from rsd_ray.results import build, without_wall_clock
 from tests.conftest import accounted, make_spec, run_doc, with_token_times
 
 
@@ -49,6 +51,17 @@ def test_decode_never_beats_dram_bandwidth_or_peak_flops():
     instances = doc["emulator"]["instances"]
     assert doc["summary"]["output_throughput"] <= instances * 256 / 4 * bandwidth / card_weight_bytes
     assert all(c["memory_used"] <= c["memory_total"] for c in doc["cards"])
+
+
+def test_no_link_or_card_is_busier_than_the_time_it_ran():
+    """Slow card links and layer pipelining: steps a second long, the last ones ending after the run's
+    last epoch. Their bytes count, so the time they cover must too: utilisation never passes 1."""
+    spec = load_run(None, rack="atom-server", duration_s=2.0, compiler={"pipeline_chunks": 4})
+    slow = dataclasses.replace(spec.device.link, bandwidth_gbps=0.5)
+    doc = build(Controller(dataclasses.replace(spec, device=dataclasses.replace(spec.device, link=slow))).run())
+    busiest = max(link["utilisation"] for link in doc["links"])
+    assert 0.9 < busiest <= 1.0
+    assert all(0.0 <= c["utilisation"] <= 1.0 for c in doc["cards"])
 
 
 def test_overload_is_refused_and_nothing_accepted_is_lost():
