@@ -213,11 +213,12 @@ def test_sigint_saves_interrupted_results_and_leaves_no_ray_process(tmp_path, gr
     passed = False
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:              # wait for its 8 card actors: the rack is running
-            if sum("CardActor" in cmd for cmd in _descendants(proc.pid).values()) >= 8:
+        while time.monotonic() < deadline:              # wait for its 8 card actors and a host in an epoch
+            cmds = _descendants(proc.pid).values()
+            if sum("CardActor" in c for c in cmds) >= 8 and any("HostActor.advance" in c for c in cmds):
                 break
-            time.sleep(0.5)
-        time.sleep(5)
+            time.sleep(0.2)
+        time.sleep(3)                                   # requests take ~0.25 s here: some have finished
         ours = set(_descendants(proc.pid))
         assert len(ours) > 8
         if group:
