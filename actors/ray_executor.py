@@ -11,6 +11,7 @@ epoch's output; the rest of the rack goes on without it.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import ray
@@ -20,8 +21,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rsd_ray.actors.card_actor import CardActor
 from rsd_ray.actors.host_actor import HostActor
 from rsd_ray.config import ConfigError
-from rsd_ray.epoch import EpochOut, Failure, merge
-from rsd_ray.executor import host_input
+from rsd_ray.epoch import EpochIn, EpochOut, Failure, merge
 
 HOST_CPU = 0.01
 """CPU share reserved for a host actor's bundle. It only keeps the bundle non-empty:
@@ -33,6 +33,11 @@ channel (0.7 % outside one), so 224 of them on 2 cores would starve the emulatio
 READY_TIMEOUT_S = 600.0   # placement and actor start-up
 CALL_TIMEOUT_S = 300.0    # one epoch of one host; beyond it that host is declared lost
 SHUTDOWN_WAIT_S = 10.0
+
+
+def host_input(epoch: EpochIn, server: int) -> EpochIn:
+    """One host's share of an epoch: its arrivals, and every control (a host acts on its own cards)."""
+    return dataclasses.replace(epoch, arrivals={server: epoch.arrivals.get(server, ())})
 
 
 class RackLost(RuntimeError):

@@ -8,8 +8,6 @@ it as a ``Failure``.
 """
 from __future__ import annotations
 
-import dataclasses
-
 from rsd_ray.compiler import Plan
 from rsd_ray.config import RunSpec
 from rsd_ray.epoch import EpochIn, EpochOut, merge
@@ -17,11 +15,6 @@ from rsd_ray.host import Host, HostSetup
 from rsd_ray.plugins import plugin
 from rsd_ray.topology import Topology
 from rsd_ray.request import RequestRecord
-
-
-def host_input(epoch: EpochIn, server: int) -> EpochIn:
-    """One host's share of an epoch: its arrivals, and every control (a host acts on its own cards)."""
-    return dataclasses.replace(epoch, arrivals={server: epoch.arrivals.get(server, ())})
 
 
 class InlineExecutor:

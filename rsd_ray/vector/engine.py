@@ -92,8 +92,9 @@ class VectorEngine:
     def _step(self, inst: np.ndarray, trace: list | None) -> list:
         tokens, rows, preempted = self.sched.schedule(inst)
         stepping = tokens.any(axis=1)
-        for k in np.flatnonzero(~stepping & (preempted == 0)).tolist():
-            raise RuntimeError(f"instance {self.iids[inst[k]]}: a waiting request cannot fit the KV cache alone")
+        stuck = inst[~stepping & (preempted == 0)]
+        if stuck.size:
+            raise RuntimeError(f"instance {self.iids[stuck[0]]}: a waiting request cannot fit the KV cache alone")
         inst, tokens, rows = inst[stepping], tokens[stepping], rows[stepping]   # all preempted: readmitted next
         shapes = self.sched.shapes(tokens, rows)
         starts = self.clock[inst]
@@ -130,7 +131,7 @@ class VectorEngine:
                 by_pricing.setdefault(self.groups[k].ready(starts[j]), []).append(j)
             except CardLost as err:
                 lost.append((k, err, float(starts[j])))
-        segments = np.zeros((len(inst), len(self.syncs[0].message) + 1))
+        segments = np.zeros((len(inst), len(self.message) + 1))
         busy: list = [None] * len(inst)
         for pricing, js in by_pricing.items():
             parts = [cost.segments(shapes[js], factor) for cost, factor in pricing]
