@@ -155,6 +155,13 @@ class RayExecutor:
         with ray_session(address, spec.rack.servers * spec.rack.cards_per_server):
             return run_on_ray(spec, sinks, spans=spans, stepper=stepper)
 
+    @staticmethod
+    def serve_session(spec, options, address, stepper: str, version: str, body):
+        """``rsd-ray serve`` on Ray: embedded (or joined) Ray around a ServeActor; ``body(actor)`` serves."""
+        from rsd_ray.actors.session import ray_session, serve_on_ray
+        with ray_session(address, spec.rack.servers * spec.rack.cards_per_server):
+            return serve_on_ray(spec, options, stepper, version, body)
+
     def processes(self) -> list[dict]:
         """Each card actor's pid, memory and loaded heavy modules (for benchmarks and tests)."""
         return _get([c.process.remote() for c in self.cards.values()], "card processes")

@@ -82,3 +82,22 @@ def run_on_ray(spec, sinks=(), fast: bool | None = None, spans: bool = True, ste
     finally:
         ray.kill(controller)
         time.sleep(0)   # let the kill be sent before a session shutdown
+
+
+def serve_on_ray(spec, options, stepper: str, version: str, body):
+    """A ServeActor on this node (its URLs are this machine's); ``body(actor)`` serves until told to stop
+    and returns the Outcome. The actor is killed in every case."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from rsd_ray.actors.serve_actor import SERVE_ACTOR_NAME, ServeActor
+    check_capacity(spec.rack)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor = ServeActor.options(name=SERVE_ACTOR_NAME, namespace=NAMESPACE, scheduling_strategy=here).remote(
+        spec, options, stepper, version)
+    try:
+        return body(actor)
+    except ray.exceptions.RayTaskError as err:
+        raise err.as_instanceof_cause() from None
+    finally:
+        ray.kill(actor)
+        time.sleep(0)

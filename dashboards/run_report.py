@@ -31,7 +31,8 @@ def render(doc: dict, console: Console) -> None:
     s, req, emu, cfg = doc["summary"], doc["requests"], doc["emulator"], doc["config"]
     console.print(f"[bold]{cfg['model']['name']}[/] TP {cfg['tp']} on [bold]{cfg['rack']['name']}[/]: "
                   f"{emu['servers']} servers, {emu['cards']} cards, {emu['instances']} instances · "
-                  f"router {cfg['router']['policy']} · {cfg['workload']['arrival']} workload")
+                  f"router {cfg['router']['policy']} · "
+                  + ("served to live clients" if doc.get("served") else f"{cfg['workload']['arrival']} workload"))
     t = Table(title="serving (window of %.0f virtual s)" % s["duration"], show_header=False)
     t.add_column(style="bold")
     t.add_column(justify="right")

@@ -112,6 +112,21 @@ def cmd_run(args) -> int:
     return EXIT[outcome.status]
 
 
+def cmd_serve(args) -> int:
+    from rsd_ray.serve.command import run
+    return run(_spec(args), args)
+
+
+def cmd_litellm_config(args) -> int:
+    from rsd_ray.serve.command import litellm_config
+    return litellm_config(args)
+
+
+def cmd_bench(args) -> int:
+    from rsd_ray.serve.bench import run
+    return run(args)
+
+
 def cmd_sweep(args) -> int:
     from rsd_ray.sweep.command import run
     return run(_spec(args), args)
@@ -167,6 +182,25 @@ def parser() -> argparse.ArgumentParser:
     _spec_args(comp)
     comp.add_argument("--json", action="store_true")
     comp.set_defaults(func=cmd_compile)
+    serve = sub.add_parser("serve", help="serve the rack: OpenAI-compatible HTTP, gRPC and Prometheus, in paced time")
+    _spec_args(serve)
+    _load_args(serve)
+    serve.add_argument("--executor", default="ray", choices=["ray", "inline"],
+                       help="ray: every card an actor, the gateway a Ray actor (default); inline: one process")
+    serve.add_argument("--address", help="join a Ray cluster (auto or HOST:PORT) instead of starting a local one")
+    serve.add_argument("--out", help="write the results JSON here when the server stops")
+    serve.add_argument("--stepper", default="vector", choices=STEPPERS, help="as for run")
+    serve.add_argument("--no-progress", action="store_true", help="no periodic status lines")
+    from rsd_ray.serve.command import add_arguments as add_serve_arguments, add_litellm_arguments
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
+    lite = sub.add_parser("litellm-config", help="write a LiteLLM proxy config.yaml for a running rack")
+    add_litellm_arguments(lite)
+    lite.set_defaults(func=cmd_litellm_config)
+    bench = sub.add_parser("bench", help="benchmark an OpenAI-compatible server, as `vllm bench serve` does")
+    from rsd_ray.serve.bench import add_arguments as add_bench_arguments
+    add_bench_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
     pre = sub.add_parser("presets", help="list the shipped presets")
     pre.set_defaults(func=cmd_presets)
     return top

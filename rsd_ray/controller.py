@@ -25,7 +25,7 @@ from rsd_ray.compiler import Plan, compile_plan
 from rsd_ray.config import RunSpec
 from rsd_ray.epoch import Control, EpochIn, EpochOut, Failure, Submit
 from rsd_ray.executor import get_executor
-from rsd_ray.host import HostSetup
+from rsd_ray.host import ABORTED, HostSetup
 from rsd_ray.instance import InstanceFrame
 from rsd_ray.request import RequestRecord
 from rsd_ray.router import Router
@@ -80,8 +80,9 @@ def check_plan(spec: RunSpec) -> Plan:
 
 class Controller:
     def __init__(self, spec: RunSpec, executor: str = "inline", spans: bool = True, stepper: str = "vector",
-                 **executor_options):
-        """``stepper``: one of ``host.STEPPERS``; ``spans`` applies to the reference engine."""
+                 source=None, **executor_options):
+        """``stepper``: one of ``host.STEPPERS``; ``spans`` applies to the reference engine. ``source``: where
+        requests come from (default: the spec's synthetic workload; ``rsd-ray serve`` passes its gateway)."""
         self.spec = spec
         self.topology = Topology(spec.rack, spec.device)
         self.plan = compile_plan(spec, self.topology)
@@ -90,7 +91,9 @@ class Controller:
         self.executor = get_executor(executor)(spec, self.plan, setups, topology=self.topology, **executor_options)
         self.router = Router(spec.router, len(self.instance_server), spec.seed)
         max_len = spec.engine.max_model_len or spec.model.max_seq_len
-        self.source = Workload(spec.workload, spec.rack.servers, max_len, spec.seed + 1)
+        self.source = source or Workload(spec.workload, spec.rack.servers, max_len, spec.seed + 1)
+        self.duration_s, self.drain_s = spec.duration_s, spec.drain_s
+        self.telemetry_every_s: float | None = None      # card frames this often, besides the window's end
         self.t, self.epochs = 0.0, 0
         self.stream_tokens = False                       # a streaming sink turns this on
         self.trace_steps = False                         # a trace sink turns this on
@@ -110,40 +113,52 @@ class Controller:
 
     # --- inputs -------------------------------------------------------------------------------------
     def control(self, control: Control) -> None:
-        """Enters the rack with the next epoch."""
+        """Enters the rack with the next epoch; an abort of a request waiting to be re-placed ends it here."""
+        if control.kind == "abort":
+            waiting = [s for s in self.retry if s.rid == control.target]
+            if waiting:
+                self.retry.remove(waiting[0])
+                self._error(waiting[0], ABORTED)
+                return
         self.controls.append(control)
 
     def stop(self, reason: str = "stopped") -> None:
         """End the run at the next epoch boundary, with ``status: interrupted``."""
         self._stop = reason
 
+    def close(self, drain_s: float) -> None:
+        """No arrivals after the current epoch; drain what was accepted for at most ``drain_s``, then end
+        with ``status: completed`` (how a server shuts down)."""
+        self.duration_s, self.drain_s = self.t, drain_s
+
     # --- the loop -----------------------------------------------------------------------------------
     @property
     def finished(self) -> bool:
-        spec, t = self.spec, self.t
-        if t < spec.duration_s - 1e-9:
+        t, end = self.t, self.duration_s
+        if t < end - 1e-9:
             return False
         idle = not self.in_flight and not self.retry and not self.source.waiting_to_retry()
-        return idle or t >= spec.duration_s + spec.drain_s - 1e-9
+        return idle or t >= end + self.drain_s - 1e-9
 
     def step(self) -> EpochOut:
         """One epoch: route, advance every host, book what came back."""
-        spec, t0 = self.spec, self.t
+        spec, t0, end = self.spec, self.t, self.duration_s
         t_end = (self.epochs + 1) * spec.epoch_s
-        if t0 < spec.duration_s < t_end:
-            t_end = spec.duration_s                       # an epoch ends exactly at the window's end
+        if t0 < end < t_end:
+            t_end = end                                   # an epoch ends exactly at the window's end
         arrivals: dict[int, list[Submit]] = defaultdict(list)
         retry, self.retry, self.errored = self.retry, [], []
         for sub in retry:
             self._place(sub, arrivals, force=True)
-        offered = self.source.arrivals(t0, min(t_end, spec.duration_s)) if t0 < spec.duration_s else []
-        for n, sub in enumerate(offered):
-            if not self._place(sub, arrivals):
-                self._refuse(offered[n:], t0)             # full now means full until the next telemetry
-                break
-        window = not self.window_cards and t_end >= spec.duration_s - 1e-9
+        offered = self.source.arrivals(t0, min(t_end, end)) if t0 < end else []
+        refused = [sub for sub in offered if not self._place(sub, arrivals)]   # full stays full this epoch
+        if refused:
+            self._refuse(refused, t0)
+        window = not self.window_cards and t_end >= end - 1e-9
+        every = self.telemetry_every_s
+        telemetry = window or bool(every and (self.epochs == 0 or t_end // every > t0 // every))
         controls, self.controls = tuple(self.controls), []
-        epoch = EpochIn(t_end, {s: tuple(v) for s, v in arrivals.items()}, controls, window, self.stream_tokens,
+        epoch = EpochIn(t_end, {s: tuple(v) for s, v in arrivals.items()}, controls, telemetry, self.stream_tokens,
                         self.trace_steps)
         out = self.executor.advance(epoch)
         self.t, self.epochs = t_end, self.epochs + 1
@@ -153,14 +168,14 @@ class Controller:
         return dataclasses.replace(out, errored=tuple(self.errored)) if self.errored else out
 
     def _place(self, sub: Submit, arrivals, force: bool = False) -> bool:
-        """Route one request; a client's retry after a refusal arrives now (``t``), not at its first try."""
-        i = self.router.route(force)
+        """Route one request at the arrival time its source gave it. A new request that names its instance
+        (a per-instance endpoint) goes there or is refused."""
+        i = self.router.route(force, None if force or sub.instance < 0 else sub.instance)
         if i is None:
             if force:
                 self._error(sub, NO_HEALTHY_INSTANCE)
             return force
-        sub = Submit(sub.rid, sub.arrival if force else max(sub.arrival, self.t), sub.prompt_len, sub.max_tokens, i,
-                     sub.token_times, sub.retries, sub.preemptions)
+        sub = dataclasses.replace(sub, instance=i)
         self.in_flight[sub.rid] = sub
         arrivals[self.instance_server[i]].append(sub)
         return True
@@ -248,7 +263,9 @@ class Controller:
                 reported.add(sub.rid)
                 records.append(sub.record())
         links = {l.name: (l.kind, l.bandwidth) for l in self.topology.links.values()}
-        return Outcome(self.spec, self.plan, tuple(sorted(records, key=lambda r: r.rid)), self.source.next_id,
+        spec = self.spec if self.duration_s == self.spec.duration_s else dataclasses.replace(
+            self.spec, duration_s=self.duration_s, drain_s=self.drain_s)      # a served rack's window, as it ran
+        return Outcome(spec, self.plan, tuple(sorted(records, key=lambda r: r.rid)), self.source.next_id,
                        self.refused + self.source.waiting_to_retry(), self.refusals,
                        tuple(self.frames[i] for i in sorted(self.frames)), self.window_cards or self.cards,
                        self.window_s if self.window_cards else self.t, self.cards, self.link_bytes, links, tuple(self.failures), self.t, self.epochs,

@@ -26,7 +26,8 @@ __all__ = ["CardLost", "Control", "EpochIn", "EpochOut", "Failure", "Submit", "m
 
 @dataclass(frozen=True)
 class Control:
-    """A control message for the next epoch: ``kill_card`` (target: card id) is what the rack knows today."""
+    """A control message for the next epoch: ``kill_card`` (target: card id) or ``abort`` (target: request
+    id; the request leaves its instance, KV blocks freed, and comes back as a finished record with an error)."""
     kind: str
     target: int
 

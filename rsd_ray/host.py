@@ -23,6 +23,8 @@ from rsd_ray.sync import GroupSync
 from rsd_ray.topology import Topology
 from rsd_ray.vector import VectorEngine
 
+ABORTED = "aborted: the client went away"
+
 STEPPERS = ("vector", "reference")
 """``vector``: a host's instances stepped together as arrays (the default); ``reference``: the readable
 per-instance engines, one after another. Both give the same results, token timestamps included."""
@@ -97,11 +99,12 @@ class Host:
             for s in epoch.arrivals.get(server, ()):
                 if not self.engine.submit(s):          # routed before the router heard of the failure
                     orphans.append(dataclasses.replace(s, retries=s.retries + 1))
+        aborted = [self.engine.abort(c.target, ABORTED) for c in epoch.controls if c.kind == "abort"]
         steps = [] if epoch.trace else None
         for iid, lost, t in self.engine.advance(self.t, epoch.t_end, steps):
             failures.append(self._fail(lost.cards[0] if lost.cards else None, iid, lost, orphans, t))
         tokens = self.engine.token_events() if epoch.tokens else []
-        finished = self.engine.take_finished()
+        finished = [r for r in aborted if r is not None] + self.engine.take_finished()
         self.t = epoch.t_end
         cards = tuple(self.card_frames(epoch.t_end)) if epoch.telemetry else ()
         links = tuple(self.link_bytes(cards).items()) if epoch.telemetry else ()

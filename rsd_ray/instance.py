@@ -162,6 +162,17 @@ class Instance:
     def unfinished(self) -> list[RequestRecord]:
         return [r.record(finished=False) for r in self._held()]
 
+    def abort(self, rid: int, reason: str) -> RequestRecord | None:
+        """Drop a request wherever it is held (its client went away), freeing its KV blocks."""
+        s = self.scheduler
+        for queue in (self.pending, s.waiting, s.running):
+            for req in queue:
+                if req.rid == rid:
+                    queue.remove(req)
+                    s.kv.free(req)
+                    return req.record(finished=False, error=reason)
+        return None
+
     def frame(self) -> InstanceFrame:
         s = self.scheduler
         return InstanceFrame(self.iid, self.clock, len(s.running), len(s.waiting) + len(self.pending),

@@ -51,5 +51,12 @@ class InstanceSet:
     def unfinished(self) -> list[RequestRecord]:
         return [r for inst in self.instances.values() for r in inst.unfinished()]
 
+    def abort(self, rid: int, reason: str) -> RequestRecord | None:
+        for inst in self.instances.values():
+            record = inst.abort(rid, reason)
+            if record is not None:
+                return record
+        return None
+
     def frames(self) -> list[InstanceFrame]:
         return [inst.frame() for inst in self.instances.values()]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -67,12 +68,11 @@ class Workload:
         return Submit(self.next_id - 1, t, prompt, out, -1)
 
     def arrivals(self, t0: float, t1: float) -> list[Submit]:
-        """Requests arriving in [t0, t1), in arrival order (closed loop: retries first, then new ones;
-        a retry keeps the time of its first attempt until it is placed)."""
+        """Requests arriving in [t0, t1), in arrival order (closed loop: retries first, then new ones)."""
         if self.spec.arrival == "closed":
             reqs = []
-            while self.backlog and self.backlog[0][0] < t1:
-                reqs += heapq.heappop(self.backlog)[2]
+            while self.backlog and self.backlog[0][0] < t1:       # a retry arrives now, not at its first try
+                reqs += [replace(r, arrival=max(r.arrival, t0)) for r in heapq.heappop(self.backlog)[2]]
             reqs += [self._new(t0) for _ in range(self.idle_clients)]
             self.idle_clients = 0
             return reqs

@@ -35,10 +35,17 @@ class Router:
     def fail(self, instances) -> None:
         self.healthy[list(instances)] = False
 
-    def route(self, force: bool = False) -> int | None:
+    def route(self, force: bool = False, pinned: int | None = None) -> int | None:
         """The instance for the next request, or None when the rack is full (or, with ``force``,
-        when no instance is healthy)."""
+        when no instance is healthy). ``pinned``: the request asked for that instance, bypassing the policy."""
         eligible = self.healthy if force else self.healthy & (self.queued < self.limit)
+        if pinned is not None:
+            if not 0 <= pinned < len(eligible) or not eligible[pinned]:
+                self.refused += 1
+                return None
+            self.queued[pinned] += 1
+            self.routed += 1
+            return pinned
         if not eligible.any():
             self.refused += not force
             return None

@@ -10,6 +10,8 @@ per-instance engine's, token timestamps included (``tests/test_vector.py``).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from rsd_ray.calibration import host_step_s
@@ -194,6 +196,17 @@ class VectorEngine:
         self.sched.clear(k)
         self.failed[k] = True
         return out
+
+    def abort(self, rid: int, reason: str) -> RequestRecord | None:
+        """Drop a request wherever it is held (its client went away), freeing its KV blocks."""
+        t = self.table
+        for r in t.live:
+            if t.rid[r] == rid and not self.failed[self.index[int(t.instance[r])]]:
+                self.sched.remove(self.index[int(t.instance[r])], r)
+                record = dataclasses.replace(t.record(r, finished=False), error=reason)
+                t.release(r)
+                return record
+        return None
 
     def unfinished(self) -> list[RequestRecord]:
         return [self.table.record(r, finished=False) for k in range(len(self.iids)) for r in self.sched.held(k)]

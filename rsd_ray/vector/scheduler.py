@@ -64,6 +64,21 @@ class BatchScheduler:
         """Rows the instance holds, in the reference's order: pending, waiting, running."""
         return self.pending[i] + list(self.waiting[i]) + self.run[i, :self.nrun[i]].tolist()
 
+    def remove(self, i: int, r: int) -> None:
+        """Take row ``r`` out of instance ``i`` wherever it is (pending, waiting, running), freeing its blocks."""
+        if r in self.pending[i]:
+            self.pending[i].remove(r)
+        elif r in self.waiting[i]:
+            self.waiting[i].remove(r)
+        else:
+            n = int(self.nrun[i])
+            slot = self.run[i, :n].tolist().index(r)
+            self.run[i, slot:n - 1] = self.run[i, slot + 1:n].copy()
+            self.run[i, n - 1] = -1
+            self.nrun[i] -= 1
+        self.free[i] += self.t.blocks[r]
+        self.t.blocks[r] = 0
+
     def clear(self, i: int) -> None:
         self.pending[i], self.nrun[i] = [], 0
         self.waiting[i].clear()

@@ -1,0 +1,182 @@
+"""``rsd-ray serve`` and ``rsd-ray litellm-config``: the command-line side of a served rack."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+
+from rsd_ray.config import ConfigError
+
+SERVE_EPOCH_S = 0.01       # a served rack's default epoch: the most a request waits for the rack to see it
+STATUS_EVERY_S = 10.0      # how often the serving process prints the rack's state
+LITELLM_STRATEGIES = ("simple-shuffle", "least-busy", "usage-based-routing", "latency-based-routing")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from rsd_ray.config.schema import finite
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=finite(int, 1), default=8000, help="OpenAI-compatible HTTP port (default 8000)")
+    p.add_argument("--grpc-port", type=finite(int, 0), default=50051, help="gRPC port (default 50051; 0: none)")
+    p.add_argument("--pace", type=finite(float), default=1.0,
+                   help="virtual seconds per wall second (1 = real time; 2 = twice as fast)")
+    p.add_argument("--instance-ports", type=finite(int, 1),
+                   help="also serve instance i's own API on this port + i (always at /instances/i/v1)")
+    p.add_argument("--served-model-name", help="the model name clients send (default: the model preset's name)")
+    p.add_argument("--tokenizer", help="a tokenizer.json to count prompt tokens (default: one per word)")
+    p.add_argument("--drain", type=finite(float, 0), default=30.0,
+                   help="after Ctrl-C or SIGTERM: wall seconds the accepted requests may take to finish")
+
+
+def _check(args) -> None:
+    if args.pace <= 0:
+        raise ConfigError("command line", "--pace", args.pace, "virtual seconds per wall second must be > 0")
+    for flag, port in (("--port", args.port), ("--grpc-port", args.grpc_port)):
+        if port > 65535:
+            raise ConfigError("command line", flag, port, "a port is at most 65535")
+    if args.instance_ports and args.instance_ports > 65535:
+        raise ConfigError("command line", "--instance-ports", args.instance_ports, "a port is at most 65535")
+
+
+def serve_spec(spec, args):
+    """``serve`` defaults to ``SERVE_EPOCH_S`` epochs unless --epoch or the config file says otherwise."""
+    import dataclasses
+    if args.epoch_s is None:
+        config = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+        if not (isinstance(config, dict) and "epoch_s" in config):
+            spec = dataclasses.replace(spec, epoch_s=SERVE_EPOCH_S)
+    return spec
+
+
+class _RemoteServer:
+    """The same calls as ``RackServer``, answered by a ``ServeActor``."""
+
+    def __init__(self, actor):
+        import ray
+        self.ray, self.actor = ray, actor
+
+    def start(self):
+        return self.ray.get(self.actor.start.remote())
+
+    @property
+    def running(self) -> bool:
+        return self.ray.get(self.actor.running.remote())
+
+    def status(self) -> dict:
+        return self.ray.get(self.actor.status.remote())
+
+    def stop_now(self) -> None:
+        self.actor.stop_now.remote()
+
+    def shutdown(self, drain_s: float, now: bool = False):
+        return self.ray.get(self.actor.shutdown.remote(drain_s, now))
+
+
+def _serve(server, args, console) -> object:
+    """Serve until Ctrl-C / SIGTERM (or the rack stops), then drain; returns the Outcome."""
+    stop, presses = threading.Event(), []
+
+    def on_signal(signum, frame):
+        presses.append(signum)
+        if len(presses) > 1:           # a second Ctrl-C: end the drain now
+            server.stop_now()
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        urls = server.start()
+        console.print(f"[bold]rsd-ray serve[/]: OpenAI API at {urls['openai']}  ·  metrics {urls['metrics']}"
+                      + (f"  ·  gRPC {urls['grpc']}" if "grpc" in urls else ""))
+        console.print(f"{len(urls['instances'])} instances, each at its own base URL "
+                      f"({urls['instances'][0]} …); Ctrl-C or SIGTERM drains and stops")
+        while not stop.wait(STATUS_EVERY_S if not args.no_progress else 1.0):
+            if not server.running:
+                break
+            if not args.no_progress:
+                s = server.status()
+                console.print(f"t={s['t']:.1f} s virtual · pace {s['pace']:g} · lag {s['lag_s']:.3f} s · "
+                              f"in flight {s['in_flight']} · completed {s['completed']} · refused {s['refused']} · "
+                              f"healthy instances {s['healthy']}/{s['instances']}")
+        if stop.is_set():
+            console.print(f"stopping: no new requests; draining for at most {args.drain:g} s (Ctrl-C again: now)")
+        return server.shutdown(args.drain, now=len(presses) > 1)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def run(spec, args) -> int:
+    from rich.console import Console
+
+    from rsd_ray import __version__
+    from rsd_ray.cli import EXIT, writable
+    from rsd_ray.controller import check_plan
+    from rsd_ray.plugins import renderer
+    from rsd_ray.results import build, dump
+
+    _check(args)
+    writable(args.out, "--out")
+    spec = serve_spec(spec, args)
+    check_plan(spec)
+    from rsd_ray.serve.server import ServeOptions
+    options = ServeOptions(args.host, args.port, args.grpc_port, args.pace, args.instance_ports,
+                           args.served_model_name, args.tokenizer)
+    if args.tokenizer and not Path(args.tokenizer).is_file():
+        raise ConfigError("command line", "--tokenizer", args.tokenizer, "no such file; give a tokenizer.json")
+    console = Console(stderr=True)
+    if args.executor == "inline":
+        from rsd_ray.serve.server import RackServer
+        server = RackServer(spec, "inline", options, args.stepper, __version__)
+        server.stop_now = lambda: server.controller.stop("interrupted (Ctrl-C)")
+        outcome = _serve(server, args, console)
+    else:
+        from rsd_ray.executor import get_executor
+        outcome = get_executor("ray").serve_session(spec, options, args.address, args.stepper, __version__,
+                                                      lambda actor: _serve(_RemoteServer(actor), args, console))
+    doc = build(outcome)
+    doc["served"] = {"pace": args.pace, "epoch_s": spec.epoch_s, "executor": args.executor}
+    if args.out:
+        dump(doc, args.out)
+    renderer("render_run")(doc, console)
+    if args.out:
+        console.print(f"results: {args.out}")
+    if outcome.status != "completed":
+        print(f"rsd-ray: serve {outcome.status}: {outcome.reason}", file=sys.stderr)
+    return EXIT[outcome.status]
+
+
+def litellm_config(args) -> int:
+    """Write a LiteLLM proxy config.yaml with one ``hosted_vllm/`` deployment per instance of a running rack."""
+    import httpx
+    base = args.base_url.rstrip("/")
+    if base.endswith("/v1"):
+        base = base[:-3]
+    try:
+        model = httpx.get(f"{base}/v1/models", timeout=10).json()["data"][0]["id"]
+        instances = httpx.get(f"{base}/v1/instances", timeout=10).json()["data"]
+    except (httpx.HTTPError, KeyError, IndexError, ValueError) as err:
+        raise ConfigError("command line", "--base-url", args.base_url,
+                          f"no rsd-ray server answers there ({type(err).__name__}: {err}); start `rsd-ray serve`") from None
+    deployments = [{"model_name": args.model_name or model,
+                    "litellm_params": {"model": f"hosted_vllm/{model}", "api_base": f"{base}{inst['api_base']}",
+                                       "api_key": "none"},
+                    "model_info": {"id": f"rsd-ray-instance-{inst['instance']}"}} for inst in instances]
+    config = {"model_list": deployments, "router_settings": {"routing_strategy": args.routing_strategy}}
+    text = yaml.safe_dump(config, sort_keys=False)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}: {len(deployments)} deployments of {model}, routing {args.routing_strategy}",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def add_litellm_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-url", default="http://127.0.0.1:8000", help="the running rack's URL")
+    p.add_argument("--routing-strategy", default="simple-shuffle", choices=LITELLM_STRATEGIES)
+    p.add_argument("--model-name", help="the name LiteLLM clients use (default: the served model's)")
+    p.add_argument("--out", help="write here (default: stdout)")

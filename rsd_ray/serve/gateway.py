@@ -1,0 +1,218 @@
+"""The gateway: live clients as the rack's request source, and the rack's token events back to them.
+
+::
+
+    HTTP / gRPC handler ──submit()──▶ incoming ──arrivals(t0, t1)──▶ Controller (its source)
+    Controller ──EpochOut──▶ on_epoch() ──tokens, ends──▶ each Ticket ──paced──▶ its client
+
+The controller's thread calls ``arrivals``/``refused``/``on_epoch``; the
+handlers' event loop calls ``submit``/``abort``. Virtual time is gated to the
+wall clock by ``Pacer``: the rack computes epoch [t0, t1) once the wall clock
+reaches t0, and a token reaches its client at its own virtual time mapped to
+wall time. A request keeps the virtual time it reached the gateway, so its wait
+for the next epoch is part of the TTFT the emulation reports, as it is part of
+what the client measures. When the
+rack falls behind, ``lag_s`` says by how much, and nothing is hidden.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+
+from rsd_ray.epoch import Control, EpochOut, Submit
+from rsd_ray.request import RequestRecord
+
+
+class Pacer:
+    """Virtual seconds = (wall seconds since start) × pace."""
+
+    def __init__(self, pace: float):
+        self.pace = pace
+        self.wall0 = time.monotonic()
+
+    def restart(self) -> None:
+        self.wall0 = time.monotonic()
+
+    def virtual(self, wall: float | None = None) -> float:
+        return ((time.monotonic() if wall is None else wall) - self.wall0) * self.pace
+
+    def wall(self, t: float) -> float:
+        return self.wall0 + t / self.pace
+
+    def set_pace(self, pace: float) -> None:
+        """Change the pace from now on, without a jump in virtual time."""
+        now = time.monotonic()
+        t = self.virtual(now)
+        self.pace = pace
+        self.wall0 = now - t / pace
+
+
+class Refused(Exception):
+    """The gateway did not take a request: ``status`` is its HTTP status (429 full, 503 unavailable)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request's life at the gateway: what the rack is asked for, and the events coming back."""
+    rid: int
+    prompt_len: int
+    output_len: int                       # tokens the rack generates (the emulated EOS or max_tokens)
+    instance: int                         # -1: the router chooses
+    max_tokens: int                       # what the client allowed (finish_reason "length" when reached)
+    arrival_wall: float
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    ended: bool = False
+    record: RequestRecord | None = None   # the rack's record once it ended
+
+    def push(self, event: tuple) -> None:
+        """From the controller's thread: hand an event to the client's coroutine."""
+        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+class Gateway:
+    def __init__(self, pace: float, max_queued: int):
+        """``max_queued``: requests waiting for the next epoch; beyond it a request is refused (429) at once."""
+        self.pacer = Pacer(pace)
+        self.max_queued = max_queued
+        self.lock = threading.Lock()
+        self.incoming: list[Ticket] = []
+        self.live: dict[int, Ticket] = {}
+        self.fresh: list[Ticket] = []           # handed to the rack this epoch: accepted unless refused
+        self.aborts: list[int] = []
+        self.next_id = 0
+        self.closed: str | None = None
+        self.lag_s = 0.0
+        self.t = 0.0
+        self.controller = None
+        self.wake = threading.Event()
+        self.counts = {"accepted": 0, "refused": 0, "completed": 0, "errored": 0, "aborted": 0}
+        self.last: EpochOut | None = None       # the last epoch, for metrics, telemetry and smi
+        self.cards: tuple = ()                  # the last card frames (they come every few epochs)
+        self.on_end = None                      # called with (record, finish_reason) as each request finishes
+
+    # --- the handlers' side ---------------------------------------------------------------------------
+    def submit(self, prompt_len: int, output_len: int, instance: int = -1, max_tokens: int | None = None) -> Ticket:
+        loop = asyncio.get_running_loop()
+        with self.lock:
+            if self.closed:
+                raise Refused(503, f"the rack is {self.closed}")
+            if len(self.incoming) >= self.max_queued:
+                self.counts["refused"] += 1
+                raise Refused(429, "too many requests waiting for admission; retry later")
+            ticket = Ticket(self.next_id, prompt_len, output_len, instance, max_tokens or output_len,
+                            time.monotonic(), loop)
+            self.next_id += 1
+            self.incoming.append(ticket)
+        return ticket
+
+    def abort(self, ticket: Ticket) -> None:
+        """The client went away: free its request wherever it is."""
+        with self.lock:
+            if ticket.ended:
+                return
+            ticket.ended = True
+            self.counts["aborted"] += 1
+            if ticket in self.incoming:
+                self.incoming.remove(ticket)
+            else:
+                self.aborts.append(ticket.rid)
+
+    def healthy(self, instance: int | None = None) -> bool:
+        """Whether any instance (or this one) can take requests."""
+        if self.controller is None:
+            return False
+        healthy = self.controller.router.healthy
+        return bool(healthy.any() if instance is None else 0 <= instance < len(healthy) and healthy[instance])
+
+    def close(self, why: str) -> None:
+        """Take no more requests (503 from now on); those already taken go on."""
+        with self.lock:
+            self.closed = why
+
+    # --- the controller's side (its request source) ---------------------------------------------------
+    def attach(self, controller) -> None:
+        self.controller = controller
+
+    def arrivals(self, t0: float, t1: float) -> list[Submit]:
+        """Wait until the wall clock reaches ``t0``, then hand over what arrived before ``t1``."""
+        delay = self.pacer.wall(t0) - time.monotonic()
+        if delay > 0:
+            self.wake.wait(delay)
+        self.lag_s = max(0.0, time.monotonic() - self.pacer.wall(t0))
+        self.t = t0
+        with self.lock:
+            for rid in self.aborts:
+                self.controller.control(Control("abort", rid))
+            self.aborts = []
+            due = [k for k in self.incoming if self.pacer.virtual(k.arrival_wall) < t1]
+            self.incoming = [k for k in self.incoming if k not in due] if len(due) < len(self.incoming) else []
+            for k in due:
+                self.live[k.rid] = k
+            self.fresh = due
+            self.counts["accepted"] += len(due)
+        return [Submit(k.rid, self.pacer.virtual(k.arrival_wall), k.prompt_len, k.output_len, k.instance)
+                for k in due]
+
+    def refused(self, subs: list[Submit], t: float) -> int:
+        healthy = self.controller.router.healthy
+        with self.lock:
+            for s in subs:
+                ticket = self.live.pop(s.rid)
+                ticket.ended = True
+                self.counts["refused"] += 1
+                self.counts["accepted"] -= 1
+                if not healthy.any() or (s.instance >= 0 and not healthy[s.instance]):
+                    ticket.push(("refused", 503, "no healthy instance can take the request"))
+                else:
+                    ticket.push(("refused", 429, "the rack's admission queues are full; retry later"))
+        return len(subs)
+
+    def done(self, count: int) -> None:
+        """Clients here are not a closed loop: nothing to wake."""
+
+    def waiting_to_retry(self) -> int:
+        return 0
+
+    def on_epoch(self, out: EpochOut, in_flight: int) -> None:
+        """A sink of the controller: every token and every end goes to its ticket."""
+        self.last = out
+        if out.cards:
+            self.cards = out.cards
+        with self.lock:
+            live = self.live
+            for ticket in self.fresh:
+                if not ticket.ended:
+                    ticket.push(("accepted",))
+            self.fresh = []
+            for rid, times in out.tokens:
+                ticket = live.get(rid)
+                if ticket is not None:
+                    ticket.push(("tokens", times))
+            for record in out.finished:
+                ticket = live.pop(record.rid, None)
+                if ticket is not None:
+                    ticket.record = record
+                    if record.error is None:
+                        self.counts["completed"] += 1
+                        ticket.push(("end", record))
+                        if self.on_end:
+                            self.on_end(record, "length" if record.output_len >= ticket.max_tokens else "stop")
+            for rid, reason in out.errored:
+                ticket = live.pop(rid, None)
+                if ticket is not None:
+                    self.counts["errored"] += 1
+                    ticket.push(("error", 503, reason))
+
+    def fail_all(self, reason: str) -> None:
+        """The rack stopped: every request still open ends with an explicit error."""
+        with self.lock:
+            for ticket in list(self.live.values()) + self.incoming:
+                ticket.push(("error", 503, reason))
+            self.live, self.incoming = {}, []

@@ -1,0 +1,151 @@
+"""The rack's gRPC API: generic handlers, messages as msgpack maps (no generated code).
+
+Service ``rsdray.Rack``; every request and response is one msgpack map:
+
+==========  ===============  ======================================================================
+method      kind             request → response
+==========  ===============  ======================================================================
+Generate    unary → stream   {prompt | prompt_ids | prompt_tokens, max_tokens, min_tokens, ignore_eos,
+                             instance} → {index, text, t} per token, then {finish_reason, usage}
+Telemetry   unary → stream   {interval_s} → {t, pace, lag_s, counts, instances[], cards[]} per interval
+Smi         unary → unary    {} → {t, cards[]} (``CardFrame`` fields)
+Status      unary → unary    {} → {rack, model, tp, router, t, pace, lag_s, in_flight, instances, ...}
+Control     unary → unary    {kind: kill_card, target} | {kind: pace, value} → {ok, message}
+==========  ===============  ======================================================================
+
+Errors are gRPC status codes: INVALID_ARGUMENT (HTTP 400), NOT_FOUND (404),
+RESOURCE_EXHAUSTED (429), UNAVAILABLE (503). ``rsd_ray.serve.client.RackClient`` is the
+Python client.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+
+import grpc
+import msgpack
+from pydantic import ValidationError
+
+from rsd_ray.epoch import Control
+from rsd_ray.serve.openai_api import ApiError, CompletionBody, _accepted, _admit
+from rsd_ray.serve.text import word
+
+SERVICE = "rsdray.Rack"
+STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
+          429: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
+TELEMETRY_MIN_INTERVAL_S = 0.05
+
+
+def pack(message) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def unpack(data: bytes):
+    return msgpack.unpackb(data, raw=False)
+
+
+def frames(items) -> list[dict]:
+    return [dataclasses.asdict(f) for f in items]
+
+
+class RackService:
+    def __init__(self, server):
+        """``server``: the RackServer (its gateway, controller and API context)."""
+        self.server, self.ctx = server, server.ctx
+
+    async def Generate(self, request: dict, context):
+        prompt = request.get("prompt_ids") or request.get("prompt")
+        if prompt is None and "prompt_tokens" in request:
+            prompt = [0] * int(request["prompt_tokens"])
+        try:
+            body = CompletionBody(model=self.ctx.model, prompt=prompt if prompt is not None else "",
+                                  max_tokens=request.get("max_tokens"), min_tokens=request.get("min_tokens", 0),
+                                  ignore_eos=request.get("ignore_eos", False))
+            instance = request.get("instance", -1)
+            job = _admit(self.ctx, body, "completion", None if instance is None or instance < 0 else instance)
+        except ValidationError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err.errors()[0].get("msg")))
+        except ApiError as err:
+            await context.abort(STATUS[err.status], err.message)
+        done, n = False, 0
+        try:
+            await _accepted(job)
+            async for kind, value in job.tokens():
+                if kind == "token":
+                    n += 1
+                    yield {"index": value, "text": word(job.ticket.rid, value)}
+                else:
+                    done = True
+                    yield {"finish_reason": value, "usage": job.usage(n)}
+        except ApiError as err:
+            done = True
+            await context.abort(STATUS[err.status], err.message)
+        finally:
+            if not done:
+                self.server.gateway.abort(job.ticket)
+
+    async def Telemetry(self, request: dict, context):
+        interval = max(TELEMETRY_MIN_INTERVAL_S, float(request.get("interval_s", 0.5)))
+        while True:
+            yield self._frame()
+            await asyncio.sleep(interval)
+
+    def _frame(self) -> dict:
+        g = self.server.gateway
+        last = g.last
+        return {"t": g.t, "pace": g.pacer.pace, "lag_s": g.lag_s, "counts": dict(g.counts),
+                "instances": frames(last.instances) if last else [], "cards": frames(g.cards)}
+
+    async def Smi(self, request: dict, context):
+        g = self.server.gateway
+        return {"t": g.t, "device": self.server.spec.device.name, "cards": frames(g.cards)}
+
+    async def Status(self, request: dict, context):
+        spec = self.server.spec
+        return {"rack": spec.rack.name, "model": self.ctx.model, "tp": spec.tp, "router": spec.router.policy,
+                "servers": spec.rack.servers, "cards": spec.rack.servers * spec.rack.cards_per_server,
+                **self.server.status()}
+
+    async def Control(self, request: dict, context):
+        kind = request.get("kind")
+        if kind == "pace":
+            value = request.get("value")
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"pace must be a finite number > 0, not {value!r}")
+            self.server.gateway.pacer.set_pace(float(value))
+            return {"ok": True, "message": f"pace {value}"}
+        if kind == "kill_card":
+            cards = self.server.spec.rack.servers * self.server.spec.rack.cards_per_server
+            target = request.get("target")
+            if not isinstance(target, int) or not 0 <= target < cards:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"target must be a card id in [0, {cards}), "
+                                                                      f"not {target!r}")
+            self.server.controller.control(Control("kill_card", target))
+            return {"ok": True, "message": f"card {target} will be killed at the next epoch"}
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown control {kind!r}: kill_card or pace")
+
+
+def _handler(service: RackService) -> grpc.GenericRpcHandler:
+    streams = {"Generate", "Telemetry"}
+    methods = {}
+    for name in ("Generate", "Telemetry", "Smi", "Status", "Control"):
+        make = grpc.unary_stream_rpc_method_handler if name in streams else grpc.unary_unary_rpc_method_handler
+        methods[name] = make(getattr(service, name), request_deserializer=unpack, response_serializer=pack)
+    return grpc.method_handlers_generic_handler(SERVICE, methods)
+
+
+async def start_grpc(server, host: str, port: int):
+    """A started grpc.aio server on the running loop; raises when the port cannot be bound."""
+    from rsd_ray.config import ConfigError
+    grpc_server = grpc.aio.server()
+    grpc_server.add_generic_rpc_handlers((_handler(RackService(server)),))
+    try:
+        bound = grpc_server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise ConfigError("command line", "--grpc-port", port, f"cannot listen on {host}:{port}; choose another "
+                          "port (or 0 for no gRPC server)")
+    await grpc_server.start()
+    return grpc_server

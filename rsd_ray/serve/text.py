@@ -1,0 +1,59 @@
+"""Text in performance mode: how prompts are counted, what the synthetic output says, when it ends.
+
+- **Prompt tokens.** With ``--tokenizer tokenizer.json`` (the ``tokenizers`` library) a prompt is
+  counted by the model's tokenizer. Without one the documented rule is *one token per
+  whitespace-separated word* (at least one), so a client that sends N words asks for N tokens; a
+  prompt given as token ids counts its ids. A chat adds ``CHAT_TOKENS_PER_MESSAGE`` per message for
+  its role header and ``CHAT_REPLY_TOKENS`` for the assistant's header, as Llama 3's template does.
+- **Output text.** No weights run in performance mode: token *i* of request *r* is a word of
+  ``WORDS``, chosen by (r + i), and every response's ``system_fingerprint`` says so.
+- **When it ends.** A model stops at its EOS token; here the EOS is emulated by drawing the output
+  length from the run's workload output distribution (seeded), kept within ``[min_tokens,
+  max_tokens]``. ``ignore_eos`` (as vLLM's benchmarks send it) generates exactly ``max_tokens``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rsd_ray.workload import LengthSampler
+
+SYSTEM_FINGERPRINT = "rsd-ray-performance-mode:synthetic-text"
+CHAT_TOKENS_PER_MESSAGE = 4     # <|start_header_id|>role<|end_header_id|>\n\n … <|eot_id|>
+CHAT_REPLY_TOKENS = 4           # <|begin_of_text|> and the assistant's header
+WORDS = ("the", "rack", "of", "cards", "answers", "in", "virtual", "time", "with", "tokens", "that", "say",
+         "nothing", "and", "arrive", "when", "real", "ones", "would")
+
+
+class Tokens:
+    """Counts prompt tokens by the model's tokenizer when one is given, else by the word rule."""
+
+    def __init__(self, tokenizer_path: str | None = None):
+        self.tokenizer = None
+        if tokenizer_path:
+            from tokenizers import Tokenizer          # optional: only with --tokenizer
+            self.tokenizer = Tokenizer.from_file(tokenizer_path)
+
+    def count(self, text: str) -> int:
+        if self.tokenizer is not None:
+            return max(1, len(self.tokenizer.encode(text).ids))
+        return max(1, len(text.split()))
+
+    def count_chat(self, contents: list[str]) -> int:
+        return sum(self.count(c) for c in contents) + CHAT_TOKENS_PER_MESSAGE * len(contents) + CHAT_REPLY_TOKENS
+
+
+def word(rid: int, i: int) -> str:
+    """The synthetic text of output token ``i`` of request ``rid`` (with its leading space)."""
+    return " " + WORDS[(rid + i) % len(WORDS)]
+
+
+class OutputLengths:
+    """The emulated EOS: output lengths drawn from the workload's output distribution."""
+
+    def __init__(self, spec, max_model_len: int, seed: int):
+        self.sample = LengthSampler(spec, max_model_len - 1, np.random.default_rng(seed))
+
+    def __call__(self, max_tokens: int, min_tokens: int, ignore_eos: bool) -> int:
+        if ignore_eos:
+            return max_tokens
+        return max(min_tokens, min(max_tokens, self.sample()))

@@ -1,0 +1,284 @@
+"""`rsd-ray serve` (inline executor) against real clients: the openai SDK, LiteLLM, httpx, gRPC, Prometheus."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+
+from tests.serve_helpers import LiveServer, openai_client
+
+MODEL = "llama3-8b"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    live = LiveServer(tmp_path_factory.mktemp("serve"))
+    yield live
+    live.stop()
+
+
+def test_openai_completions_and_chat_streaming_and_not(server):
+    client = openai_client(server.base)
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    c = client.completions.create(model=MODEL, prompt="one two three four", max_tokens=5, extra_body={"ignore_eos": True})
+    assert c.choices[0].finish_reason == "length"
+    assert (c.usage.prompt_tokens, c.usage.completion_tokens, c.usage.total_tokens) == (4, 5, 9)   # a token a word
+    assert len(c.choices[0].text.split()) == 5
+    assert "synthetic" in c.system_fingerprint
+    chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi there"}],
+                                          max_completion_tokens=3, extra_body={"ignore_eos": True})
+    assert chat.choices[0].message.role == "assistant" and chat.choices[0].finish_reason == "length"
+    assert (chat.usage.prompt_tokens, chat.usage.completion_tokens) == (2 + 4 + 4, 3)   # words + header + reply
+    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
+                                            stream=True, stream_options={"include_usage": True},
+                                            extra_body={"ignore_eos": True})
+    chunks = list(stream)
+    text = [ch.choices[0].delta.content for ch in chunks if ch.choices and ch.choices[0].delta.content]
+    assert len(text) == 4
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "length"
+    assert chunks[-1].usage.completion_tokens == 4 and not chunks[-1].choices
+    stream = client.completions.create(model=MODEL, prompt=[1, 2, 3], max_tokens=3, stream=True,
+                                       extra_body={"ignore_eos": True})
+    assert len([ch for ch in stream if ch.choices and ch.choices[0].text]) == 3
+
+
+def test_emulated_eos_respects_min_and_max_tokens(server):
+    client = openai_client(server.base)
+    for _ in range(5):
+        c = client.completions.create(model=MODEL, prompt="a b", max_tokens=40, extra_body={"min_tokens": 10})
+        n = c.usage.completion_tokens
+        assert 10 <= n <= 40
+        assert c.choices[0].finish_reason == ("length" if n == 40 else "stop")
+
+
+def test_stop_word_ends_the_stream_early(server):
+    client = openai_client(server.base)
+    c = client.completions.create(model=MODEL, prompt="x", max_tokens=30, stop=["virtual"],
+                                  extra_body={"ignore_eos": True})
+    assert c.choices[0].finish_reason == "stop"
+    assert "virtual" not in c.choices[0].text and c.usage.completion_tokens < 30
+
+
+def test_litellm_reaches_the_rack_and_each_instance(server):
+    import litellm
+    r = litellm.completion(model=f"hosted_vllm/{MODEL}", api_base=f"{server.base}/v1",
+                           messages=[{"role": "user", "content": "hello"}], max_tokens=3, ignore_eos=True)
+    assert r.usage.completion_tokens == 3
+    before = {i: server.total("vllm:request_success_total", engine=str(i)) for i in range(4)}
+    r = litellm.completion(model=f"hosted_vllm/{MODEL}", api_base=f"{server.base}/instances/2/v1",
+                           messages=[{"role": "user", "content": "hello"}], max_tokens=2, stream=True,
+                           ignore_eos=True)
+    assert len([ch for ch in r if ch.choices and ch.choices[0].delta.content]) == 2
+    after = {i: server.total("vllm:request_success_total", engine=str(i)) for i in range(4)}
+    assert {i: after[i] - before[i] for i in after} == {0: 0, 1: 0, 2: 1, 3: 0}   # the router was bypassed
+
+
+def test_litellm_config_deploys_every_instance(server, tmp_path):
+    import yaml
+
+    from rsd_ray.cli import main
+    out = tmp_path / "config.yaml"
+    assert main(["litellm-config", "--base-url", server.base, "--routing-strategy", "least-busy",
+                 "--out", str(out)]) == 0
+    config = yaml.safe_load(out.read_text())
+    bases = [d["litellm_params"]["api_base"] for d in config["model_list"]]
+    assert bases == [f"{server.base}/instances/{i}/v1" for i in range(4)]
+    assert {d["litellm_params"]["model"] for d in config["model_list"]} == {f"hosted_vllm/{MODEL}"}
+    assert config["router_settings"]["routing_strategy"] == "least-busy"
+    import litellm
+    router = litellm.Router(model_list=config["model_list"])
+    r = router.completion(model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=2, ignore_eos=True)
+    assert r.usage.completion_tokens == 2
+
+
+BAD = [
+    (b"{not json", 400, None),
+    (json.dumps({"model": MODEL, "prompt": "x", "temperature": -1}), 400, "temperature"),
+    (json.dumps({"model": MODEL, "prompt": "x", "n": 2}), 400, "n"),
+    (json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 0}), 400, "max_tokens"),
+    ('{"model": "llama3-8b", "prompt": "x", "top_p": NaN}', 400, "top_p"),
+    (json.dumps({"model": MODEL, "prompt": "x", "min_tokens": 9, "max_tokens": 3}), 400, "min_tokens"),
+    (json.dumps({"model": MODEL, "prompt": "w " * 8200}), 400, "prompt"),
+    (json.dumps({"model": MODEL, "prompt": "w " * 8000, "max_tokens": 500}), 400, "max_tokens"),
+    (json.dumps({"model": MODEL}), 400, "prompt"),
+    (json.dumps({"model": "gpt-4", "prompt": "x"}), 404, "model"),
+]
+
+
+@pytest.mark.parametrize("body,status,param", BAD)
+def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(server, body, status, param):
+    r = httpx.post(f"{server.base}/v1/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status
+    error = r.json()["error"]
+    assert error["code"] == status and error["message"] and error["type"]
+    if param:
+        assert param in (error["param"] or "")
+    ok = httpx.post(f"{server.base}/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 1})
+    assert ok.status_code == 200
+
+
+def test_an_instance_that_does_not_exist_is_404(server):
+    r = httpx.post(f"{server.base}/instances/9/v1/completions", json={"model": MODEL, "prompt": "x"})
+    assert r.status_code == 404
+
+
+def test_ttft_the_client_measures_matches_the_emulation_on_an_idle_rack(server):
+    client = openai_client(server.base)
+    for _ in range(3):
+        count = server.total("vllm:time_to_first_token_seconds_count")
+        total = server.total("vllm:time_to_first_token_seconds_sum")
+        sent = time.perf_counter()
+        stream = client.completions.create(model=MODEL, prompt="w " * 500, max_tokens=2, stream=True,
+                                           extra_body={"ignore_eos": True})
+        first = None
+        for ch in stream:
+            if first is None and ch.choices and ch.choices[0].text:
+                first = time.perf_counter() - sent
+        assert server.total("vllm:time_to_first_token_seconds_count") == count + 1
+        emulated = server.total("vllm:time_to_first_token_seconds_sum") - total
+        assert emulated > 0.02                        # a 500-token prefill takes real (virtual) time
+        assert abs(first - emulated) < 0.05, (first, emulated)
+
+
+def test_a_client_that_disconnects_frees_its_request(server):
+    aborted = server.total("vllm:generation_tokens_total")
+    with httpx.stream("POST", f"{server.base}/v1/completions",
+                      json={"model": MODEL, "prompt": "x", "max_tokens": 2000, "ignore_eos": True,
+                            "stream": True}) as r:
+        for n, _ in enumerate(r.iter_lines()):
+            if n > 4:
+                break
+    time.sleep(0.5)
+    running = server.total("vllm:num_requests_running") + server.total("vllm:num_requests_waiting")
+    assert running == 0
+    generated = server.total("vllm:generation_tokens_total") - aborted
+    assert generated < 200                          # stopped far short of its 2,000 tokens
+
+
+async def _client(base: str, until: float, seen: dict) -> None:
+    async with httpx.AsyncClient(timeout=60) as http:
+        while time.monotonic() < until:
+            body = {"model": MODEL, "prompt": "w " * 64, "max_tokens": 16, "ignore_eos": True, "stream": True,
+                    "stream_options": {"include_usage": True}}
+            async with http.stream("POST", f"{base}/v1/completions", json=body) as r:
+                if r.status_code != 200:
+                    seen["errors"][r.status_code] = seen["errors"].get(r.status_code, 0) + 1
+                    await r.aread()
+                    await asyncio.sleep(0.2)
+                    continue
+                tokens, usage, done = 0, None, False
+                async for line in r.aiter_lines():
+                    if line == "data: [DONE]":
+                        done = True
+                    elif line.startswith("data: "):
+                        msg = json.loads(line[6:])
+                        tokens += sum(1 for c in msg.get("choices", []) if c.get("text"))
+                        usage = msg.get("usage") or usage
+                        if "error" in msg:
+                            seen["errors"]["stream"] = seen["errors"].get("stream", 0) + 1
+                            done = False
+                            break
+                if done and usage:
+                    assert usage["completion_tokens"] == tokens == 16
+                    seen["completed"] += 1
+                    seen["prompt_tokens"] += usage["prompt_tokens"]
+                    seen["tokens"] += tokens
+                elif not done:
+                    seen["errors"]["unfinished"] = seen["errors"].get("unfinished", 0) + 1
+
+
+def test_200_streaming_clients_for_30_s_and_metrics_agree(server):
+    before = {k: server.total(k) for k in ("vllm:request_success_total", "vllm:prompt_tokens_total")}
+    seen = {"completed": 0, "prompt_tokens": 0, "tokens": 0, "errors": {}}
+
+    async def main():
+        until = time.monotonic() + 30
+        await asyncio.gather(*[_client(server.base, until, seen) for _ in range(200)])
+    asyncio.run(main())
+    assert seen["completed"] > 200
+    assert set(seen["errors"]) <= {429}, seen["errors"]       # every request completed or was refused, explicitly
+    time.sleep(0.5)
+    assert server.total("vllm:request_success_total") - before["vllm:request_success_total"] == seen["completed"]
+    assert server.total("vllm:prompt_tokens_total") - before["vllm:prompt_tokens_total"] == seen["prompt_tokens"]
+    assert seen["prompt_tokens"] == 64 * seen["completed"]
+    assert server.total("rsd_ray_lag_seconds") < 1.0
+
+
+def test_metrics_have_vllm_and_rbln_names(server):
+    m = server.metrics()
+    names = {name for name, _ in m}
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+                 "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:request_success_total",
+                 "vllm:num_preemptions_total", "vllm:time_to_first_token_seconds_bucket",
+                 "vllm:inter_token_latency_seconds_bucket", "vllm:e2e_request_latency_seconds_bucket",
+                 "RBLN_DEVICE_STATUS:TEMPERATURE", "RBLN_DEVICE_STATUS:CARD_POWER", "RBLN_DEVICE_STATUS:DRAM_USED",
+                 "RBLN_DEVICE_STATUS:DRAM_TOTAL", "RBLN_DEVICE_STATUS:UTILIZATION", "RBLN_DEVICE_STATUS:HEALTH",
+                 "rsd_ray_virtual_time_seconds", "rsd_ray_pace", "rsd_ray_lag_seconds"):
+        assert name in names, name
+    temps = [v for (n, labels), v in m.items() if n == "RBLN_DEVICE_STATUS:TEMPERATURE"]
+    assert len(temps) == 16 and all(20 < t < 110 for t in temps)
+    total = [v for (n, _), v in m.items() if n == "RBLN_DEVICE_STATUS:DRAM_TOTAL"]
+    assert all(abs(t - total[0]) < 1e-9 for t in total) and 10 < total[0] <= 16      # ATOM: 16 GiB GDDR6
+    assert {dict(labels)["engine"] for (n, labels), _ in m.items() if n == "vllm:num_requests_running"} == \
+        {"0", "1", "2", "3"}
+
+
+def test_grpc_generate_smi_status_and_control(server):
+    import grpc
+
+    from rsd_ray.serve.client import RackClient
+    with RackClient(f"127.0.0.1:{server.grpc_port}") as rack:
+        events = list(rack.generate(prompt_tokens=32, max_tokens=5, ignore_eos=True))
+        assert [e["index"] for e in events[:-1]] == [0, 1, 2, 3, 4]
+        assert events[-1]["finish_reason"] == "length" and events[-1]["usage"]["prompt_tokens"] == 32
+        smi = rack.smi()
+        assert [c["card"] for c in smi["cards"]] == list(range(16))
+        status = rack.status()
+        assert (status["rack"], status["tp"], status["instances"], status["healthy"]) == ("atom-server", 4, 4, 4)
+        frame = next(iter(rack.telemetry(0.1)))
+        assert len(frame["instances"]) == 4 and frame["t"] > 0
+        with pytest.raises(grpc.RpcError) as err:
+            rack.control("pace", value=-1.0)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as err:
+            list(rack.generate(prompt_tokens=9000, max_tokens=1))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_bench_reports_what_the_rack_reports(server):
+    from rsd_ray.serve.bench import run
+    import argparse
+
+    from rsd_ray.serve.bench import add_arguments
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    counts = {k: server.total(k) for k in ("vllm:time_to_first_token_seconds_sum",
+                                           "vllm:time_to_first_token_seconds_count",
+                                           "vllm:e2e_request_latency_seconds_sum", "vllm:generation_tokens_total")}
+    args = p.parse_args(["--base-url", server.base, "--num-prompts", "24", "--random-input-len", "256",
+                         "--random-output-len", "32", "--max-concurrency", "4", "--result-file",
+                         str(server.out.parent / "bench.json")])
+    assert run(args) == 0
+    doc = json.loads((server.out.parent / "bench.json").read_text())
+    assert doc["completed"] == 24 and doc["total_output_tokens"] == 24 * 32 and doc["total_input_tokens"] == 24 * 256
+    n = server.total("vllm:time_to_first_token_seconds_count") - counts["vllm:time_to_first_token_seconds_count"]
+    assert n == 24
+    ttft = (server.total("vllm:time_to_first_token_seconds_sum") - counts["vllm:time_to_first_token_seconds_sum"]) / n
+    e2e = (server.total("vllm:e2e_request_latency_seconds_sum") - counts["vllm:e2e_request_latency_seconds_sum"]) / n
+    assert doc["mean_e2el_ms"] == pytest.approx(e2e * 1000, rel=0.05)
+    assert doc["mean_ttft_ms"] == pytest.approx(ttft * 1000, rel=0.05, abs=10)
+    tpot = (e2e - ttft) / 31
+    assert doc["mean_tpot_ms"] == pytest.approx(tpot * 1000, rel=0.05)
+
+
+def test_sigterm_drains_and_writes_the_results_document(server):
+    code, doc = server.stop()
+    assert code == 0, server.output()
+    assert doc["status"] == "completed" and doc["served"]["pace"] == 1.0
+    r = doc["requests"]
+    assert r["accepted"] == r["completed"] + r["errored"] + r["unfinished"] and r["unfinished"] == 0
+    assert r["completed"] > 200
+    assert doc["config"]["duration_s"] < 600            # the served window, not the open-ended horizon
