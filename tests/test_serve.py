@@ -131,7 +131,7 @@ def test_ttft_the_client_measures_matches_the_emulation_on_an_idle_rack(server):
         count = server.total("vllm:time_to_first_token_seconds_count")
         total = server.total("vllm:time_to_first_token_seconds_sum")
         sent = time.perf_counter()
-        stream = client.completions.create(model=MODEL, prompt="w " * 500, max_tokens=2, stream=True,
+        stream = client.completions.create(model=MODEL, prompt="w " * 4000, max_tokens=2, stream=True,
                                            extra_body={"ignore_eos": True})
         first = None
         for ch in stream:
@@ -139,7 +139,7 @@ def test_ttft_the_client_measures_matches_the_emulation_on_an_idle_rack(server):
                 first = time.perf_counter() - sent
         assert server.total("vllm:time_to_first_token_seconds_count") == count + 1
         emulated = server.total("vllm:time_to_first_token_seconds_sum") - total
-        assert emulated > 0.02                        # a 500-token prefill takes real (virtual) time
+        assert emulated > 0.1                         # a 4,000-token prefill takes that long (virtual)
         assert abs(first - emulated) < 0.05, (first, emulated)
 
 
@@ -282,3 +282,49 @@ def test_sigterm_drains_and_writes_the_results_document(server):
     assert r["accepted"] == r["completed"] + r["errored"] + r["unfinished"] and r["unfinished"] == 0
     assert r["completed"] > 200
     assert doc["config"]["duration_s"] < 600            # the served window, not the open-ended horizon
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory):
+    """One instance of 8 cards with room for 2 running and 2 waiting requests."""
+    tmp = tmp_path_factory.mktemp("tight")
+    config = tmp / "tight.yaml"
+    config.write_text("rack: mini\nmodel: tiny-llama\ntp: 8\nengine: {max_num_seqs: 2}\n"
+                      "router: {max_pending_per_instance: 2}\n")
+    live = LiveServer(tmp, "--config", str(config))
+    yield live
+    live.stop()
+
+
+async def _flood(base: str, n: int) -> list[int]:
+    async with httpx.AsyncClient(timeout=60) as http:
+        body = {"model": "tiny-llama", "prompt": "w " * 16, "max_tokens": 200, "ignore_eos": True}
+        replies = await asyncio.gather(*[http.post(f"{base}/v1/completions", json=body) for _ in range(n)])
+    for r in replies:
+        if r.status_code != 200:
+            assert r.json()["error"]["code"] == r.status_code
+    return [r.status_code for r in replies]
+
+
+def test_a_full_rack_refuses_with_429_and_finishes_what_it_took(tight):
+    codes = asyncio.run(_flood(tight.base, 24))
+    assert set(codes) == {200, 429}
+    assert codes.count(200) >= 4                          # 2 running + 2 waiting, at least
+    assert tight.total("vllm:request_success_total") == codes.count(200)
+
+
+def test_no_healthy_instance_is_503_and_health_says_so(tight):
+    from rsd_ray.serve.client import RackClient
+    with RackClient(f"127.0.0.1:{tight.grpc_port}") as rack:
+        rack.control("kill_card", target=3)
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{tight.base}/health").status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert httpx.get(f"{tight.base}/health").status_code == 503
+    r = httpx.post(f"{tight.base}/v1/completions", json={"model": "tiny-llama", "prompt": "x", "max_tokens": 2})
+    assert r.status_code == 503 and r.json()["error"]["type"] == "ServiceUnavailableError"
+    assert httpx.get(f"{tight.base}/v1/models").status_code == 200      # the server itself still answers
+    deadline = time.monotonic() + 5                                        # card frames come each virtual second
+    while tight.total("RBLN_DEVICE_STATUS:HEALTH") < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tight.total("RBLN_DEVICE_STATUS:HEALTH") == 1                  # the lost card reads inactive

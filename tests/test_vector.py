@@ -12,7 +12,7 @@ from tests.test_rules import SlowCost
 from tests.test_spans import CASES, hot
 
 
-def run(spec, stepper, kill=None, slow_card=None, silent=None):
+def run(spec, stepper, kill=None, slow_card=None, silent=None, aborts=None):
     controller = Controller(spec, stepper=stepper)
     if slow_card is not None:                       # one card of instance 0 on a 3x slower cost model
         card = controller.executor.hosts[0].groups[0].cards[slow_card]
@@ -25,6 +25,8 @@ def run(spec, stepper, kill=None, slow_card=None, silent=None):
         seen["steps"] += out.steps
         if kill and out.t_end >= kill[0] - 1e-9 and not seen.get("killed"):
             seen["killed"] = controller.control(Control("kill_card", kill[1])) or True
+        if aborts and out.t_end >= aborts[0] - 1e-9 and not seen.get("aborted"):  # clients that went away
+            seen["aborted"] = [controller.control(Control("abort", rid)) for rid in aborts[1]]
         if silent and out.t_end >= silent[0] - 1e-9 and not seen.get("silent"):   # as a dead actor on Ray
             group = controller.executor.hosts[0].groups[0]
             seen["silent"] = group.lost.setdefault(silent[1], group.frames(out.t_end)[silent[1]])
@@ -33,7 +35,7 @@ def run(spec, stepper, kill=None, slow_card=None, silent=None):
     doc["emulator"].pop("steps_in_spans")
     for inst in doc["instances"]:
         inst.pop("span_steps")
-    return doc | {"token_times": [r.token_times for r in outcome.records],
+    return doc | {"records": [dataclasses.asdict(r) for r in outcome.records],
                   "token_events": sorted(seen["tokens"]), "trace": seen["steps"]}
 
 
@@ -61,6 +63,16 @@ def test_vector_equals_reference_under_kv_pressure():
                     workload={"concurrency": 32, "input": {"mean": 200}, "output": {"mean": 300}})
     doc = assert_same(spec)
     assert doc["requests"]["preemptions"] > 0
+
+
+def test_vector_equals_reference_when_clients_abort_running_and_waiting_requests():
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=2.0,
+                    engine={"num_blocks_override": 60, "max_model_len": 960, "max_num_seqs": 4},
+                    workload={"concurrency": 32, "input": {"mean": 200}, "output": {"mean": 300}})
+    doc = assert_same(spec, aborts=(0.3, list(range(0, 40, 3))))
+    aborted = [r for r in doc["records"] if r["error"] and r["error"].startswith("aborted")]
+    assert len(aborted) >= 8                          # running and waiting ones, each ended once
+    assert doc["requests"]["errored"] == len(aborted)
 
 
 def test_vector_equals_reference_when_prompts_outrun_the_token_budget():
