@@ -89,6 +89,9 @@ class Instance:
             if out.preempted:   # all running were preempted; the next round readmits them
                 return []
             raise RuntimeError(f"instance {self.iid}: a waiting request cannot fit the KV cache alone")
+        for req, _ in out.scheduled:
+            if req.scheduled is None:
+                req.scheduled = self.clock
         ends = self._execute(out.shape[None], limit=self.clock)
         return self.scheduler.update(out, ends[0])
 

@@ -11,7 +11,7 @@ class Request:
     ``num_computed`` catches up with ``num_tokens`` (prompt + outputs so far);
     when it does, the step samples one more output token."""
     __slots__ = ("rid", "arrival", "prompt_len", "max_tokens", "num_computed", "num_output", "blocks",
-                 "token_times", "preemptions", "instance", "retries", "reported")
+                 "token_times", "preemptions", "instance", "retries", "reported", "scheduled")
 
     def __init__(self, rid: int, arrival: float, prompt_len: int, max_tokens: int):
         self.rid, self.arrival, self.prompt_len, self.max_tokens = rid, arrival, prompt_len, max_tokens
@@ -19,6 +19,7 @@ class Request:
         self.token_times = array("d")
         self.instance = -1
         self.reported = 0            # token times already sent out as token events
+        self.scheduled = None        # start of the first step that computed any of its tokens
 
     @classmethod
     def from_submit(cls, s) -> "Request":
@@ -36,7 +37,8 @@ class Request:
     def record(self, finished: bool, error: str | None = None) -> "RequestRecord":
         times = tuple(self.token_times)
         return RequestRecord(self.rid, self.instance, self.arrival, self.prompt_len, self.max_tokens,
-                             times, self.preemptions, times[-1] if finished and times else None, self.retries, error)
+                             times, self.preemptions, times[-1] if finished and times else None, self.retries, error,
+                             self.scheduled)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class RequestRecord:
     finish: Optional[float]           # None: not finished when the run ended, or errored
     retries: int = 0                  # times it was moved off a failed instance
     error: Optional[str] = None       # why it ended without finishing (no healthy instance could take it)
+    scheduled: Optional[float] = None  # first scheduled (on its last instance): queue time = scheduled - arrival
 
     @property
     def output_len(self) -> int:

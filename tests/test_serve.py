@@ -214,10 +214,14 @@ def test_metrics_have_vllm_and_rbln_names(server):
                  "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:request_success_total",
                  "vllm:num_preemptions_total", "vllm:time_to_first_token_seconds_bucket",
                  "vllm:inter_token_latency_seconds_bucket", "vllm:e2e_request_latency_seconds_bucket",
+                 "vllm:request_queue_time_seconds_bucket",
                  "RBLN_DEVICE_STATUS:TEMPERATURE", "RBLN_DEVICE_STATUS:CARD_POWER", "RBLN_DEVICE_STATUS:DRAM_USED",
                  "RBLN_DEVICE_STATUS:DRAM_TOTAL", "RBLN_DEVICE_STATUS:UTILIZATION", "RBLN_DEVICE_STATUS:HEALTH",
                  "rsd_ray_virtual_time_seconds", "rsd_ray_pace", "rsd_ray_lag_seconds"):
         assert name in names, name
+    queued = server.total("vllm:request_queue_time_seconds_count")
+    assert queued == server.total("vllm:request_success_total") and queued > 200
+    assert 0 < server.total("vllm:request_queue_time_seconds_sum") < server.total("vllm:e2e_request_latency_seconds_sum")
     temps = [v for (n, labels), v in m.items() if n == "RBLN_DEVICE_STATUS:TEMPERATURE"]
     assert len(temps) == 16 and all(20 < t < 110 for t in temps)
     total = [v for (n, _), v in m.items() if n == "RBLN_DEVICE_STATUS:DRAM_TOTAL"]

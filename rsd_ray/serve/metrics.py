@@ -54,9 +54,8 @@ class RackMetrics:
             itl = self.itl.labels(self.model, engine)
             for a, b in zip(times, times[1:]):
                 itl.observe(b - a)
-        scheduled = getattr(record, "scheduled", None)
-        if scheduled is not None:
-            self.queue.labels(self.model, engine).observe(scheduled - record.arrival)
+        if record.scheduled is not None:
+            self.queue.labels(self.model, engine).observe(record.scheduled - record.arrival)
 
     def collect(self):
         """Gauges and cumulative counters from the last epoch (called at each scrape)."""

@@ -100,6 +100,10 @@ class VectorEngine:
         inst, tokens, rows = inst[stepping], tokens[stepping], rows[stepping]   # all preempted: readmitted next
         shapes = self.sched.shapes(tokens, rows)
         starts = self.clock[inst]
+        took = tokens > 0                             # requests in their first step: their queue time ends
+        r, at = rows[took], np.broadcast_to(starts[:, None], tokens.shape)[took]
+        new = np.isnan(self.table.scheduled[r])
+        self.table.scheduled[r[new]] = at[new]
         segments, busy, lost = self._price(inst, shapes, starts)
         if lost:
             self.halted[[k for k, _, _ in lost]] = True

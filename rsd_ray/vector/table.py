@@ -19,6 +19,7 @@ INT_COLUMNS = ("rid", "prompt", "max_tokens", "computed", "output", "blocks", "p
 class RequestTable:
     def __init__(self, capacity: int = 256):
         self.arrival = np.zeros(capacity)
+        self.scheduled = np.full(capacity, np.nan)      # first step's start; NaN until then
         for name in INT_COLUMNS:
             setattr(self, name, np.zeros(capacity, dtype=np.int64))
         self.free_rows = list(range(capacity - 1, -1, -1))
@@ -28,7 +29,7 @@ class RequestTable:
 
     def _grow_rows(self) -> None:
         n = len(self.arrival)
-        for name in ("arrival",) + INT_COLUMNS:
+        for name in ("arrival", "scheduled") + INT_COLUMNS:
             column = getattr(self, name)
             setattr(self, name, np.concatenate([column, np.zeros_like(column)]))
         self.free_rows = list(range(2 * n - 1, n - 1, -1)) + self.free_rows
@@ -61,6 +62,7 @@ class RequestTable:
         self.offset[r] = self._room(s.max_tokens)
         done = len(s.token_times)
         self.arrival[r], self.rid[r], self.prompt[r], self.max_tokens[r] = s.arrival, s.rid, s.prompt_len, s.max_tokens
+        self.scheduled[r] = np.nan
         self.computed[r], self.output[r], self.blocks[r], self.reported[r] = 0, done, 0, done
         self.preemptions[r], self.retries[r], self.instance[r] = s.preemptions, s.retries, instance
         if done:
@@ -75,7 +77,8 @@ class RequestTable:
         times = self.token_times(r)
         return RequestRecord(int(self.rid[r]), int(self.instance[r]), float(self.arrival[r]), int(self.prompt[r]),
                              int(self.max_tokens[r]), times, int(self.preemptions[r]),
-                             times[-1] if finished and times else None, int(self.retries[r]), None)
+                             times[-1] if finished and times else None, int(self.retries[r]), None,
+                             None if np.isnan(self.scheduled[r]) else float(self.scheduled[r]))
 
     def submit(self, r: int) -> Submit:
         """The row as a request to retry elsewhere, with the tokens it has."""
