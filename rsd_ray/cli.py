@@ -35,6 +35,17 @@ def _load_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=finite(int))
 
 
+def _rack_args(p: argparse.ArgumentParser, out_help: str) -> None:
+    """Where the rack runs and where its results go (``run`` and ``serve``)."""
+    p.add_argument("--executor", default="ray", choices=["ray", "inline"],
+                   help="ray: every card an actor (default); inline: one process, for tests and fast sweeps")
+    p.add_argument("--address", help="join a Ray cluster (auto or HOST:PORT) instead of starting a local one")
+    p.add_argument("--out", help=out_help)
+    p.add_argument("--stepper", default="vector", choices=STEPPERS,
+                   help="vector: a host's instances stepped together as arrays (default); reference: the "
+                        "readable per-instance engines (same results, slower; for checking)")
+
+
 def _spec(args) -> RunSpec:
     """The run the options describe; 0 is a value (refused where out of range), never "unset"."""
     rate, concurrency = getattr(args, "rate", None), getattr(args, "concurrency", None)
@@ -159,13 +170,7 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a scenario and print its summary")
     _spec_args(run)
     _load_args(run)
-    run.add_argument("--executor", default="ray", choices=["ray", "inline"],
-                     help="ray: every card an actor (default); inline: one process, for tests and fast sweeps")
-    run.add_argument("--address", help="join a Ray cluster (auto or HOST:PORT) instead of starting a local one")
-    run.add_argument("--out", help="write the results JSON here")
-    run.add_argument("--stepper", default="vector", choices=STEPPERS,
-                     help="vector: a host's instances stepped together as arrays (default); reference: the "
-                          "readable per-instance engines (same results, slower; for checking)")
+    _rack_args(run, "write the results JSON here")
     run.add_argument("--no-spans", action="store_true",
                      help="reference engine: run every step on its own (same results, slower; for checking)")
     run.add_argument("--requests-csv", help="write one line per request here")
@@ -185,11 +190,7 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the rack: OpenAI-compatible HTTP, gRPC and Prometheus, in paced time")
     _spec_args(serve)
     _load_args(serve)
-    serve.add_argument("--executor", default="ray", choices=["ray", "inline"],
-                       help="ray: every card an actor, the gateway a Ray actor (default); inline: one process")
-    serve.add_argument("--address", help="join a Ray cluster (auto or HOST:PORT) instead of starting a local one")
-    serve.add_argument("--out", help="write the results JSON here when the server stops")
-    serve.add_argument("--stepper", default="vector", choices=STEPPERS, help="as for run")
+    _rack_args(serve, "write the results JSON here when the server stops")
     serve.add_argument("--no-progress", action="store_true", help="no periodic status lines")
     from rsd_ray.serve.command import add_arguments as add_serve_arguments, add_litellm_arguments
     add_serve_arguments(serve)

@@ -339,7 +339,7 @@ def test_no_healthy_instance_is_503_and_health_says_so(tight):
 @pytest.mark.parametrize("flags,field", [
     (["--pace", "0"], "--pace"), (["--pace", "-1"], "--pace"), (["--pace", "nan"], "--pace"),
     (["--pace", "inf"], "--pace"), (["--port", "0"], "--port"), (["--port", "70000"], "--port"),
-    (["--drain", "-1"], "--drain"), (["--out", "/no/such/dir/x.json"], "--out"),
+    (["--drain", "-1"], "--drain"), (["--out", "/no/such/dir/x.json"], "--out"), (["--rate", "5"], "--rate"),
 ])
 def test_bad_serve_flags_are_refused_before_anything_starts(flags, field):
     import subprocess

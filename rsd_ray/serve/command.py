@@ -32,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check(args) -> None:
+    for flag, value in (("--rate", args.rate), ("--concurrency", args.concurrency), ("--duration", args.duration_s)):
+        if value is not None:
+            raise ConfigError("command line", flag, value, "serve takes its requests from clients until it is "
+                              "stopped; use `rsd-ray bench` against it, or `rsd-ray run` for a synthetic load")
     if args.pace <= 0:
         raise ConfigError("command line", "--pace", args.pace, "virtual seconds per wall second must be > 0")
     for flag, port in (("--port", args.port), ("--grpc-port", args.grpc_port)):

@@ -55,7 +55,6 @@ def _bind(host: str, port: int, flag: str) -> socket.socket:
 class RackServer:
     def __init__(self, spec, executor: str = "inline", options: ServeOptions = ServeOptions(),
                  stepper: str = "vector", version: str = "0", **executor_options):
-        import uvicorn  # noqa: F401  (fail here, before a rack starts, if the server parts are missing)
         self.options = options
         spec = dataclasses.replace(spec, duration_s=SERVE_HORIZON_S)
         self.gateway = Gateway(options.pace, 0)
