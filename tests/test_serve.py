@@ -262,12 +262,12 @@ def test_bench_reports_what_the_rack_reports(server):
     counts = {k: server.total(k) for k in ("vllm:time_to_first_token_seconds_sum",
                                            "vllm:time_to_first_token_seconds_count",
                                            "vllm:e2e_request_latency_seconds_sum", "vllm:generation_tokens_total")}
-    args = p.parse_args(["--base-url", server.base, "--num-prompts", "24", "--random-input-len", "256",
+    args = p.parse_args(["--base-url", server.base, "--num-prompts", "24", "--random-input-len", "2048",
                          "--random-output-len", "32", "--max-concurrency", "4", "--result-file",
                          str(server.out.parent / "bench.json")])
     assert run(args) == 0
     doc = json.loads((server.out.parent / "bench.json").read_text())
-    assert doc["completed"] == 24 and doc["total_output_tokens"] == 24 * 32 and doc["total_input_tokens"] == 24 * 256
+    assert doc["completed"] == 24 and doc["total_output_tokens"] == 24 * 32 and doc["total_input_tokens"] == 24 * 2048
     n = server.total("vllm:time_to_first_token_seconds_count") - counts["vllm:time_to_first_token_seconds_count"]
     assert n == 24
     ttft = (server.total("vllm:time_to_first_token_seconds_sum") - counts["vllm:time_to_first_token_seconds_sum"]) / n
@@ -275,7 +275,8 @@ def test_bench_reports_what_the_rack_reports(server):
     print("bench vs rack (ms): e2e", doc["mean_e2el_ms"], e2e * 1000, "ttft", doc["mean_ttft_ms"], ttft * 1000,
           "tpot", doc["mean_tpot_ms"], (e2e - ttft) / 31 * 1000)
     assert doc["mean_e2el_ms"] == pytest.approx(e2e * 1000, rel=0.05)
-    assert doc["mean_ttft_ms"] == pytest.approx(ttft * 1000, rel=0.05, abs=20)   # + HTTP in and out (~10 ms here)
+    assert doc["mean_ttft_ms"] == pytest.approx(ttft * 1000, rel=0.05)    # + HTTP in and out: 2-10 ms here
+    assert doc["mean_ttft_ms"] >= ttft * 1000                             # a client never sees it sooner
     tpot = (e2e - ttft) / 31
     assert doc["mean_tpot_ms"] == pytest.approx(tpot * 1000, rel=0.05)
 

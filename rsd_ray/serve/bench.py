@@ -103,6 +103,11 @@ async def _one(client, url: str, payload: dict, sem) -> dict:
         return out
 
 
+def _payload(model: str, prompt: str, out_len: int) -> dict:
+    return {"model": model, "prompt": prompt, "max_tokens": out_len, "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True}, "temperature": 0.0}
+
+
 async def _bench(args, model: str, prompts: list[str], outputs: list[int], gaps: list[float]) -> tuple[list, float]:
     import httpx
     url = args.base_url.rstrip("/").removesuffix("/v1") + args.endpoint
@@ -114,9 +119,7 @@ async def _bench(args, model: str, prompts: list[str], outputs: list[int], gaps:
         for prompt, out_len, gap in zip(prompts, outputs, gaps):
             if gap > 0:
                 await asyncio.sleep(gap)
-            payload = {"model": model, "prompt": prompt, "max_tokens": out_len, "ignore_eos": True, "stream": True,
-                       "stream_options": {"include_usage": True}, "temperature": 0.0}
-            tasks.append(asyncio.ensure_future(_one(client, url, payload, sem)))
+            tasks.append(asyncio.ensure_future(_one(client, url, _payload(model, prompt, out_len), sem)))
         results = await asyncio.gather(*tasks)
         return results, time.perf_counter() - start
 

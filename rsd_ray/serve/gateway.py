@@ -98,7 +98,9 @@ class Gateway:
         self.on_end = None                      # called with (record, finish_reason) as each request finishes
 
     # --- the handlers' side ---------------------------------------------------------------------------
-    def submit(self, prompt_len: int, output_len: int, instance: int = -1, max_tokens: int | None = None) -> Ticket:
+    def submit(self, prompt_len: int, output_len: int, instance: int = -1, max_tokens: int | None = None,
+               arrival_wall: float | None = None) -> Ticket:
+        """A request that reached the server at ``arrival_wall`` (monotonic; default now)."""
         loop = asyncio.get_running_loop()
         with self.lock:
             if self.closed:
@@ -107,7 +109,7 @@ class Gateway:
                 self.counts["refused"] += 1
                 raise Refused(429, "too many requests waiting for admission; retry later")
             ticket = Ticket(self.next_id, prompt_len, output_len, instance, max_tokens or output_len,
-                            time.monotonic(), loop)
+                            arrival_wall or time.monotonic(), loop)
             self.next_id += 1
             self.incoming.append(ticket)
         return ticket

@@ -24,6 +24,7 @@ from rsd_ray.serve.text import SYSTEM_FINGERPRINT, OutputLengths, Tokens, word
 
 DEFAULT_COMPLETION_MAX_TOKENS = 16      # OpenAI's and vLLM's default for /v1/completions
 DISCONNECT_POLL_S = 0.25
+ARRIVAL = "rsd_ray.arrival"          # the ASGI scope key of a request's arrival wall time
 ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 429: "RateLimitError", 503: "ServiceUnavailableError"}
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -169,7 +170,19 @@ def _content(m: Message) -> str:
     return m.content or ""
 
 
-def _admit(ctx: ServeContext, body, kind: str, instance: int | None) -> Job:
+class ArrivalStamp:
+    """ASGI middleware: the wall time a request reached the server, before its body is read and checked, so the
+    rack's TTFT starts when the client's does (vLLM's starts after parsing)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        scope.setdefault(ARRIVAL, time.monotonic())
+        await self.app(scope, receive, send)
+
+
+def _admit(ctx: ServeContext, body, kind: str, instance: int | None, arrival_wall: float | None = None) -> Job:
     """Check the request as vLLM would, then hand it to the gateway."""
     if body.model != ctx.model:
         raise ApiError(404, f"The model `{body.model}` does not exist.", "model")
@@ -193,7 +206,8 @@ def _admit(ctx: ServeContext, body, kind: str, instance: int | None) -> Job:
     stops = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     out_len = ctx.lengths(max_tokens, body.min_tokens, body.ignore_eos)
     try:
-        ticket = ctx.gateway.submit(prompt_len, out_len, -1 if instance is None else instance, max_tokens)
+        ticket = ctx.gateway.submit(prompt_len, out_len, -1 if instance is None else instance, max_tokens,
+                                    arrival_wall)
     except Refused as err:
         raise ApiError(err.status, err.message) from None
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
@@ -266,6 +280,7 @@ def make_app(ctx: ServeContext, instance: int | None = None) -> FastAPI:
     """The rack's API (``instance`` None, with every instance's API mounted under ``/instances/{i}``),
     or one instance's own."""
     app = FastAPI(title="rsd-ray", version=ctx.version)
+    app.add_middleware(ArrivalStamp)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
@@ -278,7 +293,7 @@ def make_app(ctx: ServeContext, instance: int | None = None) -> FastAPI:
         return ApiError(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")), where or None).response()
 
     async def serve(request: Request, body, kind: str):
-        job = _admit(ctx, body, kind, instance)
+        job = _admit(ctx, body, kind, instance, request.scope.get(ARRIVAL))
         try:
             await _accepted(job)
         except asyncio.CancelledError:
