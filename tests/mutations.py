@@ -1,8 +1,10 @@
-"""Break each pinned rule once and check that a test fails: `python tests/mutations.py [TEST FILES]`.
+"""Break each pinned rule once and check that a test fails: `python tests/mutations.py [--only TEXT] [TEST FILES]`.
 
 Each entry replaces one exact piece of the code with a wrong version (rounding KV blocks down,
-waiting for the fastest card, adding compute and memory time, ...), runs the tests (default
-``TESTS``: the rules, the card, and the vectorised engine against the reference), restores the file, and prints "caught" or "SURVIVED".
+waiting for the fastest card, adding compute and memory time, ...), runs the tests (default: the rule's
+own — ``TESTS``, the rules, the card and the vectorised engine against the reference, or ``SERVE``, a live
+server), restores the file, and prints "caught" or "SURVIVED". ``--only TEXT``: the rules whose file path
+contains TEXT.
 A rule that survives has no test that pins it. Not a test itself: it rewrites source files.
 """
 import pathlib
@@ -10,6 +12,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+SERVE = ["tests/test_gateway.py", "tests/test_serve.py"]
 WRONG = [
  ("rsd_ray/kv_cache.py", "-(-(req.num_computed + new_tokens) // self.block_size)", "((req.num_computed + new_tokens) // self.block_size)"),
  ("rsd_ray/card_group.py", "return np.max([cost.segments", "return np.min([cost.segments"),
@@ -45,20 +48,35 @@ WRONG = [
  ("rsd_ray/vector/engine.py", "link_free = np.maximum(link_free, compute_free) + coll[:, i]", "link_free = compute_free + coll[:, i]"),
  ("rsd_ray/sync.py", "link_free = max(link_free, compute_free) + c", "link_free = compute_free + c"),
  ("rsd_ray/vector/table.py", "times[end:end + m] = self.times[self.offset[r]:self.offset[r] + m]", "pass"),
+ ("rsd_ray/vector/scheduler.py", "self.free[i] += self.t.blocks[r]", "pass"),
+ ("rsd_ray/vector/engine.py", "self.table.scheduled[r[new]] = at[new]", "self.table.scheduled[r[new]] = at[new] + 1e-6"),
+ # serving: each checked by the gateway's tests and a live server (a minute a rule)
+ ("rsd_ray/serve/gateway.py", "Submit(k.rid, self.pacer.virtual(k.arrival_wall),", "Submit(k.rid, t0,", SERVE),
+ ("rsd_ray/serve/gateway.py", "if not healthy.any() or (s.instance >= 0 and not healthy[s.instance]):", "if False:", SERVE),
+ ("rsd_ray/serve/openai_api.py", "await asyncio.sleep(delay)", "await asyncio.sleep(0)", SERVE),
+ ("rsd_ray/serve/metrics.py", ".inc(record.prompt_len)", ".inc(record.prompt_len + 1)", SERVE),
+ ("rsd_ray/serve/text.py", "return max(1, len(text.split()))", "return max(1, len(text) // 4)", SERVE),
+ ("rsd_ray/host.py", 'aborted = [self.engine.abort(c.target, ABORTED) for c in epoch.controls if c.kind == "abort"]',
+  "aborted = []", SERVE),
+ ("rsd_ray/controller.py", "i = self.router.route(force, None if force or sub.instance < 0 else sub.instance)",
+  "i = self.router.route(force)", SERVE),
 ]
 HANG_S = 300
 TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_vector.py"]
 
 
-def main(tests: list[str]) -> int:
+def main(args: list[str]) -> int:
+    only = args[args.index("--only") + 1] if "--only" in args else ""
+    tests = [a for a in args if a.endswith(".py")]
     survived = 0
-    for path, old, new in WRONG:
+    for path, old, new, *own in (w for w in WRONG if only in w[0]):
         source = ROOT / path
         text = source.read_text()
         assert text.count(old) == 1, f"{path}: the rule's text changed, update this list: {old!r}"
         source.write_text(text.replace(old, new))
         try:
-            res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+            res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                                  *(tests or (own[0] if own else TESTS))],
                                  capture_output=True, text=True, cwd=ROOT, timeout=HANG_S)
             failed = [line for line in res.stdout.splitlines() if line.startswith("FAILED")][:1]
             code = res.returncode
@@ -72,4 +90,4 @@ def main(tests: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:] or TESTS))
+    sys.exit(main(sys.argv[1:]))

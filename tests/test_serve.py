@@ -54,12 +54,19 @@ def test_emulated_eos_respects_min_and_max_tokens(server):
         assert c.choices[0].finish_reason == ("length" if n == 40 else "stop")
 
 
-def test_stop_word_ends_the_stream_early(server):
+def test_a_stop_word_ends_the_request_in_the_rack_and_is_left_out_of_the_text(server):
     client = openai_client(server.base)
+    stopped = server.total("vllm:request_success_total", finished_reason="stop")
     c = client.completions.create(model=MODEL, prompt="x", max_tokens=30, stop=["virtual"],
                                   extra_body={"ignore_eos": True})
-    assert c.choices[0].finish_reason == "stop"
-    assert "virtual" not in c.choices[0].text and c.usage.completion_tokens < 30
+    words = c.choices[0].text.split()
+    assert c.choices[0].finish_reason == "stop" and "virtual" not in words
+    assert c.usage.completion_tokens == len(words) + 1 < 30          # the stop word was generated, not sent
+    stream = client.completions.create(model=MODEL, prompt="x", max_tokens=30, stop="virtual", stream=True,
+                                       extra_body={"ignore_eos": True})
+    chunks = [ch.choices[0] for ch in stream if ch.choices]
+    assert "virtual" not in "".join(ch.text for ch in chunks) and chunks[-1].finish_reason == "stop"
+    assert server.total("vllm:request_success_total", finished_reason="stop") == stopped + 2
 
 
 def test_litellm_reaches_the_rack_and_each_instance(server):

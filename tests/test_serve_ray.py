@@ -39,3 +39,21 @@ def test_sigint_drains_and_leaves_no_ray_behind(server):
     assert doc["status"] == "completed" and doc["emulator"]["executor"] == "ray"
     assert doc["requests"]["completed"] == 3
     assert _raylets() <= server.raylets_before          # its private Ray is gone
+
+
+def test_a_killed_serving_actor_ends_the_command_with_a_clear_message(tmp_path):
+    import os
+    import signal
+
+    from rsd_ray.serve.client import RackClient
+    before = _raylets()
+    live = LiveServer(tmp_path, "--rack", "mini", "--model", "tiny-llama", "--tp", "8", executor="ray")
+    with RackClient(f"127.0.0.1:{live.grpc_port}") as rack:
+        pid = rack.status()["pid"]
+    assert pid != live.proc.pid                          # the gateway is an actor, not the command's process
+    os.kill(pid, signal.SIGKILL)
+    live.proc.wait(timeout=60)
+    code, _ = live.stop()
+    out = live.output()
+    assert code == 1 and "the serving actor is gone" in out and "Traceback" not in out, out[-3000:]
+    assert _raylets() <= before

@@ -62,21 +62,29 @@ class _RemoteServer:
         import ray
         self.ray, self.actor = ray, actor
 
+    def _get(self, ref):
+        """The actor's answer; a lost actor (killed, its node gone) is a clear error, not a traceback."""
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as err:
+            raise RuntimeError(f"the serving actor is gone ({str(err).splitlines()[0]}); its results are lost "
+                               "with it") from None
+
     def start(self):
-        return self.ray.get(self.actor.start.remote())
+        return self._get(self.actor.start.remote())
 
     @property
     def running(self) -> bool:
-        return self.ray.get(self.actor.running.remote())
+        return self._get(self.actor.running.remote())
 
     def status(self) -> dict:
-        return self.ray.get(self.actor.status.remote())
+        return self._get(self.actor.status.remote())
 
     def stop_now(self) -> None:
         self.actor.stop_now.remote()
 
     def shutdown(self, drain_s: float, now: bool = False):
-        return self.ray.get(self.actor.shutdown.remote(drain_s, now))
+        return self._get(self.actor.shutdown.remote(drain_s, now))
 
 
 def _serve(server, args, console) -> object:

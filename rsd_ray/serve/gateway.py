@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from rsd_ray.epoch import Control, EpochOut, Submit
 from rsd_ray.request import RequestRecord
+from rsd_ray.serve.text import stop_index
 
 
 class Pacer:
@@ -41,10 +42,10 @@ class Pacer:
     def wall(self, t: float) -> float:
         return self.wall0 + t / self.pace
 
-    def set_pace(self, pace: float) -> None:
-        """Change the pace from now on, without a jump in virtual time."""
+    def set_pace(self, pace: float, at: float | None = None) -> None:
+        """Change the pace from now on: virtual time ``at`` (default: the paced clock's now) is now."""
         now = time.monotonic()
-        t = self.virtual(now)
+        t = self.virtual(now) if at is None else at
         self.pace = pace
         self.wall0 = now - t / pace
 
@@ -65,11 +66,15 @@ class Ticket:
     output_len: int                       # tokens the rack generates (the emulated EOS or max_tokens)
     instance: int                         # -1: the router chooses
     max_tokens: int                       # what the client allowed (finish_reason "length" when reached)
+    stop_at: int | None                   # the index of the output token that is a stop word, if one is
     arrival_wall: float
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     ended: bool = False
     record: RequestRecord | None = None   # the rack's record once it ended
+
+    def finish_reason(self, generated: int) -> str:
+        return "stop" if self.stop_at is not None or generated < self.max_tokens else "length"
 
     def push(self, event: tuple) -> None:
         """From the controller's thread: hand an event to the client's coroutine."""
@@ -99,8 +104,9 @@ class Gateway:
 
     # --- the handlers' side ---------------------------------------------------------------------------
     def submit(self, prompt_len: int, output_len: int, instance: int = -1, max_tokens: int | None = None,
-               arrival_wall: float | None = None) -> Ticket:
-        """A request that reached the server at ``arrival_wall`` (monotonic; default now)."""
+               arrival_wall: float | None = None, stops: tuple[str, ...] = ()) -> Ticket:
+        """A request that reached the server at ``arrival_wall`` (monotonic; default now). With ``stops``, the
+        rack is asked for the tokens up to the first stop word (the text is known in advance here)."""
         loop = asyncio.get_running_loop()
         with self.lock:
             if self.closed:
@@ -108,8 +114,10 @@ class Gateway:
             if len(self.incoming) >= self.max_queued:
                 self.counts["refused"] += 1
                 raise Refused(429, "too many requests waiting for admission; retry later")
-            ticket = Ticket(self.next_id, prompt_len, output_len, instance, max_tokens or output_len,
-                            arrival_wall or time.monotonic(), loop)
+            rid = self.next_id
+            stop_at = stop_index(rid, output_len, stops)
+            ticket = Ticket(rid, prompt_len, output_len if stop_at is None else stop_at + 1, instance,
+                            max_tokens or output_len, stop_at, arrival_wall or time.monotonic(), loop)
             self.next_id += 1
             self.incoming.append(ticket)
         return ticket
@@ -132,6 +140,10 @@ class Gateway:
             return False
         healthy = self.controller.router.healthy
         return bool(healthy.any() if instance is None else 0 <= instance < len(healthy) and healthy[instance])
+
+    def set_pace(self, pace: float) -> None:
+        """A new pace, counted from where the rack is (a rack running behind starts again without its lag)."""
+        self.pacer.set_pace(pace, min(self.pacer.virtual(), self.t))
 
     def close(self, why: str) -> None:
         """Take no more requests (503 from now on); those already taken go on."""
@@ -205,7 +217,7 @@ class Gateway:
                         self.counts["completed"] += 1
                         ticket.push(("end", record))
                         if self.on_end:
-                            self.on_end(record, "length" if record.output_len >= ticket.max_tokens else "stop")
+                            self.on_end(record, ticket.finish_reason(record.output_len))
             for rid, reason in out.errored:
                 ticket = live.pop(rid, None)
                 if ticket is not None:

@@ -68,16 +68,15 @@ class RackService:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err.errors()[0].get("msg")))
         except ApiError as err:
             await context.abort(STATUS[err.status], err.message)
-        done, n = False, 0
+        done = False
         try:
             await _accepted(job)
             async for kind, value in job.tokens():
                 if kind == "token":
-                    n += 1
                     yield {"index": value, "text": word(job.ticket.rid, value)}
                 else:
                     done = True
-                    yield {"finish_reason": value, "usage": job.usage(n)}
+                    yield {"finish_reason": value, "usage": job.usage()}
         except ApiError as err:
             done = True
             await context.abort(STATUS[err.status], err.message)
@@ -113,7 +112,7 @@ class RackService:
             value = request.get("value")
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"pace must be a finite number > 0, not {value!r}")
-            self.server.gateway.pacer.set_pace(float(value))
+            self.server.gateway.set_pace(float(value))
             return {"ok": True, "message": f"pace {value}"}
         if kind == "kill_card":
             cards = self.server.spec.rack.servers * self.server.spec.rack.cards_per_server

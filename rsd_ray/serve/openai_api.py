@@ -103,14 +103,15 @@ class Job:
     kind: str                     # completion | chat
     prompt_len: int
     max_tokens: int
-    stops: tuple[str, ...]
     id: str
     created: int
+    generated: int = 0            # tokens the rack generated so far (a stop word's included, as vLLM counts)
 
     async def tokens(self):
         """Yields ("token", i) at each token's paced wall time, then ("end", finish_reason); raises ApiError
-        when the rack ends the request with an error. A stop word ends it early (the rest is aborted)."""
-        pacer, ticket, n = self.ctx.gateway.pacer, self.ticket, 0
+        when the rack ends the request with an error. The rack ends a request at its stop word (the gateway
+        told it where); that token is generated but not sent, as OpenAI leaves stop sequences out."""
+        pacer, ticket = self.ctx.gateway.pacer, self.ticket
         while True:
             event = await ticket.events.get()
             if event[0] == "tokens":
@@ -118,21 +119,18 @@ class Job:
                     delay = pacer.wall(t) - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                    if word(ticket.rid, n).strip() in self.stops:
-                        self.ctx.gateway.abort(ticket)
-                        yield "end", "stop"
-                        return
-                    yield "token", n
-                    n += 1
+                    self.generated += 1
+                    if self.generated - 1 != ticket.stop_at:
+                        yield "token", self.generated - 1
             elif event[0] == "end":
-                yield "end", "length" if n >= self.max_tokens else "stop"
+                yield "end", ticket.finish_reason(self.generated)
                 return
             elif event[0] in ("error", "refused"):
                 raise ApiError(event[1], event[2])
 
-    def usage(self, completion_tokens: int) -> dict:
-        return {"prompt_tokens": self.prompt_len, "completion_tokens": completion_tokens,
-                "total_tokens": self.prompt_len + completion_tokens}
+    def usage(self) -> dict:
+        return {"prompt_tokens": self.prompt_len, "completion_tokens": self.generated,
+                "total_tokens": self.prompt_len + self.generated}
 
     def chunk(self, choices: list, usage: dict | None = None) -> str:
         body = {"id": self.id, "object": "chat.completion.chunk" if self.kind == "chat" else "text_completion",
@@ -207,12 +205,11 @@ def _admit(ctx: ServeContext, body, kind: str, instance: int | None, arrival_wal
     out_len = ctx.lengths(max_tokens, body.min_tokens, body.ignore_eos)
     try:
         ticket = ctx.gateway.submit(prompt_len, out_len, -1 if instance is None else instance, max_tokens,
-                                    arrival_wall)
+                                    arrival_wall, tuple(s.strip() for s in stops if s.strip()))
     except Refused as err:
         raise ApiError(err.status, err.message) from None
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
-    return Job(ctx, ticket, kind, prompt_len, max_tokens, tuple(s.strip() for s in stops if s.strip()),
-               f"{prefix}-{uuid.uuid4().hex}", int(time.time()))
+    return Job(ctx, ticket, kind, prompt_len, max_tokens, f"{prefix}-{uuid.uuid4().hex}", int(time.time()))
 
 
 async def _accepted(job: Job) -> None:
@@ -223,7 +220,7 @@ async def _accepted(job: Job) -> None:
 
 
 async def _stream(job: Job, body):
-    gateway, n, done = job.ctx.gateway, 0, False
+    gateway, done = job.ctx.gateway, False
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     try:
         if job.kind == "chat":
@@ -231,11 +228,10 @@ async def _stream(job: Job, body):
         async for kind, value in job.tokens():
             if kind == "token":
                 yield job.chunk([job.choice(word(job.ticket.rid, value), None)])
-                n += 1
             else:
                 yield job.chunk([job.choice(None if job.kind == "chat" else "", value)])
         if include_usage:
-            yield job.chunk([], job.usage(n))
+            yield job.chunk([], job.usage())
         done = True
         yield "data: [DONE]\n\n"
     except ApiError as err:
@@ -249,13 +245,13 @@ async def _stream(job: Job, body):
 
 async def _whole(job: Job, request: Request) -> JSONResponse:
     async def collect():
-        n, finish = 0, None
+        sent, finish = [], None
         async for kind, value in job.tokens():
             if kind == "token":
-                n += 1
+                sent.append(value)
             else:
                 finish = value
-        return n, finish
+        return sent, finish
 
     task = asyncio.ensure_future(collect())
     while not task.done():
@@ -264,8 +260,8 @@ async def _whole(job: Job, request: Request) -> JSONResponse:
             task.cancel()
             job.ctx.gateway.abort(job.ticket)
             return ApiError(400, "the client disconnected").response()
-    n, finish = task.result()
-    text = "".join(word(job.ticket.rid, i) for i in range(n))
+    sent, finish = task.result()
+    text = "".join(word(job.ticket.rid, i) for i in sent)
     if job.kind == "chat":
         choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
                   "finish_reason": finish}
@@ -273,7 +269,7 @@ async def _whole(job: Job, request: Request) -> JSONResponse:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
     return JSONResponse({"id": job.id, "object": "chat.completion" if job.kind == "chat" else "text_completion",
                          "created": job.created, "model": job.ctx.model, "system_fingerprint": SYSTEM_FINGERPRINT,
-                         "choices": [choice], "usage": job.usage(n)})
+                         "choices": [choice], "usage": job.usage()})
 
 
 def make_app(ctx: ServeContext, instance: int | None = None) -> FastAPI:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import socket
 import threading
 import time
@@ -152,7 +153,7 @@ class RackServer:
 
     def status(self) -> dict:
         g, c = self.gateway, self.controller
-        return {"t": g.t, "pace": g.pacer.pace, "lag_s": g.lag_s, "in_flight": len(c.in_flight),
+        return {"pid": os.getpid(), "t": g.t, "pace": g.pacer.pace, "lag_s": g.lag_s, "in_flight": len(c.in_flight),
                 "instances": self.ctx.instances, "healthy": int(c.router.healthy.sum()), **g.counts}
 
     # --- stop ---------------------------------------------------------------------------------------------

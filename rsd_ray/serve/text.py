@@ -47,6 +47,15 @@ def word(rid: int, i: int) -> str:
     return " " + WORDS[(rid + i) % len(WORDS)]
 
 
+def stop_index(rid: int, n: int, stops: tuple[str, ...]) -> int | None:
+    """The first of request ``rid``'s ``n`` output tokens whose word is a stop word (None: none is)."""
+    if stops:
+        for i in range(n):
+            if word(rid, i).strip() in stops:
+                return i
+    return None
+
+
 class OutputLengths:
     """The emulated EOS: output lengths drawn from the workload's output distribution."""
 

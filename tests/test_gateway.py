@@ -1,0 +1,113 @@
+"""The gateway's own rules, without a server: stamping, handing over by epoch, the bounded queue, aborts."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from rsd_ray.epoch import EpochOut
+from rsd_ray.request import RequestRecord
+from rsd_ray.serve.gateway import Gateway, Pacer, Refused
+
+
+class FakeController:
+    """Only what the gateway reads: the router's health and the controls it is sent."""
+
+    def __init__(self, instances=2):
+        self.router = type("R", (), {"healthy": np.ones(instances, dtype=bool)})()
+        self.controls = []
+
+    def control(self, c):
+        self.controls.append(c)
+
+
+def test_pacer_maps_virtual_to_wall_time_and_keeps_time_continuous_when_the_pace_changes():
+    p = Pacer(2.0)
+    p.wall0 = 100.0
+    assert p.wall(10.0) == 105.0 and p.virtual(105.0) == 10.0
+    before = p.virtual()
+    p.set_pace(0.5)
+    assert p.virtual() == pytest.approx(before, abs=1e-3) and p.pace == 0.5
+
+
+def test_requests_keep_their_own_virtual_arrival_and_wait_for_their_epoch():
+    async def main():
+        g = Gateway(pace=1.0, max_queued=8)
+        g.attach(FakeController())
+        g.pacer.wall0 = time.monotonic() - 10.0          # virtual time is 10 s now
+        now = time.monotonic()
+        early = g.submit(100, 5, arrival_wall=now - 0.5)  # reached the server at virtual 9.5
+        late = g.submit(100, 5, arrival_wall=now + 1.0)   # at virtual 11: not in the epoch [9.9, 10.0)
+        subs = g.arrivals(9.9, 10.0)
+        assert [(s.rid, s.arrival) for s in subs] == [(early.rid, pytest.approx(9.5))]
+        assert g.lag_s == pytest.approx(0.1, abs=0.05)     # the rack started this epoch 0.1 s late
+        assert [s.rid for s in g.arrivals(10.0, 11.5)] == [late.rid]
+    asyncio.run(main())
+
+
+def test_the_queue_before_the_next_epoch_is_bounded_and_a_closed_gateway_refuses():
+    async def main():
+        g = Gateway(pace=1.0, max_queued=2)
+        g.attach(FakeController())
+        g.submit(1, 1)
+        g.submit(1, 1)
+        with pytest.raises(Refused) as err:
+            g.submit(1, 1)
+        assert err.value.status == 429
+        g.close("shutting down")
+        with pytest.raises(Refused) as err:
+            g.submit(1, 1)
+        assert err.value.status == 503
+    asyncio.run(main())
+
+
+def test_refusals_say_429_when_full_and_503_when_nothing_is_healthy():
+    async def main():
+        g = Gateway(pace=1e9, max_queued=8)
+        controller = FakeController()
+        g.attach(controller)
+        a, b = g.submit(1, 1), g.submit(1, 1, instance=1)
+        subs = g.arrivals(0.0, 1e6)
+        controller.router.healthy[1] = False
+        g.refused(subs, 0.0)
+        await asyncio.sleep(0)
+        assert a.events.get_nowait()[:2] == ("refused", 429)
+        assert b.events.get_nowait()[:2] == ("refused", 503)
+        assert g.counts["refused"] == 2 and g.counts["accepted"] == 0
+    asyncio.run(main())
+
+
+def test_an_abort_before_the_rack_saw_the_request_drops_it_and_after_becomes_a_control():
+    async def main():
+        g = Gateway(pace=1e9, max_queued=8)
+        controller = FakeController()
+        g.attach(controller)
+        queued = g.submit(1, 1)
+        g.abort(queued)
+        assert g.arrivals(0.0, 1e6) == []                  # never reached the rack
+        taken = g.submit(1, 1)
+        g.arrivals(0.0, 1e6)
+        g.abort(taken)
+        g.arrivals(1e6, 2e6)
+        assert [(c.kind, c.target) for c in controller.controls] == [("abort", taken.rid)]
+        assert g.counts["aborted"] == 2
+    asyncio.run(main())
+
+
+def test_tokens_and_ends_reach_their_tickets():
+    async def main():
+        g = Gateway(pace=1e9, max_queued=8)
+        g.attach(FakeController())
+        t = g.submit(10, 3, max_tokens=3)
+        g.arrivals(0.0, 1e6)
+        ended = []
+        g.on_end = lambda record, reason: ended.append(reason)
+        record = RequestRecord(t.rid, 0, 0.0, 10, 3, (0.1, 0.2, 0.3), 0, 0.3)
+        g.on_epoch(EpochOut(1.0, tokens=((t.rid, (0.1, 0.2)),), finished=(record,)), 0)
+        await asyncio.sleep(0)
+        events = [t.events.get_nowait() for _ in range(t.events.qsize())]
+        assert [e[0] for e in events] == ["accepted", "tokens", "end"]
+        assert events[1][1] == (0.1, 0.2) and ended == ["length"] and g.counts["completed"] == 1
+    asyncio.run(main())
