@@ -23,6 +23,13 @@ class FakeController:
         self.controls.append(c)
 
 
+def gateway(pace: float = 1e9, max_queued: int = 8) -> tuple[Gateway, FakeController]:
+    """A gateway fed by a fake controller; pace 1e9 so that no epoch waits for the wall clock."""
+    g, controller = Gateway(pace, max_queued), FakeController()
+    g.attach(controller)
+    return g, controller
+
+
 def test_pacer_maps_virtual_to_wall_time_and_keeps_time_continuous_when_the_pace_changes():
     p = Pacer(2.0)
     p.wall0 = 100.0
@@ -34,8 +41,7 @@ def test_pacer_maps_virtual_to_wall_time_and_keeps_time_continuous_when_the_pace
 
 def test_requests_keep_their_own_virtual_arrival_and_wait_for_their_epoch():
     async def main():
-        g = Gateway(pace=1.0, max_queued=8)
-        g.attach(FakeController())
+        g, _ = gateway(pace=1.0)
         g.pacer.wall0 = time.monotonic() - 10.0          # virtual time is 10 s now
         now = time.monotonic()
         early = g.submit(100, 5, arrival_wall=now - 0.5)  # reached the server at virtual 9.5
@@ -49,8 +55,7 @@ def test_requests_keep_their_own_virtual_arrival_and_wait_for_their_epoch():
 
 def test_the_queue_before_the_next_epoch_is_bounded_and_a_closed_gateway_refuses():
     async def main():
-        g = Gateway(pace=1.0, max_queued=2)
-        g.attach(FakeController())
+        g, _ = gateway(pace=1.0, max_queued=2)
         g.submit(1, 1)
         g.submit(1, 1)
         with pytest.raises(Refused) as err:
@@ -65,9 +70,7 @@ def test_the_queue_before_the_next_epoch_is_bounded_and_a_closed_gateway_refuses
 
 def test_refusals_say_429_when_full_and_503_when_nothing_is_healthy():
     async def main():
-        g = Gateway(pace=1e9, max_queued=8)
-        controller = FakeController()
-        g.attach(controller)
+        g, controller = gateway()
         a, b = g.submit(1, 1), g.submit(1, 1, instance=1)
         subs = g.arrivals(0.0, 1e6)
         controller.router.healthy[1] = False
@@ -81,9 +84,7 @@ def test_refusals_say_429_when_full_and_503_when_nothing_is_healthy():
 
 def test_an_abort_before_the_rack_saw_the_request_drops_it_and_after_becomes_a_control():
     async def main():
-        g = Gateway(pace=1e9, max_queued=8)
-        controller = FakeController()
-        g.attach(controller)
+        g, controller = gateway()
         queued = g.submit(1, 1)
         g.abort(queued)
         assert g.arrivals(0.0, 1e6) == []                  # never reached the rack
@@ -98,8 +99,7 @@ def test_an_abort_before_the_rack_saw_the_request_drops_it_and_after_becomes_a_c
 
 def test_tokens_and_ends_reach_their_tickets():
     async def main():
-        g = Gateway(pace=1e9, max_queued=8)
-        g.attach(FakeController())
+        g, _ = gateway()
         t = g.submit(10, 3, max_tokens=3)
         g.arrivals(0.0, 1e6)
         ended = []

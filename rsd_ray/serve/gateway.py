@@ -96,7 +96,6 @@ class Gateway:
         self.lag_s = 0.0
         self.t = 0.0
         self.controller = None
-        self.wake = threading.Event()
         self.counts = {"accepted": 0, "refused": 0, "completed": 0, "errored": 0, "aborted": 0}
         self.last: EpochOut | None = None       # the last epoch, for metrics, telemetry and smi
         self.cards: tuple = ()                  # the last card frames (they come every few epochs)
@@ -158,15 +157,17 @@ class Gateway:
         """Wait until the wall clock reaches ``t0``, then hand over what arrived before ``t1``."""
         delay = self.pacer.wall(t0) - time.monotonic()
         if delay > 0:
-            self.wake.wait(delay)
+            time.sleep(delay)
         self.lag_s = max(0.0, time.monotonic() - self.pacer.wall(t0))
         self.t = t0
         with self.lock:
             for rid in self.aborts:
                 self.controller.control(Control("abort", rid))
             self.aborts = []
-            due = [k for k in self.incoming if self.pacer.virtual(k.arrival_wall) < t1]
-            self.incoming = [k for k in self.incoming if k not in due] if len(due) < len(self.incoming) else []
+            due, later = [], []
+            for k in self.incoming:
+                (due if self.pacer.virtual(k.arrival_wall) < t1 else later).append(k)
+            self.incoming = later
             for k in due:
                 self.live[k.rid] = k
             self.fresh = due

@@ -25,7 +25,8 @@ from rsd_ray.serve.text import SYSTEM_FINGERPRINT, OutputLengths, Tokens, word
 DEFAULT_COMPLETION_MAX_TOKENS = 16      # OpenAI's and vLLM's default for /v1/completions
 DISCONNECT_POLL_S = 0.25
 ARRIVAL = "rsd_ray.arrival"          # the ASGI scope key of a request's arrival wall time
-ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 429: "RateLimitError", 503: "ServiceUnavailableError"}
+ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 429: "RateLimitError", 500: "InternalServerError",
+               503: "ServiceUnavailableError"}
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -49,7 +50,7 @@ class ApiError(Exception):
         self.status, self.message, self.param = status, message, param
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": ERROR_TYPES.get(self.status, "InternalServerError"),
+        return {"error": {"message": self.message, "type": ERROR_TYPES[self.status],
                           "param": self.param, "code": self.status}}
 
     def response(self) -> JSONResponse:
@@ -281,6 +282,10 @@ def make_app(ctx: ServeContext, instance: int | None = None) -> FastAPI:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
         return err.response()
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception):
+        return ApiError(500, f"internal error: {type(err).__name__}: {err}").response()
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, err: RequestValidationError):
