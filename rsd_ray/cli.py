@@ -4,12 +4,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
-from pathlib import Path
 
 from rsd_ray.config import ConfigError, RunSpec, WorkloadSpec, load_run, presets, replace
-from rsd_ray.config.schema import finite, read_spec
+from rsd_ray.config.schema import finite, read_spec, writable
 from rsd_ray.plugins import renderer
 from rsd_ray.host import STEPPERS
 
@@ -68,27 +66,10 @@ def _spec(args) -> RunSpec:
     return spec
 
 
-def writable(path: str | None, flag: str) -> None:
-    """Refuse an output path before anything runs, not after the run has finished."""
-    if not path:
-        return
-    target = Path(path)
-    if target.is_dir():
-        raise ConfigError("command line", flag, path, "is a directory; give a file name")
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise ConfigError("command line", flag, path, f"folder {folder} does not exist; create it or choose another")
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise ConfigError("command line", flag, path, "is not writable here; choose another path")
-
-
-EXIT = {"completed": 0, "failed": 1, "interrupted": 130}
-
-
 def cmd_run(args) -> int:
     from rich.console import Console
 
-    from rsd_ray.controller import Controller, check_plan
+    from rsd_ray.controller import EXIT_CODES, Controller, check_plan
     from rsd_ray.results import build, dump, write_requests_csv
 
     spec = _spec(args)
@@ -120,7 +101,7 @@ def cmd_run(args) -> int:
     if outcome.status != "completed":
         print(f"rsd-ray: run {outcome.status}: {outcome.reason}" + (f"; results so far in {args.out}" if args.out
                                                                       else ""), file=sys.stderr)
-    return EXIT[outcome.status]
+    return EXIT_CODES[outcome.status]
 
 
 def cmd_serve(args) -> int:

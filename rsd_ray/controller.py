@@ -33,6 +33,7 @@ from rsd_ray.topology import Topology
 from rsd_ray.workload import Workload
 
 NO_HEALTHY_INSTANCE = "no healthy instance can take it"
+EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 130}   # an Outcome's status as a command's exit code
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import typing
+from pathlib import Path
 from typing import Any, Mapping
 
 from rsd_ray.config.errors import ConfigError
@@ -120,3 +122,17 @@ def _convert(tp, value, source, path, meta):
             raise ConfigError(source, path, value, f"choose one of: {', '.join(choices)}")
         return value
     raise TypeError(f"schema cannot read type {tp!r} at {path}")
+
+
+def writable(path: str | None, flag: str) -> None:
+    """Refuse an output path before anything runs, not after the run has finished."""
+    if not path:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError("command line", flag, path, "is a directory; give a file name")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise ConfigError("command line", flag, path, f"folder {folder} does not exist; create it or choose another")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ConfigError("command line", flag, path, "is not writable here; choose another path")

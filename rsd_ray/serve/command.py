@@ -124,8 +124,8 @@ def run(spec, args) -> int:
     from rich.console import Console
 
     from rsd_ray import __version__
-    from rsd_ray.cli import EXIT, writable
-    from rsd_ray.controller import check_plan
+    from rsd_ray.config.schema import writable
+    from rsd_ray.controller import EXIT_CODES, check_plan
     from rsd_ray.plugins import renderer
     from rsd_ray.results import build, dump
 
@@ -157,7 +157,7 @@ def run(spec, args) -> int:
         console.print(f"results: {args.out}")
     if outcome.status != "completed":
         print(f"rsd-ray: serve {outcome.status}: {outcome.reason}", file=sys.stderr)
-    return EXIT[outcome.status]
+    return EXIT_CODES[outcome.status]
 
 
 def litellm_config(args) -> int:
