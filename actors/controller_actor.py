@@ -7,6 +7,7 @@ from __future__ import annotations
 import ray
 
 from rsd_ray.controller import Controller
+from rsd_ray.telemetry import attach, controller_frame
 
 NAMESPACE = "rsd-ray"
 CONTROLLER_NAME = "rsd-ray-controller"
@@ -14,8 +15,10 @@ CONTROLLER_NAME = "rsd-ray-controller"
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class ControllerActor:
-    def __init__(self, spec, fast: bool | None = None, spans: bool = True, stepper: str = "vector"):
+    def __init__(self, spec, fast: bool | None = None, spans: bool = True, stepper: str = "vector",
+                 telemetry: bool = False):
         self.controller = Controller(spec, executor="ray", spans=spans, stepper=stepper, fast=fast)
+        self.telemetry = attach(self.controller) if telemetry else None
         self.t, self.in_flight, self.done = 0.0, 0, False
 
     def _on_epoch(self, out, in_flight: int) -> None:
@@ -23,9 +26,13 @@ class ControllerActor:
 
     def run(self):
         try:
-            return self.controller.run([self._on_epoch])
+            return self.controller.run([self._on_epoch] + ([self.telemetry] if self.telemetry else []))
         finally:
             self.done = True
+
+    def frame(self) -> dict:
+        """The dashboard's frame (``rsd_ray.telemetry``)."""
+        return controller_frame(self.controller, self.telemetry)
 
     def progress(self) -> tuple[float, int, bool]:
         return self.t, self.in_flight, self.done

@@ -149,11 +149,12 @@ class RayExecutor:
         return ray_session(address, cards)
 
     @staticmethod
-    def run_session(spec, sinks, address=None, spans: bool = True, stepper: str = "vector"):
-        """``rsd-ray run`` on Ray: embedded (or joined) Ray around a controller actor."""
+    def run_session(spec, sinks, address=None, spans: bool = True, stepper: str = "vector", show=None):
+        """``rsd-ray run`` on Ray: embedded (or joined) Ray around a controller actor; ``show`` gets
+        dashboard frames."""
         from rsd_ray.actors.session import ray_session, run_on_ray
         with ray_session(address, spec.rack.servers * spec.rack.cards_per_server):
-            return run_on_ray(spec, sinks, spans=spans, stepper=stepper)
+            return run_on_ray(spec, sinks, spans=spans, stepper=stepper, show=show)
 
     @staticmethod
     def serve_session(spec, options, address, stepper: str, version: str, body):

@@ -60,12 +60,14 @@ def ray_session(address: str | None, cards: int):
         ray.shutdown()
 
 
-def run_on_ray(spec, sinks=(), fast: bool | None = None, spans: bool = True, stepper: str = "vector"):
+def run_on_ray(spec, sinks=(), fast: bool | None = None, spans: bool = True, stepper: str = "vector", show=None):
     """Run ``spec`` under a named ControllerActor; returns the Outcome. Ray must be initialised.
     The sinks here see each epoch's time only (``EpochOut(t_end)``): whole epochs stay in the cluster.
-    Ctrl-C asks the controller to stop at its next epoch and still returns its Outcome."""
+    Ctrl-C asks the controller to stop at its next epoch and still returns its Outcome. ``show``: a dashboard,
+    handed the controller's telemetry frame at each poll."""
     check_capacity(spec.rack)
-    controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(spec, fast, spans, stepper)
+    controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(
+        spec, fast, spans, stepper, show is not None)
     try:
         ref = controller.run.remote()
         try:
@@ -73,6 +75,8 @@ def run_on_ray(spec, sinks=(), fast: bool | None = None, spans: bool = True, ste
                 t, in_flight, _ = ray.get(controller.progress.remote())
                 for sink in sinks:
                     sink(EpochOut(t), in_flight)
+                if show is not None:
+                    show(ray.get(controller.frame.remote()))
         except KeyboardInterrupt:
             controller.stop.remote("interrupted (Ctrl-C)")
             return ray.get(ref, timeout=STOP_WAIT_S)

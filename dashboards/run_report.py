@@ -5,7 +5,10 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.panel import Panel
 from rich.table import Table
+
+INSTANCE_ROWS = 16      # a report lists this many instances (the busiest and the least busy), and counts the rest
 
 
 @contextmanager
@@ -65,6 +68,12 @@ def render(doc: dict, console: Console) -> None:
     busiest = sorted(doc["links"], key=lambda l: -l["utilisation"])[:3]
     if busiest:
         console.print("busiest links: " + ", ".join(f"{l['link']} {l['utilisation']:.1%}" for l in busiest))
+    _servers(doc, console)
+    _instances(doc, console)
+    if cards:
+        from rsd_ray.dashboards.top import rack_grid
+        console.print(Panel(rack_grid(averages_frame(doc), "util", keys=False), title="the rack over the window",
+                            expand=False))
     for f in doc["failures"]:
         console.print(f"[red]failure[/] at {f['t']:.3f} virtual s: {f['kind']} on server {f['server']}, instances "
                       f"{list(f['instances'])} — {f['reason']}")
@@ -72,3 +81,41 @@ def render(doc: dict, console: Console) -> None:
                   f"wall s ({emu['virtual_per_wall']:.1f}× real time)")
     if doc["status"] != "completed":
         console.print(f"[bold yellow]run {doc['status']}[/]: {doc['reason']}")
+
+
+def averages_frame(doc: dict) -> dict:
+    """The run's cards as a dashboard frame (``rsd_ray.telemetry``), averaged over the window."""
+    rack = doc["config"]["rack"]
+    lost = {c for f in doc["failures"] for c in f["cards"]}
+    cards = [{"card": c["card"], "util": c["utilisation"], "power_w": c["power_w"], "temperature_c": c["temperature_c"],
+              "memory_used": c["memory_used"], "memory_total": c["memory_total"], "p_state": c["p_state"],
+              "throttled": c["throttled_s"] > 0, "lost": c["lost"] or c["card"] in lost} for c in doc["cards"]]
+    return {"header": {"servers": rack["servers"], "cards_per_server": rack["cards_per_server"]}, "cards": cards}
+
+
+def _servers(doc: dict, console: Console) -> None:
+    per = doc["config"]["rack"]["cards_per_server"]
+    t = Table(title="servers (window averages)")
+    for name in ("server", "cards", "power W", "card util", "hottest °C", "lost"):
+        t.add_column(name, justify="right")
+    for s in doc["servers"]:
+        cards = [c for c in doc["cards"] if c["card"] // per == s["server"]]
+        t.add_row(str(s["server"]), str(s["cards"]), f"{s['power_w']:,.0f}",
+                  f"{sum(c['utilisation'] for c in cards) / len(cards):.0%}" if cards else "-",
+                  f"{max(c['temperature_c'] for c in cards):.1f}" if cards else "-",
+                  str(sum(c["lost"] for c in cards)))
+    console.print(t)
+
+
+def _instances(doc: dict, console: Console) -> None:
+    insts = sorted(doc["instances"], key=lambda i: -i["output_tokens"])
+    shown = insts if len(insts) <= INSTANCE_ROWS else insts[:INSTANCE_ROWS // 2] + insts[-INSTANCE_ROWS // 2:]
+    t = Table(title="instances" + (f" (the {INSTANCE_ROWS // 2} busiest and least busy of {len(insts)})"
+                                   if len(shown) < len(insts) else ""))
+    for name in ("instance", "output tokens", "steps", "busy", "preemptions", "KV at end", "state"):
+        t.add_column(name, justify="right")
+    clock = doc["emulator"]["virtual_s"] or 1.0
+    for i in shown:
+        t.add_row(str(i["instance"]), f"{i['output_tokens']:,}", f"{i['steps']:,}", f"{i['busy_s'] / clock:.0%}",
+                  str(i["preemptions"]), f"{i['kv_usage']:.0%}", "[red]failed[/]" if i["failed"] else "ok")
+    console.print(t)

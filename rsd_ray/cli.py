@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import sys
+from contextlib import nullcontext
 
 from rsd_ray.config import ConfigError, RunSpec, WorkloadSpec, load_run, presets, replace
 from rsd_ray.config.schema import finite, read_spec, writable
@@ -31,6 +33,9 @@ def _load_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=finite(float), help="Poisson arrivals, requests/s for the whole rack")
     p.add_argument("--concurrency", type=finite(int), help="closed loop: concurrent clients for the whole rack")
     p.add_argument("--seed", type=finite(int))
+
+
+SNAPSHOT_WIDTH = 110     # columns of a saved report
 
 
 def _rack_args(p: argparse.ArgumentParser, out_help: str) -> None:
@@ -71,21 +76,30 @@ def cmd_run(args) -> int:
 
     from rsd_ray.controller import EXIT_CODES, Controller, check_plan
     from rsd_ray.results import build, dump, write_requests_csv
+    from rsd_ray.telemetry import dashboard_sink
 
     spec = _spec(args)
     writable(args.out, "--out")
     writable(args.requests_csv, "--requests-csv")
+    writable(args.snapshot, "--snapshot")
+    if args.refresh <= 0:
+        raise ConfigError("command line", "--refresh", args.refresh, "seconds between dashboard frames must be > 0")
     check_plan(spec)                   # refuse here, before Ray starts, not inside the controller actor
     console = Console(stderr=args.json)
     run_progress, render = renderer("run_progress"), renderer("render_run")
-    with run_progress(console, spec.duration_s, enabled=not args.no_progress) as on_epoch:
+    dashboard = renderer("live_dashboard")(console) if args.dashboard else nullcontext()
+    with run_progress(console, spec.duration_s, enabled=not (args.no_progress or args.dashboard)) as on_epoch, \
+            dashboard as show:
         sinks = [on_epoch] if on_epoch else []
         if args.executor == "inline":
-            outcome = Controller(spec, spans=not args.no_spans, stepper=args.stepper).run(sinks)
+            controller = Controller(spec, spans=not args.no_spans, stepper=args.stepper)
+            if show:
+                sinks.append(dashboard_sink(controller, show, args.refresh))
+            outcome = controller.run(sinks)
         else:
             from rsd_ray.executor import get_executor
             outcome = get_executor("ray").run_session(spec, sinks, args.address, spans=not args.no_spans,
-                                                        stepper=args.stepper)
+                                                        stepper=args.stepper, show=show)
     doc = build(outcome)
     if args.out:
         dump(doc, args.out)
@@ -98,6 +112,10 @@ def cmd_run(args) -> int:
         render(doc, console)
         if args.out:
             console.print(f"results: {args.out}")
+    if args.snapshot:
+        record = Console(file=io.StringIO(), record=True, width=SNAPSHOT_WIDTH, force_terminal=True)
+        render(doc, record)
+        record.save_svg(args.snapshot, title="rsd-ray run")
     if outcome.status != "completed":
         print(f"rsd-ray: run {outcome.status}: {outcome.reason}" + (f"; results so far in {args.out}" if args.out
                                                                       else ""), file=sys.stderr)
@@ -117,6 +135,16 @@ def cmd_litellm_config(args) -> int:
 def cmd_bench(args) -> int:
     from rsd_ray.serve.bench import run
     return run(args)
+
+
+def cmd_top(args) -> int:
+    from rsd_ray.serve.watch import top
+    return top(args)
+
+
+def cmd_smi(args) -> int:
+    from rsd_ray.serve.watch import smi
+    return smi(args)
 
 
 def cmd_sweep(args) -> int:
@@ -157,6 +185,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--requests-csv", help="write one line per request here")
     run.add_argument("--json", action="store_true", help="print the results JSON on stdout")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--dashboard", action="store_true", help="the live `rsd-ray top` dashboard while it runs")
+    run.add_argument("--refresh", type=finite(float), default=0.5, help="--dashboard: wall seconds between frames")
+    run.add_argument("--snapshot", help="save the final report as SVG here")
     run.set_defaults(func=cmd_run)
     sweep = sub.add_parser("sweep", help="run a grid of configurations in parallel: CSV, JSON, table, PNG")
     _spec_args(sweep)
@@ -183,6 +214,14 @@ def parser() -> argparse.ArgumentParser:
     from rsd_ray.serve.bench import add_arguments as add_bench_arguments
     add_bench_arguments(bench)
     bench.set_defaults(func=cmd_bench)
+    from rsd_ray.serve.watch import add_connect, add_top_arguments
+    watch = sub.add_parser("top", help="a live dashboard of a serving rack (gRPC; no Ray here)")
+    add_top_arguments(watch)
+    watch.set_defaults(func=cmd_top)
+    smi = sub.add_parser("smi", help="rbln-smi's tables for a serving rack's cards")
+    add_connect(smi)
+    smi.add_argument("--json", action="store_true", help="rbln-smi's JSON field names")
+    smi.set_defaults(func=cmd_smi)
     pre = sub.add_parser("presets", help="list the shipped presets")
     pre.set_defaults(func=cmd_presets)
     return top

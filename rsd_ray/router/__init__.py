@@ -26,6 +26,7 @@ class Router:
         self.running = np.zeros(num_instances, dtype=np.int64)
         self.queued = np.zeros(num_instances, dtype=np.int64)
         self.healthy = np.ones(num_instances, dtype=bool)
+        self.sent = np.zeros(num_instances, dtype=np.int64)     # requests routed to each instance, ever
         self.routed = self.refused = 0
 
     def observe(self, frames) -> None:
@@ -44,6 +45,7 @@ class Router:
                 self.refused += 1
                 return None
             self.queued[pinned] += 1
+            self.sent[pinned] += 1
             self.routed += 1
             return pinned
         if not eligible.any():
@@ -51,6 +53,7 @@ class Router:
             return None
         i = int(self.policy.choose(self.running + self.queued, eligible))
         self.queued[i] += 1
+        self.sent[i] += 1
         self.routed += 1
         return i
 

@@ -7,8 +7,8 @@ method      kind             request → response
 ==========  ===============  ======================================================================
 Generate    unary → stream   {prompt | prompt_ids | prompt_tokens, max_tokens, min_tokens, ignore_eos,
                              instance} → {index, text, t} per token, then {finish_reason, usage}
-Telemetry   unary → stream   {interval_s} → {t, pace, lag_s, counts, instances[], cards[]} per interval
-Smi         unary → unary    {} → {t, cards[]} (``CardFrame`` fields)
+Telemetry   unary → stream   {interval_s} → a dashboard frame (``rsd_ray.telemetry``) per interval
+Smi         unary → unary    {} → {t, device, pcie_gen, cards_per_server, cards[] (``CardFrame``), contexts[]}
 Status      unary → unary    {} → {rack, model, tp, router, t, pace, lag_s, in_flight, instances, ...}
 Control     unary → unary    {kind: kill_card, target} | {kind: pace, value} → {ok, message}
 ==========  ===============  ======================================================================
@@ -87,18 +87,14 @@ class RackService:
     async def Telemetry(self, request: dict, context):
         interval = max(TELEMETRY_MIN_INTERVAL_S, float(request.get("interval_s", 0.5)))
         while True:
-            yield self._frame()
+            yield self.server.frame()
             await asyncio.sleep(interval)
 
-    def _frame(self) -> dict:
-        g = self.server.gateway
-        last = g.last
-        return {"t": g.t, "pace": g.pacer.pace, "lag_s": g.lag_s, "counts": dict(g.counts),
-                "instances": frames(last.instances) if last else [], "cards": frames(g.cards)}
-
     async def Smi(self, request: dict, context):
-        g = self.server.gateway
-        return {"t": g.t, "device": self.server.spec.device.name, "cards": frames(g.cards)}
+        g, spec = self.server.gateway, self.server.spec
+        return {"t": g.t, "device": spec.device.name, "pcie_gen": spec.device.pcie_gen,
+                "cards_per_server": spec.rack.cards_per_server, "cards": frames(g.cards),
+                "contexts": self.server.contexts()}
 
     async def Status(self, request: dict, context):
         spec = self.server.spec

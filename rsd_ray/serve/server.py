@@ -21,9 +21,9 @@ from rsd_ray.serve.gateway import Gateway
 from rsd_ray.serve.metrics import RackMetrics
 from rsd_ray.serve.openai_api import ServeContext, make_app
 from rsd_ray.serve.text import OutputLengths, Tokens
+from rsd_ray.telemetry import attach
 
 SERVE_HORIZON_S = 1e9           # a served rack's window stays open until the server is shut down
-TELEMETRY_EVERY_S = 1.0         # card frames (power, temperature, memory) every virtual second
 FLUSH_MAX_S = 5.0               # after the rack stopped: the longest wait for paced tokens to reach clients
 MAX_QUEUED_PER_INSTANCE = 4     # gateway queue before the next epoch, in multiples of the rack's admission bound
 
@@ -63,11 +63,11 @@ class RackServer:
         self.gateway.max_queued = (MAX_QUEUED_PER_INSTANCE * spec.router.max_pending_per_instance
                                    * len(self.controller.instance_server))
         self.controller.stream_tokens = True
-        self.controller.telemetry_every_s = TELEMETRY_EVERY_S
         self.gateway.attach(self.controller)
         model = options.served_model_name or spec.model.name
         self.metrics = RackMetrics(self.gateway, model, spec.device.name, spec.rack.cards_per_server)
         self.gateway.on_end = self.metrics.request_done
+        self.telemetry = attach(self.controller)
         max_len = spec.engine.max_model_len or spec.model.max_seq_len
         self.ctx = ServeContext(self.gateway, model, max_len, len(self.controller.instance_server),
                                 Tokens(options.tokenizer), OutputLengths(spec.workload.output, max_len, spec.seed + 2),
@@ -141,7 +141,7 @@ class RackServer:
 
     def _run_rack(self) -> None:
         try:
-            self.outcome = self.controller.run([self.gateway.on_epoch])
+            self.outcome = self.controller.run([self.gateway.on_epoch, self.telemetry])
         finally:
             self.gateway.close("stopped")
             self.gateway.fail_all("the rack stopped before the request finished")
@@ -155,6 +155,20 @@ class RackServer:
         g, c = self.gateway, self.controller
         return {"pid": os.getpid(), "t": g.t, "pace": g.pacer.pace, "lag_s": g.lag_s, "in_flight": len(c.in_flight),
                 "instances": self.ctx.instances, "healthy": int(c.router.healthy.sum()), **g.counts}
+
+    def frame(self) -> dict:
+        """The dashboard's frame (``rsd_ray.telemetry``) with what the gateway and router know."""
+        g = self.gateway
+        return self.telemetry.frame(pace=g.pacer.pace, lag_s=g.lag_s, refused=g.counts["refused"],
+                                    routed=self.controller.router.sent.tolist())
+
+    def contexts(self) -> list[dict]:
+        """rbln-smi's contexts: each instance holds one on each of its cards."""
+        memory = {f.card: f.memory_used for f in self.gateway.cards}
+        healthy = self.controller.router.healthy
+        return [{"npu": card, "process": f"rsd-ray instance {i}", "pid": os.getpid(), "ctx": i, "priority": 0,
+                 "memalloc": memory.get(card, 0), "status": "running" if healthy[i] else "failed"}
+                for i, group in enumerate(self.controller.plan.placement.groups) for card in group]
 
     # --- stop ---------------------------------------------------------------------------------------------
     def shutdown(self, drain_s: float, now: bool = False):
