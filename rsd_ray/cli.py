@@ -38,6 +38,18 @@ def _load_args(p: argparse.ArgumentParser) -> None:
 SNAPSHOT_WIDTH = 110     # columns of a saved report
 
 
+def trace_window(text: str) -> tuple[float, float]:
+    """``START:END`` in virtual seconds, finite, 0 ≤ START < END."""
+    import math
+    try:
+        start, end = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise ConfigError("command line", "--trace-window", text, "give START:END in virtual seconds, e.g. 0:2") from None
+    if not (math.isfinite(start) and math.isfinite(end)) or not 0 <= start < end:
+        raise ConfigError("command line", "--trace-window", text, "needs finite 0 <= START < END")
+    return start, end
+
+
 def _rack_args(p: argparse.ArgumentParser, out_help: str) -> None:
     """Where the rack runs and where its results go (``run`` and ``serve``)."""
     p.add_argument("--executor", default="ray", choices=["ray", "inline"],
@@ -77,11 +89,17 @@ def cmd_run(args) -> int:
     from rsd_ray.controller import EXIT_CODES, Controller, check_plan
     from rsd_ray.results import build, dump, write_requests_csv
     from rsd_ray.telemetry import dashboard_sink
+    from rsd_ray.trace import TraceSink
 
     spec = _spec(args)
     writable(args.out, "--out")
     writable(args.requests_csv, "--requests-csv")
     writable(args.snapshot, "--snapshot")
+    writable(args.trace, "--trace")
+    window = trace_window(args.trace_window) if args.trace else None
+    if args.trace and args.executor != "inline":
+        raise ConfigError("command line", "--trace", args.trace, "timelines are drawn inline; add --executor inline "
+                          "(both executors give the same steps)")
     if args.refresh <= 0:
         raise ConfigError("command line", "--refresh", args.refresh, "seconds between dashboard frames must be > 0")
     check_plan(spec)                   # refuse here, before Ray starts, not inside the controller actor
@@ -95,7 +113,10 @@ def cmd_run(args) -> int:
             controller = Controller(spec, spans=not args.no_spans, stepper=args.stepper)
             if show:
                 sinks.append(dashboard_sink(controller, show, args.refresh))
-            outcome = controller.run(sinks)
+            trace = TraceSink(controller, *window) if window else None
+            outcome = controller.run(sinks + ([trace] if trace else []))
+            if trace:
+                trace.write(args.trace)
         else:
             from rsd_ray.executor import get_executor
             outcome = get_executor("ray").run_session(spec, sinks, args.address, spans=not args.no_spans,
@@ -188,6 +209,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--dashboard", action="store_true", help="the live `rsd-ray top` dashboard while it runs")
     run.add_argument("--refresh", type=finite(float), default=0.5, help="--dashboard: wall seconds between frames")
     run.add_argument("--snapshot", help="save the final report as SVG here")
+    run.add_argument("--trace", help="write a Perfetto-readable timeline (Chrome trace JSON) here")
+    run.add_argument("--trace-window", default="0:1", help="the virtual seconds it covers, START:END (default 0:1)")
     run.set_defaults(func=cmd_run)
     sweep = sub.add_parser("sweep", help="run a grid of configurations in parallel: CSV, JSON, table, PNG")
     _spec_args(sweep)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -147,7 +146,6 @@ def test_smi_without_a_rack_says_so():
     assert res.returncode == 2 and "--connect" in res.stderr and "Traceback" not in res.stderr
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by .ci/run")
 def test_top_in_tmux_against_a_serving_rack_under_load(serving, tmp_path):
     load = subprocess.Popen([sys.executable, "-m", "rsd_ray.cli", "bench", "--base-url", serving.base,
                              "--num-prompts", "400", "--random-input-len", "64", "--random-output-len", "64",
@@ -179,3 +177,36 @@ def test_top_in_tmux_against_a_serving_rack_under_load(serving, tmp_path):
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
         load.kill()
         load.wait()
+
+
+@pytest.mark.parametrize("chunks", ["1", "2"])
+def test_the_trace_is_chrome_trace_format_and_its_busy_time_per_card_is_the_results(tmp_path, chunks):
+    trace, out = tmp_path / "trace.json", tmp_path / "run.json"
+    res = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "run", "--executor", "inline", "--duration", "2",
+                          "--pipeline-chunks", chunks, "--no-progress", "--trace", str(trace), "--trace-window", "0:2",
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    events = json.loads(trace.read_text())["traceEvents"]
+    for e in events:
+        assert {"ph", "ts", "pid", "tid"} <= set(e) or e["ph"] == "M"
+        assert e["ph"] != "X" or ("dur" in e and e["dur"] >= 0)
+    kinds = {e["cat"] for e in events if e["ph"] == "X"}
+    assert {"neural_engine", "device_sync", "host"} <= kinds
+    doc = json.loads(out.read_text())
+    on_card = [e for e in events if e["ph"] == "X" and e["tid"] < 100000]
+    for card in doc["cards"]:
+        mine = sorted((e for e in on_card if e["tid"] == card["card"] and e["cat"] != "device_sync"),
+                      key=lambda e: e["ts"])
+        busy = sum(e["dur"] for e in mine) / 1e6
+        assert busy == pytest.approx(card["utilisation"] * card["clock_s"], rel=1e-9)
+        assert all(b["ts"] >= a["ts"] + a["dur"] - 1e-3 for a, b in zip(mine, mine[1:]))   # one engine: no overlap
+    names = {e["args"]["name"] for e in events if e["ph"] == "M"}
+    assert "card 0" in names and "instance 0 host" in names and "server 0" in names
+    requests = [e for e in events if e.get("cat") == "request"]
+    assert {e["ph"] for e in requests} == {"b", "n", "e"}
+
+
+def test_a_bad_trace_window_is_refused():
+    res = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "run", "--executor", "inline", "--trace", "x.json",
+                          "--trace-window", "3:1"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--trace-window" in res.stderr and "Traceback" not in res.stderr
