@@ -2,7 +2,6 @@
 the run report and its SVG snapshot, and `rsd-ray top` live in tmux against a serving rack."""
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import subprocess
@@ -16,31 +15,15 @@ from rich.console import Console
 
 from rsd_ray.config import load_run
 from rsd_ray.controller import Controller
+from rsd_ray.dashboards.snapshot import KILLED_CARD as KILLED, record
 from rsd_ray.dashboards.top import render
-from rsd_ray.epoch import Control
-from rsd_ray.telemetry import attach, controller_frame
 from tests.serve_helpers import LiveServer
-
-KILLED = 37                  # server 2, slot 5 of the 224-card rack
 
 
 @pytest.fixture(scope="module")
 def stream():
-    """Frames of a hot rsd-rack (73 °C air: its cards throttle) that lost card 37 at 2 s, one per card telemetry."""
-    spec = load_run(None, rack="rsd-rack", duration_s=4.0)
-    thermal = dataclasses.replace(spec.device.thermal, ambient_c=73.0)
-    spec = dataclasses.replace(spec, device=dataclasses.replace(spec.device, thermal=thermal))
-    controller = Controller(spec)
-    telemetry, frames = attach(controller), []
-
-    def record(out, in_flight):
-        telemetry(out, in_flight)
-        if out.cards:
-            frames.append(json.loads(json.dumps(controller_frame(controller, telemetry, pace=1.0, lag_s=0.02))))
-        if out.t_end >= 2.0 and not getattr(record, "killed", False):
-            record.killed = controller.control(Control("kill_card", KILLED)) or True
-    controller.run([record])
-    return frames
+    """Frames of a hot rsd-rack (its cards throttle) that lost card 37 at 2 s: the README's snapshot's stream."""
+    return record()
 
 
 def screen(frame, history, width, height, metric="util") -> list[str]:
