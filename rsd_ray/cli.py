@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import io
 import json
 import sys
@@ -148,26 +149,6 @@ def cmd_serve(args) -> int:
     return run(_spec(args), args)
 
 
-def cmd_litellm_config(args) -> int:
-    from rsd_ray.serve.command import litellm_config
-    return litellm_config(args)
-
-
-def cmd_bench(args) -> int:
-    from rsd_ray.serve.bench import run
-    return run(args)
-
-
-def cmd_top(args) -> int:
-    from rsd_ray.serve.watch import top
-    return top(args)
-
-
-def cmd_smi(args) -> int:
-    from rsd_ray.serve.watch import smi
-    return smi(args)
-
-
 def cmd_sweep(args) -> int:
     from rsd_ray.sweep.command import run
     return run(_spec(args), args)
@@ -192,6 +173,17 @@ def cmd_presets(args) -> int:
     for kind in ("racks", "devices", "models", "engines", "routers", "workloads"):
         print(f"{kind}: {', '.join(presets(kind))}")
     return 0
+
+
+CLIENT_COMMANDS = (   # commands that talk to a running rack or server: (name, help, module, add arguments, run)
+    ("litellm-config", "write a LiteLLM proxy config.yaml for a running rack", "rsd_ray.serve.command",
+     "add_litellm_arguments", "litellm_config"),
+    ("bench", "benchmark an OpenAI-compatible server, as `vllm bench serve` does", "rsd_ray.serve.bench",
+     "add_arguments", "run"),
+    ("top", "a live dashboard of a serving rack (gRPC; no Ray here)", "rsd_ray.serve.watch", "add_top_arguments",
+     "top"),
+    ("smi", "rbln-smi's tables for a serving rack's cards", "rsd_ray.serve.watch", "add_smi_arguments", "smi"),
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -227,24 +219,14 @@ def parser() -> argparse.ArgumentParser:
     _load_args(serve)
     _rack_args(serve, "write the results JSON here when the server stops")
     serve.add_argument("--no-progress", action="store_true", help="no periodic status lines")
-    from rsd_ray.serve.command import add_arguments as add_serve_arguments, add_litellm_arguments
+    from rsd_ray.serve.command import add_arguments as add_serve_arguments
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
-    lite = sub.add_parser("litellm-config", help="write a LiteLLM proxy config.yaml for a running rack")
-    add_litellm_arguments(lite)
-    lite.set_defaults(func=cmd_litellm_config)
-    bench = sub.add_parser("bench", help="benchmark an OpenAI-compatible server, as `vllm bench serve` does")
-    from rsd_ray.serve.bench import add_arguments as add_bench_arguments
-    add_bench_arguments(bench)
-    bench.set_defaults(func=cmd_bench)
-    from rsd_ray.serve.watch import add_connect, add_top_arguments
-    watch = sub.add_parser("top", help="a live dashboard of a serving rack (gRPC; no Ray here)")
-    add_top_arguments(watch)
-    watch.set_defaults(func=cmd_top)
-    smi = sub.add_parser("smi", help="rbln-smi's tables for a serving rack's cards")
-    add_connect(smi)
-    smi.add_argument("--json", action="store_true", help="rbln-smi's JSON field names")
-    smi.set_defaults(func=cmd_smi)
+    for name, help_text, module, add, run_it in CLIENT_COMMANDS:
+        client = sub.add_parser(name, help=help_text)
+        getattr(importlib.import_module(module), add)(client)
+        client.set_defaults(func=lambda args, module=module, run_it=run_it:
+                            getattr(importlib.import_module(module), run_it)(args))
     pre = sub.add_parser("presets", help="list the shipped presets")
     pre.set_defaults(func=cmd_presets)
     return top

@@ -94,6 +94,11 @@ def _snapshot(frames, args) -> int:
     return 0
 
 
+def add_smi_arguments(p: argparse.ArgumentParser) -> None:
+    add_connect(p)
+    p.add_argument("--json", action="store_true", help="rbln-smi's JSON field names")
+
+
 def add_top_arguments(p: argparse.ArgumentParser) -> None:
     from rsd_ray.config.schema import finite
     add_connect(p)
