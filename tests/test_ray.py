@@ -76,13 +76,15 @@ def test_a_rack_too_big_for_the_cluster_is_refused_up_front(ray_session):
         Controller(load_run(None, rack="rsd-rack"), executor="ray")
 
 
-def test_the_controller_actor_is_named_and_findable(ray_session):
+def test_the_controller_actor_is_named_findable_and_feeds_a_dashboard(ray_session):
     from rsd_ray.actors.controller_actor import find_controller
     from rsd_ray.actors.session import run_on_ray
-    seen = []
+    seen, frames = [], []
     spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=1.0)
-    outcome = run_on_ray(spec, [lambda out, n: seen.append(find_controller())])
+    outcome = run_on_ray(spec, [lambda out, n: seen.append(find_controller())], show=frames.append)
     assert seen and outcome.executor == "ray"
+    assert frames and frames[-1]["header"]["rack"] == "mini" and len(frames[-1]["instances"]) == 4
+    assert [c["card"] for c in frames[-1]["cards"]] == list(range(8))
 
 
 def test_two_nodes_one_server_each_and_a_lost_node_is_a_failure_the_run_survives():
