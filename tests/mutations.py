@@ -53,7 +53,7 @@ WRONG = [
  # serving: each checked by the gateway's tests and a live server (a minute a rule)
  ("rsd_ray/serve/gateway.py", "Submit(k.rid, self.pacer.virtual(k.arrival_wall),", "Submit(k.rid, t0,", SERVE),
  ("rsd_ray/serve/gateway.py", "if not healthy.any() or (s.instance >= 0 and not healthy[s.instance]):", "if False:", SERVE),
- ("rsd_ray/serve/openai_api.py", "await asyncio.sleep(delay)", "await asyncio.sleep(0)", SERVE),
+ ("rsd_ray/serve/jobs.py", "await asyncio.sleep(delay)", "await asyncio.sleep(0)", SERVE),
  ("rsd_ray/serve/metrics.py", ".inc(record.prompt_len)", ".inc(record.prompt_len + 1)", SERVE),
  ("rsd_ray/serve/text.py", "return max(1, len(text.split()))", "return max(1, len(text) // 4)", SERVE),
  ("rsd_ray/host.py", 'aborted = [self.engine.abort(c.target, ABORTED) for c in epoch.controls if c.kind == "abort"]',

@@ -27,7 +27,7 @@ class Router:
         self.queued = np.zeros(num_instances, dtype=np.int64)
         self.healthy = np.ones(num_instances, dtype=bool)
         self.sent = np.zeros(num_instances, dtype=np.int64)     # requests routed to each instance, ever
-        self.routed = self.refused = 0
+        self.refused = 0
 
     def observe(self, frames) -> None:
         for f in frames:
@@ -41,20 +41,14 @@ class Router:
         when no instance is healthy). ``pinned``: the request asked for that instance, bypassing the policy."""
         eligible = self.healthy if force else self.healthy & (self.queued < self.limit)
         if pinned is not None:
-            if not 0 <= pinned < len(eligible) or not eligible[pinned]:
-                self.refused += 1
-                return None
-            self.queued[pinned] += 1
-            self.sent[pinned] += 1
-            self.routed += 1
-            return pinned
-        if not eligible.any():
+            i = pinned if 0 <= pinned < len(eligible) and eligible[pinned] else None
+        else:
+            i = int(self.policy.choose(self.running + self.queued, eligible)) if eligible.any() else None
+        if i is None:
             self.refused += not force
             return None
-        i = int(self.policy.choose(self.running + self.queued, eligible))
         self.queued[i] += 1
         self.sent[i] += 1
-        self.routed += 1
         return i
 
 

@@ -28,7 +28,8 @@ import msgpack
 from pydantic import ValidationError
 
 from rsd_ray.epoch import Control
-from rsd_ray.serve.openai_api import ApiError, CompletionBody, _accepted, _admit
+from rsd_ray.serve.jobs import accepted, admit
+from rsd_ray.serve.protocol import ApiError, CompletionBody
 from rsd_ray.serve.text import word
 
 SERVICE = "rsdray.Rack"
@@ -63,14 +64,14 @@ class RackService:
                                   max_tokens=request.get("max_tokens"), min_tokens=request.get("min_tokens", 0),
                                   ignore_eos=request.get("ignore_eos", False))
             instance = request.get("instance", -1)
-            job = _admit(self.ctx, body, "completion", None if instance is None or instance < 0 else instance)
+            job = admit(self.ctx, body, "completion", None if instance is None or instance < 0 else instance)
         except ValidationError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err.errors()[0].get("msg")))
         except ApiError as err:
             await context.abort(STATUS[err.status], err.message)
         done = False
         try:
-            await _accepted(job)
+            await accepted(job)
             async for kind, value in job.tokens():
                 if kind == "token":
                     yield {"index": value, "text": word(job.ticket.rid, value)}

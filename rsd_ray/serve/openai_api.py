@@ -10,163 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
-from dataclasses import dataclass
-from typing import Annotated, Any, Optional, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
-from rsd_ray.serve.gateway import Gateway, Refused, Ticket
-from rsd_ray.serve.text import SYSTEM_FINGERPRINT, OutputLengths, Tokens, word
+from rsd_ray.serve.jobs import Job, ServeContext, accepted, admit
+from rsd_ray.serve.protocol import ApiError, ChatBody, CompletionBody
+from rsd_ray.serve.text import SYSTEM_FINGERPRINT, word
 
-DEFAULT_COMPLETION_MAX_TOKENS = 16      # OpenAI's and vLLM's default for /v1/completions
 DISCONNECT_POLL_S = 0.25
 ARRIVAL = "rsd_ray.arrival"          # the ASGI scope key of a request's arrival wall time
-ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 429: "RateLimitError", 500: "InternalServerError",
-               503: "ServiceUnavailableError"}
-
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-
-
-@dataclass
-class ServeContext:
-    """What every endpoint shares."""
-    gateway: Gateway
-    model: str
-    max_model_len: int
-    instances: int
-    tokens: Tokens
-    lengths: OutputLengths
-    version: str
-    metrics: Any = None              # rsd_ray.serve.metrics.RackMetrics
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param = status, message, param
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": ERROR_TYPES[self.status],
-                          "param": self.param, "code": self.status}}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
-
-
-# --- request bodies -----------------------------------------------------------------------------------
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-    continuous_usage_stats: bool = False
-
-
-class Sampling(BaseModel):
-    """The parameters both endpoints take; unknown fields are accepted and ignored, as vLLM does."""
-    model_config = ConfigDict(extra="allow")
-    model: str
-    stream: bool = False
-    stream_options: Optional[StreamOptions] = None
-    max_tokens: Optional[int] = Field(None, ge=1)
-    stop: Union[str, list[str], None] = None
-    n: int = Field(1, ge=1)
-    temperature: Optional[Finite] = Field(None, ge=0)
-    top_p: Optional[Finite] = Field(None, gt=0, le=1)
-    seed: Optional[int] = None
-    ignore_eos: bool = False
-    min_tokens: int = Field(0, ge=0)
-    user: Optional[str] = None
-
-
-class CompletionBody(Sampling):
-    prompt: Union[str, list[int], list[str], list[list[int]]]
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: str
-    content: Union[str, list[dict], None] = None
-
-
-class ChatBody(Sampling):
-    messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: Optional[int] = Field(None, ge=1)
-
-
-# --- the work of one request ----------------------------------------------------------------------------
-@dataclass
-class Job:
-    """One accepted request: what the client asked for and what the rack was asked to generate."""
-    ctx: ServeContext
-    ticket: Ticket
-    kind: str                     # completion | chat
-    prompt_len: int
-    max_tokens: int
-    id: str
-    created: int
-    generated: int = 0            # tokens the rack generated so far (a stop word's included, as vLLM counts)
-
-    async def tokens(self):
-        """Yields ("token", i) at each token's paced wall time, then ("end", finish_reason); raises ApiError
-        when the rack ends the request with an error. The rack ends a request at its stop word (the gateway
-        told it where); that token is generated but not sent, as OpenAI leaves stop sequences out."""
-        pacer, ticket = self.ctx.gateway.pacer, self.ticket
-        while True:
-            event = await ticket.events.get()
-            if event[0] == "tokens":
-                for t in event[1]:
-                    delay = pacer.wall(t) - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    self.generated += 1
-                    if self.generated - 1 != ticket.stop_at:
-                        yield "token", self.generated - 1
-            elif event[0] == "end":
-                yield "end", ticket.finish_reason(self.generated)
-                return
-            elif event[0] in ("error", "refused"):
-                raise ApiError(event[1], event[2])
-
-    def usage(self) -> dict:
-        return {"prompt_tokens": self.prompt_len, "completion_tokens": self.generated,
-                "total_tokens": self.prompt_len + self.generated}
-
-    def chunk(self, choices: list, usage: dict | None = None) -> str:
-        body = {"id": self.id, "object": "chat.completion.chunk" if self.kind == "chat" else "text_completion",
-                "created": self.created, "model": self.ctx.model, "system_fingerprint": SYSTEM_FINGERPRINT,
-                "choices": choices}
-        if usage is not None:
-            body["usage"] = usage
-        return f"data: {json.dumps(body)}\n\n"
-
-    def choice(self, text: str | None, finish: str | None, first: bool = False) -> dict:
-        if self.kind == "chat":
-            delta = ({"role": "assistant", "content": ""} if first else {} if text is None else {"content": text})
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
-
-
-def _prompt_tokens(ctx: ServeContext, body) -> int:
-    if isinstance(body, ChatBody):
-        return ctx.tokens.count_chat([_content(m) for m in body.messages])
-    prompt = body.prompt
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
-        if len(prompt) != 1:
-            raise ApiError(400, "one prompt per request (batched prompts are not supported)", "prompt")
-        prompt = prompt[0]
-    if isinstance(prompt, str):
-        return ctx.tokens.count(prompt)
-    if not prompt:
-        raise ApiError(400, "the prompt is empty", "prompt")
-    return len(prompt)
-
-
-def _content(m: Message) -> str:
-    if isinstance(m.content, list):
-        return " ".join(str(part.get("text", "")) for part in m.content)
-    return m.content or ""
 
 
 class ArrivalStamp:
@@ -179,45 +33,6 @@ class ArrivalStamp:
     async def __call__(self, scope, receive, send):
         scope.setdefault(ARRIVAL, time.monotonic())
         await self.app(scope, receive, send)
-
-
-def _admit(ctx: ServeContext, body, kind: str, instance: int | None, arrival_wall: float | None = None) -> Job:
-    """Check the request as vLLM would, then hand it to the gateway."""
-    if body.model != ctx.model:
-        raise ApiError(404, f"The model `{body.model}` does not exist.", "model")
-    if body.n != 1:
-        raise ApiError(400, "only n=1 is supported", "n")
-    prompt_len = _prompt_tokens(ctx, body)
-    limit = ctx.max_model_len
-    if prompt_len >= limit:
-        raise ApiError(400, f"This model's maximum context length is {limit} tokens. However, your prompt has "
-                            f"{prompt_len} tokens. Please reduce the length of the prompt.", "prompt")
-    asked = body.max_completion_tokens or body.max_tokens if kind == "chat" else body.max_tokens
-    max_tokens = asked or (DEFAULT_COMPLETION_MAX_TOKENS if kind == "completion" else limit - prompt_len)
-    if prompt_len + max_tokens > limit:
-        raise ApiError(400, f"This model's maximum context length is {limit} tokens. However, you requested "
-                            f"{prompt_len + max_tokens} tokens ({prompt_len} in the messages, {max_tokens} in the "
-                            "completion). Please reduce the length of the messages or completion.", "max_tokens")
-    if body.min_tokens > max_tokens:
-        raise ApiError(400, f"min_tokens ({body.min_tokens}) must be at most max_tokens ({max_tokens})", "min_tokens")
-    if instance is not None and not 0 <= instance < ctx.instances:
-        raise ApiError(404, f"no instance {instance}: this rack has {ctx.instances}", "instance")
-    stops = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    out_len = ctx.lengths(max_tokens, body.min_tokens, body.ignore_eos)
-    try:
-        ticket = ctx.gateway.submit(prompt_len, out_len, -1 if instance is None else instance, max_tokens,
-                                    arrival_wall, tuple(s.strip() for s in stops if s.strip()))
-    except Refused as err:
-        raise ApiError(err.status, err.message) from None
-    prefix = "chatcmpl" if kind == "chat" else "cmpl"
-    return Job(ctx, ticket, kind, prompt_len, max_tokens, f"{prefix}-{uuid.uuid4().hex}", int(time.time()))
-
-
-async def _accepted(job: Job) -> None:
-    """Wait for the router's answer: accepted, or refused (raised as ApiError, before any byte is sent)."""
-    event = await job.ticket.events.get()
-    if event[0] != "accepted":
-        raise ApiError(event[1], event[2])
 
 
 async def _stream(job: Job, body):
@@ -294,9 +109,9 @@ def make_app(ctx: ServeContext, instance: int | None = None) -> FastAPI:
         return ApiError(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")), where or None).response()
 
     async def serve(request: Request, body, kind: str):
-        job = _admit(ctx, body, kind, instance, request.scope.get(ARRIVAL))
+        job = admit(ctx, body, kind, instance, request.scope.get(ARRIVAL))
         try:
-            await _accepted(job)
+            await accepted(job)
         except asyncio.CancelledError:
             ctx.gateway.abort(job.ticket)
             raise

@@ -19,7 +19,8 @@ from rsd_ray.config import ConfigError
 from rsd_ray.controller import Controller
 from rsd_ray.serve.gateway import Gateway
 from rsd_ray.serve.metrics import RackMetrics
-from rsd_ray.serve.openai_api import ServeContext, make_app
+from rsd_ray.serve.jobs import ServeContext
+from rsd_ray.serve.openai_api import make_app
 from rsd_ray.serve.text import OutputLengths, Tokens
 from rsd_ray.telemetry import attach
 
