@@ -34,6 +34,9 @@ class CardActor:
         self.card.accept(starts, shapes)
         return self.card.sample(t)
 
+    def set_ambient(self, delta_c: float) -> None:
+        self.card.set_ambient(delta_c)
+
     def frame(self, t: float, starts, shapes):
         self.card.accept(starts, shapes)
         self.card.advance_to(t)

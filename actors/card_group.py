@@ -80,6 +80,10 @@ class RayCardGroup(CardGroup):
         ray.kill(self.handles[self.card_ids.index(card_id)])
         self._mark_lost(card_id)
 
+    def set_ambient(self, card_id: int, delta_c: float) -> None:
+        if card_id not in self.lost:
+            ray.get(self.handles[self.card_ids.index(card_id)].set_ambient.remote(delta_c))
+
     def frames(self, t: float) -> list:
         starts, shapes, _ = self._take_steps()
         refs = {c: h.frame.remote(t, starts, shapes) for c, h in zip(self.card_ids, self.handles) if c not in self.lost}

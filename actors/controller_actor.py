@@ -16,8 +16,9 @@ CONTROLLER_NAME = "rsd-ray-controller"
 @ray.remote(num_cpus=0, max_concurrency=4)
 class ControllerActor:
     def __init__(self, spec, fast: bool | None = None, spans: bool = True, stepper: str = "vector",
-                 telemetry: bool = False):
+                 telemetry: bool = False, faults=()):
         self.controller = Controller(spec, executor="ray", spans=spans, stepper=stepper, fast=fast)
+        self.controller.inject(faults)
         self.telemetry = attach(self.controller) if telemetry else None
         self.t, self.in_flight, self.done = 0.0, 0, False
 

@@ -60,14 +60,15 @@ def ray_session(address: str | None, cards: int):
         ray.shutdown()
 
 
-def run_on_ray(spec, sinks=(), fast: bool | None = None, spans: bool = True, stepper: str = "vector", show=None):
+def run_on_ray(spec, sinks=(), fast: bool | None = None, spans: bool = True, stepper: str = "vector", show=None,
+               faults=()):
     """Run ``spec`` under a named ControllerActor; returns the Outcome. Ray must be initialised.
     The sinks here see each epoch's time only (``EpochOut(t_end)``): whole epochs stay in the cluster.
     Ctrl-C asks the controller to stop at its next epoch and still returns its Outcome. ``show``: a dashboard,
     handed the controller's telemetry frame at each poll."""
     check_capacity(spec.rack)
     controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(
-        spec, fast, spans, stepper, show is not None)
+        spec, fast, spans, stepper, show is not None, tuple(faults))
     try:
         ref = controller.run.remote()
         try:
@@ -88,7 +89,7 @@ def run_on_ray(spec, sinks=(), fast: bool | None = None, spans: bool = True, ste
         time.sleep(0)   # let the kill be sent before a session shutdown
 
 
-def serve_on_ray(spec, options, stepper: str, version: str, body):
+def serve_on_ray(spec, options, stepper: str, version: str, body, faults=()):
     """A ServeActor on this node (its URLs are this machine's); ``body(actor)`` serves until told to stop
     and returns the Outcome. The actor is killed in every case."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -97,7 +98,7 @@ def serve_on_ray(spec, options, stepper: str, version: str, body):
     check_capacity(spec.rack)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     actor = ServeActor.options(name=SERVE_ACTOR_NAME, namespace=NAMESPACE, scheduling_strategy=here).remote(
-        spec, options, stepper, version)
+        spec, options, stepper, version, tuple(faults))
     try:
         return body(actor)
     except ray.exceptions.RayTaskError as err:

@@ -143,6 +143,9 @@ class LocalCardGroup(CardGroup):
         frames = {f.card: f for f in self.frames(t)}
         self.lost[card_id] = dataclasses.replace(frames[card_id], lost=True)
 
+    def set_ambient(self, card_id: int, delta_c: float) -> None:
+        next(card for card in self.cards if card.card_id == card_id).set_ambient(delta_c)
+
     def frames(self, t: float) -> list[CardFrame]:
         alive = [card for card in self.cards if card.card_id not in self.lost]
         self._account(*self._take_steps(), alive, t, sample=False)

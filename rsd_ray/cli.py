@@ -57,6 +57,8 @@ def _rack_args(p: argparse.ArgumentParser, out_help: str) -> None:
                    help="ray: every card an actor (default); inline: one process, for tests and fast sweeps")
     p.add_argument("--address", help="join a Ray cluster (auto or HOST:PORT) instead of starting a local one")
     p.add_argument("--out", help=out_help)
+    p.add_argument("--fault", action="append", default=[], metavar="SPEC",
+                   help="inject a fault (repeatable): card:ID@Ts, server:S@Ts, ambient:serverS=+DC@Ts")
     p.add_argument("--stepper", default="vector", choices=STEPPERS,
                    help="vector: a host's instances stepped together as arrays (default); reference: the "
                         "readable per-instance engines (same results, slower; for checking)")
@@ -89,6 +91,7 @@ def cmd_run(args) -> int:
 
     from rsd_ray.controller import EXIT_CODES, Controller, check_plan
     from rsd_ray.results import build, dump, write_requests_csv
+    from rsd_ray.faults import parse as parse_fault
     from rsd_ray.telemetry import dashboard_sink
     from rsd_ray.trace import TraceSink
 
@@ -104,6 +107,7 @@ def cmd_run(args) -> int:
     if args.refresh <= 0:
         raise ConfigError("command line", "--refresh", args.refresh, "seconds between dashboard frames must be > 0")
     check_plan(spec)                   # refuse here, before Ray starts, not inside the controller actor
+    faults = [parse_fault(f, spec.rack) for f in args.fault]
     console = Console(stderr=args.json)
     run_progress, render = renderer("run_progress"), renderer("render_run")
     dashboard = renderer("live_dashboard")(console) if args.dashboard else nullcontext()
@@ -112,6 +116,7 @@ def cmd_run(args) -> int:
         sinks = [on_epoch] if on_epoch else []
         if args.executor == "inline":
             controller = Controller(spec, spans=not args.no_spans, stepper=args.stepper)
+            controller.inject(faults)
             if show:
                 sinks.append(dashboard_sink(controller, show, args.refresh))
             trace = TraceSink(controller, *window) if window else None
@@ -121,7 +126,7 @@ def cmd_run(args) -> int:
         else:
             from rsd_ray.executor import get_executor
             outcome = get_executor("ray").run_session(spec, sinks, args.address, spans=not args.no_spans,
-                                                        stepper=args.stepper, show=show)
+                                                        stepper=args.stepper, show=show, faults=faults)
     doc = build(outcome)
     if args.out:
         dump(doc, args.out)

@@ -110,6 +110,7 @@ class Controller:
         self.cards: tuple[CardFrame, ...] = ()
         self.link_bytes: dict[str, float] = {}
         self.controls: list[Control] = []
+        self.faults: list = []                           # rsd_ray.faults.Fault, by time, not yet injected
         self._stop: str | None = None
 
     # --- inputs -------------------------------------------------------------------------------------
@@ -122,6 +123,10 @@ class Controller:
                 self._error(waiting[0], ABORTED)
                 return
         self.controls.append(control)
+
+    def inject(self, faults) -> None:
+        """Faults to inject, each at the start of the epoch that contains its time."""
+        self.faults = sorted(list(self.faults) + list(faults), key=lambda f: f.at_s)
 
     def stop(self, reason: str = "stopped") -> None:
         """End the run at the next epoch boundary, with ``status: interrupted``."""
@@ -158,6 +163,8 @@ class Controller:
         window = not self.window_cards and t_end >= end - 1e-9
         every = self.telemetry_every_s
         telemetry = window or bool(every and (self.epochs == 0 or t_end // every > t0 // every))
+        while self.faults and self.faults[0].at_s < t_end:
+            self.controls.append(self.faults.pop(0).control())
         controls, self.controls = tuple(self.controls), []
         epoch = EpochIn(t_end, {s: tuple(v) for s, v in arrivals.items()}, controls, telemetry, self.stream_tokens,
                         self.trace_steps)

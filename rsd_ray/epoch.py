@@ -26,17 +26,20 @@ __all__ = ["CardLost", "Control", "EpochIn", "EpochOut", "Failure", "Submit", "m
 
 @dataclass(frozen=True)
 class Control:
-    """A control message for the next epoch: ``kill_card`` (target: card id) or ``abort`` (target: request
-    id; the request leaves its instance, KV blocks freed, and comes back as a finished record with an error)."""
+    """A control message for the next epoch: ``kill_card`` (target: card id), ``kill_server`` (target: server;
+    every card on it dies), ``ambient`` (target: server; its inlet air changes by ``value`` °C) or ``abort``
+    (target: request id; the request leaves its instance, KV blocks freed, and comes back as a finished record
+    with an error)."""
     kind: str
     target: int
+    value: float = 0.0
 
 
 @dataclass(frozen=True)
 class Failure:
     """What was lost, when, and which instances it took down."""
     t: float
-    kind: str                       # card | host
+    kind: str                       # card | server | host
     server: int
     instances: tuple[int, ...]
     cards: tuple[int, ...]

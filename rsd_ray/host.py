@@ -90,11 +90,13 @@ class Host:
         failures, orphans = [], []
         for control in epoch.controls:
             if control.kind == "kill_card" and control.target in self.cards:
-                iid = self.card_instance.get(control.target)
-                self.groups[iid].kill(control.target, self.t)
-                failures.append(self._fail(control.target, iid, CardLost([control.target],
-                                                                        f"card {control.target} was killed"),
-                                           orphans, self.t))
+                failures.append(self._kill(control.target, f"card {control.target} was killed", "card", orphans))
+            elif control.kind == "kill_server":
+                for card in self._on_server(control.target):
+                    failures.append(self._kill(card, f"server {control.target} was lost", "server", orphans))
+            elif control.kind == "ambient":
+                for card in self._on_server(control.target):
+                    self.groups[self.card_instance.get(card)].set_ambient(card, control.value)
         for server in self.servers:
             for s in epoch.arrivals.get(server, ()):
                 if not self.engine.submit(s):          # routed before the router heard of the failure
@@ -112,15 +114,26 @@ class Host:
                         tuple(self.engine.frames()), cards, links,
                         tuple(f for f in failures if f is not None), tuple(steps or ()))
 
-    def _fail(self, card, iid, lost: CardLost, orphans: list, t: float) -> Failure | None:
+    def _on_server(self, server: int) -> list[int]:
+        """The cards this host holds that sit in ``server``."""
+        return [c for c in sorted(self.cards) if self.topology.server_of(c) == server]
+
+    def _kill(self, card: int, reason: str, kind: str, orphans: list) -> Failure | None:
+        iid = self.card_instance.get(card)
+        if card in self.groups[iid].lost:
+            return None
+        self.groups[iid].kill(card, self.t)
+        return self._fail(card, iid, CardLost([card], reason), orphans, self.t, kind)
+
+    def _fail(self, card, iid, lost: CardLost, orphans: list, t: float, kind: str = "card") -> Failure | None:
         """Mark the instance failed at ``t`` and hand back its requests; an idle card's loss fails nothing."""
         if iid is None:
-            return Failure(float(t), "card", self.cards[card], (), lost.cards, lost.reason)
+            return Failure(float(t), kind, self.cards[card], (), lost.cards, lost.reason)
         if self.engine.is_failed(iid):
             return None
         orphans += self.engine.evacuate(iid)
         cards = tuple(c for c, i in self.card_instance.items() if i == iid)
-        return Failure(float(t), "card", self.instance_server[iid], (iid,), lost.cards or cards, lost.reason)
+        return Failure(float(t), kind, self.instance_server[iid], (iid,), lost.cards or cards, lost.reason)
 
     def card_frames(self, t: float) -> list[CardFrame]:
         frames = [f for group in self.groups.values() for f in group.frames(t)]

@@ -255,6 +255,10 @@ def test_grpc_generate_smi_status_and_control(server):
             rack.control("pace", value=-1.0)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         with pytest.raises(grpc.RpcError) as err:
+            rack.control("kill_server", target=5)          # atom-server has one server
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "--fault" in err.value.details()
+        assert rack.control("ambient", target=0, value=1.0)["ok"]
+        with pytest.raises(grpc.RpcError) as err:
             list(rack.generate(prompt_tokens=9000, max_tokens=1))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 

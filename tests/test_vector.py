@@ -7,13 +7,15 @@ import pytest
 from rsd_ray.config import load_run
 from rsd_ray.controller import Controller
 from rsd_ray.epoch import Control
+from rsd_ray.faults import Fault
 from rsd_ray.results import build, without_wall_clock
 from tests.test_rules import SlowCost
 from tests.test_spans import CASES, hot
 
 
-def run(spec, stepper, kill=None, slow_card=None, silent=None, aborts=None):
+def run(spec, stepper, kill=None, slow_card=None, silent=None, aborts=None, faults=()):
     controller = Controller(spec, stepper=stepper)
+    controller.inject(faults)
     if slow_card is not None:                       # one card of instance 0 on a 3x slower cost model
         card = controller.executor.hosts[0].groups[0].cards[slow_card]
         card.cost = SlowCost(controller.plan.programs[slow_card], spec.device, spec.model.dtype)
@@ -73,6 +75,14 @@ def test_vector_equals_reference_when_clients_abort_running_and_waiting_requests
     aborted = [r for r in doc["records"] if r["error"] and r["error"].startswith("aborted")]
     assert len(aborted) >= 8                          # running and waiting ones, each ended once
     assert doc["requests"]["errored"] == len(aborted)
+
+
+def test_vector_equals_reference_when_a_server_warms_and_another_is_lost():
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=3.0, workload="poisson")
+    quick = dataclasses.replace(spec.device.thermal, tau_s=1.0)       # heats within the run
+    spec = dataclasses.replace(spec, device=dataclasses.replace(spec.device, thermal=quick))
+    doc = assert_same(spec, faults=[Fault("ambient", 0, 0.2, 45.0), Fault("server", 1, 1.5)])
+    assert any(c["throttled_s"] > 0 for c in doc["cards"]) and doc["failures"]
 
 
 def test_vector_equals_reference_when_prompts_outrun_the_token_budget():

@@ -126,6 +126,7 @@ def run(spec, args) -> int:
     from rsd_ray import __version__
     from rsd_ray.config.schema import writable
     from rsd_ray.controller import EXIT_CODES, check_plan
+    from rsd_ray.faults import parse as parse_fault
     from rsd_ray.plugins import renderer
     from rsd_ray.results import build, dump
 
@@ -133,6 +134,7 @@ def run(spec, args) -> int:
     writable(args.out, "--out")
     spec = serve_spec(spec, args)
     check_plan(spec)
+    faults = [parse_fault(f, spec.rack) for f in args.fault]
     from rsd_ray.serve.server import ServeOptions
     options = ServeOptions(args.host, args.port, args.grpc_port, args.pace, args.instance_ports,
                            args.served_model_name, args.tokenizer)
@@ -141,13 +143,14 @@ def run(spec, args) -> int:
     console = Console(stderr=True)
     if args.executor == "inline":
         from rsd_ray.serve.server import RackServer
-        server = RackServer(spec, "inline", options, args.stepper, __version__)
+        server = RackServer(spec, "inline", options, args.stepper, __version__, faults)
         server.stop_now = lambda: server.controller.stop("interrupted (Ctrl-C)")
         outcome = _serve(server, args, console)
     else:
         from rsd_ray.executor import get_executor
         outcome = get_executor("ray").serve_session(spec, options, args.address, args.stepper, __version__,
-                                                      lambda actor: _serve(_RemoteServer(actor), args, console))
+                                                      lambda actor: _serve(_RemoteServer(actor), args, console),
+                                                      faults)
     doc = build(outcome)
     doc["served"] = {"pace": args.pace, "epoch_s": spec.epoch_s, "executor": args.executor}
     if args.out:

@@ -10,7 +10,8 @@ Generate    unary → stream   {prompt | prompt_ids | prompt_tokens, max_tokens,
 Telemetry   unary → stream   {interval_s} → a dashboard frame (``rsd_ray.telemetry``) per interval
 Smi         unary → unary    {} → {t, device, pcie_gen, cards_per_server, cards[] (``CardFrame``), contexts[]}
 Status      unary → unary    {} → {rack, model, tp, router, t, pace, lag_s, in_flight, instances, ...}
-Control     unary → unary    {kind: kill_card, target} | {kind: pace, value} → {ok, message}
+Control     unary → unary    {kind: kill_card | kill_server | ambient, target, value} | {kind: pace, value}
+                             → {ok, message}
 ==========  ===============  ======================================================================
 
 Errors are gRPC status codes: INVALID_ARGUMENT (HTTP 400), NOT_FOUND (404),
@@ -27,7 +28,8 @@ import grpc
 import msgpack
 from pydantic import ValidationError
 
-from rsd_ray.epoch import Control
+from rsd_ray.config import ConfigError
+from rsd_ray.faults import parse as parse_fault
 from rsd_ray.serve.jobs import accepted, admit
 from rsd_ray.serve.protocol import ApiError, CompletionBody
 from rsd_ray.serve.text import word
@@ -111,15 +113,18 @@ class RackService:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"pace must be a finite number > 0, not {value!r}")
             self.server.gateway.set_pace(float(value))
             return {"ok": True, "message": f"pace {value}"}
-        if kind == "kill_card":
-            cards = self.server.spec.rack.servers * self.server.spec.rack.cards_per_server
-            target = request.get("target")
-            if not isinstance(target, int) or not 0 <= target < cards:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"target must be a card id in [0, {cards}), "
-                                                                      f"not {target!r}")
-            self.server.controller.control(Control("kill_card", target))
-            return {"ok": True, "message": f"card {target} will be killed at the next epoch"}
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown control {kind!r}: kill_card or pace")
+        faults = {"kill_card": "card:{target}@0", "kill_server": "server:{target}@0",
+                  "ambient": "ambient:server{target}={value:+g}C@0"}
+        if kind in faults:
+            try:
+                fault = parse_fault(faults[kind].format(target=request.get("target"), value=request.get("value") or 0),
+                                    self.server.spec.rack)
+            except (ConfigError, ValueError, TypeError) as err:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            self.server.controller.control(fault.control())
+            return {"ok": True, "message": f"{kind} {request.get('target')} at the next epoch"}
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"unknown control {kind!r}: kill_card, kill_server, ambient or pace")
 
 
 def _handler(service: RackService) -> grpc.GenericRpcHandler:
@@ -133,7 +138,6 @@ def _handler(service: RackService) -> grpc.GenericRpcHandler:
 
 async def start_grpc(server, host: str, port: int):
     """A started grpc.aio server on the running loop; raises when the port cannot be bound."""
-    from rsd_ray.config import ConfigError
     grpc_server = grpc.aio.server()
     grpc_server.add_generic_rpc_handlers((_handler(RackService(server)),))
     try:

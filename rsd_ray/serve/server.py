@@ -56,7 +56,7 @@ def _bind(host: str, port: int, flag: str) -> socket.socket:
 
 class RackServer:
     def __init__(self, spec, executor: str = "inline", options: ServeOptions = ServeOptions(),
-                 stepper: str = "vector", version: str = "0", **executor_options):
+                 stepper: str = "vector", version: str = "0", faults=(), **executor_options):
         self.options = options
         spec = dataclasses.replace(spec, duration_s=SERVE_HORIZON_S)
         self.gateway = Gateway(options.pace, 0)
@@ -64,6 +64,7 @@ class RackServer:
         self.gateway.max_queued = (MAX_QUEUED_PER_INSTANCE * spec.router.max_pending_per_instance
                                    * len(self.controller.instance_server))
         self.controller.stream_tokens = True
+        self.controller.inject(faults)
         self.gateway.attach(self.controller)
         model = options.served_model_name or spec.model.name
         self.metrics = RackMetrics(self.gateway, model, spec.device.name, spec.rack.cards_per_server)
