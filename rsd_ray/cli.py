@@ -58,7 +58,8 @@ def _rack_args(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--address", help="join a Ray cluster (auto or HOST:PORT) instead of starting a local one")
     p.add_argument("--out", help=out_help)
     p.add_argument("--fault", action="append", default=[], metavar="SPEC",
-                   help="inject a fault (repeatable): card:ID@Ts, server:S@Ts, ambient:serverS=+DC@Ts")
+                   help="inject a fault (repeatable): card:ID@Ts, server:S@Ts, ambient:serverS=+DC@Ts, "
+                        "link:A->B=P%%@Ts")
     p.add_argument("--stepper", default="vector", choices=STEPPERS,
                    help="vector: a host's instances stepped together as arrays (default); reference: the "
                         "readable per-instance engines (same results, slower; for checking)")
@@ -107,7 +108,7 @@ def cmd_run(args) -> int:
     if args.refresh <= 0:
         raise ConfigError("command line", "--refresh", args.refresh, "seconds between dashboard frames must be > 0")
     check_plan(spec)                   # refuse here, before Ray starts, not inside the controller actor
-    faults = [parse_fault(f, spec.rack) for f in args.fault]
+    faults = [parse_fault(f, spec) for f in args.fault]
     console = Console(stderr=args.json)
     run_progress, render = renderer("run_progress"), renderer("render_run")
     dashboard = renderer("live_dashboard")(console) if args.dashboard else nullcontext()

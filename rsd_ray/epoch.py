@@ -33,6 +33,7 @@ class Control:
     kind: str
     target: int
     value: float = 0.0
+    name: str = ""                 # degrade_link: the link (``card9->sw0.1``); value: % of its bandwidth left
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@
     card:ID@Ts                 card ID dies at T (on Ray its actor is killed)
     server:S@Ts                server S is lost at T: every card on it dies
     ambient:serverS=+DC@Ts     server S's inlet air warms by D °C at T (negative: cools)
+    link:A->B=P%@Ts            the link from A to B keeps P % of its bandwidth from T (both directions are links
+                               of their own; names as in the results' ``links``, e.g. card9->sw0.1)
 
 A fault enters the rack at the start of the epoch that contains its time.
 """
@@ -16,14 +18,17 @@ from dataclasses import dataclass
 
 from rsd_ray.config import ConfigError
 from rsd_ray.epoch import Control
+from rsd_ray.topology import Topology
 
-SYNTAX = "card:ID@Ts, server:S@Ts or ambient:serverS=+DC@Ts (e.g. card:3@10s, ambient:server1=+15C@30s)"
+SYNTAX = ("card:ID@Ts, server:S@Ts, ambient:serverS=+DC@Ts or link:A->B=P%@Ts "
+          "(e.g. card:3@10s, ambient:server1=+15C@30s, link:card9->sw0.1=25%@5s)")
 PATTERNS = {
     "card": re.compile(r"^card:(?P<target>\d+)@(?P<at>[0-9.eE+-]+)s?$"),
     "server": re.compile(r"^server:(?P<target>\d+)@(?P<at>[0-9.eE+-]+)s?$"),
     "ambient": re.compile(r"^ambient:server(?P<target>\d+)=(?P<value>[+-]?[0-9.eE]+)C@(?P<at>[0-9.eE+-]+)s?$"),
+    "link": re.compile(r"^link:(?P<name>[\w.]+->[\w.]+)=(?P<value>[0-9.eE+]+)%@(?P<at>[0-9.eE+-]+)s?$"),
 }
-CONTROL = {"card": "kill_card", "server": "kill_server", "ambient": "ambient"}
+CONTROL = {"card": "kill_card", "server": "kill_server", "ambient": "ambient", "link": "degrade_link"}
 
 
 @dataclass(frozen=True)
@@ -31,14 +36,16 @@ class Fault:
     kind: str            # card | server | ambient
     target: int          # card id or server
     at_s: float
-    value: float = 0.0   # ambient: °C added to the inlet air
+    value: float = 0.0   # ambient: °C added to the inlet air; link: % of its bandwidth left
+    link: str = ""
 
     def control(self) -> Control:
-        return Control(CONTROL[self.kind], self.target, self.value)
+        return Control(CONTROL[self.kind], self.target, self.value, self.link)
 
 
-def parse(spec: str, rack) -> Fault:
-    """One ``--fault`` spec, checked against the rack (``RackSpec``)."""
+def parse(spec: str, run) -> Fault:
+    """One ``--fault`` spec, checked against the run's rack (``RunSpec``)."""
+    rack = run.rack
     kind = spec.split(":", 1)[0]
     match = PATTERNS[kind].match(spec.strip()) if kind in PATTERNS else None
     if match is None:
@@ -49,6 +56,15 @@ def parse(spec: str, rack) -> Fault:
         raise ConfigError("command line", "--fault", spec, f"the time and value are numbers; write {SYNTAX}") from None
     if not (math.isfinite(at) and math.isfinite(value)) or at < 0:
         raise ConfigError("command line", "--fault", spec, "the time must be finite and >= 0 s, the value finite")
+    if kind == "link":
+        links = {link.name for link in Topology(rack, run.device).links.values()}
+        if match["name"] not in links:
+            raise ConfigError("command line", "--fault", spec, f"no link {match['name']} in this rack; its links are "
+                              "named like card9->sw0.1, sw0.1->host0, host0->nic0 (see the results' links)")
+        if not 0 < value <= 100:
+            raise ConfigError("command line", "--fault", spec, "a link keeps between 0 (exclusive) and 100 % of its "
+                              "bandwidth")
+        return Fault(kind, 0, at, value, match["name"])
     target = int(match["target"])
     limit = rack.servers * rack.cards_per_server if kind == "card" else rack.servers
     if target >= limit:

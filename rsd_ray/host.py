@@ -62,6 +62,8 @@ class Host:
         members = [(iid, groups[iid], GroupSync(plan.programs[0], list(cards), self.topology,
                                                 spec.compiler.collective, shared))
                    for s in setups for iid, cards in s.instances]
+        self.links = {link.name: link for link in self.topology.links.values()}
+        self.nominal = {name: link.bandwidth for name, link in self.links.items()}
         blocks = spec.engine.num_blocks_override or plan.memory.num_blocks
         if setups[0].stepper == "vector":
             self.engine = VectorEngine(spec.engine, members, blocks)
@@ -94,6 +96,11 @@ class Host:
             elif control.kind == "kill_server":
                 for card in self._on_server(control.target):
                     failures.append(self._kill(card, f"server {control.target} was lost", "server", orphans))
+            elif control.kind == "degrade_link" and control.name in self.nominal:
+                self.links[control.name].bandwidth = self.nominal[control.name] * control.value / 100.0
+                for sync in self.engine.syncs:
+                    sync.price(self.topology)
+                self.engine.reprice()
             elif control.kind == "ambient":
                 for card in self._on_server(control.target):
                     self.groups[self.card_instance.get(card)].set_ambient(card, control.value)

@@ -16,6 +16,9 @@ class InstanceSet:
         self.instances = {iid: Instance(iid, group, sync, engine, num_blocks, spans) for iid, group, sync in instances}
         self.syncs = [inst.sync for inst in self.instances.values()]
 
+    def reprice(self) -> None:
+        """Each instance reads its GroupSync's α and β directly: nothing to take."""
+
     def submit(self, s: Submit) -> bool:
         inst = self.instances.get(s.instance)
         if inst is None or inst.failed:

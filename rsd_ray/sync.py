@@ -26,14 +26,20 @@ class GroupSync:
         syncs = [c for c in program.commands if c.kind == DEVICE_SYNC]
         self.chunks = program.chunks
         self.message = np.array([c.link for c in syncs]).reshape(len(syncs), -1)
-        algos = ALGORITHMS if algorithm == "auto" else (algorithm,)
-        once = {(kind, a): collective_cost(topology, kind, a, group, shared)     # every layer's sync is alike
-                for kind in {c.collective for c in syncs} for a in algos}
-        self.costs = {a: [once[c.collective, a] for c in syncs] for a in algos}
-        self.alpha = np.array([[k.alpha for k in self.costs[a]] for a in algos])
-        self.beta = np.array([[k.beta for k in self.costs[a]] for a in algos])
+        self.kinds = [c.collective for c in syncs]
+        self.group, self.shared = list(group), shared
+        self.algos = ALGORITHMS if algorithm == "auto" else (algorithm,)
+        self.price(topology)
         self.active = bool(syncs) and len(group) > 1
         self.sent = np.zeros_like(self.alpha)     # message bytes sent by each algorithm, per sync
+
+    def price(self, topology: Topology) -> None:
+        """α and β of every collective on the links as they are now (again after a link degrades)."""
+        once = {(kind, a): collective_cost(topology, kind, a, self.group, self.shared)   # every layer's is alike
+                for kind in set(self.kinds) for a in self.algos}
+        self.costs = {a: [once[kind, a] for kind in self.kinds] for a in self.algos}
+        self.alpha = np.array([[k.alpha for k in self.costs[a]] for a in self.algos])
+        self.beta = np.array([[k.beta for k in self.costs[a]] for a in self.algos])
 
     def times(self, shapes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(k × syncs) times of every collective for k batch shapes, by the cheapest algorithm;

@@ -13,6 +13,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SERVE = ["tests/test_gateway.py", "tests/test_serve.py"]
+FAULTS = ["tests/test_faults.py", "tests/test_vector.py"]
 WRONG = [
  ("rsd_ray/kv_cache.py", "-(-(req.num_computed + new_tokens) // self.block_size)", "((req.num_computed + new_tokens) // self.block_size)"),
  ("rsd_ray/card_group.py", "return np.max([cost.segments", "return np.min([cost.segments"),
@@ -60,6 +61,12 @@ WRONG = [
   "aborted = []", SERVE),
  ("rsd_ray/controller.py", "i = self.router.route(force, None if force or sub.instance < 0 else sub.instance)",
   "i = self.router.route(force)", SERVE),
+ # faults
+ ("rsd_ray/host.py", "self.groups[self.card_instance.get(card)].set_ambient(card, control.value)", "pass", FAULTS),
+ ("rsd_ray/host.py", "self.nominal[control.name] * control.value / 100.0", "self.nominal[control.name]", FAULTS),
+ ("rsd_ray/host.py", "if self.topology.server_of(c) == server]", "if c == server]", FAULTS),
+ ("rsd_ray/controller.py", "while self.faults and self.faults[0].at_s < t_end:",
+  "while self.faults and self.faults[0].at_s < t_end - 1.0:", FAULTS),
 ]
 HANG_S = 300
 TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_vector.py"]

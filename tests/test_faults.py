@@ -19,26 +19,28 @@ MINI = dict(rack="mini", model="tiny-llama", tp=2, workload="poisson", duration_
 
 
 def test_fault_specs_parse():
-    rack = load_run(None, **MINI).rack
-    assert parse("card:3@1.5s", rack) == Fault("card", 3, 1.5)
-    assert parse("server:1@2", rack) == Fault("server", 1, 2.0)
-    assert parse("ambient:server0=+15C@0.5s", rack) == Fault("ambient", 0, 0.5, 15.0)
-    assert parse("ambient:server1=-5C@3s", rack).value == -5.0
+    spec = load_run(None, **MINI)
+    assert parse("card:3@1.5s", spec) == Fault("card", 3, 1.5)
+    assert parse("server:1@2", spec) == Fault("server", 1, 2.0)
+    assert parse("ambient:server0=+15C@0.5s", spec) == Fault("ambient", 0, 0.5, 15.0)
+    assert parse("ambient:server1=-5C@3s", spec).value == -5.0
+    assert parse("link:card0->sw0.0=25%@1s", spec) == Fault("link", 0, 1.0, 25.0, "card0->sw0.0")
 
 
 @pytest.mark.parametrize("spec", ["card:x@1", "card:3", "card:8@1s", "server:2@1", "ambient:server0=15@1",
-                                  "card:1@-1s", "card:1@nans", "disk:1@1", "ambient:server0=infC@1"])
+                                  "card:1@-1s", "card:1@nans", "disk:1@1", "ambient:server0=infC@1",
+                                  "link:card9->sw0.0=25%@1s", "link:card0->sw0.0=0%@1s", "link:card0->sw0.0=150%@1s",
+                                  "link:card0->sw0.0=25@1s"])
 def test_bad_fault_specs_are_refused_with_the_syntax(spec):
-    rack = load_run(None, **MINI).rack
     with pytest.raises(ConfigError) as err:
-        parse(spec, rack)
+        parse(spec, load_run(None, **MINI))
     assert "--fault" in str(err.value) and spec in str(err.value)
 
 
 def run(faults, **overrides):
     spec = load_run(None, **{**MINI, **overrides})
     controller = Controller(spec)
-    controller.inject([parse(f, spec.rack) for f in faults])
+    controller.inject([parse(f, spec) for f in faults])
     outcome = controller.run()
     return json.loads(json.dumps(build(outcome)))      # as the results file has it
 
@@ -79,6 +81,21 @@ def test_warmer_air_throttles_that_server_only():
     assert accounted(warm) and not warm["failures"]
 
 
+def test_a_degraded_link_slows_exactly_the_group_whose_traffic_crosses_it():
+    """Round robin over Poisson arrivals: every instance gets the same requests either way."""
+    spec = load_run(None, **{**MINI, "router": {"policy": "round_robin"}})
+    docs = []
+    for faults in ([], [Fault("link", 0, 0.0, 5.0, "card0->sw0.0")]):
+        controller = Controller(spec)
+        controller.inject(faults)
+        docs.append(json.loads(json.dumps(build(controller.run()))))
+    base, slow = docs
+    assert slow["instances"][1:] == base["instances"][1:]               # groups 1-3 never cross card0->sw0.0
+    assert slow["instances"][0]["busy_s"] > base["instances"][0]["busy_s"]
+    link = {l["link"]: l for l in slow["links"]}["card0->sw0.0"]
+    assert link["bytes"] == {l["link"]: l for l in base["links"]}["card0->sw0.0"]["bytes"] > 0
+
+
 def test_faults_on_the_command_line(tmp_path):
     out = tmp_path / "run.json"
     res = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "run", "--executor", "inline", "--rack", "mini",
@@ -96,7 +113,7 @@ def test_card_and_server_faults_on_ray_kill_actors_and_lose_no_request(ray_sessi
     from rsd_ray.actors.session import run_on_ray
     spec = load_run(None, **{**MINI, "duration_s": 1.5})
     for faults, kind in ((["card:5@0.3s"], "card"), (["server:0@0.3s"], "server")):
-        outcome = run_on_ray(spec, faults=[parse(f, spec.rack) for f in faults])
+        outcome = run_on_ray(spec, faults=[parse(f, spec) for f in faults])
         doc = json.loads(json.dumps(build(outcome)))
         assert accounted(doc) and doc["requests"]["unfinished"] == 0, faults
         assert doc["failures"] and {f["kind"] for f in doc["failures"]} == {kind}

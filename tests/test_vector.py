@@ -77,11 +77,12 @@ def test_vector_equals_reference_when_clients_abort_running_and_waiting_requests
     assert doc["requests"]["errored"] == len(aborted)
 
 
-def test_vector_equals_reference_when_a_server_warms_and_another_is_lost():
+def test_vector_equals_reference_when_a_server_warms_a_link_degrades_and_a_server_is_lost():
     spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=3.0, workload="poisson")
     quick = dataclasses.replace(spec.device.thermal, tau_s=1.0)       # heats within the run
     spec = dataclasses.replace(spec, device=dataclasses.replace(spec.device, thermal=quick))
-    doc = assert_same(spec, faults=[Fault("ambient", 0, 0.2, 45.0), Fault("server", 1, 1.5)])
+    doc = assert_same(spec, faults=[Fault("ambient", 0, 0.2, 45.0), Fault("link", 0, 0.5, 10.0, "card2->sw0.1"),
+                                    Fault("server", 1, 1.5)])
     assert any(c["throttled_s"] > 0 for c in doc["cards"]) and doc["failures"]
 
 

@@ -44,8 +44,9 @@ class RackClient:
     def status(self) -> dict:
         return self._call("Status", False)({}, timeout=self.timeout_s)
 
-    def control(self, kind: str, target: int | None = None, value: float | None = None) -> dict:
-        return self._call("Control", False)({"kind": kind, "target": target, "value": value}, timeout=self.timeout_s)
+    def control(self, kind: str, target: int | None = None, value: float | None = None, link: str | None = None) -> dict:
+        return self._call("Control", False)({"kind": kind, "target": target, "value": value, "link": link},
+                                            timeout=self.timeout_s)
 
     def close(self) -> None:
         self.channel.close()

@@ -134,7 +134,7 @@ def run(spec, args) -> int:
     writable(args.out, "--out")
     spec = serve_spec(spec, args)
     check_plan(spec)
-    faults = [parse_fault(f, spec.rack) for f in args.fault]
+    faults = [parse_fault(f, spec) for f in args.fault]
     from rsd_ray.serve.server import ServeOptions
     options = ServeOptions(args.host, args.port, args.grpc_port, args.pace, args.instance_ports,
                            args.served_model_name, args.tokenizer)

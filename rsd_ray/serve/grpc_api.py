@@ -10,7 +10,8 @@ Generate    unary → stream   {prompt | prompt_ids | prompt_tokens, max_tokens,
 Telemetry   unary → stream   {interval_s} → a dashboard frame (``rsd_ray.telemetry``) per interval
 Smi         unary → unary    {} → {t, device, pcie_gen, cards_per_server, cards[] (``CardFrame``), contexts[]}
 Status      unary → unary    {} → {rack, model, tp, router, t, pace, lag_s, in_flight, instances, ...}
-Control     unary → unary    {kind: kill_card | kill_server | ambient, target, value} | {kind: pace, value}
+Control     unary → unary    {kind: kill_card | kill_server | ambient | degrade_link, target, value, link}
+                             | {kind: pace, value}
                              → {ok, message}
 ==========  ===============  ======================================================================
 
@@ -114,17 +115,17 @@ class RackService:
             self.server.gateway.set_pace(float(value))
             return {"ok": True, "message": f"pace {value}"}
         faults = {"kill_card": "card:{target}@0", "kill_server": "server:{target}@0",
-                  "ambient": "ambient:server{target}={value:+g}C@0"}
+                  "ambient": "ambient:server{target}={value:+g}C@0", "degrade_link": "link:{link}={value:g}%@0"}
         if kind in faults:
             try:
-                fault = parse_fault(faults[kind].format(target=request.get("target"), value=request.get("value") or 0),
-                                    self.server.spec.rack)
+                fault = parse_fault(faults[kind].format(target=request.get("target"), value=request.get("value") or 0,
+                                                        link=request.get("link")), self.server.spec)
             except (ConfigError, ValueError, TypeError) as err:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
             self.server.controller.control(fault.control())
             return {"ok": True, "message": f"{kind} {request.get('target')} at the next epoch"}
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                            f"unknown control {kind!r}: kill_card, kill_server, ambient or pace")
+                            f"unknown control {kind!r}: kill_card, kill_server, ambient, degrade_link or pace")
 
 
 def _handler(service: RackService) -> grpc.GenericRpcHandler:

@@ -52,6 +52,12 @@ class VectorEngine:
             for k, s in enumerate(self.syncs):
                 s.sent = self.sent[k]                # the group's link counters read the shared array
 
+    def reprice(self) -> None:
+        """The groups' collectives were priced again (a link degraded): take their α and β."""
+        if self.syncs:
+            self.alpha = np.stack([s.alpha for s in self.syncs])
+            self.beta = np.stack([s.beta for s in self.syncs])
+
     def submit(self, s: Submit) -> bool:
         k = self.index.get(s.instance)
         if k is None or self.failed[k]:
