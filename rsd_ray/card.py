@@ -23,6 +23,10 @@ from rsd_ray.ledger import MemoryLedger
 from rsd_ray.power import ThermalState
 
 
+ABORTED_CLOCK = 0.0
+"""The governor's answer for a card at or past its abort temperature: it stops (P12); its group loses it."""
+
+
 @dataclass(frozen=True)
 class CardFrame:
     """A card's telemetry, as rbln-smi would show it."""
@@ -65,11 +69,14 @@ class Card:
         """The governor: the clock factor for the epoch starting at ``t``, from the temperature once
         every step that started before ``t`` is accounted (and the idle time up to ``t``)."""
         self.advance_to(t)
-        self.clock_factor, self.sampled_at = self.thermal.clock, t
+        aborted = self.thermal.temp_c >= self.thermal.thermal.abort_c
+        self.clock_factor, self.sampled_at = ABORTED_CLOCK if aborted else self.thermal.clock, t
         return self.clock_factor
 
     def busy(self, shapes: np.ndarray) -> np.ndarray:
         """Seconds of compute of each step at this epoch's clock."""
+        if self.clock_factor == ABORTED_CLOCK:
+            raise RuntimeError(f"card {self.card_id} has aborted at its abort temperature; it runs nothing more")
         return self.cost.segments(shapes, self.clock_factor).sum(axis=1)
 
     def accept(self, starts, shapes: np.ndarray, busy_s: np.ndarray | None = None) -> None:
@@ -121,7 +128,8 @@ class Card:
     def frame(self) -> CardFrame:
         """Telemetry; ``power_w`` is the mean since start (difference energies for a window)."""
         power = self.thermal.energy_j / self.clock if self.clock else self.device.power.idle_w
-        p_state = self.thermal.p_state(self.clock - self.last_busy_end, throttled=self.clock_factor < 1.0)
+        p_state = "P12" if self.clock_factor == ABORTED_CLOCK else \
+            self.thermal.p_state(self.clock - self.last_busy_end, throttled=self.clock_factor < 1.0)
         return CardFrame(self.card_id, self.clock, self.busy_s / self.clock if self.clock else 0.0,
                          self.ledger.used, self.ledger.budget, self.thermal.temp_c, self.thermal.energy_j, power,
                          p_state, self.thermal.throttled_s,

@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from rsd_ray.card import Card, CardFrame
+from rsd_ray.card import ABORTED_CLOCK, Card, CardFrame
 from rsd_ray.compiler import MemoryPlan, Program
 from rsd_ray.costmodel import StepCost
 
@@ -50,6 +50,7 @@ class CardGroup:
     costs: list[StepCost]
 
     def __init__(self):
+        self.card_ids: list[int] = []           # in rank order (set by each kind of group)
         self.factors: list[float] = []          # each card's clock factor this epoch
         self.epoch_start: float | None = None   # the epoch to sync for before the next step
         self.starts: list[float] = []           # steps run since the last sync
@@ -81,8 +82,13 @@ class CardGroup:
         if self.epoch_start is None and not self.factors:     # never synced: the epoch starts here
             self.epoch_start = start
         if self.epoch_start is not None:
-            self.factors = self._sync(self.epoch_start, *self._take_steps())
-            self.epoch_start = None
+            t, self.epoch_start = self.epoch_start, None
+            self.factors = self._sync(t, *self._take_steps())
+            hot = [c for c, factor in zip(self.card_ids, self.factors) if factor == ABORTED_CLOCK]
+            if hot:                                    # thermal runaway: the card aborts, its group fails
+                for card in hot:
+                    self.kill(card, t)
+                raise CardLost(hot, f"card {hot[0]} reached its abort temperature")
             self.pricing = tuple(dict.fromkeys(zip(self.costs, self.factors)))
         return self.pricing
 

@@ -65,6 +65,7 @@ WRONG = [
  ("rsd_ray/host.py", "self.groups[self.card_instance.get(card)].set_ambient(card, control.value)", "pass", FAULTS),
  ("rsd_ray/host.py", "self.nominal[control.name] * control.value / 100.0", "self.nominal[control.name]", FAULTS),
  ("rsd_ray/host.py", "if self.topology.server_of(c) == server]", "if c == server]", FAULTS),
+ ("rsd_ray/card.py", "aborted = self.thermal.temp_c >= self.thermal.thermal.abort_c", "aborted = False", FAULTS),
  ("rsd_ray/controller.py", "while self.faults and self.faults[0].at_s < t_end:",
   "while self.faults and self.faults[0].at_s < t_end - 1.0:", FAULTS),
 ]

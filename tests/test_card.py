@@ -49,16 +49,25 @@ def test_step_time_grows_with_batch_and_context():
 
 def test_hot_card_throttles_to_p10_and_runs_slower():
     _, spec = loaded_card()
-    hot_dev = dataclasses.replace(spec.device, thermal=dataclasses.replace(spec.device.thermal, ambient_c=70.0))
-    hot, _ = loaded_card(hot_dev)
+    hot_dev = dataclasses.replace(spec.device, thermal=dataclasses.replace(spec.device.thermal, ambient_c=50.0))
+    hot, _ = loaded_card(hot_dev)                          # 50 + 0.25 °C/W x 130 W = 82.5 °C: throttles, no abort
     cool, _ = loaded_card()
     x = np.array([1.0, 2048, 1, 2048 * 1024, 2048])       # compute-bound prefill chunks
     t = 0.0
-    for _ in range(200):
+    for _ in range(400):
         t += max(hot.execute(x, t).sum(), cool.execute(x, t).sum())
     assert hot.frame().p_state == "P10" and hot.thermal.temp_c >= 75
     assert cool.frame().p_state == "P2" and cool.thermal.temp_c < 75
     assert hot.execute(x, t).sum() > 1.5 * cool.execute(x, t).sum()
+
+
+def test_a_card_past_its_abort_temperature_reports_p12_and_runs_nothing():
+    _, spec = loaded_card()
+    oven = dataclasses.replace(spec.device, thermal=dataclasses.replace(spec.device.thermal, ambient_c=90.0))
+    card, _ = loaded_card(oven)                            # 90 °C air: past the 85 °C abort at once
+    assert card.sample(0.0) == 0.0 and card.frame().p_state == "P12"
+    with pytest.raises(RuntimeError, match="abort temperature"):
+        card.execute(decode(8), 0.5)
 
 
 def test_idle_card_reports_p14_and_idle_power():

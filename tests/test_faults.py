@@ -64,12 +64,9 @@ def test_a_server_fault_loses_every_card_of_that_server():
 
 
 def test_warmer_air_throttles_that_server_only():
-    """Cards with a 1 s thermal time constant (the preset's is 30 s), so the heat shows within the run."""
-    spec = load_run(None, **{**MINI, "duration_s": 4.0})
-    quick = dataclasses.replace(spec.device.thermal, tau_s=1.0)
-    spec = dataclasses.replace(spec, device=dataclasses.replace(spec.device, thermal=quick))
+    spec = quick_heating(load_run(None, **{**MINI, "duration_s": 4.0}))
     docs = []
-    for faults in ([], [Fault("ambient", 0, 0.5, 45.0)]):
+    for faults in ([], [Fault("ambient", 0, 0.5, 33.0)]):           # 68 °C air: throttles, stays under abort
         controller = Controller(spec)
         controller.inject(faults)
         docs.append(json.loads(json.dumps(build(controller.run()))))
@@ -109,12 +106,33 @@ def test_faults_on_the_command_line(tmp_path):
     assert bad.returncode == 2 and "--fault" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_card_and_server_faults_on_ray_kill_actors_and_lose_no_request(ray_session):
+def test_card_server_and_thermal_faults_on_ray_kill_actors_and_lose_no_request(ray_session):
     from rsd_ray.actors.session import run_on_ray
-    spec = load_run(None, **{**MINI, "duration_s": 1.5})
-    for faults, kind in ((["card:5@0.3s"], "card"), (["server:0@0.3s"], "server")):
+    spec = quick_heating(load_run(None, **{**MINI, "duration_s": 1.5}))
+    for faults, kind, why in ((["card:5@0.3s"], "card", "killed"), (["server:0@0.3s"], "server", "lost"),
+                              (["ambient:server1=+60C@0.2s"], "card", "abort temperature")):
         outcome = run_on_ray(spec, faults=[parse(f, spec) for f in faults])
         doc = json.loads(json.dumps(build(outcome)))
         assert accounted(doc) and doc["requests"]["unfinished"] == 0, faults
         assert doc["failures"] and {f["kind"] for f in doc["failures"]} == {kind}
+        assert all(why in f["reason"] for f in doc["failures"]), doc["failures"]
         assert doc["requests"]["completed"] > 0
+
+
+def quick_heating(spec):
+    """Cards with a 1 s thermal time constant (the preset's is 30 s), so heat shows within a short run."""
+    quick = dataclasses.replace(spec.device.thermal, tau_s=1.0)
+    return dataclasses.replace(spec, device=dataclasses.replace(spec.device, thermal=quick))
+
+
+def test_thermal_runaway_throttles_then_aborts_the_cards_and_loses_no_request():
+    spec = quick_heating(load_run(None, **MINI))
+    controller = Controller(spec)
+    controller.inject([Fault("ambient", 0, 0.2, 60.0)])             # 95 °C air: past the 85 °C abort
+    doc = json.loads(json.dumps(build(controller.run())))
+    assert accounted(doc) and doc["requests"]["unfinished"] == 0 and doc["requests"]["completed"] > 0
+    assert all("abort temperature" in f["reason"] for f in doc["failures"])
+    assert sorted(i for f in doc["failures"] for i in f["instances"]) == [0, 1]
+    cards = doc["cards"]
+    assert [c["lost"] for c in cards] == [True] * 4 + [False] * 4
+    assert all(c["p_state"] == "P12" and c["temperature_c"] >= 85.0 and c["throttled_s"] > 0 for c in cards[:4])
