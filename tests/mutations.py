@@ -35,7 +35,7 @@ WRONG = [
  ("rsd_ray/collectives.py", "ring = [(group[i], group[(i + 1) % n], 1.0 / n)", "ring = [(group[i], group[(i + 1) % n], 1.0)"),
  ("rsd_ray/compiler/memory.py", "int(kv // block)", "int(-(-kv // block))"),
  ("rsd_ray/metrics.py", "completed_in_window = sum(1 for r in done if r.finish <= duration)", "completed_in_window = len(done)"),
- ("rsd_ray/card.py", "self.clock_factor, self.sampled_at = self.thermal.clock, t", "self.clock_factor, self.sampled_at = 1.0, t"),
+ ("rsd_ray/card.py", "ABORTED_CLOCK if aborted else self.thermal.clock, t", "ABORTED_CLOCK if aborted else 1.0, t"),
  # the vectorised engine: each rule it re-implements, broken there (the reference stays right)
  ("rsd_ray/vector/scheduler.py", "before = np.cumsum(lacking, axis=1) - lacking", "before = np.cumsum(lacking, axis=1)"),
  ("rsd_ray/vector/scheduler.py", "-(-(computed + n) // self.block)", "((computed + n) // self.block)"),
