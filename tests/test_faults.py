@@ -106,19 +106,6 @@ def test_faults_on_the_command_line(tmp_path):
     assert bad.returncode == 2 and "--fault" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_card_server_and_thermal_faults_on_ray_kill_actors_and_lose_no_request(ray_session):
-    from rsd_ray.actors.session import run_on_ray
-    spec = quick_heating(load_run(None, **{**MINI, "duration_s": 1.5}))
-    for faults, kind, why in ((["card:5@0.3s"], "card", "killed"), (["server:0@0.3s"], "server", "lost"),
-                              (["ambient:server1=+60C@0.2s"], "card", "abort temperature")):
-        outcome = run_on_ray(spec, faults=[parse(f, spec) for f in faults])
-        doc = json.loads(json.dumps(build(outcome)))
-        assert accounted(doc) and doc["requests"]["unfinished"] == 0, faults
-        assert doc["failures"] and {f["kind"] for f in doc["failures"]} == {kind}
-        assert all(why in f["reason"] for f in doc["failures"]), doc["failures"]
-        assert doc["requests"]["completed"] > 0
-
-
 def quick_heating(spec):
     """Cards with a 1 s thermal time constant (the preset's is 30 s), so heat shows within a short run."""
     quick = dataclasses.replace(spec.device.thermal, tau_s=1.0)

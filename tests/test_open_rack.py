@@ -209,8 +209,7 @@ def test_ctrl_c_saves_the_results_so_far(tmp_path):
 @pytest.mark.parametrize("address,says", [("127.0.0.1:1", "nothing answers there"),
                                           ("auto", "cannot join"), ("no-port", "give auto or HOST:PORT")])
 def test_an_address_with_no_cluster_fails_fast_and_says_what_to_do(address, says, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}   # ray.init in this process sets it
-    env["RAY_TMPDIR"] = str(tmp_path)                                   # no cluster to find here, whatever runs
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path)}          # no cluster to find here, whatever runs elsewhere
     t0 = time.monotonic()
     res = cli("run", "--address", address, "--no-progress", "--rack", "mini", "--model", "tiny-llama", "--tp", "2",
               env=env, cwd=tmp_path)

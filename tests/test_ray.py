@@ -243,3 +243,19 @@ def test_sigint_saves_interrupted_results_and_leaves_no_ray_process(tmp_path, gr
                 except OSError:
                     pass
             proc.wait(timeout=30)
+
+
+def test_card_server_and_thermal_faults_on_ray_kill_actors_and_lose_no_request(ray_session):
+    """Here, not in test_faults: a test session's Ray must not be up while test_open_rack looks for none."""
+    from rsd_ray.actors.session import run_on_ray
+    from rsd_ray.faults import parse
+    from tests.test_faults import MINI, quick_heating
+    spec = quick_heating(load_run(None, **{**MINI, "duration_s": 1.5}))
+    for faults, kind, why in ((["card:5@0.3s"], "card", "killed"), (["server:0@0.3s"], "server", "lost"),
+                              (["ambient:server1=+60C@0.2s"], "card", "abort temperature")):
+        outcome = run_on_ray(spec, faults=[parse(f, spec) for f in faults])
+        doc = json.loads(json.dumps(build(outcome)))
+        assert accounted(doc) and doc["requests"]["unfinished"] == 0, faults
+        assert doc["failures"] and {f["kind"] for f in doc["failures"]} == {kind}
+        assert all(why in f["reason"] for f in doc["failures"]), doc["failures"]
+        assert doc["requests"]["completed"] > 0
