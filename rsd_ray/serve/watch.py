@@ -11,6 +11,7 @@ from rsd_ray import __version__
 from rsd_ray.config import ConfigError
 from rsd_ray.plugins import renderer
 
+SMI_WIDTH = 100            # rbln-smi's tables are 99 columns: narrower, they would wrap
 GT_PER_S = {3: "8.0 GT/s", 4: "16.0 GT/s", 5: "32.0 GT/s", 6: "64.0 GT/s", 7: "128.0 GT/s"}
 
 
@@ -52,7 +53,7 @@ def smi(args) -> int:
         json.dump(doc, sys.stdout, indent=1)
         print()
     else:
-        renderer("render_smi")(doc, Console())
+        renderer("render_smi")(doc, Console(width=max(SMI_WIDTH, Console().width)))
     return 0
 
 
