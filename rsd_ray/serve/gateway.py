@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field
 
 from rsd_ray.epoch import Control, EpochOut, Submit
-from rsd_ray.request import RequestRecord
 from rsd_ray.serve.text import stop_index
 
 
@@ -71,7 +70,6 @@ class Ticket:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     ended: bool = False
-    record: RequestRecord | None = None   # the rack's record once it ended
 
     def finish_reason(self, generated: int) -> str:
         return "stop" if self.stop_at is not None or generated < self.max_tokens else "length"
@@ -97,7 +95,7 @@ class Gateway:
         self.t = 0.0
         self.controller = None
         self.counts = {"accepted": 0, "refused": 0, "completed": 0, "errored": 0, "aborted": 0}
-        self.last: EpochOut | None = None       # the last epoch, for metrics, telemetry and smi
+        self.last: EpochOut | None = None       # the last epoch (its instance frames), for the metrics
         self.cards: tuple = ()                  # the last card frames (they come every few epochs)
         self.on_end = None                      # called with (record, finish_reason) as each request finishes
 
@@ -213,7 +211,6 @@ class Gateway:
             for record in out.finished:
                 ticket = live.pop(record.rid, None)
                 if ticket is not None:
-                    ticket.record = record
                     if record.error is None:
                         self.counts["completed"] += 1
                         ticket.push(("end", record))
