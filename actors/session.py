@@ -13,15 +13,34 @@ from contextlib import contextmanager
 import ray
 
 from rsd_ray.actors.controller_actor import CONTROLLER_NAME, NAMESPACE, ControllerActor
-from rsd_ray.actors.ray_executor import check_capacity
+from rsd_ray.actors.ray_executor import RackLost, check_capacity
 from rsd_ray.config import ConfigError
 from rsd_ray.epoch import EpochOut
 
 POLL_S = 0.25
 STOP_WAIT_S = 30.0        # after Ctrl-C: how long the controller may take to finish its epoch and report
 PROBE_TIMEOUT_S = 5.0
+DIED_HINT = ("a cluster started with RAY_AUTH_MODE=disabled needs it set here too (with ~/.ray/auth_token present, "
+             "token authentication is used, as `ray start` does); its logs say more")
 JOIN_HINT = ("start one with `ray start --head --resources='{\"atom_card\": 16}'` (or `ray up`), "
              "or drop --address to run on a private embedded Ray")
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def use_ray_token() -> None:
+    """Joining a cluster: use Ray's token authentication when a token is at hand (``~/.ray/auth_token``,
+    which an embedded run creates, ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``) and ``RAY_AUTH_MODE`` is
+    unset -- what ``ray start --head`` does, and ``ray.init(address=...)`` and ``ray status`` do not
+    (``RAY_AUTH_MODE=token ray status`` does). Rays without token authentication have nothing to do."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available as enable)
+    except ImportError:
+        return
+    enable(warn_if_disabled=False)
 
 
 def _probe(address: str) -> None:
@@ -47,6 +66,7 @@ def ray_session(address: str | None, cards: int):
     if address:
         if address != "auto":
             _probe(address)
+        use_ray_token()
         try:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as err:
@@ -84,6 +104,8 @@ def run_on_ray(spec, sinks=(), fast: bool | None = None, spans: bool = True, ste
         return ray.get(ref)
     except ray.exceptions.RayTaskError as err:
         raise err.as_instanceof_cause() from None
+    except ray.exceptions.RayActorError as err:
+        raise RackLost(f"the controller actor died ({_first_line(err)}); {DIED_HINT}") from None
     finally:
         ray.kill(controller)
         time.sleep(0)   # let the kill be sent before a session shutdown
