@@ -34,6 +34,18 @@ class CardActor:
         self.card.accept(starts, shapes)
         return self.card.sample(t)
 
+    def state(self) -> tuple:
+        return self.card.state()
+
+    def restart(self, program: bytes, memory, t: float, state: tuple | None) -> int:
+        """This process is the card's new one (``--recover``; Ray restarted the actor): load its program
+        again and take up the state the card had when it was lost."""
+        used = self.load(program, memory)
+        if state is None:                  # the old process crashed: its figures went with it
+            self.card.clock = self.card.last_busy_end = t
+        self.card.restart(t, state)
+        return used
+
     def set_ambient(self, delta_c: float) -> None:
         self.card.set_ambient(delta_c)
 

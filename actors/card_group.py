@@ -12,6 +12,7 @@ core's value for it; its last telemetry is kept and reported as lost.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import ray
 
@@ -19,6 +20,7 @@ from rsd_ray.card import CardFrame
 from rsd_ray.card_group import CardGroup, CardLost, shared_cost
 
 CARD_CALL_TIMEOUT_S = 60.0   # a card that does not answer in this long is declared lost
+RESTART_POLL_S = 0.05        # --recover: how often to ask whether a restarting card actor is up
 
 
 def _first_line(err: BaseException) -> str:
@@ -27,10 +29,13 @@ def _first_line(err: BaseException) -> str:
 
 class RayCardGroup(CardGroup):
     def __init__(self, handles: dict, programs=(), device=None, dtype: str = "fp16", fast: bool = True,
-                 costs: dict | None = None):
-        """``costs``: cost models shared with the host's other groups (one per distinct program)."""
+                 costs: dict | None = None, memory=None):
+        """``costs``: cost models shared with the host's other groups (one per distinct program);
+        ``programs`` and ``memory`` are loaded again into a restarted card."""
         super().__init__()
         self.card_ids, self.handles = list(handles), list(handles.values())
+        self.programs, self.memory = programs, memory
+        self.saved: dict[int, tuple] = {}        # a killed card's state, handed to its restarted process
         costs = {} if costs is None else costs
         self.costs = [shared_cost(costs, p, device, dtype) for p in programs]
         self.last: dict[int, CardFrame] = {}
@@ -75,10 +80,36 @@ class RayCardGroup(CardGroup):
                 raise CardLost([card], f"card {card} lost: {reason}") from None
 
     def kill(self, card_id: int, t: float) -> None:
-        """A fault: every card accounts up to ``t``, then this card's actor is killed."""
+        """A fault: every card accounts up to ``t``, then this card's actor is killed (with ``--recover``
+        the actor may restart: Ray starts a new process for it, which ``restart`` loads)."""
         self.frames(t)
-        ray.kill(self.handles[self.card_ids.index(card_id)])
+        handle = self.handles[self.card_ids.index(card_id)]
+        try:
+            self.saved[card_id] = ray.get(handle.state.remote(), timeout=CARD_CALL_TIMEOUT_S)
+        except (ray.exceptions.RayError, TimeoutError):
+            pass
+        ray.kill(handle, no_restart=False)
         self._mark_lost(card_id)
+
+    def restart(self, card_ids, t: float) -> None:
+        """``--recover``: each lost card's new process loads its rank's program and the state it had."""
+        for card in card_ids:
+            rank = self.card_ids.index(card)
+            handle, deadline = self.handles[rank], time.monotonic() + CARD_CALL_TIMEOUT_S
+            message = (self.programs[rank].to_msgpack(), self.memory, t, self.saved.pop(card, None))
+            while True:
+                try:
+                    ray.get(handle.restart.remote(*message), timeout=CARD_CALL_TIMEOUT_S)
+                    break
+                except ray.exceptions.ActorUnavailableError as err:   # Ray is still starting its new process
+                    if time.monotonic() > deadline:
+                        raise CardLost([card], f"card {card} did not come back: {_first_line(err)}") from None
+                    time.sleep(RESTART_POLL_S)
+                except (ray.exceptions.RayError, TimeoutError) as err:
+                    raise CardLost([card], f"card {card} did not come back: {_first_line(err)}") from None
+            self.lost.pop(card, None)
+            self.last.pop(card, None)
+        self.factors = []
 
     def set_ambient(self, card_id: int, delta_c: float) -> None:
         if card_id not in self.lost:

@@ -16,7 +16,7 @@ class HostActor:
         logging.getLogger("ray.dag").setLevel(logging.WARNING)   # no INFO lines per compiled-graph teardown
         costs: dict = {}
         groups = {iid: RayCardGroup({c: handles[c] for c in cards}, plan.programs, spec.device, spec.model.dtype, fast,
-                                    costs)
+                                    costs, plan.memory)
                   for iid, cards in setup.instances}
         groups[None] = RayCardGroup({c: handles[c] for c in setup.idle_cards}, fast=False)
         self.host = Host(spec, plan, [setup], groups)

@@ -81,9 +81,9 @@ class RayExecutor:
         if fast is None:
             cards = spec.rack.servers * spec.rack.cards_per_server
             fast = cards <= GRAPH_MAX_CARDS_PER_CPU * ray.cluster_resources().get("CPU", 1)
-        self.fast = fast
+        self.fast = fast and not spec.recover      # a compiled graph does not outlive one of its actors
         try:
-            self._start(spec, plan, fast)
+            self._start(spec, plan, self.fast)
         except BaseException:
             self.shutdown()
             raise
@@ -100,7 +100,7 @@ class RayExecutor:
             for local in range(per):
                 c = server * per + local
                 self.cards[c] = CardActor.options(
-                    resources={"atom_card": 1}, scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    resources={"atom_card": 1}, max_restarts=-1 if spec.recover else 0, scheduling_strategy=PlacementGroupSchedulingStrategy(
                         pg, placement_group_bundle_index=1 + local)).remote(c, spec.device, spec.model.dtype, spec.epoch_s)
         for group in plan.placement.groups:
             loads += [self.cards[c].load.remote(blobs[rank], plan.memory) for rank, c in enumerate(group)]

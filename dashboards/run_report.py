@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 INSTANCE_ROWS = 16      # a report lists this many instances (the busiest and the least busy), and counts the rest
 
@@ -77,16 +78,44 @@ def render(doc: dict, console: Console) -> None:
     for f in doc["failures"]:
         console.print(f"[red]failure[/] at {f['t']:.3f} virtual s: {f['kind']} on server {f['server']}, instances "
                       f"{list(f['instances'])} — {f['reason']}")
+    for r in doc.get("recoveries", ()):
+        console.print(f"[green]recovered[/] at {r['t']:.3f} virtual s: instance {r['instance']} (cards "
+                      f"{list(r['cards'])}) after {r['duration_s']:.2f} s, {r['load_s']:.2f} s of it reloading shards")
+    if doc["failures"] or doc.get("faults", {}).get("injected"):
+        console.print(timeline(doc, console.width))
     console.print(f"emulator: {emu['executor']} executor, {emu['virtual_s']:.1f} virtual s in {emu['wall_s']:.2f} "
                   f"wall s ({emu['virtual_per_wall']:.1f}× real time)")
     if doc["status"] != "completed":
         console.print(f"[bold yellow]run {doc['status']}[/]: {doc['reason']}")
 
 
+def timeline(doc: dict, width: int) -> Text:
+    """Output tokens/s over virtual time as a sparkline, with a row marking each bin in which a fault was
+    injected (``!``), a failure happened (``✗``) or an instance came back (``↑``)."""
+    from rsd_ray.dashboards.top import spark
+    series, bin_s = doc["timeline"]["output_tokens_per_s"], doc["timeline"]["bin_s"]
+    per = max(1, -(-len(series) // max(10, width - 12)))            # bins per column, to fit the width
+    cols = [sum(series[i:i + per]) / len(series[i:i + per]) for i in range(0, len(series), per)]
+    marks = [" "] * len(cols)
+    events = [(f["at_s"], "!") for f in doc["faults"]["injected"]] + [(f["t"], "✗") for f in doc["failures"]] + \
+             [(r["t"], "↑") for r in doc.get("recoveries", ())]
+    for t, mark in sorted(events):
+        k = min(len(cols) - 1, int(t / bin_s) // per)
+        marks[k] = "✗" if "✗" in (marks[k], mark) else mark
+    text = Text(f"tok/s  {spark(cols, len(cols))}  peak {max(series, default=0):,.0f}\n", style="cyan")
+    text.append(f"events {''.join(marks)}  ! fault  ✗ failure  ↑ recovered  ({per * bin_s:g} virtual s a column)",
+                style="red")
+    return text
+
+
 def averages_frame(doc: dict) -> dict:
     """The run's cards as a dashboard frame (``rsd_ray.telemetry``), averaged over the window."""
     rack = doc["config"]["rack"]
-    lost = {c for f in doc["failures"] for c in f["cards"]}
+    events = sorted([(f["t"], c, True) for f in doc["failures"] for c in f["cards"]]
+                    + [(r["t"], c, False) for r in doc.get("recoveries", ()) for c in r["cards"]
+                       if r["t"] <= doc["summary"]["duration"]])
+    state = {c: lost for _, c, lost in events}                       # each card's last word in the window
+    lost = {c for c, is_lost in state.items() if is_lost}
     cards = [{"card": c["card"], "util": c["utilisation"], "power_w": c["power_w"], "temperature_c": c["temperature_c"],
               "memory_used": c["memory_used"], "memory_total": c["memory_total"], "p_state": c["p_state"],
               "throttled": c["throttled_s"] > 0, "lost": c["lost"] or c["card"] in lost} for c in doc["cards"]]

@@ -31,6 +31,12 @@ HOST_STEP_PER_SEQ_S = 2e-6
 """Additional host time per sequence in a step (sampling and detokenisation).
 Source: estimate from vLLM profiles (a few microseconds per sequence)."""
 
+CARD_RESTART_S = 5.0
+"""Virtual seconds from a card's loss until it answers again under ``--recover`` (device reset, driver
+re-probe, a new card process), before its shards are reloaded over its host link (timed by the link
+model). Source: estimate; a PCIe function-level reset plus driver initialisation takes seconds, not
+minutes. Not an ATOM measurement."""
+
 ALL = {name: value for name, value in globals().items() if name.isupper()}
 
 

@@ -120,6 +120,14 @@ class Card:
         if ambient != th.thermal.ambient_c:
             th.thermal = dataclasses.replace(th.thermal, ambient_c=ambient)
 
+    def restart(self, t: float, state: tuple | None = None) -> None:
+        """Back at ``t`` after a loss (``--recover``), from its own state or ``state``, the one it had at its
+        loss (handed to a new card process). It idled in between; its governor starts again at full clock."""
+        if state is not None:
+            self.set_state(state)
+        self.clock_factor, self.sampled_at = 1.0, -1.0
+        self.advance_to(t)
+
     def set_ambient(self, delta_c: float) -> None:
         """A fault: the card's inlet air changes by ``delta_c`` °C from now on."""
         self.thermal.thermal = dataclasses.replace(self.thermal.thermal, ambient_c=self.thermal.thermal.ambient_c

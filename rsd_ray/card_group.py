@@ -149,6 +149,14 @@ class LocalCardGroup(CardGroup):
         frames = {f.card: f for f in self.frames(t)}
         self.lost[card_id] = dataclasses.replace(frames[card_id], lost=True)
 
+    def restart(self, card_ids, t: float) -> None:
+        """The lost cards are back at ``t`` (``--recover``), their programs still loaded."""
+        for card in self.cards:
+            if card.card_id in card_ids:
+                card.restart(t)
+                self.lost.pop(card.card_id, None)
+        self.factors = []
+
     def set_ambient(self, card_id: int, delta_c: float) -> None:
         next(card for card in self.cards if card.card_id == card_id).set_ambient(delta_c)
 

@@ -60,6 +60,11 @@ def _rack_args(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--fault", action="append", default=[], metavar="SPEC",
                    help="inject a fault (repeatable): card:ID@Ts, server:S@Ts, ambient:serverS=+DC@Ts, "
                         "link:A->B=P%%@Ts")
+    p.add_argument("--chaos", type=finite(int), metavar="SEED",
+                   help="inject random faults of every kind at random times (one every ~20 virtual s); "
+                        "the same seed gives the same faults")
+    p.add_argument("--recover", action="store_true", default=None,
+                   help="restart a lost card's actor, reload its shards and let its instance rejoin")
     p.add_argument("--stepper", default="vector", choices=STEPPERS,
                    help="vector: a host's instances stepped together as arrays (default); reference: the "
                         "readable per-instance engines (same results, slower; for checking)")
@@ -78,7 +83,7 @@ def _spec(args) -> RunSpec:
     compiler = {"pipeline_chunks": args.pipeline_chunks} if args.pipeline_chunks is not None else None
     spec = load_run(args.config, rack=args.rack, model=args.model, tp=args.tp, engine=args.engine,
                     compiler=compiler, **{k: getattr(args, k, None) for k in
-                                          ("router", "workload", "duration_s", "epoch_s", "seed")})
+                                          ("router", "workload", "duration_s", "epoch_s", "seed", "recover")})
     change = ({"arrival": "poisson", "rate": rate} if rate is not None else
               {"arrival": "closed", "concurrency": concurrency} if concurrency is not None else None)
     if change:
@@ -92,7 +97,7 @@ def cmd_run(args) -> int:
 
     from rsd_ray.controller import EXIT_CODES, Controller, check_plan
     from rsd_ray.results import build, dump, write_requests_csv
-    from rsd_ray.faults import parse as parse_fault
+    from rsd_ray.faults import from_args as faults_from_args
     from rsd_ray.telemetry import dashboard_sink
     from rsd_ray.trace import TraceSink
 
@@ -108,7 +113,7 @@ def cmd_run(args) -> int:
     if args.refresh <= 0:
         raise ConfigError("command line", "--refresh", args.refresh, "seconds between dashboard frames must be > 0")
     check_plan(spec)                   # refuse here, before Ray starts, not inside the controller actor
-    faults = [parse_fault(f, spec) for f in args.fault]
+    faults = faults_from_args(args, spec)
     console = Console(stderr=args.json)
     run_progress, render = renderer("run_progress"), renderer("render_run")
     dashboard = renderer("live_dashboard")(console) if args.dashboard else nullcontext()

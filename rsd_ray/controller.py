@@ -23,7 +23,7 @@ from rsd_ray.card import CardFrame
 from rsd_ray.collectives import sharers
 from rsd_ray.compiler import Plan, compile_plan
 from rsd_ray.config import RunSpec
-from rsd_ray.epoch import Control, EpochIn, EpochOut, Failure, Submit
+from rsd_ray.epoch import Control, EpochIn, EpochOut, Failure, Recovery, Submit
 from rsd_ray.executor import get_executor
 from rsd_ray.host import ABORTED, HostSetup
 from rsd_ray.instance import InstanceFrame
@@ -58,6 +58,8 @@ class Outcome:
     executor: str
     status: str = "completed"                # completed | interrupted | failed
     reason: str | None = None
+    recoveries: tuple[Recovery, ...] = ()
+    faults: tuple = ()                        # rsd_ray.faults.Fault injected (or still due), by time
 
 
 def host_setups(spec: RunSpec, topology: Topology, plan: Plan, spans: bool = True,
@@ -88,6 +90,8 @@ class Controller:
         self.topology = Topology(spec.rack, spec.device)
         self.plan = compile_plan(spec, self.topology)
         self.instance_server = [self.topology.server_of(g[0]) for g in self.plan.placement.groups]
+        self.links = {l.name: (l.kind, l.bandwidth) for l in self.topology.links.values()}   # as built (inline,
+        # the hosts share this topology and a degraded link changes its bandwidth there)
         setups = host_setups(spec, self.topology, self.plan, spans, stepper)
         self.executor = get_executor(executor)(spec, self.plan, setups, topology=self.topology, **executor_options)
         self.router = Router(spec.router, len(self.instance_server), spec.seed)
@@ -104,6 +108,8 @@ class Controller:
         self.records: list[RequestRecord] = []
         self.refused = self.refusals = 0
         self.failures: list[Failure] = []
+        self.recoveries: list[Recovery] = []
+        self.injected: list = []                         # faults handed to the rack so far
         self.frames: dict[int, InstanceFrame] = {}
         self.window_cards: tuple[CardFrame, ...] = ()
         self.window_s = 0.0
@@ -164,7 +170,8 @@ class Controller:
         every = self.telemetry_every_s
         telemetry = window or bool(every and (self.epochs == 0 or t_end // every > t0 // every))
         while self.faults and self.faults[0].at_s < t_end:
-            self.controls.append(self.faults.pop(0).control())
+            self.injected.append(self.faults.pop(0))
+            self.controls.append(self.injected[-1].control())
         controls, self.controls = tuple(self.controls), []
         epoch = EpochIn(t_end, {s: tuple(v) for s, v in arrivals.items()}, controls, telemetry, self.stream_tokens,
                         self.trace_steps)
@@ -207,6 +214,9 @@ class Controller:
         self.records += out.finished
         self.source.done(len(out.finished))
         self.retry += out.orphans
+        for r in out.recoveries:                          # before this epoch's failures: it may fail again
+            self.recoveries.append(r)
+            self.router.recover(r.instance)
         for f in out.failures:
             self.failures.append(f)
             self.router.fail(f.instances)
@@ -270,11 +280,11 @@ class Controller:
             if sub.rid not in reported:                   # on a host that is gone, or waiting to be re-placed
                 reported.add(sub.rid)
                 records.append(sub.record())
-        links = {l.name: (l.kind, l.bandwidth) for l in self.topology.links.values()}
         spec = self.spec if self.duration_s == self.spec.duration_s else dataclasses.replace(
             self.spec, duration_s=self.duration_s, drain_s=self.drain_s)      # a served rack's window, as it ran
         return Outcome(spec, self.plan, tuple(sorted(records, key=lambda r: r.rid)), self.source.next_id,
                        self.refused + self.source.waiting_to_retry(), self.refusals,
                        tuple(self.frames[i] for i in sorted(self.frames)), self.window_cards or self.cards,
-                       self.window_s if self.window_cards else self.t, self.cards, self.link_bytes, links, tuple(self.failures), self.t, self.epochs,
-                       time.perf_counter() - wall0, self.executor.name, status, reason)
+                       self.window_s if self.window_cards else self.t, self.cards, self.link_bytes, self.links, tuple(self.failures), self.t, self.epochs,
+                       time.perf_counter() - wall0, self.executor.name, status, reason, tuple(self.recoveries),
+                       tuple(self.injected))

@@ -21,7 +21,7 @@ from rsd_ray.instance import InstanceFrame
 from rsd_ray.card_group import CardLost
 from rsd_ray.request import RequestRecord, Submit
 
-__all__ = ["CardLost", "Control", "EpochIn", "EpochOut", "Failure", "Submit", "merge"]
+__all__ = ["CardLost", "Control", "EpochIn", "EpochOut", "Failure", "Recovery", "Submit", "merge"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,21 @@ class Failure:
     instances: tuple[int, ...]
     cards: tuple[int, ...]
     reason: str
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """A failed instance back in service (``--recover``): its lost cards restarted and reloaded."""
+    t_failed: float
+    t: float                        # when it rejoined
+    server: int
+    instance: int
+    cards: tuple[int, ...]
+    load_s: float                   # of the recovery time ``t - t_failed``: reloading the shards over the links
+
+    @property
+    def duration_s(self) -> float:
+        return self.t - self.t_failed
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,7 @@ class EpochOut:
     link_bytes: tuple[tuple[str, float], ...] = ()
     failures: tuple[Failure, ...] = ()
     steps: tuple[tuple[int, float, float, tuple[float, ...]], ...] = ()
+    recoveries: tuple[Recovery, ...] = ()
 
 
 def merge(t_end: float, parts: list[EpochOut]) -> EpochOut:
@@ -88,4 +104,4 @@ def merge(t_end: float, parts: list[EpochOut]) -> EpochOut:
     return EpochOut(t_end, -1, cat("finished"), cat("errored"), cat("orphans"), cat("tokens"),
                     tuple(sorted(cat("instances"), key=lambda f: f.instance)),
                     tuple(sorted(cat("cards"), key=lambda f: f.card)), tuple(sorted(links.items())),
-                    cat("failures"), cat("steps"))
+                    cat("failures"), cat("steps"), cat("recoveries"))

@@ -8,11 +8,14 @@
     link:A->B=P%@Ts            the link from A to B keeps P % of its bandwidth from T (both directions are links
                                of their own; names as in the results' ``links``, e.g. card9->sw0.1)
 
-A fault enters the rack at the start of the epoch that contains its time.
+A fault enters the rack at the start of the epoch that contains its time. ``--chaos SEED`` draws faults
+of every kind at random times in the window (``chaos``): the same seed and rack give the same faults.
+With ``--recover`` a lost card comes back (``rsd_ray.host``); a lost server does not.
 """
 from __future__ import annotations
 
 import math
+import random
 import re
 from dataclasses import dataclass
 
@@ -41,6 +44,45 @@ class Fault:
 
     def control(self) -> Control:
         return Control(CONTROL[self.kind], self.target, self.value, self.link)
+
+
+CHAOS_MEAN_GAP_S = 20.0
+"""Chaos: mean virtual seconds between two random faults (exponential gaps), at least one per run."""
+CHAOS_KINDS = {"card": 0.4, "link": 0.3, "ambient": 0.2, "server": 0.1}
+"""Chaos: how often each kind is drawn. Links keep 10-50 % of their bandwidth; air warms by 5-25 °C."""
+
+
+def chaos(seed: int, run) -> list[Fault]:
+    """Random faults over the run's window [0, duration_s), drawn from ``seed`` alone."""
+    rng = random.Random(seed)
+    rack, window = run.rack, run.duration_s
+    cards = rack.servers * rack.cards_per_server
+    links = sorted(link.name for link in Topology(rack, run.device).links.values() if "card" in link.name)
+    faults, t = [], rng.expovariate(1.0 / CHAOS_MEAN_GAP_S) % window
+    while True:
+        kind = rng.choices(list(CHAOS_KINDS), weights=list(CHAOS_KINDS.values()))[0]
+        at = round(t, 3)
+        if kind == "card":
+            faults.append(Fault(kind, rng.randrange(cards), at))
+        elif kind == "server":
+            faults.append(Fault(kind, rng.randrange(rack.servers), at))
+        elif kind == "ambient":
+            faults.append(Fault(kind, rng.randrange(rack.servers), at, float(rng.randint(5, 25))))
+        else:
+            faults.append(Fault(kind, 0, at, float(rng.randint(10, 50)), rng.choice(links)))
+        t += rng.expovariate(1.0 / CHAOS_MEAN_GAP_S)
+        if t >= window:
+            return faults
+
+
+def from_args(args, run) -> list[Fault]:
+    """The faults of ``--fault`` (each checked) and ``--chaos``, by time."""
+    faults = [parse(f, run) for f in args.fault]
+    if args.chaos is not None:
+        if args.chaos < 0:
+            raise ConfigError("command line", "--chaos", args.chaos, "the seed is an integer >= 0")
+        faults += chaos(args.chaos, run)
+    return sorted(faults, key=lambda f: f.at_s)
 
 
 def parse(spec: str, run) -> Fault:

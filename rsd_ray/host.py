@@ -12,11 +12,12 @@ import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
 
+from rsd_ray.calibration import CARD_RESTART_S
 from rsd_ray.card import CardFrame
 from rsd_ray.card_group import CardLost, LocalCardGroup
 from rsd_ray.compiler import Plan
 from rsd_ray.config import RunSpec
-from rsd_ray.epoch import EpochIn, EpochOut, Failure
+from rsd_ray.epoch import EpochIn, EpochOut, Failure, Recovery
 from rsd_ray.instance_set import InstanceSet
 from rsd_ray.request import RequestRecord
 from rsd_ray.sync import GroupSync
@@ -55,6 +56,8 @@ class Host:
         self.groups = groups
         self.topology = topology or Topology(spec.rack, spec.device)
         self.t = 0.0
+        self.recover, self.weight_bytes = spec.recover, plan.memory.weights
+        self.restarts: dict[int, tuple[float, float, float, tuple[int, ...]]] = {}  # iid → failed, back, load s, cards
         shared = dict(setups[0].shared_links)
         self.cards = {c: s.server for s in setups for c in s.cards}          # card → the server it reports under
         self.card_instance = {c: iid for s in setups for iid, cards in s.instances for c in cards}
@@ -104,6 +107,7 @@ class Host:
             elif control.kind == "ambient":
                 for card in self._on_server(control.target):
                     self.groups[self.card_instance.get(card)].set_ambient(card, control.value)
+        recoveries = self._restart(epoch.t_end, failures)
         for server in self.servers:
             for s in epoch.arrivals.get(server, ()):
                 if not self.engine.submit(s):          # routed before the router heard of the failure
@@ -119,7 +123,7 @@ class Host:
         links = tuple(self.link_bytes(cards).items()) if epoch.telemetry else ()
         return EpochOut(epoch.t_end, self.server, tuple(finished), (), tuple(orphans), tuple(tokens),
                         tuple(self.engine.frames()), cards, links,
-                        tuple(f for f in failures if f is not None), tuple(steps or ()))
+                        tuple(f for f in failures if f is not None), tuple(steps or ()), tuple(recoveries))
 
     def _on_server(self, server: int) -> list[int]:
         """The cards this host holds that sit in ``server``."""
@@ -140,7 +144,32 @@ class Host:
             return None
         orphans += self.engine.evacuate(iid)
         cards = tuple(c for c, i in self.card_instance.items() if i == iid)
+        if self.recover and kind != "server":
+            self._plan_restart(iid, float(t), lost.cards or cards)
         return Failure(float(t), kind, self.instance_server[iid], (iid,), lost.cards or cards, lost.reason)
+
+    def _plan_restart(self, iid: int, t: float, cards: tuple[int, ...]) -> None:
+        """``--recover``: the lost cards answer again ``CARD_RESTART_S`` after their loss, then reload their
+        shards over their host paths (at those links' bandwidth now, degraded or not); the instance rejoins."""
+        load = max(self.weight_bytes / min(link.bandwidth for link in self.topology.load_path(c)) for c in cards)
+        self.restarts[iid] = (t, t + CARD_RESTART_S + load, load, cards)
+
+    def _restart(self, t_end: float, failures: list) -> list[Recovery]:
+        """The instances whose cards are back before ``t_end`` rejoin, empty, at the time they are back;
+        a card that does not come back is a failure of its own (no second restart)."""
+        back = []
+        for iid, (t_failed, t, load, cards) in sorted(self.restarts.items()):
+            if t >= t_end:
+                continue
+            del self.restarts[iid]
+            try:
+                self.groups[iid].restart(cards, t)
+            except CardLost as lost:
+                failures.append(Failure(t, "card", self.instance_server[iid], (iid,), lost.cards, lost.reason))
+                continue
+            self.engine.rejoin(iid, t)
+            back.append(Recovery(t_failed, t, self.instance_server[iid], iid, cards, load))
+        return back
 
     def card_frames(self, t: float) -> list[CardFrame]:
         frames = [f for group in self.groups.values() for f in group.frames(t)]

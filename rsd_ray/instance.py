@@ -162,6 +162,12 @@ class Instance:
         return [Submit(r.rid, r.arrival, r.prompt_len, r.max_tokens, -1, tuple(r.token_times), r.retries + 1,
                        r.preemptions) for r in held]
 
+    def rejoin(self, t: float) -> None:
+        """Back in service at ``t`` (``--recover``), empty: a fresh KV cache, its counters kept."""
+        kv = self.scheduler.kv
+        self.scheduler.kv = KVCache(kv.num_blocks, kv.block_size)
+        self.failed, self.clock = False, max(self.clock, t)
+
     def unfinished(self) -> list[RequestRecord]:
         return [r.record(finished=False) for r in self._held()]
 

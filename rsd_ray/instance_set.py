@@ -51,6 +51,9 @@ class InstanceSet:
     def evacuate(self, iid: int) -> list[Submit]:
         return self.instances[iid].evacuate()
 
+    def rejoin(self, iid: int, t: float) -> None:
+        self.instances[iid].rejoin(t)
+
     def unfinished(self) -> list[RequestRecord]:
         return [r for inst in self.instances.values() for r in inst.unfinished()]
 

@@ -37,6 +37,18 @@ def _gaps(records) -> np.ndarray:
     return np.delete(np.diff(flat), ends[ends > 0] - 1) if flat.size else flat
 
 
+TIMELINE_BINS = 600     # at most this many bins in a run's throughput time series (1 s each up to 10 minutes)
+
+
+def throughput_series(records: list[RequestRecord], end_s: float) -> dict:
+    """Output tokens/s in consecutive bins over [0, end_s) (whole seconds; 1 s up to 10 virtual minutes):
+    the time series in which faults and recoveries show."""
+    bin_s = float(max(1, int(np.ceil(end_s / TIMELINE_BINS))))
+    bins = max(1, int(np.ceil(end_s / bin_s)))
+    counts = np.bincount(np.minimum((_flat_times(records) // bin_s).astype(np.int64), bins - 1), minlength=bins)
+    return {"bin_s": bin_s, "output_tokens_per_s": (counts[:bins] / bin_s).tolist()}
+
+
 def summarise(records: list[RequestRecord], duration: float) -> dict[str, float]:
     done = [r for r in records if r.finish is not None]
     started = [r for r in records if r.token_times and r.token_times[0] <= duration]

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from rsd_ray.calibration import ALL as CALIBRATION
 from rsd_ray.controller import Outcome
-from rsd_ray.metrics import summarise
+from rsd_ray.metrics import summarise, throughput_series
 
 SCHEMA = "rsd-ray/run/v1"
 WALL_CLOCK_FIELDS = ("wall_s", "virtual_per_wall")   # the only fields that differ between equal runs
@@ -71,12 +71,30 @@ def build(outcome: Outcome) -> dict:
         "cards": cards,
         "links": links,
         "failures": [dataclasses.asdict(f) for f in outcome.failures],
+        "recoveries": [dataclasses.asdict(r) | {"duration_s": r.duration_s} for r in outcome.recoveries],
+        "faults": faults_summary(outcome, requests),
+        "timeline": throughput_series(list(records), elapsed),
         "emulator": {"executor": outcome.executor, "virtual_s": elapsed, "epochs": outcome.epochs,
                      "steps": sum(f.steps for f in outcome.instances),
                      "steps_in_spans": sum(f.span_steps for f in outcome.instances),
                      "servers": rack.servers, "cards": len(cards), "instances": len(placement.groups),
                      "wall_s": outcome.wall_s, "virtual_per_wall": elapsed / outcome.wall_s if outcome.wall_s else None},
     }
+
+
+def faults_summary(outcome: Outcome, requests: dict) -> dict:
+    """What went wrong and how the rack coped: faults injected, failures by kind, recoveries and their
+    times, and the requests that were retried or ended in an error."""
+    kinds: dict[str, int] = defaultdict(int)
+    for f in outcome.failures:
+        kinds[f.kind] += 1
+    times = [r.duration_s for r in outcome.recoveries]
+    return {"recover": outcome.spec.recover,
+            "injected": [dataclasses.asdict(f) for f in outcome.faults],
+            "failures": len(outcome.failures), "failures_by_kind": dict(sorted(kinds.items())),
+            "recoveries": len(times),
+            "mean_recovery_s": sum(times) / len(times) if times else None, "max_recovery_s": max(times, default=None),
+            "retried_requests": requests["retried"], "errored_requests": requests["errored"]}
 
 
 def without_wall_clock(doc: dict) -> dict:

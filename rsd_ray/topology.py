@@ -89,3 +89,7 @@ class Topology:
     def host_path(self, card: int) -> tuple[Link, ...]:
         """The card's DMA path to its own host (External HDMA)."""
         return self.path(self.card_node(card), f"host{self.server_of(card)}")
+
+    def load_path(self, card: int) -> tuple[Link, ...]:
+        """The path its host loads the card's weights over (host to card)."""
+        return self.path(f"host{self.server_of(card)}", self.card_node(card))

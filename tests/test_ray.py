@@ -259,3 +259,40 @@ def test_card_server_and_thermal_faults_on_ray_kill_actors_and_lose_no_request(r
         assert doc["failures"] and {f["kind"] for f in doc["failures"]} == {kind}
         assert all(why in f["reason"] for f in doc["failures"]), doc["failures"]
         assert doc["requests"]["completed"] > 0
+
+
+def test_recover_restarts_a_killed_card_actor_in_a_new_process_and_equals_inline(ray_session):
+    """--recover on Ray: the card's actor is killed and Ray restarts it; the new process loads the card's
+    program and state, its instance rejoins; every number equals the inline run's."""
+    from rsd_ray.faults import Fault
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=9.0, workload=LONG_OUTPUTS, recover=True)
+    docs, pids = {}, []
+    for executor in ("ray", "inline"):
+        controller = Controller(spec, executor=executor)
+        controller.inject([Fault("card", 3, 1.0)])
+
+        def watch(out, _):
+            if executor == "ray" and (not pids or (out.recoveries and len(pids) == 1)):
+                pids.append({p["card"]: p["pid"] for p in controller.executor.processes()}[3])
+        docs[executor] = json.loads(json.dumps(build(controller.run([watch]))))
+    on_ray = docs["ray"]
+    (r,) = on_ray["recoveries"]
+    assert r["cards"] == [3] and r["instance"] == 1 and len(pids) == 2 and pids[0] != pids[1]
+    assert accounted(on_ray) and on_ray["requests"]["unfinished"] == 0 and not on_ray["cards"][3]["lost"]
+    assert comparable(on_ray) == comparable(docs["inline"])
+
+
+def test_a_chaos_run_on_ray_loses_no_request_and_equals_inline(ray_session):
+    from rsd_ray.faults import chaos
+    spec = load_run(None, rack="atom-server", duration_s=15.0, recover=True)
+    faults = chaos(28, spec)
+    assert [f.kind for f in faults] == ["card", "link", "card"]
+    docs = {}
+    for executor in ("ray", "inline"):
+        controller = Controller(spec, executor=executor)
+        controller.inject(faults)
+        docs[executor] = json.loads(json.dumps(build(controller.run())))
+    on_ray = docs["ray"]
+    assert on_ray["status"] == "completed" and accounted(on_ray) and on_ray["requests"]["unfinished"] == 0
+    assert on_ray["faults"]["failures"] == 2 and on_ray["faults"]["recoveries"] == 2
+    assert comparable(on_ray) == comparable(docs["inline"])

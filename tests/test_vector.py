@@ -85,6 +85,16 @@ def test_vector_equals_reference_when_cards_overheat_a_link_degrades_and_a_serve
     assert {c["p_state"] for c in doc["cards"][:4]} == {"P12"} and len(doc["failures"]) == 4
 
 
+def test_vector_equals_reference_when_lost_cards_recover_and_overheated_ones_abort_again():
+    """--recover: instances rejoin empty (fresh KV blocks, an empty running matrix) and fill up again; in
+    60 °C air the restarted cards abort again."""
+    spec = quick_heating(load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=16.0, workload="poisson",
+                                  recover=True))
+    doc = assert_same(spec, faults=[Fault("card", 1, 0.5), Fault("card", 1, 7.0), Fault("ambient", 1, 2.0, 60.0)])
+    assert len(doc["recoveries"]) >= 3 and doc["instances"][0]["failed"] is False
+    assert {tuple(r["cards"]) for r in doc["recoveries"]} == {(1,), (4, 5), (6, 7)}    # both of a group abort
+
+
 def test_vector_equals_reference_when_prompts_outrun_the_token_budget():
     """Prompts longer than the budget are prefilled in chunks over several steps, so running requests
     share out the budget and the last of them get less than they lack, or nothing."""

@@ -34,10 +34,11 @@ CONFIG_ROOT = _config_root()
 KINDS = {"devices": DeviceSpec, "racks": RackSpec, "models": ModelSpec,
          "engines": EngineSpec, "routers": RouterSpec, "workloads": WorkloadSpec}
 RUN_FIELDS = ("rack", "model", "tp", "engine", "router", "workload", "compiler",
-              "duration_s", "epoch_s", "drain_s", "seed")
+              "duration_s", "epoch_s", "drain_s", "seed", "recover")
 DEFAULT_RUN = {"rack": "atom-server", "model": "llama3-8b", "tp": 4, "engine": "default",
                "router": "default", "workload": "default", "compiler": {},
-               "duration_s": 30.0, "epoch_s": 0.05, "drain_s": 120.0, "seed": 0}
+               "duration_s": 30.0, "epoch_s": 0.05, "drain_s": 120.0, "seed": 0,
+               "recover": False}
 UNSOURCED = {"name", "description", "estimated", "sources", "device"}
 
 
@@ -133,9 +134,16 @@ def load_run(source: Any = None, **overrides) -> RunSpec:
                    duration_s=run_number(data, "duration_s", float, where),
                    epoch_s=run_number(data, "epoch_s", float, where),
                    drain_s=float(run_number(data, "drain_s", float, where, allow_zero=True)),
-                   seed=run_number(data, "seed", int, where, allow_zero=True))
+                   seed=run_number(data, "seed", int, where, allow_zero=True),
+                   recover=run_flag(data, "recover", where))
     validate_run(spec, where)
     return spec
+
+
+def run_flag(data, key, where) -> bool:
+    if not isinstance(data[key], bool):
+        raise ConfigError(where, key, data[key], "must be true or false")
+    return data[key]
 
 
 def run_number(data, key, tp, where, allow_zero=False):

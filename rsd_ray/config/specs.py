@@ -181,3 +181,4 @@ class RunSpec:
     epoch_s: float
     drain_s: float
     seed: int
+    recover: bool = False       # a lost card's actor is restarted and its instance rejoins (faults.py)

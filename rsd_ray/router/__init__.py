@@ -36,6 +36,11 @@ class Router:
     def fail(self, instances) -> None:
         self.healthy[list(instances)] = False
 
+    def recover(self, instance: int) -> None:
+        """A failed instance is back (``--recover``), empty."""
+        self.healthy[instance] = True
+        self.running[instance] = self.queued[instance] = 0
+
     def route(self, force: bool = False, pinned: int | None = None) -> int | None:
         """The instance for the next request, or None when the rack is full (or, with ``force``,
         when no instance is healthy). ``pinned``: the request asked for that instance, bypassing the policy."""

@@ -126,7 +126,7 @@ def run(spec, args) -> int:
     from rsd_ray import __version__
     from rsd_ray.config.schema import writable
     from rsd_ray.controller import EXIT_CODES, check_plan
-    from rsd_ray.faults import parse as parse_fault
+    from rsd_ray.faults import from_args as faults_from_args
     from rsd_ray.plugins import renderer
     from rsd_ray.results import build, dump
 
@@ -134,7 +134,7 @@ def run(spec, args) -> int:
     writable(args.out, "--out")
     spec = serve_spec(spec, args)
     check_plan(spec)
-    faults = [parse_fault(f, spec) for f in args.fault]
+    faults = faults_from_args(args, spec)
     from rsd_ray.serve.server import ServeOptions
     options = ServeOptions(args.host, args.port, args.grpc_port, args.pace, args.instance_ports,
                            args.served_model_name, args.tokenizer)

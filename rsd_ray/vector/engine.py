@@ -207,6 +207,13 @@ class VectorEngine:
         self.failed[k] = True
         return out
 
+    def rejoin(self, iid: int, t: float) -> None:
+        """Back in service at ``t`` (``--recover``), empty: every KV block free, its counters kept."""
+        k = self.index[iid]
+        self.failed[k] = self.halted[k] = False
+        self.sched.free[k] = self.sched.num_blocks[k]
+        self.clock[k] = max(self.clock[k], t)
+
     def abort(self, rid: int, reason: str) -> RequestRecord | None:
         """Drop a request wherever it is held (its client went away), freeing its KV blocks."""
         t = self.table

@@ -80,7 +80,9 @@ class BatchScheduler:
         self.t.blocks[r] = 0
 
     def clear(self, i: int) -> None:
+        """Instance ``i`` holds nothing (its rows were released); free slots of the matrix are -1."""
         self.pending[i], self.nrun[i] = [], 0
+        self.run[i] = -1
         self.waiting[i].clear()
 
     def _need(self, r: int, n: int) -> int:
