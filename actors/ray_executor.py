@@ -99,9 +99,10 @@ class RayExecutor:
         for server, pg in enumerate(self.pgs):          # a card lives in its own server's group
             for local in range(per):
                 c = server * per + local
-                self.cards[c] = CardActor.options(
-                    resources={"atom_card": 1}, max_restarts=-1 if spec.recover else 0, scheduling_strategy=PlacementGroupSchedulingStrategy(
-                        pg, placement_group_bundle_index=1 + local)).remote(c, spec.device, spec.model.dtype, spec.epoch_s)
+                bundle = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=1 + local)
+                self.cards[c] = CardActor.options(                  # --recover: Ray restarts a killed card
+                    resources={"atom_card": 1}, max_restarts=-1 if spec.recover else 0,
+                    scheduling_strategy=bundle).remote(c, spec.device, spec.model.dtype, spec.epoch_s)
         for group in plan.placement.groups:
             loads += [self.cards[c].load.remote(blobs[rank], plan.memory) for rank, c in enumerate(group)]
         _get(loads, "loading programs onto the cards", READY_TIMEOUT_S)

@@ -94,7 +94,7 @@ def timeline(doc: dict, width: int) -> Text:
     injected (``!``), a failure happened (``✗``) or an instance came back (``↑``)."""
     from rsd_ray.dashboards.top import spark
     series, bin_s = doc["timeline"]["output_tokens_per_s"], doc["timeline"]["bin_s"]
-    per = max(1, -(-len(series) // max(10, width - 12)))            # bins per column, to fit the width
+    per = max(1, -(-len(series) // max(10, width - 48)))            # bins per column, to fit the width
     cols = [sum(series[i:i + per]) / len(series[i:i + per]) for i in range(0, len(series), per)]
     marks = [" "] * len(cols)
     events = [(f["at_s"], "!") for f in doc["faults"]["injected"]] + [(f["t"], "✗") for f in doc["failures"]] + \
@@ -103,8 +103,7 @@ def timeline(doc: dict, width: int) -> Text:
         k = min(len(cols) - 1, int(t / bin_s) // per)
         marks[k] = "✗" if "✗" in (marks[k], mark) else mark
     text = Text(f"tok/s  {spark(cols, len(cols))}  peak {max(series, default=0):,.0f}\n", style="cyan")
-    text.append(f"events {''.join(marks)}  ! fault  ✗ failure  ↑ recovered  ({per * bin_s:g} virtual s a column)",
-                style="red")
+    text.append(f"events {''.join(marks)}  ! fault ✗ failure ↑ back · {per * bin_s:g} s a column", style="red")
     return text
 
 

@@ -59,7 +59,7 @@ class Outcome:
     status: str = "completed"                # completed | interrupted | failed
     reason: str | None = None
     recoveries: tuple[Recovery, ...] = ()
-    faults: tuple = ()                        # rsd_ray.faults.Fault injected (or still due), by time
+    faults: tuple = ()                        # the rsd_ray.faults.Fault injected, by time
 
 
 def host_setups(spec: RunSpec, topology: Topology, plan: Plan, spans: bool = True,

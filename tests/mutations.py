@@ -14,6 +14,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SERVE = ["tests/test_gateway.py", "tests/test_serve.py"]
 FAULTS = ["tests/test_faults.py", "tests/test_vector.py"]
+RECOVERY = ["tests/test_recovery.py", "tests/test_vector.py"]
 WRONG = [
  ("rsd_ray/kv_cache.py", "-(-(req.num_computed + new_tokens) // self.block_size)", "((req.num_computed + new_tokens) // self.block_size)"),
  ("rsd_ray/card_group.py", "return np.max([cost.segments", "return np.min([cost.segments"),
@@ -68,6 +69,18 @@ WRONG = [
  ("rsd_ray/card.py", "aborted = self.thermal.temp_c >= self.thermal.thermal.abort_c", "aborted = False", FAULTS),
  ("rsd_ray/controller.py", "while self.faults and self.faults[0].at_s < t_end:",
   "while self.faults and self.faults[0].at_s < t_end - 1.0:", FAULTS),
+ # recovery: each checked by the recovery tests and the engines' equality under it
+ ("rsd_ray/host.py", "min(link.bandwidth for link in self.topology.load_path(c))",
+  "max(link.bandwidth for link in self.topology.load_path(c))", RECOVERY),
+ ("rsd_ray/host.py", "if self.recover and kind != \"server\":", "if self.recover:", RECOVERY),
+ ("rsd_ray/host.py", "t + CARD_RESTART_S + load", "t + load", RECOVERY),
+ ("rsd_ray/router/__init__.py", "self.healthy[instance] = True", "pass", RECOVERY),
+ ("rsd_ray/card.py", "self.clock_factor, self.sampled_at = 1.0, -1.0\n        self.advance_to(t)",
+  "self.advance_to(t)", RECOVERY),
+ ("rsd_ray/vector/scheduler.py", "self.run[i] = -1", "pass", RECOVERY),
+ ("rsd_ray/vector/engine.py", "self.sched.free[k] = self.sched.num_blocks[k]", "pass", RECOVERY),
+ ("rsd_ray/instance.py", "self.scheduler.kv = KVCache(kv.num_blocks, kv.block_size)", "pass", RECOVERY),
+ ("rsd_ray/metrics.py", "(_flat_times(records) // bin_s)", "(_flat_times(records) // bin_s + 1)", RECOVERY),
 ]
 HANG_S = 300
 TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_vector.py"]

@@ -287,12 +287,19 @@ def test_a_chaos_run_on_ray_loses_no_request_and_equals_inline(ray_session):
     spec = load_run(None, rack="atom-server", duration_s=15.0, recover=True)
     faults = chaos(28, spec)
     assert [f.kind for f in faults] == ["card", "link", "card"]
-    docs = {}
+    from rsd_ray.telemetry import attach
+    docs, alerts = {}, set()
     for executor in ("ray", "inline"):
         controller = Controller(spec, executor=executor)
         controller.inject(faults)
-        docs[executor] = json.loads(json.dumps(build(controller.run())))
+        telemetry = attach(controller)
+
+        def watch(out, n):
+            telemetry(out, n)
+            alerts.update(a.split(" ")[0] + " " + a.split(" ")[1] for a in telemetry.frame()["alerts"])
+        docs[executor] = json.loads(json.dumps(build(controller.run([watch]))))
     on_ray = docs["ray"]
     assert on_ray["status"] == "completed" and accounted(on_ray) and on_ray["requests"]["unfinished"] == 0
     assert on_ray["faults"]["failures"] == 2 and on_ray["faults"]["recoveries"] == 2
+    assert {"lost card", "failed instance"} <= alerts                       # the dashboards show them
     assert comparable(on_ray) == comparable(docs["inline"])

@@ -68,6 +68,22 @@ def test_a_lost_server_is_not_recovered():
     assert accounted(doc) and doc["requests"]["errored"] > 0 and doc["requests"]["unfinished"] == 0
 
 
+def test_a_card_that_aborted_hot_comes_back_out_of_p12():
+    """Restarted, the card's governor starts again at full clock: in the epoch its instance rejoins (before
+    any step), its frame is not P12 and not lost; in that hot air it aborts again later."""
+    from tests.test_faults import MINI, quick_heating
+    spec = quick_heating(load_run(None, **{**MINI, "duration_s": 8.0}, recover=True))
+    controller = Controller(spec)
+    controller.telemetry_every_s = spec.epoch_s / 2                # card frames every epoch
+    controller.inject([Fault("ambient", 0, 0.2, 60.0)])
+    seen = []
+    controller.run([lambda out, n: seen.extend((r, {f.card: f for f in out.cards}) for r in out.recoveries)])
+    assert len(seen) >= 2 and all(cards for _, cards in seen)
+    for recovery, cards in seen:
+        for c in recovery.cards:
+            assert not cards[c].lost and cards[c].p_state != "P12", (recovery, cards[c])
+
+
 def test_recovery_is_shown_in_the_run_report(tmp_path, capsys):
     from rsd_ray.cli import main
     out = tmp_path / "r.json"
@@ -77,6 +93,16 @@ def test_recovery_is_shown_in_the_run_report(tmp_path, capsys):
     assert "recovered at 15.078 virtual s: instance 1 (cards [5])" in text
     assert "events" in text and "✗" in text and "↑" in text
     assert json.loads(out.read_text())["config"]["recover"] is True
+
+
+def test_the_throughput_series_counts_each_token_in_its_own_second():
+    from rsd_ray.metrics import throughput_series
+    from rsd_ray.request import RequestRecord
+    records = [RequestRecord(0, 0, 0.0, 8, 4, (0.2, 0.9, 1.0, 2.5), 0, 2.5),
+               RequestRecord(1, 0, 0.0, 8, 3, (1.5, 1.99, 3.99), 0, 3.99)]
+    assert throughput_series(records, 4.0) == {"bin_s": 1.0, "output_tokens_per_s": [2.0, 3.0, 1.0, 1.0]}
+    long = throughput_series(records, 1200.0)                     # at most 600 bins: 2 s each
+    assert long["bin_s"] == 2.0 and long["output_tokens_per_s"][:2] == [2.5, 1.0] and len(long["output_tokens_per_s"]) == 600
 
 
 class Args:
