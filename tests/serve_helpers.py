@@ -21,6 +21,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free ports (``--instance-ports`` takes BASE..BASE+n-1)."""
+    for _ in range(100):
+        base, socks = free_port(), []
+        try:
+            for port in range(base, base + n):
+                socks.append(socket.socket())
+                socks[-1].bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
 class LiveServer:
     """``rsd-ray serve`` with the given arguments; ``stop()`` sends SIGTERM and returns (exit code, results)."""
 

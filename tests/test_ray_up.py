@@ -41,9 +41,10 @@ def test_ray_up_run_and_ray_down_leave_nothing_running(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(wheels), "--python-version",
                     _login_python(), "--only-binary=:all:", str(REPO), "setuptools>=69", "wheel"],
                    check=True, capture_output=True, text=True, timeout=600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}   # this session's Ray sets some
     res = subprocess.run(["unshare", "--pid", "--mount", "--net", "--fork", "--mount-proc", "bash", str(LOOP),
                           str(REPO), str(Path(sys.executable).parent.parent), sys.base_prefix, str(wheels)],
-                         capture_output=True, text=True, timeout=900)
+                         capture_output=True, text=True, timeout=900, env=env)
     log = res.stdout + res.stderr
     assert res.returncode == 0, log[-6000:]
     assert "command not found" not in log                         # `ray` is on the login shell's PATH

@@ -4,7 +4,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.serve_helpers import LiveServer, free_port, openai_client
+from tests.serve_helpers import LiveServer, free_ports, openai_client
 
 
 def _tokenizer(path) -> None:
@@ -21,7 +21,7 @@ def _tokenizer(path) -> None:
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("options")
     _tokenizer(tmp / "tokenizer.json")
-    base = free_port()
+    base = free_ports(2)                                      # mini at TP 4: two instances
     live = LiveServer(tmp, "--rack", "mini", "--model", "tiny-llama", "--tp", "4", "--tokenizer",
                       str(tmp / "tokenizer.json"), "--instance-ports", str(base), "--served-model-name", "my-rack")
     live.instance_base = base

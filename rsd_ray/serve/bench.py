@@ -151,7 +151,10 @@ def summarise(args, model: str, input_lens: list[int], results: list[dict], dura
     return doc
 
 
-def render(doc: dict, out=sys.stdout) -> None:
+def render(doc: dict, out=None) -> None:
+    """vllm bench serve's result block, on ``out`` (the standard output at the time of the call)."""
+    out = out or sys.stdout
+
     def line(label, value, fmt="{:<10.2f}"):
         print(f"{label:<40} " + (fmt.format(value) if value is not None else "None"), file=out)
     print("{s:{c}^{n}}".format(s=" Serving Benchmark Result ", n=50, c="="), file=out)
