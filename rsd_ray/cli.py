@@ -186,7 +186,11 @@ def cmd_presets(args) -> int:
     return 0
 
 
-CLIENT_COMMANDS = (   # commands that talk to a running rack or server: (name, help, module, add arguments, run)
+CLIENT_COMMANDS = (   # commands with a module of their own: (name, help, module, add arguments, run)
+    ("make-model", "write a small random Llama checkpoint (Hugging Face layout) for functional mode",
+     "rsd_ray.functional.command", "add_make_model_arguments", "make_model"),
+    ("generate", "generate real tokens from a checkpoint split over card actors", "rsd_ray.functional.command",
+     "add_generate_arguments", "generate"),
     ("litellm-config", "write a LiteLLM proxy config.yaml for a running rack", "rsd_ray.serve.command",
      "add_litellm_arguments", "litellm_config"),
     ("bench", "benchmark an OpenAI-compatible server, as `vllm bench serve` does", "rsd_ray.serve.bench",

@@ -4,6 +4,11 @@ from __future__ import annotations
 from rsd_ray.config import GIB
 
 
+def size(nbytes: float) -> str:
+    """Bytes in GiB, or MiB below one GiB (a small model's shards would read 0.00 GiB)."""
+    return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB else f"{nbytes / 2 ** 20:.2f} MiB"
+
+
 class MemoryBudgetError(MemoryError):
     """An allocation that would exceed the card's DRAM budget."""
 
@@ -26,9 +31,8 @@ class MemoryLedger:
             raise ValueError(f"{self.card}: negative allocation {nbytes} for {region}")
         if not self.can_allocate(nbytes):
             raise MemoryBudgetError(
-                f"{self.card}: allocating {nbytes / GIB:.2f} GiB for {region} would use "
-                f"{(self.used + nbytes) / GIB:.2f} GiB of a {self.budget / GIB:.2f} GiB budget "
-                f"(held: {', '.join(f'{k} {v / GIB:.2f} GiB' for k, v in self.regions.items()) or 'nothing'})")
+                f"{self.card}: allocating {size(nbytes)} for {region} would use {size(self.used + nbytes)} of a "
+                f"{size(self.budget)} budget (held: {', '.join(f'{k} {size(v)}' for k, v in self.regions.items()) or 'nothing'})")
         self.regions[region] = self.regions.get(region, 0) + nbytes
         self.peak = max(self.peak, self.used)
 

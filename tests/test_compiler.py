@@ -31,7 +31,9 @@ def test_kv_heads_are_replicated_when_tp_exceeds_them():
     d = tiny.dims_per_head
     assert k.card_shape == (d, tiny.hidden_size)
     starts = [k.slice(rank, 8)[1] for rank in range(8)]
-    assert starts == [0, d, 2 * d, 3 * d, 0, d, 2 * d, 3 * d]   # each KV head held by two cards
+    # each KV head held by the two cards whose query heads use it: query head j reads KV head j // (H/K)
+    # (consecutive query heads share one, as Hugging Face's repeat_kv lays them out)
+    assert starts == [0, 0, d, d, 2 * d, 2 * d, 3 * d, 3 * d]
 
 
 def test_tp1_llama3_8b_is_refused_with_the_numbers():

@@ -303,3 +303,36 @@ def test_a_chaos_run_on_ray_loses_no_request_and_equals_inline(ray_session):
     assert on_ray["faults"]["failures"] == 2 and on_ray["faults"]["recoveries"] == 2
     assert {"lost card", "failed instance"} <= alerts                       # the dashboards show them
     assert comparable(on_ray) == comparable(docs["inline"])
+
+
+@pytest.mark.parametrize("tp", [2, 4])
+def test_functional_cards_on_ray_pass_partial_sums_card_to_card_and_match_the_reference(ray_session, tmp_path, tp):
+    """Card actors read their own shards and hand each other ObjectRefs of their partial sums; the logits
+    equal the inline split's bit for bit and the single-device reference within fp32 rounding."""
+    import numpy as np
+
+    from rsd_ray.actors.shard_actor import split_on_ray
+    from rsd_ray.functional import reference
+    from rsd_ray.functional.checkpoint import load, make_model
+    from rsd_ray.functional.split import SplitModel, card_shards
+    from tests.test_functional import GIB, PROMPTS
+    make_model(tmp_path, layers=2, hidden=64, heads=8, kv_heads=2, intermediate=128, vocab=300, seed=1)
+    ckpt = load(tmp_path)
+    on_ray = split_on_ray(tmp_path, tp, GIB)
+    try:
+        batch = [(i, p, 0) for i, p in enumerate(PROMPTS)]
+        logits = on_ray.step(batch)
+        inline = SplitModel(ckpt.config, card_shards(tmp_path, tp, GIB)).step(batch)
+        assert np.array_equal(logits, inline)
+        want = np.stack([reference.logits(ckpt.config, ckpt.weights, p)[-1] for p in PROMPTS])
+        np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-5)
+        ids, _ = on_ray.generate([PROMPTS[1]], 32)
+        assert ids[0] == reference.greedy(ckpt.config, ckpt.weights, PROMPTS[1], 32)
+        import ray
+        held = ray.get([c.memory.remote() for c in on_ray.cards])
+        assert [h["rank"] for h in held] == list(range(tp))
+        assert all(h["weights"] < sum(w.nbytes for w in ckpt.weights.values()) / tp * 1.2 for h in held)
+    finally:
+        import ray
+        for card in on_ray.cards:
+            ray.kill(card)

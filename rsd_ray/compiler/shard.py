@@ -49,7 +49,8 @@ class Shard:
             return (-1, 0, 0)
         dim = 1 if self.split == "row" else 0
         size = self.card_shape[dim]
-        start = (rank * size) % self.shape[dim]   # wraps for replicated KV heads
+        parts = self.shape[dim] // size            # fewer than tp: replicated KV heads, each to the cards
+        start = (rank * parts // tp) * size        # whose query heads use it (consecutive ranks share one)
         return (dim, start, start + size)
 
 

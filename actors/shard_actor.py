@@ -1,0 +1,52 @@
+"""A card actor of functional mode: it reads the checkpoint itself and keeps only its own shards."""
+from __future__ import annotations
+
+import ray
+
+from rsd_ray.functional.card_shard import CardShard
+from rsd_ray.functional.split import _card
+from rsd_ray.functional.checkpoint import load
+
+
+@ray.remote(num_cpus=0)
+class CardShardActor:
+    def __init__(self, path: str, rank: int, tp: int, budget: int, block_size: int = 16):
+        ckpt = load(path)
+        self.shard: CardShard = _card(ckpt, ckpt.config.model_spec(ckpt.path.name), rank, tp, budget, block_size)
+        del ckpt                                           # the rest of the model is not this card's
+
+    def begin(self, batch):
+        return self.shard.begin(batch)
+
+    def attention(self, layer, *partials):
+        return self.shard.attention(layer, *partials)
+
+    def mlp(self, layer, *partials):
+        return self.shard.mlp(layer, *partials)
+
+    def logits(self, *partials):
+        return self.shard.logits(*partials)
+
+    def release(self, seq):
+        self.shard.release(seq)
+
+    def memory(self) -> dict:
+        return self.shard.memory()
+
+
+def split_on_ray(path, tp: int, budget: int, block_size: int = 16):
+    """A SplitModel whose cards are actors (one ``atom_card`` each); Ray must be initialised."""
+    from rsd_ray.functional.checkpoint import load as load_config
+    from rsd_ray.functional.split import SplitModel, check_tp
+    config = load_config(path).config
+    check_tp(config, tp)
+    cards = [CardShardActor.options(resources={"atom_card": 1}).remote(str(path), rank, tp, budget, block_size)
+             for rank in range(tp)]
+    try:
+        ray.get([c.memory.remote() for c in cards])
+    except ray.exceptions.RayActorError as err:
+        for c in cards:
+            ray.kill(c)
+        cause = err.cause if getattr(err, "cause", None) else err
+        raise getattr(cause, "as_instanceof_cause", lambda: cause)() from None
+    return SplitModel(config, cards, on_ray=True)

@@ -1,0 +1,118 @@
+"""One card's part of a real model: its shards, cut by the compiler's shard plan, and its paged KV cache.
+
+A step is a chain of calls, one per collective, each handed the partial sums of every card from
+the call before (``rsd_ray.functional.split``)::
+
+    begin(ids)            -> embedding partial (the card's vocab rows)     ─┐ all-reduce
+    attention(l, *parts)  -> x += Σ parts; o_proj partial                  ─┤ all-reduce
+    mlp(l, *parts)        -> x += Σ parts; down_proj partial               ─┤ all-reduce
+    logits(*parts)        -> x += Σ parts; the card's vocab slice of logits ─┘ gathered by the host
+
+Every card holds the same hidden state ``x`` (each adds the same partials in rank order), so the
+residual stream never leaves the cards.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rsd_ray.compiler.shard import kv_heads_per_card, padded_vocab, shard_plan
+from rsd_ray.functional.kernels import PagedKV, apply_rope, attention, rms_norm, rope_frequencies, swiglu
+from rsd_ray.ledger import MemoryLedger
+
+HF_NAME = {"embed_tokens": "model.embed_tokens.weight", "norm": "model.norm.weight", "lm_head": "lm_head.weight"}
+
+
+def cut(weights: dict, model, rank: int, tp: int) -> dict[str, np.ndarray]:
+    """This rank's slice of every tensor, as the compiler's shard plan says (copies: the card owns them)."""
+    out = {}
+    for shard in shard_plan(model, tp):
+        names = [f"model.{shard.name.replace('*', str(i))}.weight" for i in range(shard.count)] \
+            if "*" in shard.name else [HF_NAME[shard.name]]
+        dim, start, stop = shard.slice(rank, tp)
+        for name in names:
+            w = weights[name]
+            if dim < 0:
+                out[name] = w.copy()
+                continue
+            part = w[start:stop] if dim == 0 else w[:, start:stop]
+            if part.shape[dim] < stop - start:                # the padded end of the vocabulary
+                pad = [(0, 0), (0, 0)]
+                pad[dim] = (0, stop - start - part.shape[dim])
+                part = np.pad(part, pad)
+            out[name] = np.ascontiguousarray(part)
+    if model.tie_embeddings:
+        out["lm_head.weight"] = out["model.embed_tokens.weight"]
+    return out
+
+
+class CardShard:
+    def __init__(self, config, model, rank: int, tp: int, tensors: dict[str, np.ndarray], budget: int,
+                 block_size: int = 16):
+        """``model``: the checkpoint as the compiler's ModelSpec; ``budget``: the card's usable bytes."""
+        self.config, self.rank, self.tp = config, rank, tp
+        self.ledger = MemoryLedger(f"card rank {rank}", budget)
+        self.ledger.allocate("weights", sum(int(t.nbytes) for k, t in tensors.items()
+                                            if not (model.tie_embeddings and k == "lm_head.weight")))
+        self.w = tensors
+        self.heads = config.num_attention_heads // tp
+        self.kv_heads = kv_heads_per_card(model, tp)
+        self.vocab_rows = padded_vocab(model, tp) // tp
+        self.inv_freq = rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
+        self.kv = PagedKV(config.num_hidden_layers, self.kv_heads, config.head_dim, block_size)
+        self.x: np.ndarray | None = None
+        self.batch: list[tuple[int, int, int]] = []       # (sequence, first position, tokens) of this step
+
+    def begin(self, batch: list[tuple[int, list[int], int]]) -> np.ndarray:
+        """A step of several sequences, each (id, new token ids, position of the first): its embedding
+        rows that fall in this card's part of the vocabulary (zeros elsewhere)."""
+        self.batch = [(seq, start, len(ids)) for seq, ids, start in batch]
+        self.x = None
+        ids = np.array([t for _, toks, _ in batch for t in toks]) - self.rank * self.vocab_rows
+        mine = (ids >= 0) & (ids < self.vocab_rows)
+        out = np.zeros((len(ids), self.config.hidden_size), dtype=np.float32)
+        out[mine] = self.w["model.embed_tokens.weight"][ids[mine]]
+        return out
+
+    def _add(self, partials) -> None:
+        total = partials[0].copy()
+        for p in partials[1:]:
+            total += p
+        self.x = total if self.x is None else self.x + total
+
+    def attention(self, layer: int, *partials) -> np.ndarray:
+        self._add(partials)
+        p, c, d = f"model.layers.{layer}.", self.config, self.config.head_dim
+        a = rms_norm(self.x, self.w[p + "input_layernorm.weight"], c.rms_norm_eps)
+        q = (a @ self.w[p + "self_attn.q_proj.weight"].T).reshape(-1, self.heads, d)
+        k = (a @ self.w[p + "self_attn.k_proj.weight"].T).reshape(-1, self.kv_heads, d)
+        v = (a @ self.w[p + "self_attn.v_proj.weight"].T).reshape(-1, self.kv_heads, d)
+        out, row = [], 0
+        for seq, start, n in self.batch:
+            pos = np.arange(start, start + n)
+            qs, ks = apply_rope(q[row:row + n], pos, self.inv_freq), apply_rope(k[row:row + n], pos, self.inv_freq)
+            self.kv.write(seq, layer, pos, ks, v[row:row + n])
+            kk, vv = self.kv.read(seq, layer, start + n)
+            out.append(attention(qs, kk, vv, pos))
+            row += n
+        return np.concatenate(out) @ self.w[p + "self_attn.o_proj.weight"].T
+
+    def mlp(self, layer: int, *partials) -> np.ndarray:
+        self._add(partials)
+        p = f"model.layers.{layer}."
+        a = rms_norm(self.x, self.w[p + "post_attention_layernorm.weight"], self.config.rms_norm_eps)
+        return swiglu(a, self.w[p + "mlp.gate_proj.weight"], self.w[p + "mlp.up_proj.weight"],
+                      self.w[p + "mlp.down_proj.weight"])
+
+    def logits(self, *partials) -> np.ndarray:
+        """This card's vocabulary slice of the logits at each sequence's last new token."""
+        self._add(partials)
+        last = np.cumsum([n for _, _, n in self.batch]) - 1
+        x = rms_norm(self.x[last], self.w["model.norm.weight"], self.config.rms_norm_eps)
+        return x @ self.w["lm_head.weight"].T
+
+    def release(self, seq: int) -> None:
+        self.kv.release(seq)
+
+    def memory(self) -> dict:
+        return {"rank": self.rank, "weights": self.ledger.regions["weights"], "kv_blocks": self.kv.blocks,
+                "tensors": len(self.w)}

@@ -1,0 +1,91 @@
+"""A real model split over ``tp`` cards: the host drives a step as a chain of card calls.
+
+Each call hands every card the partial sums all cards made in the call before; inline these are
+the arrays themselves, on Ray they are ObjectRefs, so each card actor fetches its peers' partials
+straight from their object stores and the host never holds the data (an all-reduce done card to
+card). Only the logits' vocabulary slices come back to the host, which joins them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rsd_ray.config import ConfigError
+from rsd_ray.functional.card_shard import CardShard, cut
+from rsd_ray.functional.checkpoint import load
+from rsd_ray.functional.kernels import sample
+from rsd_ray.ledger import MemoryBudgetError
+
+
+def check_tp(config, tp: int) -> None:
+    """The degrees the compiler's split can cut exactly."""
+    H, K = config.num_attention_heads, config.num_key_value_heads
+    if tp < 1 or H % tp or config.intermediate_size % tp or (K % tp and tp % K):
+        raise ConfigError("command line", "--tp", tp, f"it must divide the {H} query heads and the "
+                          f"{config.intermediate_size} MLP columns, and divide or be a multiple of the {K} KV heads")
+
+
+def card_shards(path, tp: int, budget: int, block_size: int = 16) -> list[CardShard]:
+    """Inline: each card's shards cut from one read of the checkpoint."""
+    ckpt = load(path)
+    check_tp(ckpt.config, tp)
+    model = ckpt.config.model_spec(ckpt.path.name)
+    return [_card(ckpt, model, rank, tp, budget, block_size) for rank in range(tp)]
+
+
+def _card(ckpt, model, rank: int, tp: int, budget: int, block_size: int) -> CardShard:
+    try:
+        return CardShard(ckpt.config, model, rank, tp, cut(ckpt.weights, model, rank, tp), budget, block_size)
+    except MemoryBudgetError as err:
+        raise ConfigError(str(ckpt.path), "tp", tp, f"a card's shards do not fit its memory: {err}; raise --tp "
+                          "or use a device with more memory") from None
+
+
+class SplitModel:
+    """``cards``: CardShard objects (inline) or card-shard actor handles (Ray)."""
+
+    def __init__(self, config, cards: list, on_ray: bool = False):
+        self.config, self.cards, self.on_ray = config, cards, on_ray
+        self.next_seq = 0
+
+    def _all(self, method: str, *args) -> list:
+        if self.on_ray:
+            return [getattr(c, method).remote(*args) for c in self.cards]
+        return [getattr(c, method)(*args) for c in self.cards]
+
+    def step(self, batch: list[tuple[int, list[int], int]]) -> np.ndarray:
+        """Run one step of (sequence, new ids, first position) entries; the logits at each sequence's last new
+        token [len(batch), vocab]."""
+        parts = self._all("begin", batch)
+        for layer in range(self.config.num_hidden_layers):
+            parts = self._all("attention", layer, *parts)
+            parts = self._all("mlp", layer, *parts)
+        slices = self._all("logits", *parts)
+        if self.on_ray:
+            import ray
+            slices = ray.get(slices)
+        return np.concatenate(slices, axis=1)[:, :self.config.vocab_size]
+
+    def release(self, seq: int) -> None:
+        self._all("release", seq)
+
+    def generate(self, prompts: list[list[int]], max_tokens: int, temperature: float = 0.0, seed: int = 0,
+                 stop: int | None = None) -> tuple[list[list[int]], list[np.ndarray]]:
+        """Prefill every prompt in one step, then decode them together; returns the new ids of each and
+        the logits of every step (for the tests)."""
+        seqs = list(range(self.next_seq, self.next_seq + len(prompts)))
+        self.next_seq += len(prompts)
+        rngs = [np.random.default_rng([seed, i]) for i in range(len(prompts))] if temperature > 0 else [None] * len(prompts)
+        out, steps = [[] for _ in prompts], []
+        logits = self.step([(s, list(p), 0) for s, p in zip(seqs, prompts)])
+        live = list(range(len(prompts)))
+        while True:
+            steps.append(logits)
+            for row, i in enumerate(live):
+                out[i].append(sample(logits[row], temperature, rngs[i]))
+            live = [i for i in live if len(out[i]) < max_tokens and out[i][-1] != stop]
+            if not live:
+                break
+            logits = self.step([(seqs[i], [out[i][-1]], len(prompts[i]) + len(out[i]) - 1) for i in live])
+        for s in seqs:
+            self.release(s)
+        return out, steps

@@ -1,0 +1,132 @@
+"""Functional mode: real checkpoints, split by the compiler's plan, agree with an independent single-device
+reference (the Ray executor's cards are in test_ray.py, which may use the session's Ray)."""
+import json
+
+import numpy as np
+import pytest
+
+from rsd_ray.config import ConfigError
+from rsd_ray.functional import reference
+from rsd_ray.functional.checkpoint import load, make_model
+from rsd_ray.functional.kernels import rope_frequencies
+from rsd_ray.functional.split import SplitModel, card_shards
+
+GIB = 2 ** 30
+PROMPTS = [[1, 5, 9, 200, 4], [7, 8], list(range(30, 51))]     # different lengths; 21 tokens cross a KV block
+
+
+@pytest.fixture(scope="module")
+def gqa(tmp_path_factory):
+    """8 query heads on 2 KV heads: at TP 4 and 8 each KV head is held by the cards whose queries use it."""
+    path = tmp_path_factory.mktemp("gqa")
+    make_model(path, layers=2, hidden=64, heads=8, kv_heads=2, intermediate=128, vocab=300, seed=1)
+    return path
+
+
+def reference_logits(ckpt, prompts):
+    return np.stack([reference.logits(ckpt.config, ckpt.weights, p)[-1] for p in prompts])
+
+
+@pytest.mark.parametrize("tp", [1, 2, 4, 8])
+def test_split_logits_match_the_reference_for_a_batch_of_prompts(gqa, tp):
+    ckpt = load(gqa)
+    model = SplitModel(ckpt.config, card_shards(gqa, tp, GIB))
+    prefill = model.step([(i, p, 0) for i, p in enumerate(PROMPTS)])
+    np.testing.assert_allclose(prefill, reference_logits(ckpt, PROMPTS), rtol=1e-4, atol=1e-5)
+    nxt = [int(np.argmax(row)) for row in prefill]                       # one decode step over the paged cache
+    decode = model.step([(i, [t], len(p)) for i, (p, t) in enumerate(zip(PROMPTS, nxt))])
+    np.testing.assert_allclose(decode, reference_logits(ckpt, [p + [t] for p, t in zip(PROMPTS, nxt)]),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_each_card_holds_only_its_shards_and_kv_for_its_heads(gqa):
+    ckpt = load(gqa)
+    cards = card_shards(gqa, 4, GIB)
+    total = sum(int(w.nbytes) for w in ckpt.weights.values())
+    replicated = sum(int(w.nbytes) for k, w in ckpt.weights.items() if k.endswith("norm.weight"))
+    held = [c.ledger.regions["weights"] for c in cards]
+    assert len(set(held)) == 1 and held[0] < total / 2                      # a quarter, plus norms and KV copies
+    kv_layer = 2 * 64 * 8 * 4                                                # k_proj [2·8, 64] of 2 KV heads, fp32
+    assert held[0] == (total - replicated - 2 * 2 * kv_layer) / 4 + replicated + 2 * 2 * kv_layer / 2
+    w = cards[3].w["model.layers.0.self_attn.k_proj.weight"]
+    np.testing.assert_array_equal(w, ckpt.weights["model.layers.0.self_attn.k_proj.weight"][8:16])   # KV head 1
+    assert cards[3].kv_heads == 1 and cards[3].heads == 2
+
+
+def test_greedy_decoding_of_32_tokens_is_the_same_split_and_unsplit(gqa):
+    ckpt = load(gqa)
+    want = reference.greedy(ckpt.config, ckpt.weights, PROMPTS[0], 32)
+    for tp in (1, 4):
+        ids, steps = SplitModel(ckpt.config, card_shards(gqa, tp, GIB)).generate([PROMPTS[0]], 32)
+        assert ids[0] == want and len(steps) == 32
+
+
+def test_seeded_sampling_repeats_itself_and_batches_decode_together(gqa):
+    ckpt = load(gqa)
+    model = SplitModel(ckpt.config, card_shards(gqa, 2, GIB))
+    a, _ = model.generate(PROMPTS, 8, temperature=1.0, seed=3)
+    b, _ = model.generate(PROMPTS, 8, temperature=1.0, seed=3)
+    c, _ = model.generate(PROMPTS, 8, temperature=1.0, seed=4)
+    assert a == b and a != c and all(len(x) == 8 for x in a)
+    assert all(blocks == 0 for card in model.cards for blocks in [len(card.kv.tables)])   # released
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float16", 1e-3), ("bfloat16", 8e-3)])
+def test_half_precision_and_sharded_checkpoints_load_as_written(tmp_path, gqa, dtype, rtol):
+    make_model(tmp_path, layers=2, hidden=64, heads=8, kv_heads=2, intermediate=128, vocab=300, seed=1, dtype=dtype,
+               shards=3)
+    assert json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
+    half, full = load(tmp_path).weights, load(gqa).weights
+    assert half.keys() == full.keys()
+    for name, w in full.items():
+        np.testing.assert_allclose(half[name], w, rtol=rtol, atol=1e-6)
+
+
+def test_tied_embeddings_and_the_tokenizer_round_trip(tmp_path):
+    make_model(tmp_path, tie=True, vocab=300)
+    ckpt = load(tmp_path)
+    assert ckpt.weights["lm_head.weight"] is ckpt.weights["model.embed_tokens.weight"]
+    text = "Hello, rack — ünïcode ✓"
+    assert ckpt.tokenizer.decode(ckpt.tokenizer.encode(text).ids) == text
+    model = SplitModel(ckpt.config, card_shards(tmp_path, 2, GIB))
+    np.testing.assert_allclose(model.step([(0, PROMPTS[0], 0)]), reference_logits(ckpt, PROMPTS[:1]), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_llama3_rope_scaling_by_hand():
+    """Wavelengths above 8192/1 are slowed 8x, below 8192/4 kept, between blended (Llama 3's rule)."""
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
+    inv = rope_frequencies(128, 500000.0, None)
+    scaled = rope_frequencies(128, 500000.0, scaling)
+    wavelen = 2 * np.pi / inv
+    assert np.all(scaled[wavelen < 2048] == inv[wavelen < 2048])
+    np.testing.assert_allclose(scaled[wavelen > 8192], inv[wavelen > 8192] / 8)
+    mid = (wavelen >= 2048) & (wavelen <= 8192)
+    smooth = (8192 / wavelen[mid] - 1) / 3
+    np.testing.assert_allclose(scaled[mid], (1 - smooth) * inv[mid] / 8 + smooth * inv[mid])
+    assert mid.any() and (wavelen > 8192).any()
+
+
+def test_a_checkpoint_too_big_for_a_card_is_refused_with_the_numbers(gqa):
+    with pytest.raises(ConfigError) as err:
+        card_shards(gqa, 2, 2 ** 17)                                      # a 128 KiB card
+    msg = str(err.value)
+    assert "0.12 MiB budget" in msg and "weights" in msg and "raise --tp" in msg
+    card_shards(gqa, 8, 2 ** 17)                                          # split eight ways it fits
+    with pytest.raises(ConfigError, match="--tp"):
+        card_shards(gqa, 3, GIB)
+
+
+def test_generate_prints_the_ids_the_reference_decodes(gqa, capsys):
+    from rsd_ray.cli import main
+    ckpt = load(gqa)
+    assert main(["generate", "--model", str(gqa), "--tp", "4", "--prompt-ids", "1,5,9,200,4", "--max-tokens", "12",
+                 "--executor", "inline", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ids"] == reference.greedy(ckpt.config, ckpt.weights, PROMPTS[0], 12)
+    assert doc["text"] == ckpt.tokenizer.decode(doc["ids"]) and len(doc["cards"]) == 4
+    assert main(["generate", "--model", str(gqa), "--prompt-ids", "1,999", "--executor", "inline"]) == 2
+    assert "0..299" in capsys.readouterr().err
+    assert main(["generate", "--model", str(gqa.parent), "--prompt", "hi", "--executor", "inline"]) == 2
+    assert "config.json" in capsys.readouterr().err
