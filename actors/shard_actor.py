@@ -34,7 +34,7 @@ class CardShardActor:
         return self.shard.memory()
 
 
-def split_on_ray(path, tp: int, budget: int, block_size: int = 16):
+def split_on_ray(path, tp: int, budget: int, block_size: int = 16, timer=None):
     """A SplitModel whose cards are actors (one ``atom_card`` each); Ray must be initialised."""
     from rsd_ray.functional.checkpoint import load as load_config
     from rsd_ray.functional.split import SplitModel, check_tp
@@ -49,4 +49,4 @@ def split_on_ray(path, tp: int, budget: int, block_size: int = 16):
             ray.kill(c)
         cause = err.cause if getattr(err, "cause", None) else err
         raise getattr(cause, "as_instanceof_cause", lambda: cause)() from None
-    return SplitModel(config, cards, on_ray=True)
+    return SplitModel(config, cards, on_ray=True, timer=timer)

@@ -31,6 +31,11 @@ HOST_STEP_PER_SEQ_S = 2e-6
 """Additional host time per sequence in a step (sampling and detokenisation).
 Source: estimate from vLLM profiles (a few microseconds per sequence)."""
 
+FP32_SHARE_OF_FP16 = 0.5
+"""The share of its fp16 peak a device without an fp32 figure reaches in fp32 (functional mode computes
+in fp32). Source: estimate; a 16-bit matrix engine needs at least two passes per fp32 product. No
+ATOM figure exists; this keeps an fp32 run from being priced faster than the datasheet allows."""
+
 CARD_RESTART_S = 5.0
 """Virtual seconds from a card's loss until it answers again under ``--recover`` (device reset, driver
 re-probe, a new card process), before its shards are reloaded over its host link (timed by the link

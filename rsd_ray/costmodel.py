@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rsd_ray.calibration import COMMAND_LAUNCH_S, COMPUTE_EFFICIENCY, DRAM_EFFICIENCY, LINK_EFFICIENCY
+from rsd_ray.calibration import COMMAND_LAUNCH_S, COMPUTE_EFFICIENCY, DRAM_EFFICIENCY, FP32_SHARE_OF_FP16, LINK_EFFICIENCY
 from rsd_ray.compiler.program import DEVICE_SYNC, EXTERNAL_HDMA, HOST, Program
 from rsd_ray.config import DeviceSpec
 
@@ -33,10 +33,13 @@ def linear(shapes: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
 
 
 def peak_flops(device: DeviceSpec, dtype: str) -> float:
-    """Peak FLOPS for the weights' dtype, falling back to the fp16 figure."""
+    """Peak FLOPS for the weights' dtype, falling back to the fp16 figure (fp32 without a figure of its
+    own: ``FP32_SHARE_OF_FP16`` of it)."""
     tflops = device.peak_tflops.get(dtype) or device.peak_tflops.get("fp16")
     if not tflops:
         raise ValueError(f"device {device.name} has no peak_tflops for {dtype} or fp16")
+    if dtype == "fp32" and "fp32" not in device.peak_tflops:
+        tflops *= FP32_SHARE_OF_FP16
     return tflops * 1e12
 
 

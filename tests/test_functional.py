@@ -10,6 +10,7 @@ from rsd_ray.functional import reference
 from rsd_ray.functional.checkpoint import load, make_model
 from rsd_ray.functional.kernels import rope_frequencies
 from rsd_ray.functional.split import SplitModel, card_shards
+from rsd_ray.functional.timing import StepTimer
 
 GIB = 2 ** 30
 PROMPTS = [[1, 5, 9, 200, 4], [7, 8], list(range(30, 51))]     # different lengths; 21 tokens cross a KV block
@@ -118,6 +119,34 @@ def test_a_checkpoint_too_big_for_a_card_is_refused_with_the_numbers(gqa):
         card_shards(gqa, 3, GIB)
 
 
+def moved(timer, received: list[dict]) -> dict[str, float]:
+    """Bytes each link really carried: what every card took from each other card, along their path."""
+    out = {}
+    for dst, by_src in enumerate(received):
+        for src, nbytes in by_src.items():
+            for link in timer.topology.card_path(timer.cards[int(src)], timer.cards[dst]):
+                out[link.name] = out.get(link.name, 0) + nbytes
+    return out
+
+
+@pytest.mark.parametrize("tp", [2, 4, 8])
+def test_the_bytes_moved_per_link_are_the_bytes_the_link_model_charges(gqa, tp):
+    """Per step (a prefill of three prompts, then a decode step), the partial sums the cards exchanged,
+    put on the links of their paths, equal what the compiled program's collectives charge each link
+    (one-shot all-reduces: every card's partial to every other card); the token ids in and logits out of
+    each card equal its External HDMA bytes."""
+    ckpt = load(gqa)
+    timer = StepTimer(ckpt.config, "gqa", tp)
+    model = SplitModel(ckpt.config, card_shards(gqa, tp, GIB), timer=timer)
+    for batch in ([(i, p, 0) for i, p in enumerate(PROMPTS)], [(i, [3], len(p)) for i, p in enumerate(PROMPTS)]):
+        model.step(batch)
+        assert moved(timer, [c.received for c in model.cards]) == timer.card_to_card_bytes()
+        assert model.host_bytes == [timer.host_bytes()[c] for c in timer.cards]
+    sends = 2 * (1 + 2 * 2) * (tp - 1)                   # 2 steps x (embedding + 2 per layer) x peers
+    assert sum(model.cards[0].received.values()) == sends / 2 * 64 * 4 * (28 + 3)    # h fp32 x tokens
+    assert model.durations[0] > model.durations[1] > 0   # a prefill of 28 tokens costs more than 3 decodes
+
+
 def test_generate_prints_the_ids_the_reference_decodes(gqa, capsys):
     from rsd_ray.cli import main
     ckpt = load(gqa)
@@ -126,6 +155,7 @@ def test_generate_prints_the_ids_the_reference_decodes(gqa, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["ids"] == reference.greedy(ckpt.config, ckpt.weights, PROMPTS[0], 12)
     assert doc["text"] == ckpt.tokenizer.decode(doc["ids"]) and len(doc["cards"]) == 4
+    assert 0 < doc["virtual"]["tpot_s"] < doc["virtual"]["ttft_s"]
     assert main(["generate", "--model", str(gqa), "--prompt-ids", "1,999", "--executor", "inline"]) == 2
     assert "0..299" in capsys.readouterr().err
     assert main(["generate", "--model", str(gqa.parent), "--prompt", "hi", "--executor", "inline"]) == 2

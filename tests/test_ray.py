@@ -316,9 +316,12 @@ def test_functional_cards_on_ray_pass_partial_sums_card_to_card_and_match_the_re
     from rsd_ray.functional.checkpoint import load, make_model
     from rsd_ray.functional.split import SplitModel, card_shards
     from tests.test_functional import GIB, PROMPTS
+    from rsd_ray.functional.timing import StepTimer
+    from tests.test_functional import moved
     make_model(tmp_path, layers=2, hidden=64, heads=8, kv_heads=2, intermediate=128, vocab=300, seed=1)
     ckpt = load(tmp_path)
-    on_ray = split_on_ray(tmp_path, tp, GIB)
+    timer = StepTimer(ckpt.config, "gqa", tp)
+    on_ray = split_on_ray(tmp_path, tp, GIB, timer=timer)
     try:
         batch = [(i, p, 0) for i, p in enumerate(PROMPTS)]
         logits = on_ray.step(batch)
@@ -331,6 +334,7 @@ def test_functional_cards_on_ray_pass_partial_sums_card_to_card_and_match_the_re
         import ray
         held = ray.get([c.memory.remote() for c in on_ray.cards])
         assert [h["rank"] for h in held] == list(range(tp))
+        assert moved(timer, [h["received"] for h in held]) == timer.card_to_card_bytes()   # what Ray moved
         assert all(h["weights"] < sum(w.nbytes for w in ckpt.weights.values()) / tp * 1.2 for h in held)
     finally:
         import ray

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import msgpack
 
-from rsd_ray.compiler.shard import DTYPE_BYTES, KV_BYTES, kv_heads_per_card, padded_vocab, shard_plan
+from rsd_ray.compiler.shard import DTYPE_BYTES, act_bytes, kv_heads_per_card, padded_vocab, shard_plan
 from rsd_ray.config import ModelSpec
 
 TERMS = ("const", "tokens", "seqs", "attn_pairs", "kv_tokens")
@@ -32,7 +32,6 @@ EXTERNAL_HDMA = "external_hdma"    # host <-> card over the card's PCIe link
 DEVICE_SYNC = "device_sync"        # collective between cards, data moved by Device HDMA (P2P)
 HOST = "host"                      # work on the server CPU (scheduling, sampling)
 KINDS = (NEURAL_ENGINE, TASK_DMA, EXTERNAL_HDMA, DEVICE_SYNC, HOST)
-ACT = 2.0  # activation bytes (fp16)
 
 
 @dataclass(frozen=True)
@@ -78,6 +77,7 @@ def _chunked(vec: tuple[float, ...], n: int) -> tuple[float, ...]:
 def compile_program(model: ModelSpec, tp: int, rank: int, chunks: int = 1) -> Program:
     """The step program of card ``rank`` in a TP group of ``tp`` cards."""
     h, d, b = model.hidden_size, model.dims_per_head, DTYPE_BYTES[model.dtype]
+    act = act_bytes(model)                                # activations, messages and the KV cache
     q, kv = model.num_heads // tp * d, kv_heads_per_card(model, tp) * d
     inter, vocab = model.intermediate_size // tp, padded_vocab(model, tp) // tp
 
@@ -85,23 +85,23 @@ def compile_program(model: ModelSpec, tp: int, rank: int, chunks: int = 1) -> Pr
         return (NEURAL_ENGINE, name, flops, dram, _v())
 
     def norm(name):
-        return ne(name, _v(tokens=4 * h), _v(const=h * b, tokens=2 * h * ACT))
+        return ne(name, _v(tokens=4 * h), _v(const=h * b, tokens=2 * h * act))
 
     def matmul(name, n_in, n_out):
-        return ne(name, _v(tokens=2 * n_in * n_out), _v(const=n_in * n_out * b, tokens=(n_in + n_out) * ACT))
+        return ne(name, _v(tokens=2 * n_in * n_out), _v(const=n_in * n_out * b, tokens=(n_in + n_out) * act))
 
     head = [(HOST, "schedule", _v(), _v(), _v()), (TASK_DMA, "load_commands", _v(), _v(), _v()),
             (EXTERNAL_HDMA, "input_ids", _v(), _v(), _v(tokens=8)),
-            ne("embedding", _v(), _v(tokens=h * (b + ACT)))]
+            ne("embedding", _v(), _v(tokens=h * (b + act)))]
     attn = [norm("input_layernorm"), matmul("qkv_proj", h, q + 2 * kv),
-            ne("rope", _v(tokens=6 * (q + kv)), _v(tokens=2 * (q + kv) * ACT)),
-            ne("attention", _v(pairs=4 * q), _v(tokens=2 * kv * KV_BYTES + 2 * q * ACT, kv=2 * kv * KV_BYTES)),
+            ne("rope", _v(tokens=6 * (q + kv)), _v(tokens=2 * (q + kv) * act)),
+            ne("attention", _v(pairs=4 * q), _v(tokens=2 * kv * act + 2 * q * act, kv=2 * kv * act)),
             matmul("o_proj", q, h)]
     mlp = [norm("post_attention_layernorm"), matmul("gate_up_proj", h, 2 * inter),
-           ne("silu_mul", _v(tokens=4 * inter), _v(tokens=3 * inter * ACT)), matmul("down_proj", inter, h)]
-    tail = [ne("final_norm", _v(seqs=4 * h), _v(const=h * b, seqs=2 * h * ACT)),
-            ne("lm_head", _v(seqs=2 * h * vocab), _v(const=h * vocab * b, seqs=(h + vocab) * ACT)),
-            (EXTERNAL_HDMA, "logits_to_host", _v(), _v(), _v(seqs=vocab * ACT)),
+           ne("silu_mul", _v(tokens=4 * inter), _v(tokens=3 * inter * act)), matmul("down_proj", inter, h)]
+    tail = [ne("final_norm", _v(seqs=4 * h), _v(const=h * b, seqs=2 * h * act)),
+            ne("lm_head", _v(seqs=2 * h * vocab), _v(const=h * vocab * b, seqs=(h + vocab) * act)),
+            (EXTERNAL_HDMA, "logits_to_host", _v(), _v(), _v(seqs=vocab * act)),
             (HOST, "sample", _v(), _v(), _v())]
 
     blocks = [(-1, head)] + [(layer, part) for layer in range(model.num_layers) for part in (attn, mlp)]
@@ -111,7 +111,7 @@ def compile_program(model: ModelSpec, tp: int, rank: int, chunks: int = 1) -> Pr
             for kind, name, flops, dram, link in block:
                 commands.append(Command(kind, name, layer, c, _chunked(flops, chunks), _chunked(dram, chunks),
                                         _chunked(link, chunks)))
-            commands.append(Command(DEVICE_SYNC, "all_reduce", layer, c, link=_v(tokens=h * ACT / chunks),
+            commands.append(Command(DEVICE_SYNC, "all_reduce", layer, c, link=_v(tokens=h * act / chunks),
                                     collective="all_reduce"))
     commands += [Command(kind, name, model.num_layers, 0, f, dr, lk) for kind, name, f, dr, lk in tail]
     shards = tuple((s.name, *s.slice(rank, tp)) for s in shard_plan(model, tp))

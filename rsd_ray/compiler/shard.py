@@ -21,8 +21,13 @@ from typing import Optional
 
 from rsd_ray.config import ModelSpec
 
-DTYPE_BYTES = {"fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
-KV_BYTES = 2.0  # the KV cache stays in fp16 whatever the weight dtype
+DTYPE_BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
+
+
+def act_bytes(model: ModelSpec) -> float:
+    """Bytes of one activation or KV element: fp16 whatever the weight dtype, fp32 for an fp32 model
+    (functional mode computes in fp32, so its messages and KV cache are fp32)."""
+    return 4.0 if model.dtype == "fp32" else 2.0
 
 
 @dataclass(frozen=True)
@@ -91,4 +96,4 @@ def weight_bytes_per_card(model: ModelSpec, tp: int) -> float:
 
 def kv_bytes_per_token(model: ModelSpec, tp: int) -> float:
     """K and V of every layer for one token, on one card."""
-    return 2 * model.num_layers * kv_heads_per_card(model, tp) * model.dims_per_head * KV_BYTES
+    return 2 * model.num_layers * kv_heads_per_card(model, tp) * model.dims_per_head * act_bytes(model)

@@ -112,7 +112,7 @@ class ModelSpec:
     max_seq_len: int = F(lo=1)
     head_dim: int = F(0, lo=0, doc="0 means hidden_size / num_heads")
     tie_embeddings: bool = False
-    dtype: str = F("fp16", choices=("fp16", "bf16", "int8", "int4"))
+    dtype: str = F("fp16", choices=("fp32", "fp16", "bf16", "int8", "int4"))
     sources: Dict[str, str] = F({})
 
     @property

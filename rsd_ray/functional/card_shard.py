@@ -60,6 +60,7 @@ class CardShard:
         self.inv_freq = rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
         self.kv = PagedKV(config.num_hidden_layers, self.kv_heads, config.head_dim, block_size)
         self.x: np.ndarray | None = None
+        self.received: dict[int, int] = {}                # bytes of partial sums taken from each other rank
         self.batch: list[tuple[int, int, int]] = []       # (sequence, first position, tokens) of this step
 
     def begin(self, batch: list[tuple[int, list[int], int]]) -> np.ndarray:
@@ -74,6 +75,9 @@ class CardShard:
         return out
 
     def _add(self, partials) -> None:
+        for rank, p in enumerate(partials):
+            if rank != self.rank:
+                self.received[rank] = self.received.get(rank, 0) + int(p.nbytes)
         total = partials[0].copy()
         for p in partials[1:]:
             total += p
@@ -115,4 +119,4 @@ class CardShard:
 
     def memory(self) -> dict:
         return {"rank": self.rank, "weights": self.ledger.regions["weights"], "kv_blocks": self.kv.blocks,
-                "tensors": len(self.w)}
+                "tensors": len(self.w), "received": dict(self.received)}

@@ -64,13 +64,13 @@ class LlamaConfig:
                 "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id}
 
     def model_spec(self, name: str) -> ModelSpec:
-        """The same architecture as the compiler's model (weights counted at their real dtype)."""
-        dtype = {"float16": "fp16", "bfloat16": "bf16"}.get(self.torch_dtype, "fp16")
+        """The architecture as the compiler's model, in fp32: functional mode holds and computes every
+        tensor, message and KV entry in fp32, whatever the file's dtype."""
         return ModelSpec(name=name, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
                          num_layers=self.num_hidden_layers, num_heads=self.num_attention_heads,
                          num_kv_heads=self.num_key_value_heads, vocab_size=self.vocab_size,
                          max_seq_len=self.max_position_embeddings, head_dim=self.head_dim,
-                         tie_embeddings=self.tie_word_embeddings, dtype=dtype,
+                         tie_embeddings=self.tie_word_embeddings, dtype="fp32",
                          sources={"checkpoint": "config.json of the checkpoint directory"})
 
 

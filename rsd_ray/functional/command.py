@@ -77,13 +77,15 @@ def generate(args) -> int:
     from rsd_ray.config import load_run
     from rsd_ray.functional.checkpoint import load
     from rsd_ray.functional.split import SplitModel, card_shards, check_tp
+    from rsd_ray.functional.timing import StepTimer
     ckpt = load(args.model)
     check_tp(ckpt.config, args.tp)
     prompt = _prompt_ids(args, ckpt.tokenizer, ckpt.config.vocab_size)
     budget = load_run(None, rack=args.rack).device.usable_bytes
     eos = ckpt.config.eos_token_id
+    timer = StepTimer(ckpt.config, ckpt.path.name, args.tp, args.rack)
     if args.executor == "inline":
-        model = SplitModel(ckpt.config, card_shards(args.model, args.tp, budget))
+        model = SplitModel(ckpt.config, card_shards(args.model, args.tp, budget), timer=timer)
         ids = model.generate([prompt], args.max_tokens, args.temperature, args.seed, stop=eos)[0][0]
         cards = [c.memory() for c in model.cards]
     else:
@@ -92,12 +94,15 @@ def generate(args) -> int:
         from rsd_ray.actors.session import ray_session
         from rsd_ray.actors.shard_actor import split_on_ray
         with ray_session(None, args.tp):
-            model = split_on_ray(args.model, args.tp, budget)
+            model = split_on_ray(args.model, args.tp, budget, timer=timer)
             ids = model.generate([prompt], args.max_tokens, args.temperature, args.seed, stop=eos)[0][0]
             cards = ray.get([c.memory.remote() for c in model.cards])
     text = ckpt.tokenizer.decode(ids) if ckpt.tokenizer is not None else None
+    times = model.durations
+    virtual = {"ttft_s": times[0], "tpot_s": sum(times[1:]) / (len(times) - 1) if len(times) > 1 else None,
+               "e2e_s": sum(times), "rack": args.rack}
     doc = {"model": str(args.model), "tp": args.tp, "executor": args.executor, "prompt_ids": prompt, "ids": ids,
-           "text": text, "cards": cards}
+           "text": text, "virtual": virtual, "cards": cards}
     if args.json:
         json.dump(doc, sys.stdout)
         print()
@@ -106,5 +111,7 @@ def generate(args) -> int:
         if text is not None:
             print(text)
         held = ", ".join(f"card {c['rank']} {c['weights'] / 2 ** 20:.2f} MiB" for c in cards)
-        print(f"{len(ids)} tokens, TP {args.tp} on {args.executor}; weights held: {held}", file=sys.stderr)
+        tpot = f", TPOT {virtual['tpot_s'] * 1e3:.3f} ms" if virtual["tpot_s"] else ""
+        print(f"{len(ids)} tokens, TP {args.tp} on {args.executor}; on {args.rack}'s cards TTFT "
+              f"{virtual['ttft_s'] * 1e3:.3f} ms{tpot} (virtual); weights held: {held}", file=sys.stderr)
     return 0

@@ -41,11 +41,14 @@ def _card(ckpt, model, rank: int, tp: int, budget: int, block_size: int) -> Card
 
 
 class SplitModel:
-    """``cards``: CardShard objects (inline) or card-shard actor handles (Ray)."""
+    """``cards``: CardShard objects (inline) or card-shard actor handles (Ray); ``timer``: a
+    ``timing.StepTimer`` that gives each step its virtual duration."""
 
-    def __init__(self, config, cards: list, on_ray: bool = False):
-        self.config, self.cards, self.on_ray = config, cards, on_ray
+    def __init__(self, config, cards: list, on_ray: bool = False, timer=None):
+        self.config, self.cards, self.on_ray, self.timer = config, cards, on_ray, timer
         self.next_seq = 0
+        self.host_bytes = [0] * len(cards)               # each card's token ids in and logits out
+        self.durations: list[float] = []                # virtual seconds of each step (with a timer)
 
     def _all(self, method: str, *args) -> list:
         if self.on_ray:
@@ -63,6 +66,11 @@ class SplitModel:
         if self.on_ray:
             import ray
             slices = ray.get(slices)
+        tokens = sum(len(ids) for _, ids, _ in batch)
+        for rank, part in enumerate(slices):
+            self.host_bytes[rank] += 8 * tokens + int(part.nbytes)   # int64 ids in, its logits out
+        if self.timer is not None:
+            self.durations.append(self.timer.step(batch))
         return np.concatenate(slices, axis=1)[:, :self.config.vocab_size]
 
     def release(self, seq: int) -> None:

@@ -1,0 +1,62 @@
+"""Functional steps in virtual time, priced by performance mode's own rules for the same shapes.
+
+The checkpoint's architecture (in fp32, as functional mode computes) is compiled for one TP group on
+the rack's first cards; each step's batch shape is priced by those cards' cost models and the
+group's collectives over the link model (one-shot all-reduces: every card sends its partial sum to
+every other card, as the card actors do), plus the host's step time. The same tables count the bytes
+each link carries, which the tests hold to the bytes the card actors really exchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from rsd_ray.calibration import host_step_s
+from rsd_ray.card_group import LocalCardGroup
+from rsd_ray.compiler import compile_plan
+from rsd_ray.config import load_run
+from rsd_ray.sync import GroupSync
+from rsd_ray.topology import Topology
+
+
+def shape(batch: list[tuple[int, list[int], int]]) -> np.ndarray:
+    """The five batch-shape terms (``compiler.program.TERMS``) of one step of (sequence, new ids, first
+    position) entries, every sequence sampling its last token."""
+    n = np.array([len(ids) for _, ids, _ in batch], dtype=float)
+    p = np.array([start for _, _, start in batch], dtype=float)
+    return np.array([[1.0, n.sum(), len(batch), (n * p + n * (n + 1) / 2).sum(), (p + n).sum()]])
+
+
+class StepTimer:
+    def __init__(self, config, name: str, tp: int, rack: str = "atom-server"):
+        spec = load_run(None, rack=rack, tp=tp)
+        spec = dataclasses.replace(spec, model=config.model_spec(name),
+                                   compiler=dataclasses.replace(spec.compiler, collective="one_shot"))
+        self.topology = Topology(spec.rack, spec.device)
+        plan = compile_plan(spec, self.topology)
+        self.cards = list(plan.placement.groups[0])
+        self.group = LocalCardGroup(self.cards, spec.device, spec.model.dtype, spec.epoch_s)
+        self.group.load(plan.programs, plan.memory)
+        self.sync = GroupSync(plan.programs[0], self.cards, self.topology, "one_shot", {})
+        self.clock = 0.0
+
+    def step(self, batch) -> float:
+        """Price one step from the current virtual time; returns its duration."""
+        x = shape(batch)
+        self.group.begin_epoch(self.clock)
+        segments = self.group.propose(x, self.clock)
+        collectives, pick, msg = self.sync.times(x)
+        duration = host_step_s(x[0, 2]) + self.sync.resolve(segments[0], collectives[0])
+        self.group.accept([self.clock], x)
+        self.sync.record(pick, msg, 1)
+        self.clock += duration
+        return duration
+
+    def card_to_card_bytes(self) -> dict[str, float]:
+        """Bytes the collectives put on each directed link so far."""
+        return {name: b for name, b in self.sync.link_bytes().items() if b}
+
+    def host_bytes(self) -> dict[int, float]:
+        """Each card's External HDMA bytes (token ids in, logits out) so far."""
+        return {f.card: f.host_link_bytes for f in self.group.frames(self.clock)}
