@@ -12,7 +12,8 @@ from rsd_ray.functional.checkpoint import load
 class CardShardActor:
     def __init__(self, path: str, rank: int, tp: int, budget: int, block_size: int = 16):
         ckpt = load(path)
-        self.shard: CardShard = _card(ckpt, ckpt.config.model_spec(ckpt.path.name), rank, tp, budget, block_size)
+        model = ckpt.config.model_spec(ckpt.path.name, "fp32")
+        self.shard: CardShard = _card(ckpt, model, rank, tp, budget, block_size)
         del ckpt                                           # the rest of the model is not this card's
 
     def begin(self, batch):

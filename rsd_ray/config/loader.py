@@ -60,6 +60,9 @@ def load_part(kind: str, ref: Any, source: str):
         return ref
     if isinstance(ref, Mapping):
         data, where = ref, source
+    elif kind == "models" and isinstance(ref, (str, Path)) and (Path(ref) / "config.json").is_file():
+        from rsd_ray.functional.checkpoint import read_config      # a Hugging Face checkpoint directory
+        return read_config(ref).model_spec(Path(ref).resolve().name)
     elif isinstance(ref, (str, Path)):
         path = Path(ref)
         if not (path.suffix in (".yaml", ".yml") and path.exists()):

@@ -63,14 +63,15 @@ class LlamaConfig:
                 "tie_word_embeddings": self.tie_word_embeddings, "torch_dtype": self.torch_dtype,
                 "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id}
 
-    def model_spec(self, name: str) -> ModelSpec:
-        """The architecture as the compiler's model, in fp32: functional mode holds and computes every
-        tensor, message and KV entry in fp32, whatever the file's dtype."""
+    def model_spec(self, name: str, dtype: str | None = None) -> ModelSpec:
+        """The architecture as the compiler's model. Functional mode passes fp32 (it holds and computes every
+        tensor, message and KV entry in fp32); by default the file's dtype, as performance mode prices it."""
+        dtype = dtype or {"float16": "fp16", "bfloat16": "bf16"}.get(self.torch_dtype, "fp32")
         return ModelSpec(name=name, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
                          num_layers=self.num_hidden_layers, num_heads=self.num_attention_heads,
                          num_kv_heads=self.num_key_value_heads, vocab_size=self.vocab_size,
                          max_seq_len=self.max_position_embeddings, head_dim=self.head_dim,
-                         tie_embeddings=self.tie_word_embeddings, dtype="fp32",
+                         tie_embeddings=self.tie_word_embeddings, dtype=dtype,
                          sources={"checkpoint": "config.json of the checkpoint directory"})
 
 
@@ -90,13 +91,22 @@ def is_checkpoint(path) -> bool:
     return Path(path).is_dir() and (Path(path) / "config.json").is_file()
 
 
-def load(path) -> Checkpoint:
-    """Read a checkpoint directory; a missing or unreadable part is a ConfigError naming it."""
+def read_config(path) -> LlamaConfig:
     root = Path(path)
     if not is_checkpoint(root):
         raise ConfigError("command line", "--model", str(path), "a checkpoint directory has a config.json "
                           "(write a small one with `rsd-ray make-model DIR`)")
-    config = LlamaConfig.from_json(json.loads((root / "config.json").read_text()))
+    try:
+        return LlamaConfig.from_json(json.loads((root / "config.json").read_text()))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(str(root / "config.json"), "config", type(err).__name__,
+                          f"not a Llama config.json ({err})") from None
+
+
+def load(path) -> Checkpoint:
+    """Read a checkpoint directory; a missing or unreadable part is a ConfigError naming it."""
+    root = Path(path)
+    config = read_config(root)
     index = root / "model.safetensors.index.json"
     files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else \
         ["model.safetensors"]

@@ -28,7 +28,7 @@ def card_shards(path, tp: int, budget: int, block_size: int = 16) -> list[CardSh
     """Inline: each card's shards cut from one read of the checkpoint."""
     ckpt = load(path)
     check_tp(ckpt.config, tp)
-    model = ckpt.config.model_spec(ckpt.path.name)
+    model = ckpt.config.model_spec(ckpt.path.name, "fp32")
     return [_card(ckpt, model, rank, tp, budget, block_size) for rank in range(tp)]
 
 

@@ -31,7 +31,7 @@ def shape(batch: list[tuple[int, list[int], int]]) -> np.ndarray:
 class StepTimer:
     def __init__(self, config, name: str, tp: int, rack: str = "atom-server"):
         spec = load_run(None, rack=rack, tp=tp)
-        spec = dataclasses.replace(spec, model=config.model_spec(name),
+        spec = dataclasses.replace(spec, model=config.model_spec(name, "fp32"),
                                    compiler=dataclasses.replace(spec.compiler, collective="one_shot"))
         self.topology = Topology(spec.rack, spec.device)
         plan = compile_plan(spec, self.topology)
