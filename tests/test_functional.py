@@ -160,3 +160,17 @@ def test_generate_prints_the_ids_the_reference_decodes(gqa, capsys):
     assert "0..299" in capsys.readouterr().err
     assert main(["generate", "--model", str(gqa.parent), "--prompt", "hi", "--executor", "inline"]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_run_takes_a_checkpoint_directory_as_its_model(gqa, tmp_path, capsys):
+    from rsd_ray.cli import main
+    out = tmp_path / "r.json"
+    assert main(["run", "--executor", "inline", "--model", str(gqa), "--tp", "4", "--duration", "2",
+                 "--no-progress", "--out", str(out)]) == 0
+    model = json.loads(out.read_text())["config"]["model"]
+    assert (model["num_heads"], model["num_kv_heads"], model["hidden_size"], model["dtype"]) == (8, 2, 64, "fp32")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    assert main(["run", "--executor", "inline", "--model", str(broken), "--no-progress"]) == 2
+    assert "not a Llama config.json" in capsys.readouterr().err
