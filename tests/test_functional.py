@@ -174,3 +174,29 @@ def test_run_takes_a_checkpoint_directory_as_its_model(gqa, tmp_path, capsys):
     (broken / "config.json").write_text("{}")
     assert main(["run", "--executor", "inline", "--model", str(broken), "--no-progress"]) == 2
     assert "not a Llama config.json" in capsys.readouterr().err
+
+
+def test_serve_with_a_checkpoint_answers_with_the_models_own_text(gqa, tmp_path):
+    """The OpenAI SDK against `rsd-ray serve --model DIR`: the text is the split model's greedy continuation
+    (ending at its EOS or max_tokens), streamed token by token at the rack's paced times."""
+    from tests.serve_helpers import LiveServer, openai_client
+    ckpt = load(gqa)
+    prompt = "Hello, rack"
+    ids = ckpt.tokenizer.encode(prompt).ids
+    want = reference.greedy(ckpt.config, ckpt.weights, ids, 12)
+    if ckpt.config.eos_token_id in want:
+        want = want[:want.index(ckpt.config.eos_token_id) + 1]
+    live = LiveServer(tmp_path, "--model", str(gqa), "--tp", "4", "--served-model-name", "tiny")
+    try:
+        client = openai_client(live.base)
+        whole = client.completions.create(model="tiny", prompt=prompt, max_tokens=12)
+        assert whole.choices[0].text == ckpt.tokenizer.decode(want)
+        assert (whole.usage.prompt_tokens, whole.usage.completion_tokens) == (len(ids), len(want))
+        assert whole.system_fingerprint == f"rsd-ray-functional-mode:{gqa.name}:tp4"
+        stream = client.completions.create(model="tiny", prompt=ids, max_tokens=12, stream=True)
+        assert "".join(c.choices[0].text for c in stream if c.choices) == ckpt.tokenizer.decode(want)
+        chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                              max_tokens=5, extra_body={"ignore_eos": True})
+        assert chat.usage.completion_tokens == 5 and chat.choices[0].message.content
+    finally:
+        live.stop()

@@ -101,9 +101,10 @@ class Gateway:
 
     # --- the handlers' side ---------------------------------------------------------------------------
     def submit(self, prompt_len: int, output_len: int, instance: int = -1, max_tokens: int | None = None,
-               arrival_wall: float | None = None, stops: tuple[str, ...] = ()) -> Ticket:
+               arrival_wall: float | None = None, stops: tuple[str, ...] = (), pieces: list[str] | None = None) -> Ticket:
         """A request that reached the server at ``arrival_wall`` (monotonic; default now). With ``stops``, the
-        rack is asked for the tokens up to the first stop word (the text is known in advance here)."""
+        rack is asked for the tokens up to the first stop word (the text is known in advance here: ``pieces``,
+        each token's, in functional mode; performance mode's words otherwise)."""
         loop = asyncio.get_running_loop()
         with self.lock:
             if self.closed:
@@ -112,7 +113,7 @@ class Gateway:
                 self.counts["refused"] += 1
                 raise Refused(429, "too many requests waiting for admission; retry later")
             rid = self.next_id
-            stop_at = stop_index(rid, output_len, stops)
+            stop_at = stop_index(rid, output_len, stops, pieces)
             ticket = Ticket(rid, prompt_len, output_len if stop_at is None else stop_at + 1, instance,
                             max_tokens or output_len, stop_at, arrival_wall or time.monotonic(), loop)
             self.next_id += 1

@@ -33,7 +33,6 @@ from rsd_ray.config import ConfigError
 from rsd_ray.faults import parse as parse_fault
 from rsd_ray.serve.jobs import accepted, admit
 from rsd_ray.serve.protocol import ApiError, CompletionBody
-from rsd_ray.serve.text import word
 
 SERVICE = "rsdray.Rack"
 STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
@@ -77,7 +76,7 @@ class RackService:
             await accepted(job)
             async for kind, value in job.tokens():
                 if kind == "token":
-                    yield {"index": value, "text": word(job.ticket.rid, value)}
+                    yield {"index": value, "text": job.piece(value)}
                 else:
                     done = True
                     yield {"finish_reason": value, "usage": job.usage()}

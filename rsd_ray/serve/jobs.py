@@ -13,7 +13,7 @@ from typing import Any
 
 from rsd_ray.serve.gateway import Gateway, Refused, Ticket
 from rsd_ray.serve.protocol import ApiError, ChatBody, Message
-from rsd_ray.serve.text import SYSTEM_FINGERPRINT, OutputLengths, Tokens
+from rsd_ray.serve.text import SYSTEM_FINGERPRINT, OutputLengths, Tokens, word
 
 DEFAULT_COMPLETION_MAX_TOKENS = 16      # OpenAI's and vLLM's default for /v1/completions
 
@@ -29,6 +29,11 @@ class ServeContext:
     lengths: OutputLengths
     version: str
     metrics: Any = None              # rsd_ray.serve.metrics.RackMetrics
+    writer: Any = None               # rsd_ray.functional.writer.FunctionalWriter: real text (--model DIR)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.writer.fingerprint if self.writer is not None else SYSTEM_FINGERPRINT
 
 
 @dataclass
@@ -42,6 +47,10 @@ class Job:
     id: str
     created: int
     generated: int = 0            # tokens the rack generated so far (a stop word's included, as vLLM counts)
+    pieces: list[str] | None = None   # functional mode: each token's text (else performance mode's words)
+
+    def piece(self, i: int) -> str:
+        return self.pieces[i] if self.pieces is not None else word(self.ticket.rid, i)
 
     async def tokens(self):
         """Yields ("token", i) at each token's paced wall time, then ("end", finish_reason); raises ApiError
@@ -70,7 +79,7 @@ class Job:
 
     def chunk(self, choices: list, usage: dict | None = None) -> str:
         body = {"id": self.id, "object": "chat.completion.chunk" if self.kind == "chat" else "text_completion",
-                "created": self.created, "model": self.ctx.model, "system_fingerprint": SYSTEM_FINGERPRINT,
+                "created": self.created, "model": self.ctx.model, "system_fingerprint": self.ctx.fingerprint,
                 "choices": choices}
         if usage is not None:
             body["usage"] = usage
@@ -83,19 +92,34 @@ class Job:
         return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
 
 
-def _prompt_tokens(ctx: ServeContext, body) -> int:
-    if isinstance(body, ChatBody):
-        return ctx.tokens.count_chat([_content(m) for m in body.messages])
+def _prompt(body):
+    """A completion's one prompt: text or token ids."""
     prompt = body.prompt
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
         if len(prompt) != 1:
             raise ApiError(400, "one prompt per request (batched prompts are not supported)", "prompt")
         prompt = prompt[0]
-    if isinstance(prompt, str):
-        return ctx.tokens.count(prompt)
-    if not prompt:
+    if not isinstance(prompt, str) and not prompt:
         raise ApiError(400, "the prompt is empty", "prompt")
-    return len(prompt)
+    return prompt
+
+
+def _prompt_tokens(ctx: ServeContext, body) -> int:
+    if isinstance(body, ChatBody):
+        return ctx.tokens.count_chat([_content(m) for m in body.messages])
+    prompt = _prompt(body)
+    return ctx.tokens.count(prompt) if isinstance(prompt, str) else len(prompt)
+
+
+def _prompt_ids(ctx: ServeContext, body) -> list[int]:
+    """Functional mode: the prompt as the checkpoint's tokenizer (and a plain chat template) reads it."""
+    if isinstance(body, ChatBody):
+        return ctx.writer.chat_ids([(m.role, _content(m)) for m in body.messages])
+    ids = ctx.writer.prompt_ids(_prompt(body))
+    vocab = ctx.writer.model.config.vocab_size
+    if not ids or not all(0 <= i < vocab for i in ids):
+        raise ApiError(400, f"token ids must be in 0..{vocab - 1}", "prompt")
+    return ids
 
 
 def _content(m: Message) -> str:
@@ -110,7 +134,8 @@ def admit(ctx: ServeContext, body, kind: str, instance: int | None, arrival_wall
         raise ApiError(404, f"The model `{body.model}` does not exist.", "model")
     if body.n != 1:
         raise ApiError(400, "only n=1 is supported", "n")
-    prompt_len = _prompt_tokens(ctx, body)
+    ids = _prompt_ids(ctx, body) if ctx.writer is not None else None
+    prompt_len = len(ids) if ids is not None else _prompt_tokens(ctx, body)
     limit = ctx.max_model_len
     if prompt_len >= limit:
         raise ApiError(400, f"This model's maximum context length is {limit} tokens. However, your prompt has "
@@ -126,14 +151,17 @@ def admit(ctx: ServeContext, body, kind: str, instance: int | None, arrival_wall
     if instance is not None and not 0 <= instance < ctx.instances:
         raise ApiError(404, f"no instance {instance}: this rack has {ctx.instances}", "instance")
     stops = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    out_len = ctx.lengths(max_tokens, body.min_tokens, body.ignore_eos)
+    pieces = None if ids is None else ctx.writer.write(ids, max_tokens, body.min_tokens, body.ignore_eos,
+                                                       body.temperature or 0.0, body.seed or 0)
+    out_len = len(pieces) if pieces is not None else ctx.lengths(max_tokens, body.min_tokens, body.ignore_eos)
     try:
         ticket = ctx.gateway.submit(prompt_len, out_len, -1 if instance is None else instance, max_tokens,
-                                    arrival_wall, tuple(s.strip() for s in stops if s.strip()))
+                                    arrival_wall, tuple(s.strip() for s in stops if s.strip()), pieces)
     except Refused as err:
         raise ApiError(err.status, err.message) from None
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
-    return Job(ctx, ticket, kind, prompt_len, max_tokens, f"{prefix}-{uuid.uuid4().hex}", int(time.time()))
+    return Job(ctx, ticket, kind, prompt_len, max_tokens, f"{prefix}-{uuid.uuid4().hex}", int(time.time()),
+               pieces=pieces)
 
 
 async def accepted(job: Job) -> None:

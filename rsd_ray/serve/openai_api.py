@@ -17,7 +17,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from rsd_ray.serve.jobs import Job, ServeContext, accepted, admit
 from rsd_ray.serve.protocol import ApiError, ChatBody, CompletionBody
-from rsd_ray.serve.text import SYSTEM_FINGERPRINT, word
 
 DISCONNECT_POLL_S = 0.25
 ARRIVAL = "rsd_ray.arrival"          # the ASGI scope key of a request's arrival wall time
@@ -43,7 +42,7 @@ async def _stream(job: Job, body):
             yield job.chunk([job.choice(None, None, first=True)])
         async for kind, value in job.tokens():
             if kind == "token":
-                yield job.chunk([job.choice(word(job.ticket.rid, value), None)])
+                yield job.chunk([job.choice(job.piece(value), None)])
             else:
                 yield job.chunk([job.choice(None if job.kind == "chat" else "", value)])
         if include_usage:
@@ -77,14 +76,14 @@ async def _whole(job: Job, request: Request) -> JSONResponse:
             job.ctx.gateway.abort(job.ticket)
             return ApiError(400, "the client disconnected").response()
     sent, finish = task.result()
-    text = "".join(word(job.ticket.rid, i) for i in sent)
+    text = "".join(job.piece(i) for i in sent)
     if job.kind == "chat":
         choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
                   "finish_reason": finish}
     else:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
     return JSONResponse({"id": job.id, "object": "chat.completion" if job.kind == "chat" else "text_completion",
-                         "created": job.created, "model": job.ctx.model, "system_fingerprint": SYSTEM_FINGERPRINT,
+                         "created": job.created, "model": job.ctx.model, "system_fingerprint": job.ctx.fingerprint,
                          "choices": [choice], "usage": job.usage()})
 
 

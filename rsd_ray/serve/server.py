@@ -38,6 +38,7 @@ class ServeOptions:
     instance_ports: int | None = None   # instance i also listens on instance_ports + i
     served_model_name: str | None = None
     tokenizer: str | None = None
+    checkpoint: str | None = None       # --model DIR: its split weights write the responses' text
 
 
 def _bind(host: str, port: int, flag: str) -> socket.socket:
@@ -71,9 +72,13 @@ class RackServer:
         self.gateway.on_end = self.metrics.request_done
         self.telemetry = attach(self.controller)
         max_len = spec.engine.max_model_len or spec.model.max_seq_len
+        writer = None
+        if options.checkpoint:
+            from rsd_ray.functional.writer import FunctionalWriter
+            writer = FunctionalWriter(options.checkpoint, spec.tp, spec.device.usable_bytes)
         self.ctx = ServeContext(self.gateway, model, max_len, len(self.controller.instance_server),
                                 Tokens(options.tokenizer), OutputLengths(spec.workload.output, max_len, spec.seed + 2),
-                                version, self.metrics)
+                                version, self.metrics, writer)
         self.spec = spec
         self.outcome = None
         self.failed: BaseException | None = None

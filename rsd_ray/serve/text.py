@@ -47,11 +47,12 @@ def word(rid: int, i: int) -> str:
     return " " + WORDS[(rid + i) % len(WORDS)]
 
 
-def stop_index(rid: int, n: int, stops: tuple[str, ...]) -> int | None:
-    """The first of request ``rid``'s ``n`` output tokens whose word is a stop word (None: none is)."""
+def stop_index(rid: int, n: int, stops: tuple[str, ...], pieces: list[str] | None = None) -> int | None:
+    """The first of request ``rid``'s ``n`` output tokens whose text (``pieces``, or its word) is a stop word
+    (None: none is)."""
     if stops:
         for i in range(n):
-            if word(rid, i).strip() in stops:
+            if (pieces[i] if pieces is not None else word(rid, i)).strip() in stops:
                 return i
     return None
 

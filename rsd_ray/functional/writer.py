@@ -1,0 +1,54 @@
+"""Real text for `rsd-ray serve --model DIR`: the split model writes each continuation as its request
+arrives, and the rack times it token by token as in performance mode.
+
+The text is known when the request is admitted (as performance mode's synthetic words are), so the
+output length is the model's own: up to its EOS token (kept, with no text, as vLLM counts it) or
+``max_tokens``. The weights run on the serving process's split cards (``SplitModel`` inline); the
+rack's virtual timing is the one performance mode gives those shapes.
+"""
+from __future__ import annotations
+
+import threading
+
+from rsd_ray.config import ConfigError
+from rsd_ray.functional.checkpoint import load
+from rsd_ray.functional.split import SplitModel, card_shards
+
+CHAT_TEMPLATE = ("<|begin_of_text|>", "{role}: {content}\n", "assistant: ")   # a plain template: no chat headers
+
+
+class FunctionalWriter:
+    def __init__(self, path, tp: int, budget: int):
+        ckpt = load(path)
+        if ckpt.tokenizer is None:
+            raise ConfigError(str(path), "tokenizer.json", "missing", "serving real text needs the checkpoint's "
+                              "tokenizer.json (make-model writes one)")
+        self.tokenizer, self.eos = ckpt.tokenizer, ckpt.config.eos_token_id
+        self.model = SplitModel(ckpt.config, card_shards(path, tp, budget))
+        self.fingerprint = f"rsd-ray-functional-mode:{ckpt.path.name}:tp{tp}"
+        self.lock = threading.Lock()                     # HTTP and gRPC handlers may write at once
+
+    def prompt_ids(self, prompt) -> list[int]:
+        """A text prompt through the tokenizer; token ids as given."""
+        return self.tokenizer.encode(prompt).ids if isinstance(prompt, str) else list(prompt)
+
+    def chat_ids(self, messages: list[tuple[str, str]]) -> list[int]:
+        head, turn, reply = CHAT_TEMPLATE
+        text = head + "".join(turn.format(role=r, content=c) for r, c in messages) + reply
+        return self.tokenizer.encode(text).ids
+
+    def write(self, ids: list[int], max_tokens: int, min_tokens: int, ignore_eos: bool, temperature: float,
+              seed: int) -> list[str]:
+        """The text of each generated token: up to and including the first EOS at or after ``min_tokens``
+        (unless ``ignore_eos``), at most ``max_tokens``."""
+        with self.lock:
+            out = self.model.generate([ids], max_tokens, temperature, seed)[0][0]
+        if not ignore_eos:
+            ends = [i for i, t in enumerate(out) if t == self.eos and i >= min_tokens]
+            out = out[:ends[0] + 1] if ends else out
+        pieces, before = [], ""
+        for i in range(len(out)):                         # each token's share of the decoded text
+            text = self.tokenizer.decode(out[:i + 1])
+            pieces.append(text[len(before):] if text.startswith(before) else text)
+            before = text
+        return pieces
