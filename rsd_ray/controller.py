@@ -60,6 +60,7 @@ class Outcome:
     reason: str | None = None
     recoveries: tuple[Recovery, ...] = ()
     faults: tuple = ()                        # the rsd_ray.faults.Fault injected, by time
+    functional: dict | None = None            # --model DIR: tokens computed and a few requests' text
 
 
 def host_setups(spec: RunSpec, topology: Topology, plan: Plan, spans: bool = True,
@@ -97,6 +98,11 @@ class Controller:
         self.router = Router(spec.router, len(self.instance_server), spec.seed)
         max_len = spec.engine.max_model_len or spec.model.max_seq_len
         self.source = source or Workload(spec.workload, spec.rack.servers, max_len, spec.seed + 1)
+        if spec.model.checkpoint and source is None:     # a checkpoint's weights write the requests' tokens
+            from rsd_ray.functional.source import FunctionalSource
+            from rsd_ray.functional.writer import FunctionalWriter
+            writer = FunctionalWriter(spec.model.checkpoint, spec.tp, spec.device.usable_bytes)
+            self.source = FunctionalSource(self.source, writer, spec.seed + 3)
         self.duration_s, self.drain_s = spec.duration_s, spec.drain_s
         self.telemetry_every_s: float | None = None      # card frames this often, besides the window's end
         self.t, self.epochs = 0.0, 0
@@ -287,4 +293,11 @@ class Controller:
                        tuple(self.frames[i] for i in sorted(self.frames)), self.window_cards or self.cards,
                        self.window_s if self.window_cards else self.t, self.cards, self.link_bytes, self.links, tuple(self.failures), self.t, self.epochs,
                        time.perf_counter() - wall0, self.executor.name, status, reason, tuple(self.recoveries),
-                       tuple(self.injected))
+                       tuple(self.injected), self._functional())
+
+    def _functional(self) -> dict | None:
+        source = self.source
+        if not hasattr(source, "samples"):
+            return None
+        return {"checkpoint": self.spec.model.checkpoint, "tokens_computed": source.tokens,
+                "samples": source.samples}

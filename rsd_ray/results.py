@@ -74,6 +74,7 @@ def build(outcome: Outcome) -> dict:
         "recoveries": [dataclasses.asdict(r) | {"duration_s": r.duration_s} for r in outcome.recoveries],
         "faults": faults_summary(outcome, requests),
         "timeline": throughput_series(list(records), elapsed),
+        **({"functional": outcome.functional} if outcome.functional else {}),
         "emulator": {"executor": outcome.executor, "virtual_s": elapsed, "epochs": outcome.epochs,
                      "steps": sum(f.steps for f in outcome.instances),
                      "steps_in_spans": sum(f.span_steps for f in outcome.instances),

@@ -162,13 +162,39 @@ def test_generate_prints_the_ids_the_reference_decodes(gqa, capsys):
     assert "config.json" in capsys.readouterr().err
 
 
-def test_run_takes_a_checkpoint_directory_as_its_model(gqa, tmp_path, capsys):
+SMALL = "arrival: closed\nconcurrency: 4\nper_server: false\ninput: {dist: fixed, mean: 16}\noutput: {dist: fixed, mean: 8}\n"
+
+
+def test_run_with_a_checkpoint_writes_real_tokens_on_performance_modes_timing(gqa, tmp_path, capsys):
+    """`run --model DIR` is functional: each request's continuation comes from the split weights, and
+    every figure of the results equals a performance run of the same architecture (same shapes, same
+    timing); the results keep a few requests' ids and text."""
+    import dataclasses
+
     from rsd_ray.cli import main
+    from rsd_ray.config import load_run
+    from rsd_ray.controller import Controller
+    from rsd_ray.results import build, without_wall_clock
+    (tmp_path / "small.yaml").write_text(SMALL)
     out = tmp_path / "r.json"
     assert main(["run", "--executor", "inline", "--model", str(gqa), "--tp", "4", "--duration", "2",
-                 "--no-progress", "--out", str(out)]) == 0
-    model = json.loads(out.read_text())["config"]["model"]
-    assert (model["num_heads"], model["num_kv_heads"], model["hidden_size"], model["dtype"]) == (8, 2, 64, "fp32")
+                 "--workload", str(tmp_path / "small.yaml"), "--no-progress", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    model = doc["config"]["model"]
+    assert (model["num_heads"], model["num_kv_heads"], model["dtype"], model["checkpoint"]) == (8, 2, "fp32",
+                                                                                               str(gqa.resolve()))
+    functional = doc.pop("functional")
+    ckpt = load(gqa)
+    first = functional["samples"][0]
+    assert len(first["prompt_ids"]) == 16 and first["ids"] == reference.greedy(ckpt.config, ckpt.weights,
+                                                                               first["prompt_ids"], 8)
+    assert first["text"] == ckpt.tokenizer.decode(first["ids"])
+    assert functional["tokens_computed"] == 24 * doc["requests"]["offered"]
+    spec = load_run(None, model=str(gqa), tp=4, duration_s=2.0, workload=str(tmp_path / "small.yaml"))
+    performance = build(Controller(dataclasses.replace(spec, model=dataclasses.replace(spec.model, checkpoint=""))).run())
+    mine, theirs = without_wall_clock(doc), without_wall_clock(json.loads(json.dumps(performance)))
+    mine["config"]["model"]["checkpoint"] = ""
+    assert mine == theirs
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{}")

@@ -62,7 +62,7 @@ def load_part(kind: str, ref: Any, source: str):
         data, where = ref, source
     elif kind == "models" and isinstance(ref, (str, Path)) and (Path(ref) / "config.json").is_file():
         from rsd_ray.functional.checkpoint import read_config      # a Hugging Face checkpoint directory
-        return read_config(ref).model_spec(Path(ref).resolve().name)
+        return read_config(ref).model_spec(Path(ref).resolve().name, checkpoint=str(Path(ref).resolve()))
     elif isinstance(ref, (str, Path)):
         path = Path(ref)
         if not (path.suffix in (".yaml", ".yml") and path.exists()):

@@ -113,6 +113,7 @@ class ModelSpec:
     head_dim: int = F(0, lo=0, doc="0 means hidden_size / num_heads")
     tie_embeddings: bool = False
     dtype: str = F("fp16", choices=("fp32", "fp16", "bf16", "int8", "int4"))
+    checkpoint: str = F("", doc="the Hugging Face checkpoint directory it was read from: the run is functional")
     sources: Dict[str, str] = F({})
 
     @property

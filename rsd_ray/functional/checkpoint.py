@@ -63,7 +63,7 @@ class LlamaConfig:
                 "tie_word_embeddings": self.tie_word_embeddings, "torch_dtype": self.torch_dtype,
                 "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id}
 
-    def model_spec(self, name: str, dtype: str | None = None) -> ModelSpec:
+    def model_spec(self, name: str, dtype: str | None = None, checkpoint: str = "") -> ModelSpec:
         """The architecture as the compiler's model. Functional mode passes fp32 (it holds and computes every
         tensor, message and KV entry in fp32); by default the file's dtype, as performance mode prices it."""
         dtype = dtype or {"float16": "fp16", "bfloat16": "bf16"}.get(self.torch_dtype, "fp32")
@@ -71,7 +71,7 @@ class LlamaConfig:
                          num_layers=self.num_hidden_layers, num_heads=self.num_attention_heads,
                          num_kv_heads=self.num_key_value_heads, vocab_size=self.vocab_size,
                          max_seq_len=self.max_position_embeddings, head_dim=self.head_dim,
-                         tie_embeddings=self.tie_word_embeddings, dtype=dtype,
+                         tie_embeddings=self.tie_word_embeddings, dtype=dtype, checkpoint=checkpoint,
                          sources={"checkpoint": "config.json of the checkpoint directory"})
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 
-from rsd_ray.config import ConfigError
 from rsd_ray.functional.checkpoint import load
 from rsd_ray.functional.split import SplitModel, card_shards
 
@@ -20,9 +19,6 @@ CHAT_TEMPLATE = ("<|begin_of_text|>", "{role}: {content}\n", "assistant: ")   # 
 class FunctionalWriter:
     def __init__(self, path, tp: int, budget: int):
         ckpt = load(path)
-        if ckpt.tokenizer is None:
-            raise ConfigError(str(path), "tokenizer.json", "missing", "serving real text needs the checkpoint's "
-                              "tokenizer.json (make-model writes one)")
         self.tokenizer, self.eos = ckpt.tokenizer, ckpt.config.eos_token_id
         self.model = SplitModel(ckpt.config, card_shards(path, tp, budget))
         self.fingerprint = f"rsd-ray-functional-mode:{ckpt.path.name}:tp{tp}"

@@ -136,10 +136,8 @@ def run(spec, args) -> int:
     check_plan(spec)
     faults = faults_from_args(args, spec)
     from rsd_ray.serve.server import ServeOptions
-    from rsd_ray.functional.checkpoint import is_checkpoint
     options = ServeOptions(args.host, args.port, args.grpc_port, args.pace, args.instance_ports,
-                           args.served_model_name, args.tokenizer,
-                           str(Path(args.model).resolve()) if args.model and is_checkpoint(args.model) else None)
+                           args.served_model_name, args.tokenizer)
     if args.tokenizer and not Path(args.tokenizer).is_file():
         raise ConfigError("command line", "--tokenizer", args.tokenizer, "no such file; give a tokenizer.json")
     console = Console(stderr=True)

@@ -38,7 +38,6 @@ class ServeOptions:
     instance_ports: int | None = None   # instance i also listens on instance_ports + i
     served_model_name: str | None = None
     tokenizer: str | None = None
-    checkpoint: str | None = None       # --model DIR: its split weights write the responses' text
 
 
 def _bind(host: str, port: int, flag: str) -> socket.socket:
@@ -73,9 +72,12 @@ class RackServer:
         self.telemetry = attach(self.controller)
         max_len = spec.engine.max_model_len or spec.model.max_seq_len
         writer = None
-        if options.checkpoint:
+        if spec.model.checkpoint:                        # --model DIR: its split weights write the text
             from rsd_ray.functional.writer import FunctionalWriter
-            writer = FunctionalWriter(options.checkpoint, spec.tp, spec.device.usable_bytes)
+            writer = FunctionalWriter(spec.model.checkpoint, spec.tp, spec.device.usable_bytes)
+            if writer.tokenizer is None:
+                raise ConfigError(spec.model.checkpoint, "tokenizer.json", "missing", "serving real text needs "
+                                  "the checkpoint's tokenizer.json (make-model writes one)")
         self.ctx = ServeContext(self.gateway, model, max_len, len(self.controller.instance_server),
                                 Tokens(options.tokenizer), OutputLengths(spec.workload.output, max_len, spec.seed + 2),
                                 version, self.metrics, writer)
