@@ -4,8 +4,8 @@ from __future__ import annotations
 import ray
 
 from rsd_ray.functional.card_shard import CardShard
-from rsd_ray.functional.split import _card
-from rsd_ray.functional.checkpoint import load
+from rsd_ray.functional.checkpoint import load, read_config
+from rsd_ray.functional.split import SplitModel, card_shard, check_tp
 
 
 @ray.remote(num_cpus=0)
@@ -13,7 +13,7 @@ class CardShardActor:
     def __init__(self, path: str, rank: int, tp: int, budget: int, block_size: int = 16):
         ckpt = load(path)
         model = ckpt.config.model_spec(ckpt.path.name, "fp32")
-        self.shard: CardShard = _card(ckpt, model, rank, tp, budget, block_size)
+        self.shard: CardShard = card_shard(ckpt, model, rank, tp, budget, block_size)
         del ckpt                                           # the rest of the model is not this card's
 
     def begin(self, batch):
@@ -37,9 +37,7 @@ class CardShardActor:
 
 def split_on_ray(path, tp: int, budget: int, block_size: int = 16, timer=None):
     """A SplitModel whose cards are actors (one ``atom_card`` each); Ray must be initialised."""
-    from rsd_ray.functional.checkpoint import load as load_config
-    from rsd_ray.functional.split import SplitModel, check_tp
-    config = load_config(path).config
+    config = read_config(path)
     check_tp(config, tp)
     cards = [CardShardActor.options(resources={"atom_card": 1}).remote(str(path), rank, tp, budget, block_size)
              for rank in range(tp)]

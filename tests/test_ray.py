@@ -305,7 +305,7 @@ def test_a_chaos_run_on_ray_loses_no_request_and_equals_inline(ray_session):
     assert comparable(on_ray) == comparable(docs["inline"])
 
 
-@pytest.mark.parametrize("tp", [2, 4])
+@pytest.mark.parametrize("tp", [1, 2, 4, 8])
 def test_functional_cards_on_ray_pass_partial_sums_card_to_card_and_match_the_reference(ray_session, tmp_path, tp):
     """Card actors read their own shards and hand each other ObjectRefs of their partial sums; the logits
     equal the inline split's bit for bit and the single-device reference within fp32 rounding."""

@@ -29,10 +29,11 @@ def card_shards(path, tp: int, budget: int, block_size: int = 16) -> list[CardSh
     ckpt = load(path)
     check_tp(ckpt.config, tp)
     model = ckpt.config.model_spec(ckpt.path.name, "fp32")
-    return [_card(ckpt, model, rank, tp, budget, block_size) for rank in range(tp)]
+    return [card_shard(ckpt, model, rank, tp, budget, block_size) for rank in range(tp)]
 
 
-def _card(ckpt, model, rank: int, tp: int, budget: int, block_size: int) -> CardShard:
+def card_shard(ckpt, model, rank: int, tp: int, budget: int, block_size: int = 16) -> CardShard:
+    """One rank's card: its slices of the checkpoint; refused with the numbers when they overflow ``budget``."""
     try:
         return CardShard(ckpt.config, model, rank, tp, cut(ckpt.weights, model, rank, tp), budget, block_size)
     except MemoryBudgetError as err:
@@ -82,7 +83,7 @@ class SplitModel:
         the logits of every step (for the tests)."""
         seqs = list(range(self.next_seq, self.next_seq + len(prompts)))
         self.next_seq += len(prompts)
-        rngs = [np.random.default_rng([seed, i]) for i in range(len(prompts))] if temperature > 0 else [None] * len(prompts)
+        rngs = [np.random.default_rng([seed, i]) if temperature > 0 else None for i in range(len(prompts))]
         out, steps = [[] for _ in prompts], []
         logits = self.step([(s, list(p), 0) for s, p in zip(seqs, prompts)])
         live = list(range(len(prompts)))
