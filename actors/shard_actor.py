@@ -4,7 +4,8 @@ from __future__ import annotations
 import ray
 
 from rsd_ray.functional.card_shard import CardShard
-from rsd_ray.functional.checkpoint import load, read_config
+from rsd_ray.config.checkpoint import read_config
+from rsd_ray.functional.checkpoint import load
 from rsd_ray.functional.split import SplitModel, card_shard, check_tp
 
 

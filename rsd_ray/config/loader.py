@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from rsd_ray.config.checkpoint import read_config
 from rsd_ray.config.errors import ConfigError
 from rsd_ray.config.schema import read_spec
 from rsd_ray.config.specs import (CompilerSpec, DeviceSpec, EngineSpec, ModelSpec, RackSpec,
@@ -60,8 +61,7 @@ def load_part(kind: str, ref: Any, source: str):
         return ref
     if isinstance(ref, Mapping):
         data, where = ref, source
-    elif kind == "models" and isinstance(ref, (str, Path)) and (Path(ref) / "config.json").is_file():
-        from rsd_ray.functional.checkpoint import read_config      # a Hugging Face checkpoint directory
+    elif kind == "models" and isinstance(ref, (str, Path)) and (Path(ref) / "config.json").is_file():   # HF dir
         return read_config(ref).model_spec(Path(ref).resolve().name, checkpoint=str(Path(ref).resolve()))
     elif isinstance(ref, (str, Path)):
         path = Path(ref)

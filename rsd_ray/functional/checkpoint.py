@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rsd_ray.config import ConfigError, ModelSpec
+from rsd_ray.config import ConfigError
+from rsd_ray.config.checkpoint import LlamaConfig, read_config
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 8192}
@@ -23,84 +24,12 @@ SAFETENSORS_DTYPE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>")
 
 
-@dataclass(frozen=True)
-class LlamaConfig:
-    """The numbers of a Llama checkpoint's ``config.json`` that the forward pass reads."""
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 500000.0
-    rope_scaling: dict | None = None
-    max_position_embeddings: int = 8192
-    tie_word_embeddings: bool = False
-    torch_dtype: str = "float32"
-    bos_token_id: int = 256
-    eos_token_id: int = 257
-    extra: dict = field(default_factory=dict, compare=False)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "LlamaConfig":
-        heads = data["num_attention_heads"]
-        return cls(data["vocab_size"], data["hidden_size"], data["intermediate_size"], data["num_hidden_layers"],
-                   heads, data.get("num_key_value_heads", heads), data.get("head_dim") or data["hidden_size"] // heads,
-                   data.get("rms_norm_eps", 1e-5), data.get("rope_theta", 10000.0), data.get("rope_scaling"),
-                   data.get("max_position_embeddings", 2048), data.get("tie_word_embeddings", False),
-                   data.get("torch_dtype", "float32"), _first(data.get("bos_token_id")),
-                   _first(data.get("eos_token_id")), data)
-
-    def to_json(self) -> dict:
-        return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": self.vocab_size,
-                "hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size,
-                "num_hidden_layers": self.num_hidden_layers, "num_attention_heads": self.num_attention_heads,
-                "num_key_value_heads": self.num_key_value_heads, "head_dim": self.head_dim,
-                "rms_norm_eps": self.rms_norm_eps, "rope_theta": self.rope_theta, "rope_scaling": self.rope_scaling,
-                "max_position_embeddings": self.max_position_embeddings, "hidden_act": "silu",
-                "tie_word_embeddings": self.tie_word_embeddings, "torch_dtype": self.torch_dtype,
-                "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id}
-
-    def model_spec(self, name: str, dtype: str | None = None, checkpoint: str = "") -> ModelSpec:
-        """The architecture as the compiler's model. Functional mode passes fp32 (it holds and computes every
-        tensor, message and KV entry in fp32); by default the file's dtype, as performance mode prices it."""
-        dtype = dtype or {"float16": "fp16", "bfloat16": "bf16"}.get(self.torch_dtype, "fp32")
-        return ModelSpec(name=name, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
-                         num_layers=self.num_hidden_layers, num_heads=self.num_attention_heads,
-                         num_kv_heads=self.num_key_value_heads, vocab_size=self.vocab_size,
-                         max_seq_len=self.max_position_embeddings, head_dim=self.head_dim,
-                         tie_embeddings=self.tie_word_embeddings, dtype=dtype, checkpoint=checkpoint,
-                         sources={"checkpoint": "config.json of the checkpoint directory"})
-
-
-def _first(value):
-    return value[0] if isinstance(value, list) else value
-
-
 @dataclass
 class Checkpoint:
     path: Path
     config: LlamaConfig
     weights: dict[str, np.ndarray]       # Hugging Face names, fp32
     tokenizer: object | None = None      # a tokenizers.Tokenizer when tokenizer.json is there
-
-
-def is_checkpoint(path) -> bool:
-    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
-
-
-def read_config(path) -> LlamaConfig:
-    root = Path(path)
-    if not is_checkpoint(root):
-        raise ConfigError("command line", "--model", str(path), "a checkpoint directory has a config.json "
-                          "(write a small one with `rsd-ray make-model DIR`)")
-    try:
-        return LlamaConfig.from_json(json.loads((root / "config.json").read_text()))
-    except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError(str(root / "config.json"), "config", type(err).__name__,
-                          f"not a Llama config.json ({err})") from None
 
 
 def load(path) -> Checkpoint:
