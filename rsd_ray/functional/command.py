@@ -28,10 +28,13 @@ def make_model(args) -> int:
     from rsd_ray.functional.checkpoint import LLAMA3_ROPE, make_model as write
     if args.rope_theta <= 1:
         raise ConfigError("command line", "--rope-theta", args.rope_theta, "must be > 1")
-    config = write(args.dir, layers=args.layers, hidden=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
-                   intermediate=args.intermediate, vocab=args.vocab, seed=args.seed, dtype=args.dtype,
-                   rope_theta=args.rope_theta, rope_scaling=None if args.no_rope_scaling else LLAMA3_ROPE,
-                   tie=args.tie, shards=args.shards)
+    try:
+        config = write(args.dir, layers=args.layers, hidden=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
+                       intermediate=args.intermediate, vocab=args.vocab, seed=args.seed, dtype=args.dtype,
+                       rope_theta=args.rope_theta, rope_scaling=None if args.no_rope_scaling else LLAMA3_ROPE,
+                       tie=args.tie, shards=args.shards)
+    except OSError as err:
+        raise ConfigError("command line", "DIR", args.dir, f"cannot write there ({err.strerror or err})") from None
     print(f"wrote {args.dir}: {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
           f"{config.num_attention_heads} heads ({config.num_key_value_heads} KV), vocab {config.vocab_size}, "
           f"{config.torch_dtype}")
