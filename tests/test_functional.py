@@ -226,3 +226,16 @@ def test_serve_with_a_checkpoint_answers_with_the_models_own_text(gqa, tmp_path)
         assert chat.usage.completion_tokens == 5 and chat.choices[0].message.content
     finally:
         live.stop()
+
+
+def test_the_timer_and_the_split_check_tp_against_the_checkpoint_not_a_preset(tmp_path):
+    """TP 3 suits a model of 6 heads and 3 KV heads (not the default preset's 32 heads): both accept it, and
+    both refuse TP 4 with the compiler's own rule and the degrees that would do."""
+    make_model(tmp_path, hidden=48, heads=6, kv_heads=3, intermediate=96)
+    ckpt = load(tmp_path)
+    assert StepTimer(ckpt.config, "six", 3).cards == [0, 1, 2]
+    assert len(card_shards(tmp_path, 3, GIB)) == 3
+    with pytest.raises(ConfigError, match=r"--tp = 4 .*tp must divide both: \[1, 2, 3, 6\]"):
+        card_shards(tmp_path, 4, GIB)
+    with pytest.raises(ConfigError, match=r"tp = 4 .*tp must divide both: \[1, 2, 3, 6\]"):
+        StepTimer(ckpt.config, "six", 4)

@@ -161,6 +161,18 @@ def run_number(data, key, tp, where, allow_zero=False):
     return tp(value)
 
 
+def check_tp(m: ModelSpec, tp: int, where: str, field: str = "tp") -> None:
+    """The TP degrees the compiler's split cuts exactly: dividing the heads and the MLP columns, and dividing
+    the KV heads or a multiple of them."""
+    if m.num_heads % tp or m.intermediate_size % tp:
+        ok = [t for t in range(1, 65) if not m.num_heads % t and not m.intermediate_size % t]
+        raise ConfigError(where, field, tp, f"{m.name} has {m.num_heads} heads and intermediate "
+                                            f"{m.intermediate_size}; tp must divide both: {ok}")
+    if m.num_kv_heads % tp and tp % m.num_kv_heads:
+        raise ConfigError(where, field, tp, f"{m.name} has {m.num_kv_heads} KV heads; tp must divide them "
+                                            "or be a multiple of them (KV heads are then replicated)")
+
+
 def validate_run(spec: RunSpec, where: str) -> None:
     """Checks across parts: the TP degree against the model and the rack."""
     from rsd_ray.router import POLICIES  # the registry is the one list of policy names
@@ -168,13 +180,7 @@ def validate_run(spec: RunSpec, where: str) -> None:
     m, r, tp = spec.model, spec.rack, spec.tp
     if spec.router.policy not in POLICIES:
         raise ConfigError(where, "router.policy", spec.router.policy, f"choose one of: {', '.join(sorted(POLICIES))}")
-    if m.num_heads % tp or m.intermediate_size % tp:
-        ok = [t for t in range(1, 65) if not m.num_heads % t and not m.intermediate_size % t]
-        raise ConfigError(where, "tp", tp, f"{m.name} has {m.num_heads} heads and intermediate "
-                                           f"{m.intermediate_size}; tp must divide both: {ok}")
-    if m.num_kv_heads % tp and tp % m.num_kv_heads:
-        raise ConfigError(where, "tp", tp, f"{m.name} has {m.num_kv_heads} KV heads; tp must divide them "
-                                           "or be a multiple of them (KV heads are then replicated)")
+    check_tp(spec.model, tp, where)
     total = r.servers * r.cards_per_server
     if tp > total:
         raise ConfigError(where, "tp", tp, f"rack {r.name} has only {total} cards")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from rsd_ray.config import ConfigError
+from rsd_ray.config.loader import check_tp as compiler_tp_rule
 from rsd_ray.functional.card_shard import CardShard, cut
 from rsd_ray.functional.checkpoint import load
 from rsd_ray.functional.kernels import sample
@@ -17,11 +18,8 @@ from rsd_ray.ledger import MemoryBudgetError
 
 
 def check_tp(config, tp: int) -> None:
-    """The degrees the compiler's split can cut exactly."""
-    H, K = config.num_attention_heads, config.num_key_value_heads
-    if tp < 1 or H % tp or config.intermediate_size % tp or (K % tp and tp % K):
-        raise ConfigError("command line", "--tp", tp, f"it must divide the {H} query heads and the "
-                          f"{config.intermediate_size} MLP columns, and divide or be a multiple of the {K} KV heads")
+    """The degrees the compiler's split can cut exactly (the compiler's own rule)."""
+    compiler_tp_rule(config.model_spec("the checkpoint"), tp, "command line", "--tp")
 
 
 def card_shards(path, tp: int, budget: int, block_size: int = 16) -> list[CardShard]:

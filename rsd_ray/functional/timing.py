@@ -8,8 +8,6 @@ each link carries, which the tests hold to the bytes the card actors really exch
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from rsd_ray.calibration import host_step_s
@@ -30,9 +28,8 @@ def shape(batch: list[tuple[int, list[int], int]]) -> np.ndarray:
 
 class StepTimer:
     def __init__(self, config, name: str, tp: int, rack: str = "atom-server"):
-        spec = load_run(None, rack=rack, tp=tp)
-        spec = dataclasses.replace(spec, model=config.model_spec(name, "fp32"),
-                                   compiler=dataclasses.replace(spec.compiler, collective="one_shot"))
+        spec = load_run(None, rack=rack, tp=tp, model=config.model_spec(name, "fp32"),
+                        compiler={"collective": "one_shot"})
         self.topology = Topology(spec.rack, spec.device)
         plan = compile_plan(spec, self.topology)
         self.cards = list(plan.placement.groups[0])
