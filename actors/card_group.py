@@ -23,7 +23,7 @@ CARD_CALL_TIMEOUT_S = 60.0   # a card that does not answer in this long is decla
 RESTART_POLL_S = 0.05        # --recover: how often to ask whether a restarting card actor is up
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
@@ -53,8 +53,8 @@ class RayCardGroup(CardGroup):
                 return ray.get(self.dag.execute(message), timeout=CARD_CALL_TIMEOUT_S)
             except (ray.exceptions.RayError, TimeoutError) as err:
                 self.dag = None                            # a broken graph cannot be torn down cleanly
-                self._find_lost(_first_line(err))
-                raise CardLost(self.card_ids, f"compiled graph failed: {_first_line(err)}") from None
+                self._find_lost(first_line(err))
+                raise CardLost(self.card_ids, f"compiled graph failed: {first_line(err)}") from None
         refs = [h.epoch.remote(message) for h in self.handles]
         factors = []
         for card, ref in zip(self.card_ids, refs):
@@ -62,7 +62,7 @@ class RayCardGroup(CardGroup):
                 factors.append(ray.get(ref, timeout=CARD_CALL_TIMEOUT_S))
             except (ray.exceptions.RayError, TimeoutError) as err:
                 self._mark_lost(card)
-                raise CardLost([card], f"card {card} lost: {_first_line(err)}") from None
+                raise CardLost([card], f"card {card} lost: {first_line(err)}") from None
         return factors
 
     def _mark_lost(self, card: int) -> None:
@@ -101,12 +101,11 @@ class RayCardGroup(CardGroup):
                 try:
                     ray.get(handle.restart.remote(*message), timeout=CARD_CALL_TIMEOUT_S)
                     break
-                except ray.exceptions.ActorUnavailableError as err:   # Ray is still starting its new process
-                    if time.monotonic() > deadline:
-                        raise CardLost([card], f"card {card} did not come back: {_first_line(err)}") from None
-                    time.sleep(RESTART_POLL_S)
                 except (ray.exceptions.RayError, TimeoutError) as err:
-                    raise CardLost([card], f"card {card} did not come back: {_first_line(err)}") from None
+                    starting = isinstance(err, ray.exceptions.ActorUnavailableError)   # Ray is starting its process
+                    if not starting or time.monotonic() > deadline:
+                        raise CardLost([card], f"card {card} did not come back: {first_line(err)}") from None
+                    time.sleep(RESTART_POLL_S)
             self.lost.pop(card, None)
             self.last.pop(card, None)
         self.factors = []

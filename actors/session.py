@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import ray
 
+from rsd_ray.actors.card_group import first_line
 from rsd_ray.actors.controller_actor import CONTROLLER_NAME, NAMESPACE, ControllerActor
 from rsd_ray.actors.ray_executor import RackLost, check_capacity
 from rsd_ray.config import ConfigError
@@ -24,10 +25,6 @@ DIED_HINT = ("a cluster started with RAY_AUTH_MODE=disabled needs it set here to
              "token authentication is used, as `ray start` does); its logs say more")
 JOIN_HINT = ("start one with `ray start --head --resources='{\"atom_card\": 16}'` (or `ray up`), "
              "or drop --address to run on a private embedded Ray")
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def use_ray_token() -> None:
@@ -105,7 +102,7 @@ def run_on_ray(spec, sinks=(), fast: bool | None = None, spans: bool = True, ste
     except ray.exceptions.RayTaskError as err:
         raise err.as_instanceof_cause() from None
     except ray.exceptions.RayActorError as err:
-        raise RackLost(f"the controller actor died ({_first_line(err)}); {DIED_HINT}") from None
+        raise RackLost(f"the controller actor died ({first_line(err)}); {DIED_HINT}") from None
     finally:
         ray.kill(controller)
         time.sleep(0)   # let the kill be sent before a session shutdown
