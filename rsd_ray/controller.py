@@ -91,8 +91,8 @@ class Controller:
         self.topology = Topology(spec.rack, spec.device)
         self.plan = compile_plan(spec, self.topology)
         self.instance_server = [self.topology.server_of(g[0]) for g in self.plan.placement.groups]
-        self.links = {l.name: (l.kind, l.bandwidth) for l in self.topology.links.values()}   # as built (inline,
-        # the hosts share this topology and a degraded link changes its bandwidth there)
+        # the links as built: inline, the hosts share this topology and a degraded link changes it there
+        self.links = {l.name: (l.kind, l.bandwidth) for l in self.topology.links.values()}
         setups = host_setups(spec, self.topology, self.plan, spans, stepper)
         self.executor = get_executor(executor)(spec, self.plan, setups, topology=self.topology, **executor_options)
         self.router = Router(spec.router, len(self.instance_server), spec.seed)

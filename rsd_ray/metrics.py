@@ -46,7 +46,7 @@ def throughput_series(records: list[RequestRecord], end_s: float) -> dict:
     bin_s = float(max(1, int(np.ceil(end_s / TIMELINE_BINS))))
     bins = max(1, int(np.ceil(end_s / bin_s)))
     counts = np.bincount(np.minimum((_flat_times(records) // bin_s).astype(np.int64), bins - 1), minlength=bins)
-    return {"bin_s": bin_s, "output_tokens_per_s": (counts[:bins] / bin_s).tolist()}
+    return {"bin_s": bin_s, "output_tokens_per_s": (counts / bin_s).tolist()}
 
 
 def summarise(records: list[RequestRecord], duration: float) -> dict[str, float]:
