@@ -37,7 +37,8 @@ def render(doc: dict, console: Console) -> None:
                   f"{emu['servers']} servers, {emu['cards']} cards, {emu['instances']} instances · "
                   f"router {cfg['router']['policy']} · "
                   + ("served to live clients" if doc.get("served") else f"{cfg['workload']['arrival']} workload"))
-    t = Table(title="serving (window of %.0f virtual s)" % s["duration"], show_header=False)
+    t = Table(title="serving (benchmark %.1f virtual s; window %.1f s)" % (s["duration"], s["window_s"]),
+              show_header=False)
     t.add_column(style="bold")
     t.add_column(justify="right")
     rows = [("Successful requests", f"{s['completed']:,}"), ("Refused requests", f"{req['refused']:,}"),
@@ -46,7 +47,13 @@ def render(doc: dict, console: Console) -> None:
             ("Preemptions", f"{req['preemptions']:,}"),
             ("Request throughput (req/s)", f"{s['request_throughput']:,.2f}"),
             ("Output token throughput (tok/s)", f"{s['output_throughput']:,.1f}"),
-            ("Total token throughput (tok/s)", f"{s['total_token_throughput']:,.1f}")]
+            ("Total token throughput (tok/s)", f"{s['total_token_throughput']:,.1f}"),
+            ("Window output token throughput (tok/s)", f"{s['window_output_throughput']:,.1f}")]
+    if "offline" in doc:
+        o = doc["offline"]
+        rows.append(("Offline throughput (req/s · total tok/s · output tok/s)",
+                     f"{o['requests_per_second']:,.2f} · {o['tokens_per_second']:,.1f} · "
+                     f"{o['output_tokens_per_second']:,.1f}"))
     for name in ("ttft", "tpot", "itl", "e2el"):
         rows.append((f"{name.upper()} mean / median / p90 / p99 (ms)",
                      " / ".join(f"{s[f'{k}_{name}_ms']:,.1f}" for k in ("mean", "median", "p90", "p99"))))
@@ -112,7 +119,7 @@ def averages_frame(doc: dict) -> dict:
     rack = doc["config"]["rack"]
     events = sorted([(f["t"], c, True) for f in doc["failures"] for c in f["cards"]]
                     + [(r["t"], c, False) for r in doc.get("recoveries", ()) for c in r["cards"]
-                       if r["t"] <= doc["summary"]["duration"]])
+                       if r["t"] <= doc["summary"]["window_s"]])
     state = {c: lost for _, c, lost in events}                       # each card's last word in the window
     lost = {c for c, is_lost in state.items() if is_lost}
     cards = [{"card": c["card"], "util": c["utilisation"], "power_w": c["power_w"], "temperature_c": c["temperature_c"],

@@ -6,10 +6,10 @@ from collections import defaultdict
 from rich.console import Console
 from rich.table import Table
 
-COLUMNS = (("cards", "{:,}"), ("output_throughput", "{:,.0f}"), ("scaling_efficiency", "{:.1%}"),
+COLUMNS = (("cards", "{:,}"), ("window_output_throughput", "{:,.0f}"), ("scaling_efficiency", "{:.1%}"),
            ("output_tokens_per_s_per_watt", "{:.3f}"), ("p99_ttft_ms", "{:,.0f}"), ("p99_tpot_ms", "{:,.1f}"),
            ("refused", "{:,}"))
-HEADERS = {"output_throughput": "out tok/s", "scaling_efficiency": "efficiency",
+HEADERS = {"window_output_throughput": "out tok/s", "scaling_efficiency": "efficiency",
            "output_tokens_per_s_per_watt": "tok/s/W", "p99_ttft_ms": "TTFT p99 ms", "p99_tpot_ms": "TPOT p99 ms"}
 
 
@@ -63,11 +63,11 @@ def plot(rows: list[dict], axes: list[str], path) -> bool:
         xs = [r["cards"] if scaling else r[x_axis] for r in group]
         ticks = [str(x) for x in xs]
         pos = xs if all(isinstance(x, (int, float)) for x in xs) else list(range(len(xs)))
-        ax_tps.plot(pos, [r["output_throughput"] for r in group], "o-", label=label)
+        ax_tps.plot(pos, [r["window_output_throughput"] for r in group], "o-", label=label)
         if scaling:
             ax_tps.plot(pos, [r["ideal_output_throughput"] for r in group], "k--", alpha=0.5, label=f"ideal ({label})")
             for p, r in zip(pos, group):
-                ax_tps.annotate(f"{r['scaling_efficiency']:.0%}", (p, r["output_throughput"]), fontsize=8,
+                ax_tps.annotate(f"{r['scaling_efficiency']:.0%}", (p, r["window_output_throughput"]), fontsize=8,
                                 textcoords="offset points", xytext=(0, -12), ha="center")
         ax_w.plot(pos, [r["output_tokens_per_s_per_watt"] for r in group], "o-", label=label)
         for key, style in (("median_ttft_ms", "o-"), ("p99_ttft_ms", "o--"), ("p99_tpot_ms", "s:")):

@@ -34,6 +34,11 @@ def _load_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=finite(float), help="Poisson arrivals, requests/s for the whole rack")
     p.add_argument("--concurrency", type=finite(int), help="closed loop: concurrent clients for the whole rack")
     p.add_argument("--seed", type=finite(int))
+    p.add_argument("--num-prompts", type=finite(int),
+                   help="offline, as `vllm bench throughput`: this many requests all at t = 0, run until the last "
+                        "finishes (throughput over the makespan)")
+    p.add_argument("--input-len", type=finite(int), help="every prompt this many tokens (fixed)")
+    p.add_argument("--output-len", type=finite(int), help="every answer this many tokens (fixed)")
 
 
 SNAPSHOT_WIDTH = 110     # columns of a saved report
@@ -73,9 +78,14 @@ def _rack_args(p: argparse.ArgumentParser, out_help: str) -> None:
 def _spec(args) -> RunSpec:
     """The run the options describe; 0 is a value (refused where out of range), never "unset"."""
     rate, concurrency = getattr(args, "rate", None), getattr(args, "concurrency", None)
-    if rate is not None and concurrency is not None:
-        raise ConfigError("command line", "--concurrency", concurrency,
-                          "give --rate (open-loop Poisson) or --concurrency (closed loop), not both")
+    prompts = getattr(args, "num_prompts", None)
+    if sum(x is not None for x in (rate, concurrency, prompts)) > 1:
+        raise ConfigError("command line", "--concurrency" if concurrency is not None else "--num-prompts",
+                          concurrency if concurrency is not None else prompts,
+                          "give one of --rate (open-loop Poisson), --concurrency (closed loop) or --num-prompts "
+                          "(offline)")
+    if prompts is not None and prompts < 1:
+        raise ConfigError("command line", "--num-prompts", prompts, "an offline run needs at least 1 prompt")
     if rate is not None and rate <= 0:
         raise ConfigError("command line", "--rate", rate, "requests/s must be > 0")
     if concurrency is not None and concurrency < 1:
@@ -84,10 +94,17 @@ def _spec(args) -> RunSpec:
     spec = load_run(args.config, rack=args.rack, model=args.model, tp=args.tp, engine=args.engine,
                     compiler=compiler, **{k: getattr(args, k, None) for k in
                                           ("router", "workload", "duration_s", "epoch_s", "seed", "recover")})
-    change = ({"arrival": "poisson", "rate": rate} if rate is not None else
-              {"arrival": "closed", "concurrency": concurrency} if concurrency is not None else None)
+    change = ({"arrival": "poisson", "rate": rate, "per_server": False} if rate is not None else
+              {"arrival": "closed", "concurrency": concurrency, "per_server": False} if concurrency is not None else
+              {"arrival": "offline", "num_prompts": prompts, "per_server": False} if prompts is not None else {})
+    for flag, part in (("input_len", "input"), ("output_len", "output")):
+        n = getattr(args, flag, None)
+        if n is not None:
+            if n < 1:
+                raise ConfigError("command line", "--" + flag.replace("_", "-"), n, "a length is at least 1 token")
+            change[part] = {"dist": "fixed", "mean": n}
     if change:
-        data = {**dataclasses.asdict(spec.workload), **change, "per_server": False}
+        data = {**dataclasses.asdict(spec.workload), **change}
         spec = replace(spec, "command line", workload=read_spec(WorkloadSpec, data, "command line", "workload"))
     return spec
 

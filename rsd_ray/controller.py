@@ -34,6 +34,7 @@ from rsd_ray.workload import Workload
 
 NO_HEALTHY_INSTANCE = "no healthy instance can take it"
 EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 130}   # an Outcome's status as a command's exit code
+OFFLINE_DRAIN_S = 1e6     # an offline run ends when its last request does; this only bounds a run that cannot
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ class Controller:
             writer = FunctionalWriter(spec.model.checkpoint, spec.tp, spec.device.usable_bytes)
             self.source = FunctionalSource(self.source, writer, spec.seed + 3)
         self.duration_s, self.drain_s = spec.duration_s, spec.drain_s
+        self.offline = getattr(self.source, "offline", False)
+        if self.offline:                                 # all at t = 0: one epoch of arrivals, then until done
+            self.duration_s, self.drain_s = spec.epoch_s, OFFLINE_DRAIN_S
         self.telemetry_every_s: float | None = None      # card frames this often, besides the window's end
         self.t, self.epochs = 0.0, 0
         self.stream_tokens = False                       # a streaming sink turns this on
@@ -169,10 +173,10 @@ class Controller:
         for sub in retry:
             self._place(sub, arrivals, force=True)
         offered = self.source.arrivals(t0, min(t_end, end)) if t0 < end else []
-        refused = [sub for sub in offered if not self._place(sub, arrivals)]   # full stays full this epoch
+        refused = [sub for sub in offered if not self._place(sub, arrivals, force=self.offline)]   # full stays full
         if refused:
             self._refuse(refused, t0)
-        window = not self.window_cards and t_end >= end - 1e-9
+        window = not self.window_cards and t_end >= end - 1e-9 and not self.offline   # offline: the whole run
         every = self.telemetry_every_s
         telemetry = window or bool(every and (self.epochs == 0 or t_end // every > t0 // every))
         while self.faults and self.faults[0].at_s < t_end:

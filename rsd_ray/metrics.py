@@ -1,8 +1,12 @@
-"""Per-request records → the summary figures `vllm bench serve` prints.
+"""Per-request records → the summary figures `vllm bench serve` and `vllm bench throughput` print.
 
-Throughputs are measured over the window [0, duration]: tokens emitted in it
-divided by its length. Latencies cover every completed request, including
-those that finished while the rack drained.
+Two kinds of throughput, under different names:
+- ``request_throughput``, ``output_throughput``, ``total_token_throughput`` count as `vllm bench serve`
+  does: the completed requests' tokens over the benchmark's ``duration``, from the first request sent to
+  the last one completed (the drain included);
+- ``window_*`` count the tokens emitted inside the measurement window [0, ``window_s``] over its length:
+  the steady-state rate of a rack under a sustained load, with no ramp-down.
+Latencies cover every completed request, including those that finished while the rack drained.
 """
 from __future__ import annotations
 
@@ -49,12 +53,15 @@ def throughput_series(records: list[RequestRecord], end_s: float) -> dict:
     return {"bin_s": bin_s, "output_tokens_per_s": (counts / bin_s).tolist()}
 
 
-def summarise(records: list[RequestRecord], duration: float) -> dict[str, float]:
+def summarise(records: list[RequestRecord], window: float) -> dict[str, float]:
     done = [r for r in records if r.finish is not None]
-    started = [r for r in records if r.token_times and r.token_times[0] <= duration]
-    window_tokens = int(np.count_nonzero(_flat_times(records) <= duration))
+    started = [r for r in records if r.token_times and r.token_times[0] <= window]
+    window_tokens = int(np.count_nonzero(_flat_times(records) <= window))
     input_tokens = sum(r.prompt_len for r in started)
-    completed_in_window = sum(1 for r in done if r.finish <= duration)
+    completed_in_window = sum(1 for r in done if r.finish <= window)
+    total_in, total_out = sum(r.prompt_len for r in done), sum(r.output_len for r in done)
+    duration = max(r.finish for r in done) - min(r.arrival for r in records) if done else 0.0
+    per_s = 1.0 / duration if duration > 0 else 0.0
     ttft = [r.token_times[0] - r.arrival for r in done]
     tpot = [(r.finish - r.token_times[0]) / (r.output_len - 1) for r in done if r.output_len > 1]
     itl = _gaps(done)
@@ -62,12 +69,26 @@ def summarise(records: list[RequestRecord], duration: float) -> dict[str, float]
     summary = {
         "duration": duration,
         "completed": len(done),
-        "total_input_tokens": sum(r.prompt_len for r in done),
-        "total_output_tokens": sum(r.output_len for r in done),
-        "request_throughput": completed_in_window / duration,
-        "output_throughput": window_tokens / duration,
-        "total_token_throughput": (window_tokens + input_tokens) / duration,
+        "total_input_tokens": total_in,
+        "total_output_tokens": total_out,
+        "request_throughput": len(done) * per_s,
+        "output_throughput": total_out * per_s,
+        "total_token_throughput": (total_in + total_out) * per_s,
+        "window_s": window,
+        "window_request_throughput": completed_in_window / window,
+        "window_output_throughput": window_tokens / window,
+        "window_total_token_throughput": (window_tokens + input_tokens) / window,
     }
     for name, values in (("ttft", ttft), ("tpot", tpot), ("itl", itl), ("e2el", e2el)):
         summary.update(_stats(name, values))
     return summary
+
+
+def offline_throughput(summary: dict) -> dict[str, float]:
+    """What `vllm bench throughput` reports for an offline run (all requests at t = 0): its JSON's names,
+    plus the output-token rate it prints."""
+    elapsed = summary["duration"]
+    total = summary["total_input_tokens"] + summary["total_output_tokens"]
+    return {"elapsed_time": elapsed, "num_requests": summary["completed"], "total_num_tokens": total,
+            "requests_per_second": summary["request_throughput"], "tokens_per_second": summary["total_token_throughput"],
+            "output_tokens_per_second": summary["output_throughput"]}

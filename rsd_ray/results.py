@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from rsd_ray.calibration import ALL as CALIBRATION
 from rsd_ray.controller import Outcome
-from rsd_ray.metrics import summarise, throughput_series
+from rsd_ray.metrics import offline_throughput, summarise, throughput_series
 
 SCHEMA = "rsd-ray/run/v1"
 WALL_CLOCK_FIELDS = ("wall_s", "virtual_per_wall")   # the only fields that differ between equal runs
@@ -24,13 +24,13 @@ def build(outcome: Outcome) -> dict:
     rack_w = rack_energy / window
     summary.update(rack_power_w=rack_w, energy_j=rack_energy, card_power_w=card_energy / window / max(1, len(cards)),
                    server_power_w=(card_energy / window + rack.host_power_w * rack.servers) / rack.servers,
-                   output_tokens_per_s_per_watt=summary["output_throughput"] / rack_w,
-                   joules_per_output_token=rack_energy / max(1, summary["output_throughput"] * window))
+                   output_tokens_per_s_per_watt=summary["window_output_throughput"] / rack_w,
+                   joules_per_output_token=rack_energy / max(1, summary["window_output_throughput"] * window))
     if rack.price:
         p = rack.price
         usd_h = (len(cards) * p.card_usd_per_hour + rack.servers * p.server_usd_per_hour
                  + rack_w / 1000 * p.usd_per_kwh)
-        summary.update(usd_per_hour=usd_h, output_tokens_per_usd=summary["output_throughput"] * 3600 / usd_h
+        summary.update(usd_per_hour=usd_h, output_tokens_per_usd=summary["window_output_throughput"] * 3600 / usd_h
                        if usd_h else None)
     servers = defaultdict(lambda: {"card_energy_j": 0.0, "cards": 0})
     for f in outcome.window_cards:
@@ -75,6 +75,7 @@ def build(outcome: Outcome) -> dict:
         "faults": faults_summary(outcome, requests),
         "timeline": throughput_series(list(records), elapsed),
         **({"functional": outcome.functional} if outcome.functional else {}),
+        **({"offline": offline_throughput(summary)} if spec.workload.arrival == "offline" else {}),
         "emulator": {"executor": outcome.executor, "virtual_s": elapsed, "epochs": outcome.epochs,
                      "steps": sum(f.steps for f in outcome.instances),
                      "steps_in_spans": sum(f.span_steps for f in outcome.instances),

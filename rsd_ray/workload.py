@@ -1,4 +1,8 @@
-"""Synthetic request streams: Poisson or gamma (bursty) arrivals at a rate, or a closed loop.
+"""Synthetic request streams: Poisson or gamma (bursty) arrivals at a rate, a closed loop, or offline.
+
+Offline (``vllm bench throughput``): ``num_prompts`` requests all arrive at t = 0 and are queued whatever
+the router's admission bound (an offline engine takes the whole batch); the run lasts until the last one
+finishes.
 
 A closed-loop client sends its next request when it learns its last one
 finished, which is at the epoch boundary (the controller reports completions
@@ -43,6 +47,8 @@ class Workload:
         self.spec = spec
         scale = servers if spec.per_server else 1
         self.rate, self.concurrency = spec.rate * scale, spec.concurrency * scale
+        self.offline = spec.arrival == "offline"       # every request at t = 0, never refused
+        self.unsent = spec.num_prompts * scale if self.offline else 0
         self.rng = rng = np.random.default_rng(seed)
         self.max_model_len = max_model_len
         self.output_len = LengthSampler(spec.output, max_model_len - 1, rng)
@@ -52,7 +58,7 @@ class Workload:
         self.backlog: list[tuple[float, int, list[Submit]]] = []   # (retry at, seq, refused requests)
         self.attempts: dict[int, int] = {}                          # rid → refusals so far (closed loop)
         self._seq = 0                                               # tie-break of the backlog heap
-        self.next_arrival = self._gap() if spec.arrival != "closed" else 0.0
+        self.next_arrival = self._gap() if spec.arrival in ("poisson", "gamma") else 0.0
 
     def _gap(self) -> float:
         """Seconds to the next open-loop arrival; gamma with shape 1 would equal Poisson in law."""
@@ -75,6 +81,9 @@ class Workload:
                 reqs += [replace(r, arrival=max(r.arrival, t0)) for r in heapq.heappop(self.backlog)[2]]
             reqs += [self._new(t0) for _ in range(self.idle_clients)]
             self.idle_clients = 0
+            return reqs
+        if self.offline:
+            reqs, self.unsent = [self._new(t0) for _ in range(self.unsent)], 0
             return reqs
         reqs = []
         while self.next_arrival < t1:

@@ -128,7 +128,7 @@ def record(rid, arrival, times, finished=True, prompt=10):
 
 
 def test_ttft_tpot_itl_e2el_from_one_request():
-    s = summarise([record(0, 1.0, [1.1, 1.2, 1.3])], duration=2.0)
+    s = summarise([record(0, 1.0, [1.1, 1.2, 1.3])], window=2.0)
     assert s["mean_ttft_ms"] == pytest.approx(100.0)       # first token − arrival
     assert s["mean_tpot_ms"] == pytest.approx(100.0)       # (last − first) / (3 − 1)
     assert s["mean_itl_ms"] == pytest.approx(100.0)
@@ -137,7 +137,7 @@ def test_ttft_tpot_itl_e2el_from_one_request():
 
 def test_percentiles_interpolate_linearly_like_vllm_bench():
     recs = [record(i, 0.0, [(i + 1) * 1e-3, 1.0]) for i in range(100)]     # TTFT 1, 2, ..., 100 ms
-    s = summarise(recs, duration=2.0)
+    s = summarise(recs, window=2.0)
     assert s["median_ttft_ms"] == pytest.approx(50.5)
     assert s["p90_ttft_ms"] == pytest.approx(90.1)
     assert s["p99_ttft_ms"] == pytest.approx(99.01)
@@ -148,11 +148,23 @@ def test_throughputs_count_only_the_window():
     recs = [record(0, 0.0, [0.5, 1.0, 1.5]),            # 3 tokens inside [0, 2], finished inside
             record(1, 1.0, [1.9, 2.5, 3.0]),            # 1 token inside, finished after
             record(2, 2.5, [2.8], finished=False, prompt=99)]   # all outside, never finished
-    s = summarise(recs, duration=2.0)
-    assert s["output_throughput"] == pytest.approx(4 / 2.0)
-    assert s["request_throughput"] == pytest.approx(1 / 2.0)
-    assert s["total_token_throughput"] == pytest.approx((4 + 10 + 10) / 2.0)   # prompts of requests started inside
+    s = summarise(recs, window=2.0)
+    assert s["window_output_throughput"] == pytest.approx(4 / 2.0)
+    assert s["window_request_throughput"] == pytest.approx(1 / 2.0)
+    assert s["window_total_token_throughput"] == pytest.approx((4 + 10 + 10) / 2.0)   # prompts of those started inside
     assert s["completed"] == 2 and s["total_output_tokens"] == 6
+
+
+def test_throughputs_as_vllm_bench_serve_counts_them():
+    """Completed requests' tokens over the benchmark's duration: first request sent to last completion."""
+    recs = [record(0, 0.5, [0.9, 1.0, 1.5]),            # first send at 0.5
+            record(1, 1.0, [1.9, 2.5, 4.5]),            # last completion at 4.5, after the window
+            record(2, 2.5, [2.8], finished=False, prompt=99)]   # never finished: not counted
+    s = summarise(recs, window=2.0)
+    assert s["duration"] == pytest.approx(4.0)
+    assert s["output_throughput"] == pytest.approx(6 / 4.0)
+    assert s["request_throughput"] == pytest.approx(2 / 4.0)
+    assert s["total_token_throughput"] == pytest.approx((6 + 10 + 10) / 4.0)
 
 
 # --- config: link latency and other physical numbers ------------------------------------------------
@@ -243,10 +255,10 @@ def test_results_power_and_price_follow_their_formulas():
     rack_w = card_j / window + 2 * 400 + 400                             # cards + 2 hosts + ToR
     assert s["rack_power_w"] == pytest.approx(rack_w)
     assert s["energy_j"] == pytest.approx(rack_w * window)
-    assert s["output_tokens_per_s_per_watt"] == pytest.approx(s["output_throughput"] / rack_w)
+    assert s["output_tokens_per_s_per_watt"] == pytest.approx(s["window_output_throughput"] / rack_w)
     usd_h = 8 * 1.0 + 2 * 2.0 + rack_w / 1000 * 0.5
     assert s["usd_per_hour"] == pytest.approx(usd_h)
-    assert s["output_tokens_per_usd"] == pytest.approx(s["output_throughput"] * 3600 / usd_h)
+    assert s["output_tokens_per_usd"] == pytest.approx(s["window_output_throughput"] * 3600 / usd_h)
     assert doc["requests"]["accepted"] == doc["requests"]["completed"] + doc["requests"]["unfinished"]
 
 

@@ -191,7 +191,9 @@ def validate_run(spec: RunSpec, where: str) -> None:
         raise ConfigError(r.name, "switches_per_server", r.switches_per_server,
                           f"must divide cards_per_server ({r.cards_per_server})")
     w = spec.workload
-    if w.arrival != "closed" and w.rate <= 0:
+    if w.arrival == "offline" and w.num_prompts <= 0:
+        raise ConfigError(where, "workload.num_prompts", w.num_prompts, "offline runs need num_prompts ≥ 1")
+    if w.arrival in ("poisson", "gamma") and w.rate <= 0:
         raise ConfigError(where, "workload.rate", w.rate, f"{w.arrival} arrivals need a rate > 0 (requests/s)")
     if w.arrival == "closed" and w.concurrency <= 0:
         raise ConfigError(where, "workload.concurrency", w.concurrency, "a closed loop needs concurrency ≥ 1")

@@ -152,11 +152,12 @@ class LengthSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class WorkloadSpec:
-    arrival: str = F("closed", choices=("closed", "poisson", "gamma"))
+    arrival: str = F("closed", choices=("closed", "poisson", "gamma", "offline"))
     rate: float = F(0.0, lo=0.0, doc="requests/s for poisson and gamma")
     burstiness: float = F(1.0, lo=0.01, doc="gamma shape as in vllm bench: 1 is Poisson, below 1 burstier")
     concurrency: int = F(0, lo=0, doc="clients for closed")
-    per_server: bool = F(False, doc="rate/concurrency are per server")
+    per_server: bool = F(False, doc="rate/concurrency/num_prompts are per server")
+    num_prompts: int = F(0, lo=0, doc="offline: this many requests, all sent at t = 0 (vllm bench throughput)")
     input: LengthSpec = F(LengthSpec(mean=1024))
     output: LengthSpec = F(LengthSpec(mean=128))
 

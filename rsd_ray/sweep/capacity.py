@@ -45,7 +45,7 @@ def search(spec: RunSpec, slos: dict[str, float], iterations: int = 6) -> dict[s
         wl = dataclasses.replace(spec.workload, arrival="poisson", rate=rate, per_server=False)
         res = run_spec(dataclasses.replace(spec, workload=wl))
         trials.append({"rate": rate, "pass": passes(res, slos), **{k: res["summary"][k] for k in slos},
-                       "output_throughput": res["summary"]["output_throughput"]})
+                       "output_throughput": res["summary"]["window_output_throughput"]})
         return trials[-1]
 
     trials: list[dict] = []

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from rsd_ray.config import ConfigError, RunSpec
 from rsd_ray.sweep.points import apply
 
-ROW_METRICS = ("output_throughput", "total_token_throughput", "request_throughput", "median_ttft_ms", "p90_ttft_ms",
+ROW_METRICS = ("window_output_throughput", "output_throughput", "total_token_throughput", "request_throughput", "median_ttft_ms", "p90_ttft_ms",
                "p99_ttft_ms", "median_tpot_ms", "p90_tpot_ms", "p99_tpot_ms", "p99_itl_ms", "p99_e2el_ms",
                "rack_power_w", "output_tokens_per_s_per_watt")
 

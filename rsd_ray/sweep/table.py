@@ -30,9 +30,9 @@ def rows(results: list[dict], axes: list[str]) -> list[dict[str, Any]]:
     for row in ran:
         peers = [r for r in ran if all(r[a] == row[a] for a in axes if a not in ("rack", "rack.servers"))]
         base = min(peers, key=lambda r: r["cards"])
-        per_card = base["output_throughput"] / base["cards"]
+        per_card = base["window_output_throughput"] / base["cards"]
         row["ideal_output_throughput"] = per_card * row["cards"]
-        row["scaling_efficiency"] = row["output_throughput"] / row["ideal_output_throughput"] if per_card else 0.0
+        row["scaling_efficiency"] = row["window_output_throughput"] / row["ideal_output_throughput"] if per_card else 0.0
     return out
 
 
