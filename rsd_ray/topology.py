@@ -8,6 +8,10 @@
 
 Every physical link is two ``Link`` objects, one per direction (full duplex).
 A path goes up from the source to the lowest common node, then down.
+
+A rack with a ``fabric`` (a GPU server's NVLink into NVSwitch) also joins every card of a server to
+``fab{s}``; traffic between two cards of one server takes that fabric (card → fab → card), everything
+else (host DMA, weights, other servers) the PCIe tree.
 """
 from __future__ import annotations
 
@@ -48,9 +52,14 @@ class Topology:
                 self._connect(f"sw{s}.{k}", f"host{s}", rack.switch_uplink)
         for c in range(self.num_cards):
             self._connect(self.card_node(c), self.switch_of(c), device.link)
+            if rack.fabric:
+                self._add_link(self.card_node(c), f"fab{self.server_of(c)}", rack.fabric)
 
     def _connect(self, child: str, parent: str, spec: LinkSpec) -> None:
         self.parent[child] = parent
+        self._add_link(child, parent, spec)
+
+    def _add_link(self, child: str, parent: str, spec: LinkSpec) -> None:
         bw = spec.bandwidth_gbps * 1e9 * LINK_EFFICIENCY
         for a, b in ((child, parent), (parent, child)):
             self.links[(a, b)] = Link(f"{a}->{b}", spec.name, bw, spec.latency_us * 1e-6)
@@ -84,6 +93,9 @@ class Topology:
         return self._paths[key]
 
     def card_path(self, a: int, b: int) -> tuple[Link, ...]:
+        if self.rack.fabric and a != b and self.server_of(a) == self.server_of(b):
+            fab = f"fab{self.server_of(a)}"
+            return (self.links[(self.card_node(a), fab)], self.links[(fab, self.card_node(b))])
         return self.path(self.card_node(a), self.card_node(b))
 
     def host_path(self, card: int) -> tuple[Link, ...]:

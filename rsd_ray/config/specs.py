@@ -95,6 +95,8 @@ class RackSpec:
     nic: LinkSpec = F()
     host_power_w: float = F(0.0, lo=0.0, doc="server power besides its cards")
     tor_power_w: float = F(0.0, lo=0.0)
+    fabric: Optional[LinkSpec] = F(None, doc="each card's link into a switch chip joining a server's cards "
+                                             "(NVLink to NVSwitch); none: peer traffic crosses the PCIe switches")
     price: Optional[PriceSpec] = None
     sources: Dict[str, str] = F({})
 
