@@ -19,6 +19,12 @@ LINK_EFFICIENCY = 0.80
 """Payload fraction of a PCIe link after TLP/DLLP framing and flow control.
 Source: PCIe Gen4/Gen5 x16 peer-to-peer benchmarks deliver ~80 % of raw rate."""
 
+COLLECTIVE_FIXED_S = 6e-6
+"""Fixed cost of one collective besides its link latencies and bytes: the kernel's start and the
+cross-card synchronisation that every participant waits on. Source: NVIDIA/nccl issue #1259 (an HGX
+8×H100 node, all_reduce of 128 B–64 KB captured in a CUDA graph): about 6 µs with 2 GPUs, more with more.
+Taken as the floor for every collective on every device, ATOM included (no ATOM figure exists)."""
+
 COMMAND_LAUNCH_S = 2e-6
 """Fixed cost of issuing one command on the card's command processor.
 Source: estimate, the order of a doorbell write plus descriptor fetch."""

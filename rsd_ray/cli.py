@@ -212,6 +212,8 @@ CLIENT_COMMANDS = (   # commands with a module of their own: (name, help, module
      "add_litellm_arguments", "litellm_config"),
     ("bench", "benchmark an OpenAI-compatible server, as `vllm bench serve` does", "rsd_ray.serve.bench",
      "add_arguments", "run"),
+    ("validate", "replay published GPU measurements and print predicted against measured",
+     "rsd_ray.validation.command", "add_arguments", "run"),
     ("top", "a live dashboard of a serving rack (gRPC; no Ray here)", "rsd_ray.serve.watch", "add_top_arguments",
      "top"),
     ("smi", "rbln-smi's tables for a serving rack's cards", "rsd_ray.serve.watch", "add_smi_arguments", "smi"),

@@ -1,5 +1,7 @@
 """Collectives over the links of their paths: time = alpha + beta · bytes.
 
+alpha is ``COLLECTIVE_FIXED_S`` (start and synchronisation) plus each phase's longest path latency.
+
 A collective is a sequence of phases; in a phase every participant sends a
 fraction of the message along its path, all flows at once. A phase takes as
 long as its most loaded link needs (load × sharers / bandwidth) plus the
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from rsd_ray.calibration import COLLECTIVE_FIXED_S
 from rsd_ray.topology import Link, Topology
 
 KINDS = ("all_reduce", "all_gather", "broadcast", "reduce")
@@ -73,7 +76,7 @@ def sharers(topology: Topology, groups: list[list[int]]) -> dict[str, int]:
 def collective_cost(topology: Topology, kind: str, algorithm: str, group: list[int],
                     shared: dict[str, int] | None = None) -> CollectiveCost:
     by_name: dict[str, Link] = {l.name: l for l in topology.links.values()}
-    alpha = beta = 0.0
+    alpha, beta = (COLLECTIVE_FIXED_S if len(group) > 1 else 0.0), 0.0
     totals: dict[str, float] = defaultdict(float)
     for flows in phases(kind, algorithm, group):
         loads = link_loads(topology, flows)

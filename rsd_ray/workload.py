@@ -114,3 +114,27 @@ class Workload:
     def waiting_to_retry(self) -> int:
         """Refused closed-loop requests still backing off (never accepted, so far)."""
         return sum(len(group) for _, _, group in self.backlog)
+
+
+class Replay:
+    """Given requests (prompt, output lengths), all sent at t = 0 and never refused: a published benchmark
+    with `--request-rate inf` replayed request for request (``rsd-ray validate``)."""
+
+    offline = True
+
+    def __init__(self, lengths: list[tuple[int, int]]):
+        self.lengths, self.next_id = list(lengths), 0
+
+    def arrivals(self, t0: float, t1: float) -> list[Submit]:
+        subs = [Submit(self.next_id + i, t0, p, o, -1) for i, (p, o) in enumerate(self.lengths)]
+        self.next_id, self.lengths = self.next_id + len(subs), []
+        return subs
+
+    def done(self, count: int) -> None:
+        pass
+
+    def refused(self, reqs: list[Submit], t: float) -> int:
+        return len(reqs)
+
+    def waiting_to_retry(self) -> int:
+        return 0

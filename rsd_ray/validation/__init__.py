@@ -1,0 +1,1 @@
+"""Fidelity: replay published GPU measurements with the same engine and constants that emulate ATOM."""

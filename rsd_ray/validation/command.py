@@ -1,0 +1,61 @@
+"""`rsd-ray validate`: the suite's table, predicted against measured, with the signed error of each row
+and the median absolute error over the suite and per device–model pair."""
+from __future__ import annotations
+
+import json
+import sys
+
+from rsd_ray.config.schema import writable
+from rsd_ray.validation.suite import PRIMARY, compare, load_rows, summary
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--suite", help="a validation YAML (default: every shipped suite)")
+    p.add_argument("--only", help="rows whose id contains this text")
+    p.add_argument("--out", help="write the results JSON here")
+    p.add_argument("--json", action="store_true", help="print the results JSON on stdout")
+
+
+def run(args) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from rsd_ray.config import ConfigError
+    writable(args.out, "--out")
+    rows = [r for r in load_rows(args.suite) if not args.only or args.only in r["id"]]
+    if not rows:
+        raise ConfigError("command line", "--only", args.only, "no row's id contains it; see the suite's ids")
+    console = Console(stderr=args.json)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("replaying published rows", total=len(rows))
+        results = compare(rows, on_row=lambda r: progress.advance(task))
+    doc = {"schema": "rsd-ray/validate/v1", "results": results, "summary": summary(results)}
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(doc, fh, indent=1)
+    if args.json:
+        json.dump(doc, sys.stdout)
+        print()
+        return 0
+    table = Table(title=f"validation: {PRIMARY} (tok/s), predicted against measured")
+    for col in ("row", "device", "TP", "measured", "predicted", "error", "TTFT ms meas / pred"):
+        table.add_column(col, justify="left" if col in ("row", "device") else "right")
+    for r in results:
+        m, p, e = r["measured"], r["predicted"], r["error"][PRIMARY]
+        table.add_row(r["id"], r["device"], str(r["tp"]), f"{m[PRIMARY]:,.1f}", f"{p[PRIMARY]:,.1f}",
+                      f"[{'green' if abs(e) <= 0.10 else 'yellow' if abs(e) <= 0.15 else 'red'}]{e:+.1%}",
+                      f"{m['mean_ttft_ms']:,.0f} / {p['mean_ttft_ms']:,.0f}")
+    console.print(table)
+    s = summary(results)
+    pairs = Table(title="median absolute error by device and model")
+    for col in ("device", "model", "rows", "median |error|", "median signed"):
+        pairs.add_column(col, justify="left" if col in ("device", "model") else "right")
+    for g in s["by_pair"]:
+        pairs.add_row(g["device"], g["model"], str(g["rows"]), f"{g['median_abs_error']:.1%}",
+                      f"{g['median_signed_error']:+.1%}")
+    console.print(pairs)
+    console.print(f"suite: {s['rows']} rows, median absolute error of {PRIMARY} {s['median_abs_error']:.1%}")
+    if args.out:
+        console.print(f"results: {args.out}")
+    return 0

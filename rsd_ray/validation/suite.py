@@ -1,0 +1,95 @@
+"""The validation suite: each published row replayed on its GPU preset, predicted against measured.
+
+A row's requests (its published prompt and output lengths) are sent at t = 0 to one instance of ``tp``
+cards of the row's rack, with the row's engine settings; the prediction is the emulator's output
+throughput (tokens over first send to last completion, as ``vllm bench serve`` counts it) and mean TTFT.
+Nothing here is fitted: the device files and ``rsd_ray.calibration`` are the same for every row and for
+ATOM. A published output length of 0 (an empty answer) is replayed as 1 token: every request is
+prefilled and samples once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from rsd_ray.config import ConfigError, load_run, replace
+from rsd_ray.config.schema import read_spec
+from rsd_ray.config.loader import CONFIG_ROOT, read_yaml
+from rsd_ray.config.specs import EngineSpec
+from rsd_ray.workload import Replay
+
+SUITES = CONFIG_ROOT / "validation"
+PRIMARY = "output_throughput"          # the figure the error statistics are taken over
+ROW_FIELDS = ("id", "source", "hardware", "rack", "gpus", "model", "tp", "engine", "workload", "input_lens",
+              "output_lens", "measured")
+
+
+def load_rows(path: str | Path | None = None) -> list[dict]:
+    """Every row of the shipped suites (or of one file), checked: lengths line up, measured figures given."""
+    paths = [Path(path)] if path else sorted(SUITES.glob("*.yaml"))
+    rows = []
+    for p in paths:
+        for row in (read_yaml(p) or {}).get("rows", []):
+            missing = [k for k in ROW_FIELDS if k not in row]
+            if missing:
+                raise ConfigError(str(p), row.get("id", "<row>"), missing, "a row needs " + ", ".join(ROW_FIELDS))
+            if len(row["input_lens"]) != len(row["output_lens"]) or not row["input_lens"]:
+                raise ConfigError(str(p), row["id"], len(row["output_lens"]), "one output length per input length")
+            rows.append(row)
+    return rows
+
+
+def row_spec(row: dict):
+    """The run of one row: its rack cut to ``gpus`` cards in one server, its model, TP and engine."""
+    spec = load_run(None, rack=row["rack"], model=row["model"], tp=row["tp"], duration_s=1.0, epoch_s=0.05)
+    rack = dataclasses.replace(spec.rack, servers=1, cards_per_server=row["gpus"], switches_per_server=1)
+    max_len = row["engine"].get("max_model_len", spec.model.max_seq_len)
+    engine = {"max_model_len": max_len, "enable_chunked_prefill": False,        # vLLM 0.6's defaults below 32k
+              "max_num_batched_tokens": max(2048, max_len), **row["engine"]}
+    return replace(spec, row["id"], rack=rack, engine=read_spec(EngineSpec, engine, row["id"], "engine"))
+
+
+def predict(row: dict) -> dict:
+    """The emulator's figures for one row (inline executor; a few thousand steps)."""
+    from rsd_ray.controller import Controller
+    from rsd_ray.results import build
+    lengths = [(p, max(1, o)) for p, o in zip(row["input_lens"], row["output_lens"])]
+    outcome = Controller(row_spec(row), source=Replay(lengths)).run()
+    if outcome.status != "completed":
+        raise RuntimeError(f"{row['id']}: run {outcome.status}: {outcome.reason}")
+    s = build(outcome)["summary"]
+    return {"duration_s": s["duration"], "output_throughput": s["output_throughput"], "mean_ttft_ms": s["mean_ttft_ms"]}
+
+
+def signed_error(predicted: float, measured: float) -> float:
+    return (predicted - measured) / measured
+
+
+def compare(rows: list[dict], on_row=None) -> list[dict]:
+    """Predicted against measured for every row; ``on_row(result)`` after each (progress)."""
+    out = []
+    for row in rows:
+        p = predict(row)
+        m = row["measured"]
+        result = {"id": row["id"], "device": row_spec(row).device.name, "model": row["model"], "tp": row["tp"],
+                  "source": row["source"], "measured": m, "predicted": p,
+                  "error": {k: signed_error(p[k], m[k]) for k in p if k in m}}
+        out.append(result)
+        if on_row:
+            on_row(result)
+    return out
+
+
+def summary(results: list[dict]) -> dict:
+    """Median absolute error of the primary figure over the suite and per device–model pair."""
+    def mae(rs):
+        return statistics.median(abs(r["error"][PRIMARY]) for r in rs)
+    groups = defaultdict(list)
+    for r in results:
+        groups[(r["device"], r["model"])].append(r)
+    return {"metric": PRIMARY, "rows": len(results), "median_abs_error": mae(results) if results else None,
+            "by_pair": [{"device": d, "model": m, "rows": len(rs), "median_abs_error": mae(rs),
+                         "median_signed_error": statistics.median(r["error"][PRIMARY] for r in rs)}
+                        for (d, m), rs in sorted(groups.items())]}
