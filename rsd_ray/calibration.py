@@ -5,6 +5,7 @@ datasheet peaks. None of them is fitted to a published throughput figure; each
 says where its value comes from. Change one here and every scenario moves
 together.
 """
+import numpy as np
 
 COMPUTE_EFFICIENCY = 0.70
 """Fraction of peak FLOPS a well-shaped matmul reaches on a neural engine.
@@ -48,9 +49,33 @@ re-probe, a new card process), before its shards are reloaded over its host link
 model). Source: estimate; a PCIe function-level reset plus driver initialisation takes seconds, not
 minutes. Not an ATOM measurement."""
 
-ALL = {name: value for name, value in globals().items() if name.isupper()}
+GATEWAY_REQUEST_S = 1e-3
+"""CPU time of the rack's gateway/router server per request: parse the OpenAI body, tokenise, choose an
+instance, open the proxied stream. Source: estimate; Python ASGI servers (FastAPI on uvicorn) serve on
+the order of a thousand small proxied requests per second per core."""
+
+GATEWAY_TOKEN_S = 2e-5
+"""Gateway CPU time per streamed output token (one server-sent event: JSON encode, write, flush).
+Source: estimate; an asyncio server pushes some tens of thousands of small SSE writes per second per core."""
+
+REQUEST_BYTES_PER_TOKEN = 4.0
+"""Bytes of request text per prompt token on the wire. Source: OpenAI's rule of thumb (one token ≈ 4
+characters of English), UTF-8 and JSON framing neglected."""
+
+RESPONSE_BYTES_PER_TOKEN = 200.0
+"""Bytes on the wire per streamed token: one `chat.completion.chunk` server-sent event (id, model, created,
+choices[0].delta) is about 200 bytes. Source: the size of OpenAI's streaming chunk format."""
+
+ALL = {name: value for name, value in globals().items() if name.isupper() and isinstance(value, (int, float))}
 
 
 def host_step_s(sampled_seqs: float) -> float:
     """Host CPU time of one engine step that samples ``sampled_seqs`` tokens."""
     return HOST_STEP_BASE_S + HOST_STEP_PER_SEQ_S * sampled_seqs
+
+
+def step_s(sampled_seqs, device_s, overlap: bool = False):
+    """One engine step: its host time, then its device time; with ``overlap`` (an engine that schedules
+    step n+1 while step n runs, ``EngineSpec.async_scheduling``) the longer of the two."""
+    host = host_step_s(sampled_seqs)
+    return np.maximum(host, device_s) if overlap else host + device_s

@@ -25,6 +25,7 @@ from rsd_ray.compiler import Plan, compile_plan
 from rsd_ray.config import RunSpec
 from rsd_ray.epoch import Control, EpochIn, EpochOut, Failure, Recovery, Submit
 from rsd_ray.executor import get_executor
+from rsd_ray.frontend import Frontend
 from rsd_ray.host import ABORTED, HostSetup
 from rsd_ray.instance import InstanceFrame
 from rsd_ray.request import RequestRecord
@@ -62,6 +63,7 @@ class Outcome:
     recoveries: tuple[Recovery, ...] = ()
     faults: tuple = ()                        # the rsd_ray.faults.Fault injected, by time
     functional: dict | None = None            # --model DIR: tokens computed and a few requests' text
+    frontend: dict | None = None              # router.gateway_cores: the gateway's load and waits
 
 
 def host_setups(spec: RunSpec, topology: Topology, plan: Plan, spans: bool = True,
@@ -97,6 +99,9 @@ class Controller:
         setups = host_setups(spec, self.topology, self.plan, spans, stepper)
         self.executor = get_executor(executor)(spec, self.plan, setups, topology=self.topology, **executor_options)
         self.router = Router(spec.router, len(self.instance_server), spec.seed)
+        cores = spec.router.gateway_cores
+        self.frontend = Frontend(cores, self.topology) if cores else None
+        self.sent_at: dict[int, float] = {}              # rid → when its client sent it (front end on)
         max_len = spec.engine.max_model_len or spec.model.max_seq_len
         self.source = source or Workload(spec.workload, spec.rack.servers, max_len, spec.seed + 1)
         if spec.model.checkpoint and source is None:     # a checkpoint's weights write the requests' tokens
@@ -201,6 +206,9 @@ class Controller:
                 self._error(sub, NO_HEALTHY_INSTANCE)
             return force
         sub = dataclasses.replace(sub, instance=i)
+        if self.frontend and sub.retries == 0:            # through the gateway and the network to its server
+            self.sent_at[sub.rid] = sub.arrival
+            sub = dataclasses.replace(sub, arrival=self.frontend.reach(sub, self.instance_server[i]))
         self.in_flight[sub.rid] = sub
         arrivals[self.instance_server[i]].append(sub)
         return True
@@ -290,6 +298,8 @@ class Controller:
             if sub.rid not in reported:                   # on a host that is gone, or waiting to be re-placed
                 reported.add(sub.rid)
                 records.append(sub.record())
+        if self.sent_at:                                  # latencies as the client sees them: from its send
+            records = [dataclasses.replace(r, arrival=self.sent_at.get(r.rid, r.arrival)) for r in records]
         spec = self.spec if self.duration_s == self.spec.duration_s else dataclasses.replace(
             self.spec, duration_s=self.duration_s, drain_s=self.drain_s)      # a served rack's window, as it ran
         return Outcome(spec, self.plan, tuple(sorted(records, key=lambda r: r.rid)), self.source.next_id,
@@ -297,7 +307,8 @@ class Controller:
                        tuple(self.frames[i] for i in sorted(self.frames)), self.window_cards or self.cards,
                        self.window_s if self.window_cards else self.t, self.cards, self.link_bytes, self.links, tuple(self.failures), self.t, self.epochs,
                        time.perf_counter() - wall0, self.executor.name, status, reason, tuple(self.recoveries),
-                       tuple(self.injected), self._functional())
+                       tuple(self.injected), self._functional(),
+                       self.frontend.summary(self.t) if self.frontend else None)
 
     def _functional(self) -> dict | None:
         source = self.source

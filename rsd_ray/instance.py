@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rsd_ray.calibration import host_step_s
+from rsd_ray.calibration import step_s
 from rsd_ray.kv_cache import KVCache
 from rsd_ray.request import Request, RequestRecord, Submit
 from rsd_ray.scheduler import Scheduler, Span
@@ -45,6 +45,7 @@ class InstanceFrame:
 class Instance:
     def __init__(self, iid: int, cards, sync: GroupSync, engine, num_blocks: int, spans: bool = True):
         self.iid, self.cards, self.sync, self.spans = iid, cards, sync, spans
+        self.overlap = engine.async_scheduling
         self.scheduler = Scheduler(engine, KVCache(num_blocks, engine.block_size))
         self.pending: list[Request] = []          # routed, arrival still in the future; sorted by arrival
         self.finished: list[Request] = []         # finished since the host last took them
@@ -119,9 +120,8 @@ class Instance:
             if j and t >= limit:
                 break
             device = self.sync.resolve(segments[j], collectives[j])
-            host = host_step_s(shapes[j, 2])
             starts.append(t)
-            t = t + host + device
+            t = t + step_s(shapes[j, 2], device, self.overlap)
             ends.append(t)
         self.cards.accept(starts, shapes)
         self.sync.record(pick, msg, len(starts))

@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 
-from rsd_ray.calibration import host_step_s
+from rsd_ray.calibration import step_s
 from rsd_ray.collectives import sharers
 from rsd_ray.compiler import compile_plan
 from rsd_ray.config import RunSpec
@@ -41,10 +41,10 @@ def describe(spec: RunSpec) -> dict:
         sync.record(pick, msg, 1)
         collectives = collectives[0]
         device = sync.resolve(segments, collectives)
-        host = host_step_s(x[2])
+        took = float(step_s(x[2], device, spec.engine.async_scheduling))
         steps.append({"step": name, **cost.totals(x), "compute_s": float(segments.sum()),
-                      "collective_s": float(collectives.sum()), "step_s": device + host,
-                      "tokens_per_s": float(x[1]) / (device + host),
+                      "collective_s": float(collectives.sum()), "step_s": took,
+                      "tokens_per_s": float(x[1]) / took,
                       "link_bytes": {k: v for k, v in sorted(sync.link_bytes().items()) if v}})
     return {
         "model": spec.model.name, "tp": spec.tp, "rack": spec.rack.name, "device": spec.device.name,

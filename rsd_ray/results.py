@@ -76,6 +76,7 @@ def build(outcome: Outcome) -> dict:
         "timeline": throughput_series(list(records), elapsed),
         **({"functional": outcome.functional} if outcome.functional else {}),
         **({"offline": offline_throughput(summary)} if spec.workload.arrival == "offline" else {}),
+        **({"frontend": outcome.frontend} if outcome.frontend else {}),
         "emulator": {"executor": outcome.executor, "virtual_s": elapsed, "epochs": outcome.epochs,
                      "steps": sum(f.steps for f in outcome.instances),
                      "steps_in_spans": sum(f.span_steps for f in outcome.instances),

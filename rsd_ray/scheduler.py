@@ -4,7 +4,10 @@ Each step: running requests first (in order), each asking for the tokens it
 still lacks, within the token budget; when KV blocks run out the last running
 request is preempted (its blocks freed, recomputed later). Then waiting
 requests join while seats (``max_num_seqs``), budget and blocks allow — unless
-something was preempted this step.
+something was preempted this step. With ``admission: reserve`` (TensorRT-LLM's
+GUARANTEED_NO_EVICT) a waiting request joins only when the blocks of its whole
+length (prompt + max_tokens) fit beside what the running requests may still take,
+so nothing is ever preempted.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ class Scheduler:
     def __init__(self, engine: EngineSpec, kv: KVCache):
         self.max_seqs, self.budget = engine.max_num_seqs, engine.max_num_batched_tokens
         self.chunked = engine.enable_chunked_prefill
+        self.reserve = engine.admission == "reserve"
         self.kv = kv
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -79,12 +83,18 @@ class Scheduler:
             n = min(lacking, budget)
             if (n < lacking and not self.chunked) or not kv.can_allocate(req, n):
                 break
+            if self.reserve and self._to_finish(req) + sum(map(self._to_finish, self.running)) > kv.free_blocks:
+                break
             self.waiting.popleft()
             self.running.append(req)
             kv.allocate(req, n)
             out.append((req, n))
             budget -= n
         return SchedulerOutput(tuple(out), self._shape(out), preempted)
+
+    def _to_finish(self, req: Request) -> int:
+        """KV blocks ``req`` may still take before it finishes (its whole prompt + max_tokens)."""
+        return self.kv.blocks_needed(req, req.prompt_len + req.max_tokens - req.num_computed)
 
     @staticmethod
     def _shape(out) -> np.ndarray:

@@ -139,3 +139,86 @@ def test_a_row_is_replayed_request_for_request():
     assert result["predicted"]["duration_s"] > floor
     s = summary([result])
     assert s["rows"] == 1 and s["by_pair"][0]["device"] == "h100-sxm"
+
+
+# --- engine options: no-eviction admission ---------------------------------------------------------------
+
+def test_reserve_admission_never_preempts_and_admits_only_whole_lengths():
+    from rsd_ray.kv_cache import KVCache
+    from rsd_ray.request import Request
+    from rsd_ray.scheduler import Scheduler
+    engine = load_run(None, engine={"admission": "reserve", "max_num_batched_tokens": 4096}).engine
+    sched = Scheduler(engine, KVCache(num_blocks=20, block_size=16))
+    a, b = Request(0, 0.0, 100, 60), Request(1, 0.0, 100, 60)      # each ends at 160 tokens: 10 blocks
+    c = Request(2, 0.0, 16, 1)
+    for r in (a, b, c):
+        sched.add(r)
+    out = sched.schedule()
+    assert [r.rid for r, _ in out.scheduled] == [0, 1]            # 10 + 10 blocks reserved: c must wait
+    assert sched.kv.free_blocks == 20 - 7 - 7                      # only the prompts' blocks are taken now
+    vllm = Scheduler(load_run(None, engine={"max_num_batched_tokens": 4096}).engine, KVCache(20, 16))
+    for r in (Request(0, 0.0, 100, 60), Request(1, 0.0, 100, 60), Request(2, 0.0, 16, 1)):
+        vllm.add(r)
+    assert [r.rid for r, _ in vllm.schedule().scheduled] == [0, 1, 2]   # vLLM admits while the prompt fits
+
+
+def test_reserve_admission_trades_throughput_for_no_preemption():
+    def run(admission):
+        spec = load_run(None, rack="mini", model="llama3-8b", tp=4, duration_s=20.0, engine={
+            "num_blocks_override": 700, "admission": admission}, workload={"concurrency": 64, "input": {
+                "dist": "lognormal", "mean": 2000}, "output": {"dist": "lognormal", "mean": 800}})
+        return build(Controller(spec).run())
+    vllm, trt = run("preempt"), run("reserve")
+    assert vllm["requests"]["preemptions"] > 0 and trt["requests"]["preemptions"] == 0
+    assert trt["summary"]["window_output_throughput"] < vllm["summary"]["window_output_throughput"]
+
+
+# --- the front end --------------------------------------------------------------------------------------
+
+def test_a_request_reaches_its_instance_after_the_gateway_and_the_network():
+    from rsd_ray.calibration import GATEWAY_REQUEST_S, GATEWAY_TOKEN_S, REQUEST_BYTES_PER_TOKEN
+    from rsd_ray.frontend import Frontend
+    from rsd_ray.request import Submit
+    spec = load_run(None, rack="rsd-rack")
+    topo = Topology(spec.rack, spec.device)
+    fe = Frontend(2, topo)
+    service = GATEWAY_REQUEST_S + 128 * GATEWAY_TOKEN_S
+    # tor → nic3 (400 GbE) → host3 (PCIe Gen5 uplink): two 2 µs / 1 µs hops, 4 KiB at the NIC's rate
+    net = 2e-6 + 1e-6 + 1024 * REQUEST_BYTES_PER_TOKEN / (50e9 * LINK_EFFICIENCY)
+    reach = [fe.reach(Submit(i, 1.0, 1024, 128, -1), 3) for i in range(3)]
+    assert reach[0] == pytest.approx(1.0 + service + net) and reach[1] == reach[0]    # two cores in parallel
+    assert reach[2] == pytest.approx(1.0 + 2 * service + net)                       # the third waits for one
+    assert fe.summary(10.0)["max_wait_ms"] == pytest.approx(service * 1e3)
+
+
+def test_ttft_counts_from_the_client_send():
+    """One request alone: the gateway's service and the network are added to its TTFT, nothing else."""
+    from rsd_ray.calibration import GATEWAY_REQUEST_S, GATEWAY_TOKEN_S, REQUEST_BYTES_PER_TOKEN
+    from rsd_ray.workload import Replay
+
+    def ttft(cores):
+        spec = load_run(None, rack="atom-server", router={"policy": "least_loaded", "gateway_cores": cores})
+        outcome = Controller(spec, source=Replay([(1024, 8)])).run()
+        [r] = outcome.records
+        assert r.arrival == 0.0
+        return r.token_times[0] - r.arrival
+    net = 2e-6 + 1e-6 + 1024 * REQUEST_BYTES_PER_TOKEN / (50e9 * LINK_EFFICIENCY)
+    assert ttft(1) - ttft(0) == pytest.approx(GATEWAY_REQUEST_S + 8 * GATEWAY_TOKEN_S + net, rel=1e-6)
+
+
+def test_a_saturated_gateway_bends_the_scaling_curve():
+    """Short answers, many requests: one gateway core keeps up with one server, not with fourteen."""
+    import dataclasses
+
+    def per_server(servers, cores):
+        spec = load_run(None, rack="rsd-rack", model="llama3-8b", tp=4, duration_s=10.0, workload="short-answers",
+                        router={"policy": "least_loaded", "gateway_cores": cores})
+        doc = build(Controller(dataclasses.replace(spec, rack=dataclasses.replace(spec.rack, servers=servers))).run())
+        return doc["summary"]["window_output_throughput"] / servers, doc.get("frontend")
+    free_1, _ = per_server(1, 0)
+    free_14, _ = per_server(14, 0)
+    one_1, fe_1 = per_server(1, 1)
+    one_14, fe_14 = per_server(14, 1)
+    assert free_14 == pytest.approx(free_1, rel=0.01)             # no front end: linear by construction
+    assert one_1 == pytest.approx(free_1, rel=0.05) and fe_1["utilisation"] < 0.5
+    assert one_14 < 0.6 * free_14 and fe_14["utilisation"] > 0.95  # the gateway is the bottleneck

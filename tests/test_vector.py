@@ -147,3 +147,20 @@ def test_vector_equals_reference_with_one_slow_card():
     doc = assert_same(spec, slow_card=1)
     busy = [i["busy_s"] / i["steps"] for i in doc["instances"]]
     assert busy[0] > 1.5 * max(busy[1:])
+
+
+@pytest.mark.parametrize("engine", [{"admission": "reserve"}, {"async_scheduling": True}])
+def test_vector_equals_reference_with_the_engine_options(engine):
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=2.0,
+                    engine={"num_blocks_override": 60, "max_model_len": 960, **engine},
+                    workload={"concurrency": 32, "input": {"mean": 200}, "output": {"mean": 300}})
+    doc = assert_same(spec)
+    assert (doc["requests"]["preemptions"] == 0) == (engine.get("admission") == "reserve")
+
+
+def test_vector_equals_reference_behind_a_saturated_gateway():
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=2.0,
+                    router={"policy": "least_loaded", "gateway_cores": 1},
+                    workload={"concurrency": 64, "input": {"mean": 64}, "output": {"mean": 32}})
+    doc = assert_same(spec)
+    assert doc["frontend"]["max_wait_ms"] > 0

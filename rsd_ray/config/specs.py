@@ -132,6 +132,13 @@ class EngineSpec:
     enable_chunked_prefill: bool = True
     kv_cache_fraction: float = F(0.9, lo=0.01, hi=1.0, doc="like gpu_memory_utilization")
     max_model_len: int = F(0, lo=0, doc="0 means the model's max_seq_len")
+    async_scheduling: bool = F(False, doc="the host schedules step n+1 while step n runs on the cards (vLLM "
+                                          "--async-scheduling, TensorRT-LLM's overlap scheduler): a step takes "
+                                          "max(host, device) instead of host + device")
+    admission: str = F("preempt", choices=("preempt", "reserve"),
+                       doc="preempt: vLLM's (admit while the prompt fits; on KV exhaustion preempt and recompute); "
+                           "reserve: TensorRT-LLM's GUARANTEED_NO_EVICT (admit only when the whole prompt + "
+                           "max_tokens fits; never evict)")
     num_blocks_override: int = F(0, lo=0, doc="KV blocks per instance instead of the memory plan's, as vLLM's "
                                                "num_gpu_blocks_override (0: from the plan)")
 
@@ -140,6 +147,9 @@ class EngineSpec:
 class RouterSpec:
     policy: str = F("least_loaded")
     max_pending_per_instance: int = F(512, lo=1, doc="admission bound; beyond it requests are refused")
+    gateway_cores: int = F(0, lo=0, doc="the front end: cores of the gateway/router server every request "
+                                         "and streamed token passes through, and the network to the instance's "
+                                         "server (0: requests reach their instance at no cost)")
 
 
 @dataclass(frozen=True, kw_only=True)

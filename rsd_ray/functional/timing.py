@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rsd_ray.calibration import host_step_s
+from rsd_ray.calibration import step_s
 from rsd_ray.card_group import LocalCardGroup
 from rsd_ray.compiler import compile_plan
 from rsd_ray.config import load_run
@@ -44,7 +44,7 @@ class StepTimer:
         self.group.begin_epoch(self.clock)
         segments = self.group.propose(x, self.clock)
         collectives, pick, msg = self.sync.times(x)
-        duration = host_step_s(x[0, 2]) + self.sync.resolve(segments[0], collectives[0])
+        duration = float(step_s(x[0, 2], self.sync.resolve(segments[0], collectives[0])))
         self.group.accept([self.clock], x)
         self.sync.record(pick, msg, 1)
         self.clock += duration

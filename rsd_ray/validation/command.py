@@ -39,11 +39,12 @@ def run(args) -> int:
         print()
         return 0
     table = Table(title=f"validation: {PRIMARY} (tok/s), predicted against measured")
-    for col in ("row", "device", "TP", "measured", "predicted", "error", "TTFT ms meas / pred"):
-        table.add_column(col, justify="left" if col in ("row", "device") else "right")
+    table.add_column("row", no_wrap=True)
+    for col in ("measured", "predicted", "error", "TTFT ms meas / pred"):
+        table.add_column(col, justify="right")
     for r in results:
         m, p, e = r["measured"], r["predicted"], r["error"][PRIMARY]
-        table.add_row(r["id"], r["device"], str(r["tp"]), f"{m[PRIMARY]:,.1f}", f"{p[PRIMARY]:,.1f}",
+        table.add_row(r["id"], f"{m[PRIMARY]:,.1f}", f"{p[PRIMARY]:,.1f}",
                       f"[{'green' if abs(e) <= 0.10 else 'yellow' if abs(e) <= 0.15 else 'red'}]{e:+.1%}",
                       f"{m['mean_ttft_ms']:,.0f} / {p['mean_ttft_ms']:,.0f}")
     console.print(table)

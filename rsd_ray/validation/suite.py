@@ -46,7 +46,7 @@ def row_spec(row: dict):
     spec = load_run(None, rack=row["rack"], model=row["model"], tp=row["tp"], duration_s=1.0, epoch_s=0.05)
     rack = dataclasses.replace(spec.rack, servers=1, cards_per_server=row["gpus"], switches_per_server=1)
     max_len = row["engine"].get("max_model_len", spec.model.max_seq_len)
-    engine = {"max_model_len": max_len, "enable_chunked_prefill": False,        # vLLM 0.6's defaults below 32k
+    engine = {"max_model_len": max_len, "enable_chunked_prefill": False,        # vLLM 0.5's defaults
               "max_num_batched_tokens": max(2048, max_len), **row["engine"]}
     return replace(spec, row["id"], rack=rack, engine=read_spec(EngineSpec, engine, row["id"], "engine"))
 

@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from rsd_ray.calibration import host_step_s
+from rsd_ray.calibration import step_s
 from rsd_ray.card_group import CardLost
 from rsd_ray.costmodel import linear
 from rsd_ray.instance import InstanceFrame
@@ -38,6 +38,7 @@ class VectorEngine:
         n = len(instances)
         self.table = RequestTable()
         self.sched = BatchScheduler(engine, [num_blocks] * n, self.table)
+        self.overlap = engine.async_scheduling
         self.clock, self.busy = np.zeros(n), np.zeros(n)
         self.steps, self.out_tokens, self.computed = (np.zeros(n, dtype=np.int64) for _ in range(3))
         self.failed = np.zeros(n, dtype=bool)
@@ -118,7 +119,7 @@ class VectorEngine:
             inst, tokens, rows, shapes, starts, segments = (a[keep] for a in (inst, tokens, rows, shapes, starts,
                                                                                segments))
             lost = [(self.iids[k], err, t) for k, err, t in lost]
-        ends = starts + host_step_s(shapes[:, 2]) + self._device(inst, shapes, segments)
+        ends = starts + step_s(shapes[:, 2], self._device(inst, shapes, segments), self.overlap)
         for j, k in enumerate(inst.tolist()):
             self.groups[k].accept(starts[j:j + 1].tolist(), shapes[j:j + 1], busy[j])
             if trace is not None:

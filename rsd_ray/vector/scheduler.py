@@ -30,6 +30,7 @@ class BatchScheduler:
         n = len(num_blocks)
         self.max_seqs, self.budget = engine.max_num_seqs, engine.max_num_batched_tokens
         self.chunked, self.block = engine.enable_chunked_prefill, engine.block_size
+        self.reserve = engine.admission == "reserve"
         self.t = table
         self.num_blocks = list(num_blocks)
         self.free = np.array(num_blocks, dtype=np.int64)
@@ -87,6 +88,11 @@ class BatchScheduler:
 
     def _need(self, r: int, n: int) -> int:
         return max(0, -(-(int(self.t.computed[r]) + n) // self.block) - int(self.t.blocks[r]))
+
+    def _to_finish(self, r: int) -> int:
+        """KV blocks row ``r`` may still take before it finishes (``admission: reserve``)."""
+        t = self.t
+        return self._need(r, int(t.prompt[r] + t.max_tokens[r] - t.computed[r]))
 
     # --- one step of many instances ------------------------------------------------------------------
     def schedule(self, inst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -166,6 +172,9 @@ class BatchScheduler:
             n = min(lacking, budget)
             need = self._need(r, n)
             if (n < lacking and not self.chunked) or need > self.free[i]:
+                break
+            if self.reserve and self._to_finish(r) + sum(map(self._to_finish, self.run[i, :self.nrun[i]])) \
+                    > self.free[i]:
                 break
             waiting.popleft()
             tokens[self.nrun[i]] = n
