@@ -7,7 +7,7 @@ import importlib
 import io
 import json
 import sys
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stdout
 
 from rsd_ray.config import ConfigError, RunSpec, WorkloadSpec, load_run, presets, replace
 from rsd_ray.config.schema import finite, read_spec, writable
@@ -134,8 +134,9 @@ def cmd_run(args) -> int:
     console = Console(stderr=args.json)
     run_progress, render = renderer("run_progress"), renderer("render_run")
     dashboard = renderer("live_dashboard")(console) if args.dashboard else nullcontext()
+    quiet = redirect_stdout(sys.stderr) if args.json else nullcontext()     # Ray's log lines stay off the JSON
     with run_progress(console, spec.duration_s, enabled=not (args.no_progress or args.dashboard)) as on_epoch, \
-            dashboard as show:
+            dashboard as show, quiet:
         sinks = [on_epoch] if on_epoch else []
         if args.executor == "inline":
             controller = Controller(spec, spans=not args.no_spans, stepper=args.stepper)

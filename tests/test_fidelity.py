@@ -111,6 +111,21 @@ def test_every_row_is_consistent_with_its_published_totals():
         assert spec.rack.cards_per_server == r["gpus"] and spec.engine.max_model_len == r["engine"]["max_model_len"]
 
 
+@pytest.mark.parametrize("change,field", [({"input_lens": [1, -2]}, "input_lens"), ({"output_lens": [1]}, "x"),
+                                          ({"measured": {"duration_s": 1.0}}, "measured"),
+                                          ({"measured": {"output_throughput": float("nan")}}, "measured")])
+def test_a_bad_suite_row_is_refused_with_its_field(tmp_path, change, field):
+    import yaml
+    from rsd_ray.config import ConfigError
+    row = {"id": "x", "source": "s", "hardware": "h", "rack": "dgx-h100", "gpus": 1, "model": "llama3-8b", "tp": 1,
+           "engine": {}, "workload": "w", "input_lens": [1, 2], "output_lens": [1, 2],
+           "measured": {"output_throughput": 1.0}, **change}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({"rows": [row]}))
+    with pytest.raises(ConfigError, match=field):
+        load_rows(path)
+
+
 def test_validate_prints_predicted_against_measured_and_the_median_error(tmp_path):
     out = tmp_path / "v.json"
     res = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "validate", "--out", str(out)],

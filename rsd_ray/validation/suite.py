@@ -10,6 +10,7 @@ prefilled and samples once.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -31,12 +32,28 @@ def load_rows(path: str | Path | None = None) -> list[dict]:
     paths = [Path(path)] if path else sorted(SUITES.glob("*.yaml"))
     rows = []
     for p in paths:
-        for row in (read_yaml(p) or {}).get("rows", []):
+        if not p.is_file():
+            raise ConfigError("command line", "--suite", str(p), "no such file; give a validation YAML")
+        data = read_yaml(p)
+        if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+            raise ConfigError(str(p), "rows", type(data).__name__, "a suite is a mapping with a list of rows")
+        for row in data["rows"]:
+            if not isinstance(row, dict):
+                raise ConfigError(str(p), "rows", row, "each row is a mapping of " + ", ".join(ROW_FIELDS))
             missing = [k for k in ROW_FIELDS if k not in row]
             if missing:
                 raise ConfigError(str(p), row.get("id", "<row>"), missing, "a row needs " + ", ".join(ROW_FIELDS))
-            if len(row["input_lens"]) != len(row["output_lens"]) or not row["input_lens"]:
-                raise ConfigError(str(p), row["id"], len(row["output_lens"]), "one output length per input length")
+            ins, outs = row["input_lens"], row["output_lens"]
+            if not (isinstance(ins, list) and isinstance(outs, list)) or len(ins) != len(outs) or not ins:
+                raise ConfigError(str(p), row["id"], outs, "one output length per input length, as lists")
+            if not all(isinstance(n, int) and n >= lo for lens, lo in ((ins, 1), (outs, 0)) for n in lens):
+                raise ConfigError(str(p), f"{row['id']}.input_lens/output_lens", (ins, outs),
+                                  "whole token counts: prompts ≥ 1, outputs ≥ 0")
+            m = row["measured"]
+            if not isinstance(m, dict) or PRIMARY not in m or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+                                                  for v in m.values()):
+                raise ConfigError(str(p), f"{row['id']}.measured", m, "finite positive figures, e.g. "
+                                  "{duration_s: 5.4, output_throughput: 340.0, mean_ttft_ms: 62.0}")
             rows.append(row)
     return rows
 
