@@ -1,6 +1,6 @@
 import pytest
 
-from rsd_ray.calibration import LINK_EFFICIENCY
+from rsd_ray.calibration import COLLECTIVE_FIXED_S, LINK_EFFICIENCY
 from rsd_ray.collectives import collective_cost, sharers
 from rsd_ray.config import load_run
 from rsd_ray.topology import Topology
@@ -27,7 +27,7 @@ def test_ring_all_reduce_under_one_switch_matches_the_textbook(topo):
     n, m = 4, 8e6
     cost = collective_cost(topo, "all_reduce", "ring", [0, 1, 2, 3])
     per_link = 64e9 * LINK_EFFICIENCY
-    assert cost.time(m) == pytest.approx(2 * (n - 1) * (m / n / per_link + 2e-6))
+    assert cost.time(m) == pytest.approx(COLLECTIVE_FIXED_S + 2 * (n - 1) * (m / n / per_link + 2e-6))
 
 
 def test_group_across_switches_pays_the_uplink(topo):
@@ -62,5 +62,5 @@ def test_other_collectives(topo):
     bc = collective_cost(topo, "broadcast", "ring", g)
     rd = collective_cost(topo, "reduce", "ring", g)
     assert bc.time(m) == pytest.approx(rd.time(m))     # root link carries 3 messages either way
-    assert bc.time(m) == pytest.approx(3 * m / (64e9 * LINK_EFFICIENCY) + 2e-6)
+    assert bc.time(m) == pytest.approx(COLLECTIVE_FIXED_S + 3 * m / (64e9 * LINK_EFFICIENCY) + 2e-6)
     assert collective_cost(topo, "all_reduce", "ring", [5]).time(m) == 0.0

@@ -141,7 +141,7 @@ BAD = {
     "rate 0": (["--rate", "0"], "--rate = 0.0"),
     "concurrency 0": (["--concurrency", "0"], "--concurrency = 0"),
     "pipeline chunks 0": (["--pipeline-chunks", "0"], "compiler.pipeline_chunks = 0"),
-    "rate with concurrency": (["--rate", "10", "--concurrency", "5"], "not both"),
+    "rate with concurrency": (["--rate", "10", "--concurrency", "5"], "give one of"),
     "missing config": (["--config", "missing.yaml"], "--config = 'missing.yaml'"),
     "bad out path": (["--out", "/nonexistent/x.json"], "--out = '/nonexistent/x.json'"),
     "tp across servers not whole": (["--rack", "mini", "--tp", "6"], "tp = 6"),

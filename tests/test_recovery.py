@@ -27,10 +27,11 @@ def steady_run(recover: bool, faults=(Fault("card", 5, FAULT_AT),), executor: st
 
 
 def levels(doc) -> tuple[float, float]:
-    """Mean output tokens/s over the 10 s before the fault and the last 5 s of the window."""
+    """Mean output tokens/s over the 10 s before the fault and the last 10 s of the window (the closed loop's
+    1 s bins swing by ±15 %, so 5 s averages differ by as much as the effect measured)."""
     series = np.array(doc["timeline"]["output_tokens_per_s"])
     assert doc["timeline"]["bin_s"] == 1.0
-    return series[10:20].mean(), series[35:40].mean()
+    return series[10:20].mean(), series[30:40].mean()
 
 
 def test_after_a_card_fault_recovery_brings_throughput_back_within_5_percent():
