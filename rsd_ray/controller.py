@@ -103,6 +103,9 @@ class Controller:
         self.frontend = Frontend(cores, self.topology) if cores else None
         self.sent_at: dict[int, float] = {}              # rid → when its client sent it (front end on)
         max_len = spec.engine.max_model_len or spec.model.max_seq_len
+        if source is None and spec.workload.arrival == "trace":
+            from rsd_ray.traces.source import TraceSource
+            source = TraceSource(spec.workload.trace, max_len, spec.seed + 1)
         self.source = source or Workload(spec.workload, spec.rack.servers, max_len, spec.seed + 1)
         if spec.model.checkpoint and source is None:     # a checkpoint's weights write the requests' tokens
             from rsd_ray.functional.source import FunctionalSource

@@ -61,6 +61,9 @@ def load_part(kind: str, ref: Any, source: str):
         return ref
     if isinstance(ref, Mapping):
         data, where = ref, source
+    elif kind == "workloads" and isinstance(ref, str) and ref.startswith("trace:"):     # trace:FORMAT:PATH
+        fmt, _, path = ref[len("trace:"):].partition(":")
+        data, where = {"arrival": "trace", "trace": {"format": fmt, "path": path}}, source
     elif kind == "models" and isinstance(ref, (str, Path)) and (Path(ref) / "config.json").is_file():   # HF dir
         return read_config(ref).model_spec(Path(ref).resolve().name, checkpoint=str(Path(ref).resolve()))
     elif isinstance(ref, (str, Path)):
@@ -191,6 +194,9 @@ def validate_run(spec: RunSpec, where: str) -> None:
         raise ConfigError(r.name, "switches_per_server", r.switches_per_server,
                           f"must divide cards_per_server ({r.cards_per_server})")
     w = spec.workload
+    if w.arrival == "trace" and not (w.trace and Path(w.trace.path).is_file()):
+        raise ConfigError(where, "workload.trace.path", w.trace.path if w.trace else None,
+                          "arrival: trace needs a trace file: give trace:FORMAT:PATH or workload.trace.path")
     if w.arrival == "offline" and w.num_prompts <= 0:
         raise ConfigError(where, "workload.num_prompts", w.num_prompts, "offline runs need num_prompts ≥ 1")
     if w.arrival in ("poisson", "gamma") and w.rate <= 0:

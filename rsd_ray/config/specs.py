@@ -163,8 +163,26 @@ class LengthSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TraceSpec:
+    """A production trace replayed as the workload (``rsd_ray.traces``)."""
+    format: str = F(choices=("azure", "mooncake", "burstgpt", "sharegpt"))
+    path: str = F()
+    time_scale: float = F(1.0, lo=1e-6, doc="virtual seconds per trace second: 0.5 replays twice as fast")
+    start_s: float = F(0.0, lo=0.0, doc="skip the trace's rows before this (trace seconds)")
+    end_s: float = F(0.0, lo=0.0, doc="stop at this trace second (0: the whole trace)")
+    rate: float = F(0.0, lo=0.0, doc="sharegpt (no times): Poisson arrivals at this many requests/s")
+    model: str = F("", doc="burstgpt: replay this Model's rows only (e.g. ChatGPT); empty: all")
+
+    def problems(self):
+        if self.end_s and self.end_s <= self.start_s:
+            yield "end_s", self.end_s, f"must be after start_s ({self.start_s}), or 0 for the whole trace"
+        if self.format == "sharegpt" and self.rate <= 0:
+            yield "rate", self.rate, "ShareGPT has no times: give a Poisson rate in requests/s, e.g. rate: 10"
+
+
+@dataclass(frozen=True, kw_only=True)
 class WorkloadSpec:
-    arrival: str = F("closed", choices=("closed", "poisson", "gamma", "offline"))
+    arrival: str = F("closed", choices=("closed", "poisson", "gamma", "offline", "trace"))
     rate: float = F(0.0, lo=0.0, doc="requests/s for poisson and gamma")
     burstiness: float = F(1.0, lo=0.01, doc="gamma shape as in vllm bench: 1 is Poisson, below 1 burstier")
     concurrency: int = F(0, lo=0, doc="clients for closed")
@@ -172,6 +190,7 @@ class WorkloadSpec:
     num_prompts: int = F(0, lo=0, doc="offline: this many requests, all sent at t = 0 (vllm bench throughput)")
     input: LengthSpec = F(LengthSpec(mean=1024))
     output: LengthSpec = F(LengthSpec(mean=128))
+    trace: Optional[TraceSpec] = F(None, doc="arrival: trace: the file and how to replay it")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,1 @@
+"""Production traces as request sources: Azure LLM inference, Mooncake, BurstGPT and ShareGPT."""
