@@ -9,19 +9,21 @@ from rich.table import Table
 COLUMNS = (("cards", "{:,}"), ("window_output_throughput", "{:,.0f}"), ("scaling_efficiency", "{:.1%}"),
            ("output_tokens_per_s_per_watt", "{:.3f}"), ("p99_ttft_ms", "{:,.0f}"), ("p99_tpot_ms", "{:,.1f}"),
            ("refused", "{:,}"))
-HEADERS = {"window_output_throughput": "out tok/s", "scaling_efficiency": "efficiency",
+OPTIONAL_COLUMNS = (("prefix_cache_hit_rate", "{:.1%}"),)     # shown when a point reports it
+HEADERS = {"prefix_cache_hit_rate": "prefix hits", "window_output_throughput": "out tok/s", "scaling_efficiency": "efficiency",
            "output_tokens_per_s_per_watt": "tok/s/W", "p99_ttft_ms": "TTFT p99 ms", "p99_tpot_ms": "TPOT p99 ms"}
 
 
 def render(rows: list[dict], axes: list[str], console: Console, title: str = "sweep") -> None:
     t = Table(title=title)
+    columns = COLUMNS + tuple(c for c in OPTIONAL_COLUMNS if any(c[0] in row for row in rows))
     for name in axes:
         t.add_column(name)
-    for name, _ in COLUMNS:
+    for name, _ in columns:
         t.add_column(HEADERS.get(name, name), justify="right")
     for row in rows:
-        figures = ([fmt.format(row[name]) for name, fmt in COLUMNS] if "error" not in row else
-                   ["[red]failed[/]"] + [""] * (len(COLUMNS) - 1))
+        figures = ([fmt.format(row[name]) if name in row else "" for name, fmt in columns] if "error" not in row else
+                   ["[red]failed[/]"] + [""] * (len(columns) - 1))
         t.add_row(*[str(row[a]) for a in axes], *figures)
     console.print(t)
     for row in rows:

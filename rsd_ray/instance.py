@@ -40,12 +40,16 @@ class InstanceFrame:
     busy_s: float
     span_steps: int
     failed: bool = False
+    prefix_cache_queries: int = 0     # prompt tokens looked up in the prefix cache (vLLM's counter)
+    prefix_cache_hits: int = 0        # of them, found
 
 
 class Instance:
-    def __init__(self, iid: int, cards, sync: GroupSync, engine, num_blocks: int, spans: bool = True):
+    def __init__(self, iid: int, cards, sync: GroupSync, engine, num_blocks: int, spans: bool = True,
+                 prefix_cache=None):
         self.iid, self.cards, self.sync, self.spans = iid, cards, sync, spans
         self.overlap = engine.async_scheduling
+        self.prefix_cache = prefix_cache          # a rsd_ray.prefix_cache.PrefixCache, or None
         self.scheduler = Scheduler(engine, KVCache(num_blocks, engine.block_size))
         self.pending: list[Request] = []          # routed, arrival still in the future; sorted by arrival
         self.finished: list[Request] = []         # finished since the host last took them
@@ -67,7 +71,10 @@ class Instance:
     def _admit_arrived(self) -> None:
         n = 0
         while n < len(self.pending) and self.pending[n].arrival <= self.clock:
-            self.scheduler.add(self.pending[n])
+            req = self.pending[n]
+            if self.prefix_cache and not req.num_output:
+                req.num_computed = self.prefix_cache.admit(req.hash_ids, req.prompt_len)
+            self.scheduler.add(req)
             n += 1
         del self.pending[:n]
 
@@ -160,12 +167,14 @@ class Instance:
         self.pending, self.scheduler.running = [], []
         self.scheduler.waiting.clear()
         return [Submit(r.rid, r.arrival, r.prompt_len, r.max_tokens, -1, tuple(r.token_times), r.retries + 1,
-                       r.preemptions) for r in held]
+                       r.preemptions, r.hash_ids) for r in held]
 
     def rejoin(self, t: float) -> None:
         """Back in service at ``t`` (``--recover``), empty: a fresh KV cache, its counters kept."""
         kv = self.scheduler.kv
         self.scheduler.kv = KVCache(kv.num_blocks, kv.block_size)
+        if self.prefix_cache:
+            self.prefix_cache.clear()
         self.failed, self.clock = False, max(self.clock, t)
 
     def unfinished(self) -> list[RequestRecord]:
@@ -186,4 +195,5 @@ class Instance:
         s = self.scheduler
         return InstanceFrame(self.iid, self.clock, len(s.running), len(s.waiting) + len(self.pending),
                              s.kv.usage, self.output_tokens, self.computed_tokens, self.steps,
-                             s.preemptions, self.busy_s, self.span_steps, self.failed)
+                             s.preemptions, self.busy_s, self.span_steps, self.failed,
+                             *((self.prefix_cache.queries, self.prefix_cache.hits) if self.prefix_cache else (0, 0)))

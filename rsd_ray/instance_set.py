@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from rsd_ray.card_group import CardLost
 from rsd_ray.instance import Instance, InstanceFrame
+from rsd_ray.prefix_cache import make_caches
 from rsd_ray.request import Request, RequestRecord, Submit
 
 
 class InstanceSet:
     def __init__(self, engine, instances: list[tuple[int, object, object]], num_blocks: int, spans: bool = True):
         """``instances``: (instance id, card group, GroupSync) of each instance, in instance order."""
-        self.instances = {iid: Instance(iid, group, sync, engine, num_blocks, spans) for iid, group, sync in instances}
+        caches = make_caches(engine, num_blocks, len(instances)) or [None] * len(instances)
+        self.instances = {iid: Instance(iid, group, sync, engine, num_blocks, spans, cache)
+                          for (iid, group, sync), cache in zip(instances, caches)}
         self.syncs = [inst.sync for inst in self.instances.values()]
 
     def reprice(self) -> None:

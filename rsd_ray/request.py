@@ -11,7 +11,7 @@ class Request:
     ``num_computed`` catches up with ``num_tokens`` (prompt + outputs so far);
     when it does, the step samples one more output token."""
     __slots__ = ("rid", "arrival", "prompt_len", "max_tokens", "num_computed", "num_output", "blocks",
-                 "token_times", "preemptions", "instance", "retries", "reported", "scheduled")
+                 "token_times", "preemptions", "instance", "retries", "reported", "scheduled", "hash_ids")
 
     def __init__(self, rid: int, arrival: float, prompt_len: int, max_tokens: int):
         self.rid, self.arrival, self.prompt_len, self.max_tokens = rid, arrival, prompt_len, max_tokens
@@ -20,12 +20,13 @@ class Request:
         self.instance = -1
         self.reported = 0            # token times already sent out as token events
         self.scheduled = None        # start of the first step that computed any of its tokens
+        self.hash_ids: tuple[int, ...] = ()
 
     @classmethod
     def from_submit(cls, s) -> "Request":
         """An engine's request from a ``Submit``; a retried one keeps its tokens (re-prefilled with the prompt)."""
         req = cls(s.rid, s.arrival, s.prompt_len, s.max_tokens)
-        req.instance, req.retries, req.preemptions = s.instance, s.retries, s.preemptions
+        req.instance, req.retries, req.preemptions, req.hash_ids = s.instance, s.retries, s.preemptions, s.hash_ids
         req.token_times.extend(s.token_times)
         req.num_output = req.reported = len(s.token_times)
         return req
@@ -73,6 +74,7 @@ class Submit:
     token_times: tuple[float, ...] = ()
     retries: int = 0
     preemptions: int = 0
+    hash_ids: tuple[int, ...] = ()    # the prompt's chained block hashes, when its source knows them (traces)
 
     def record(self, error: str | None = None) -> RequestRecord:
         """What it leaves behind when it ends here, unfinished (or errored, with ``error``)."""

@@ -26,6 +26,11 @@ def build(outcome: Outcome) -> dict:
                    server_power_w=(card_energy / window + rack.host_power_w * rack.servers) / rack.servers,
                    output_tokens_per_s_per_watt=summary["window_output_throughput"] / rack_w,
                    joules_per_output_token=rack_energy / max(1, summary["window_output_throughput"] * window))
+    if spec.engine.enable_prefix_caching:        # vLLM's counters, in prompt tokens, summed over instances
+        queries = sum(f.prefix_cache_queries for f in outcome.instances)
+        hits = sum(f.prefix_cache_hits for f in outcome.instances)
+        summary.update(prefix_cache_queries=queries, prefix_cache_hits=hits,
+                       prefix_cache_hit_rate=hits / queries if queries else 0.0)
     if rack.price:
         p = rack.price
         usd_h = (len(cards) * p.card_usd_per_hour + rack.servers * p.server_usd_per_hour

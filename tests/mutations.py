@@ -16,6 +16,7 @@ SERVE = ["tests/test_gateway.py", "tests/test_serve.py"]
 FAULTS = ["tests/test_faults.py", "tests/test_vector.py"]
 RECOVERY = ["tests/test_recovery.py", "tests/test_vector.py"]
 FIDELITY = ["tests/test_fidelity.py", "tests/test_rules.py", "tests/test_vector.py"]
+PREFIX = ["tests/test_prefix.py", "tests/test_traces.py"]
 WRONG = [
  ("rsd_ray/kv_cache.py", "-(-(req.num_computed + new_tokens) // self.block_size)", "((req.num_computed + new_tokens) // self.block_size)"),
  ("rsd_ray/card_group.py", "return np.max([cost.segments", "return np.min([cost.segments"),
@@ -61,8 +62,8 @@ WRONG = [
  ("rsd_ray/serve/text.py", "return max(1, len(text.split()))", "return max(1, len(text) // 4)", SERVE),
  ("rsd_ray/host.py", 'aborted = [self.engine.abort(c.target, ABORTED) for c in epoch.controls if c.kind == "abort"]',
   "aborted = []", SERVE),
- ("rsd_ray/controller.py", "i = self.router.route(force, None if force or sub.instance < 0 else sub.instance)",
-  "i = self.router.route(force)", SERVE),
+ ("rsd_ray/controller.py", "i = self.router.route(force, None if force or sub.instance < 0 else sub.instance,",
+  "i = self.router.route(force, None,", SERVE),
  # faults
  ("rsd_ray/host.py", "self.groups[self.card_instance.get(card)].set_ambient(card, control.value)", "pass", FAULTS),
  ("rsd_ray/host.py", "self.nominal[control.name] * control.value / 100.0", "self.nominal[control.name]", FAULTS),
@@ -96,6 +97,16 @@ WRONG = [
   "start = sub.arrival + 0 * heapq.heappop(self.free_at)", FIDELITY),
  ("rsd_ray/frontend.py", "+ nbytes / min(l.bandwidth for l in path)", "", FIDELITY),
  ("rsd_ray/controller.py", "arrival=self.sent_at.get(r.rid, r.arrival)", "arrival=r.arrival", FIDELITY),
+ # traces, prefix caching, prefix affinity
+ ("rsd_ray/vector/scheduler.py", "t.computed[r] = cache.admit(", "t.computed[r] = 0 * cache.admit(", PREFIX),
+ ("rsd_ray/prefix_cache.py", "hit = min(found * self.block_tokens, prompt_len - 1)", "hit = found * self.block_tokens",
+  PREFIX),
+ ("rsd_ray/prefix_cache.py", "            self.blocks.move_to_end(h)", "            pass", PREFIX),
+ ("rsd_ray/router/prefix_affinity.py", "< IMBALANCE_THRESHOLD", "< 10**9", PREFIX),
+ ("rsd_ray/instance.py", "req.num_computed = self.prefix_cache.admit(req.hash_ids, req.prompt_len)",
+  "self.prefix_cache.admit(req.hash_ids, req.prompt_len)", PREFIX),
+ ("rsd_ray/traces/source.py", "(row.t - s.start_s) * s.time_scale", "row.t * s.time_scale", PREFIX),
+ ("rsd_ray/traces/readers.py", "if r.t < last:", "if False:", PREFIX),
 ]
 HANG_S = 300
 TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_vector.py"]

@@ -219,7 +219,8 @@ def test_metrics_have_vllm_and_rbln_names(server):
     names = {name for name, _ in m}
     for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
                  "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:request_success_total",
-                 "vllm:num_preemptions_total", "vllm:time_to_first_token_seconds_bucket",
+                 "vllm:num_preemptions_total", "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
+                 "vllm:time_to_first_token_seconds_bucket",
                  "vllm:inter_token_latency_seconds_bucket", "vllm:e2e_request_latency_seconds_bucket",
                  "vllm:request_queue_time_seconds_bucket",
                  "RBLN_DEVICE_STATUS:TEMPERATURE", "RBLN_DEVICE_STATUS:CARD_POWER", "RBLN_DEVICE_STATUS:DRAM_USED",

@@ -139,6 +139,9 @@ class EngineSpec:
                        doc="preempt: vLLM's (admit while the prompt fits; on KV exhaustion preempt and recompute); "
                            "reserve: TensorRT-LLM's GUARANTEED_NO_EVICT (admit only when the whole prompt + "
                            "max_tokens fits; never evict)")
+    enable_prefix_caching: bool = F(False, doc="vLLM's automatic prefix caching: a prompt's leading blocks found "
+                                               "in the instance's cache are not computed (``rsd_ray.prefix_cache``)")
+    hash_block_tokens: int = F(512, lo=1, doc="tokens per block hash of the requests (Mooncake traces: 512)")
     num_blocks_override: int = F(0, lo=0, doc="KV blocks per instance instead of the memory plan's, as vLLM's "
                                                "num_gpu_blocks_override (0: from the plan)")
 

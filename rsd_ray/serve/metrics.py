@@ -70,7 +70,11 @@ class RackMetrics:
                 m.add_metric([self.model, str(f.instance)], value(f))
             yield m
         for name, doc, value in (("vllm:generation_tokens", "Tokens generated.", lambda f: f.output_tokens),
-                                 ("vllm:num_preemptions", "Requests preempted (recomputed).", lambda f: f.preemptions)):
+                                 ("vllm:num_preemptions", "Requests preempted (recomputed).", lambda f: f.preemptions),
+                                 ("vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache.",
+                                  lambda f: f.prefix_cache_queries),
+                                 ("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache.",
+                                  lambda f: f.prefix_cache_hits)):
             m = CounterMetricFamily(name, doc, labels=["model_name", "engine"])
             for f in frames:
                 m.add_metric([self.model, str(f.instance)], value(f))

@@ -12,6 +12,8 @@ from typing import Any
 
 from rsd_ray.sweep.runner import ROW_METRICS
 
+OPTIONAL_METRICS = ("prefix_cache_hit_rate",)     # present when the point's engine caches prefixes
+
 
 def rows(results: list[dict], axes: list[str]) -> list[dict[str, Any]]:
     out = []
@@ -23,6 +25,7 @@ def rows(results: list[dict], axes: list[str]) -> list[dict[str, Any]]:
         emu, req = res["emulator"], res["requests"]
         row.update(servers=emu["servers"], cards=emu["cards"], instances=emu["instances"])
         row.update({m: res["summary"][m] for m in ROW_METRICS})
+        row.update({m: res["summary"][m] for m in OPTIONAL_METRICS if m in res["summary"]})
         row.update(refused=req["refused"], unfinished=req["unfinished"], wall_s=emu["wall_s"],
                    virtual_per_wall=emu["virtual_per_wall"])
         out.append(row)

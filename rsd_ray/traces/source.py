@@ -4,7 +4,7 @@ Trace times are cut to ``[start_s, end_s)``, shifted to start at 0 and multiplie
 ShareGPT rows, which have no times, arrive as a Poisson process at ``rate`` (seeded). Lengths are clipped
 so prompt + output fits the model (an empty answer becomes one token: every request samples once). Like
 any open-loop client a refused request is dropped (counted as refused). Mooncake's ``hash_ids`` travel
-with the row for prefix-aware engines and routers (``hash_ids_of``).
+on the request (``Submit.hash_ids``) to prefix-caching engines and prefix-aware routers.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ class TraceSource:
         self.rng = np.random.default_rng(seed)
         self.clock = 0.0                     # ShareGPT's drawn arrival times
         self.next_id = 0
-        self.hash_ids: dict[int, tuple[int, ...]] = {}
         self.ahead = self._next()
 
     def _next(self):
@@ -47,15 +46,10 @@ class TraceSource:
             t, row = self.ahead
             output = max(1, min(row.output, self.max_len - 1))
             prompt = max(1, min(row.prompt, self.max_len - output))
-            out.append(Submit(self.next_id, max(t, t0), prompt, output, -1))
-            if row.hash_ids:
-                self.hash_ids[self.next_id] = row.hash_ids
+            out.append(Submit(self.next_id, max(t, t0), prompt, output, -1, hash_ids=row.hash_ids))
             self.next_id += 1
             self.ahead = self._next()
         return out
-
-    def hash_ids_of(self, rid: int) -> tuple[int, ...]:
-        return self.hash_ids.get(rid, ())
 
     def done(self, count: int) -> None:
         pass

@@ -15,6 +15,7 @@ import dataclasses
 import numpy as np
 
 from rsd_ray.calibration import step_s
+from rsd_ray.prefix_cache import make_caches
 from rsd_ray.card_group import CardLost
 from rsd_ray.costmodel import linear
 from rsd_ray.instance import InstanceFrame
@@ -37,7 +38,7 @@ class VectorEngine:
         self.syncs = [sync for _, _, sync in instances]
         n = len(instances)
         self.table = RequestTable()
-        self.sched = BatchScheduler(engine, [num_blocks] * n, self.table)
+        self.sched = BatchScheduler(engine, [num_blocks] * n, self.table, make_caches(engine, num_blocks, n))
         self.overlap = engine.async_scheduling
         self.clock, self.busy = np.zeros(n), np.zeros(n)
         self.steps, self.out_tokens, self.computed = (np.zeros(n, dtype=np.int64) for _ in range(3))
@@ -213,6 +214,8 @@ class VectorEngine:
         k = self.index[iid]
         self.failed[k] = self.halted[k] = False
         self.sched.free[k] = self.sched.num_blocks[k]
+        if self.sched.caches:
+            self.sched.caches[k].clear()
         self.clock[k] = max(self.clock[k], t)
 
     def abort(self, rid: int, reason: str) -> RequestRecord | None:
@@ -234,7 +237,9 @@ class VectorEngine:
         columns = zip(self.iids, self.clock.tolist(), s.nrun.tolist(), s.waiting, s.pending, s.free.tolist(),
                       s.num_blocks, self.out_tokens.tolist(), self.computed.tolist(), self.steps.tolist(),
                       s.preemptions.tolist(), self.busy.tolist(), self.failed.tolist())
+        caches = s.caches or [None] * len(self.iids)
         return [InstanceFrame(iid, clock, running, len(waiting) + len(pending), 1.0 - free / blocks if blocks else 0.0,
-                              out, computed, steps, preempted, busy, 0, failed)
-                for iid, clock, running, waiting, pending, free, blocks, out, computed, steps, preempted, busy, failed
-                in columns]
+                              out, computed, steps, preempted, busy, 0, failed,
+                              *((cache.queries, cache.hits) if cache else (0, 0)))
+                for (iid, clock, running, waiting, pending, free, blocks, out, computed, steps, preempted, busy, failed),
+                cache in zip(columns, caches)]

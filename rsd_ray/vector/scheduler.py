@@ -26,11 +26,12 @@ from rsd_ray.vector.table import RequestTable
 
 
 class BatchScheduler:
-    def __init__(self, engine, num_blocks: list[int], table: RequestTable):
+    def __init__(self, engine, num_blocks: list[int], table: RequestTable, caches=None):
         n = len(num_blocks)
         self.max_seqs, self.budget = engine.max_num_seqs, engine.max_num_batched_tokens
         self.chunked, self.block = engine.enable_chunked_prefill, engine.block_size
         self.reserve = engine.admission == "reserve"
+        self.caches = caches                      # a PrefixCache per instance, or None (prefix caching off)
         self.t = table
         self.num_blocks = list(num_blocks)
         self.free = np.array(num_blocks, dtype=np.int64)
@@ -55,6 +56,11 @@ class BatchScheduler:
         while n < len(pending) and arrival[pending[n]] <= clock:
             n += 1
         if n:
+            if self.caches:
+                t, cache = self.t, self.caches[i]
+                for r in pending[:n]:
+                    if not t.output[r]:
+                        t.computed[r] = cache.admit(t.hash_ids.get(r, ()), int(t.prompt[r]))
             self.waiting[i].extend(pending[:n])
             del pending[:n]
 

@@ -24,6 +24,7 @@ class RequestTable:
             setattr(self, name, np.zeros(capacity, dtype=np.int64))
         self.free_rows = list(range(capacity - 1, -1, -1))
         self.live: set[int] = set()
+        self.hash_ids: dict[int, tuple[int, ...]] = {}   # row → its prompt's block hashes (when known)
         self.times = np.zeros(1024)
         self.times_end = 0                       # first unused slot of ``times``
 
@@ -67,6 +68,8 @@ class RequestTable:
         self.preemptions[r], self.retries[r], self.instance[r] = s.preemptions, s.retries, instance
         if done:
             self.times[self.offset[r]:self.offset[r] + done] = s.token_times
+        if s.hash_ids:
+            self.hash_ids[r] = s.hash_ids
         return r
 
     def token_times(self, r: int, start: int = 0) -> tuple[float, ...]:
@@ -83,8 +86,10 @@ class RequestTable:
     def submit(self, r: int) -> Submit:
         """The row as a request to retry elsewhere, with the tokens it has."""
         return Submit(int(self.rid[r]), float(self.arrival[r]), int(self.prompt[r]), int(self.max_tokens[r]), -1,
-                      self.token_times(r), int(self.retries[r]) + 1, int(self.preemptions[r]))
+                      self.token_times(r), int(self.retries[r]) + 1, int(self.preemptions[r]),
+                      self.hash_ids.get(r, ()))
 
     def release(self, r: int) -> None:
         self.live.discard(r)
+        self.hash_ids.pop(r, None)
         self.free_rows.append(r)
