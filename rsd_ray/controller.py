@@ -203,7 +203,7 @@ class Controller:
     def _place(self, sub: Submit, arrivals, force: bool = False) -> bool:
         """Route one request at the arrival time its source gave it. A new request that names its instance
         (a per-instance endpoint) goes there or is refused."""
-        i = self.router.route(force, None if force or sub.instance < 0 else sub.instance, sub.hash_ids)
+        i = self.router.route(force, None if force or sub.instance < 0 else sub.instance, sub.hash_ids, sub.session)
         if i is None:
             if force:
                 self._error(sub, NO_HEALTHY_INSTANCE)

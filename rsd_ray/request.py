@@ -75,6 +75,7 @@ class Submit:
     retries: int = 0
     preemptions: int = 0
     hash_ids: tuple[int, ...] = ()    # the prompt's chained block hashes, when its source knows them (traces)
+    session: str = ""                 # its session (OpenAI's ``user``, a conversation id), for session affinity
 
     def record(self, error: str | None = None) -> RequestRecord:
         """What it leaves behind when it ends here, unfinished (or errored, with ``error``)."""

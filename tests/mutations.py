@@ -107,6 +107,8 @@ WRONG = [
   "self.prefix_cache.admit(req.hash_ids, req.prompt_len)", PREFIX),
  ("rsd_ray/traces/source.py", "(row.t - s.start_s) * s.time_scale", "row.t * s.time_scale", PREFIX),
  ("rsd_ray/traces/readers.py", "if r.t < last:", "if False:", PREFIX),
+ ("rsd_ray/router/session_affinity.py", "if eligible[owner]:", "if True:", PREFIX),
+ ("rsd_ray/traces/source.py", "session=row.session", "session=\"\"", PREFIX),
 ]
 HANG_S = 300
 TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_vector.py"]

@@ -85,3 +85,31 @@ def test_vector_equals_reference_with_prefix_caching(tmp_path, policy):
     for key in reference:
         assert vector[key] == reference[key], key
     assert reference["summary"]["prefix_cache_hits"] > 0
+
+
+def test_session_affinity_keeps_a_session_on_one_instance_and_moves_only_a_lost_ones():
+    from rsd_ray.router.session_affinity import SessionAffinity
+    router, loads = SessionAffinity(4, None), np.zeros(4, dtype=np.int64)
+    every = np.ones(4, dtype=bool)
+    home = {f"user{i}": router.choose(loads, every, f"user{i}") for i in range(400)}
+    assert all(router.choose(np.array([9, 0, 0, 0]), every, s) == i for s, i in home.items())  # load ignored
+    assert all(60 < list(home.values()).count(i) < 140 for i in range(4))                     # spread evenly
+    without_2 = np.array([True, True, False, True])
+    moved = {s: router.choose(loads, without_2, s) for s in home}
+    assert all(moved[s] == i for s, i in home.items() if i != 2) and 2 not in moved.values()
+    assert router.choose(np.array([3, 1, 2, 5]), every, "") == 1                              # none: least loaded
+
+
+def test_a_conversation_stays_on_its_instance_in_a_run(tmp_path):
+    turns = [{"id": f"conv{i % 5}", "conversations": [{"from": "human", "value": "q" * (40 + i)},
+                                                     {"from": "gpt", "value": "a" * 80}]} for i in range(60)]
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps(turns))
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=10.0, router={"policy": "session_affinity"},
+                    workload={"arrival": "trace", "trace": {"format": "sharegpt", "path": str(path), "rate": 10.0}})
+    outcome = Controller(spec).run()
+    by_session = {}
+    for r in outcome.records:                      # rid i is the i-th conversation of the file
+        by_session.setdefault(f"conv{r.rid % 5}", set()).add(r.instance)
+    assert len(outcome.records) == 60 and all(len(v) == 1 for v in by_session.values())
+    assert len({i for v in by_session.values() for i in v}) > 1

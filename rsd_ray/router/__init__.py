@@ -14,7 +14,8 @@ import random
 
 import numpy as np
 
-from rsd_ray.router import least_loaded, power_of_two, prefix_affinity, round_robin  # noqa: F401  (they register)
+from rsd_ray.router import (least_loaded, power_of_two, prefix_affinity, round_robin,  # noqa: F401  (register)
+                            session_affinity)
 from rsd_ray.router.registry import POLICIES, register
 
 
@@ -41,17 +42,20 @@ class Router:
         self.healthy[instance] = True
         self.running[instance] = self.queued[instance] = 0
 
-    def route(self, force: bool = False, pinned: int | None = None, hash_ids: tuple = ()) -> int | None:
+    def route(self, force: bool = False, pinned: int | None = None, hash_ids: tuple = (),
+              session: str = "") -> int | None:
         """The instance for the next request, or None when the rack is full (or, with ``force``,
         when no instance is healthy). ``pinned``: the request asked for that instance, bypassing the policy;
-        ``hash_ids``: its prompt's block hashes, for a policy that ``uses_prefix``."""
+        ``hash_ids``: its prompt's block hashes, for a policy that ``uses_prefix``; ``session``: its session,
+        for one that ``uses_session``."""
         eligible = self.healthy if force else self.healthy & (self.queued < self.limit)
         if pinned is not None:
             i = pinned if 0 <= pinned < len(eligible) and eligible[pinned] else None
         else:
             loads = self.running + self.queued
-            prefix = (hash_ids,) if getattr(self.policy, "uses_prefix", False) else ()
-            i = int(self.policy.choose(loads, eligible, *prefix)) if eligible.any() else None
+            extra = ((hash_ids,) if getattr(self.policy, "uses_prefix", False) else
+                     (session,) if getattr(self.policy, "uses_session", False) else ())
+            i = int(self.policy.choose(loads, eligible, *extra)) if eligible.any() else None
         if i is None:
             self.refused += not force
             return None

@@ -70,6 +70,7 @@ class Ticket:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     ended: bool = False
+    session: str = ""                     # the client's ``user``: session-affinity routing
 
     def finish_reason(self, generated: int) -> str:
         return "stop" if self.stop_at is not None or generated < self.max_tokens else "length"
@@ -101,7 +102,8 @@ class Gateway:
 
     # --- the handlers' side ---------------------------------------------------------------------------
     def submit(self, prompt_len: int, output_len: int, instance: int = -1, max_tokens: int | None = None,
-               arrival_wall: float | None = None, stops: tuple[str, ...] = (), pieces: list[str] | None = None) -> Ticket:
+               arrival_wall: float | None = None, stops: tuple[str, ...] = (), pieces: list[str] | None = None,
+               session: str = "") -> Ticket:
         """A request that reached the server at ``arrival_wall`` (monotonic; default now). With ``stops``, the
         rack is asked for the tokens up to the first stop word (the text is known in advance here: ``pieces``,
         each token's, in functional mode; performance mode's words otherwise)."""
@@ -115,7 +117,7 @@ class Gateway:
             rid = self.next_id
             stop_at = stop_index(rid, output_len, stops, pieces)
             ticket = Ticket(rid, prompt_len, output_len if stop_at is None else stop_at + 1, instance,
-                            max_tokens or output_len, stop_at, arrival_wall or time.monotonic(), loop)
+                            max_tokens or output_len, stop_at, arrival_wall or time.monotonic(), loop, session=session)
             self.next_id += 1
             self.incoming.append(ticket)
         return ticket
@@ -171,8 +173,8 @@ class Gateway:
                 self.live[k.rid] = k
             self.fresh = due
             self.counts["accepted"] += len(due)
-        return [Submit(k.rid, self.pacer.virtual(k.arrival_wall), k.prompt_len, k.output_len, k.instance)
-                for k in due]
+        return [Submit(k.rid, self.pacer.virtual(k.arrival_wall), k.prompt_len, k.output_len, k.instance,
+                       session=k.session) for k in due]
 
     def refused(self, subs: list[Submit], t: float) -> int:
         healthy = self.controller.router.healthy

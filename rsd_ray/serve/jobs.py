@@ -156,7 +156,7 @@ def admit(ctx: ServeContext, body, kind: str, instance: int | None, arrival_wall
     out_len = len(pieces) if pieces is not None else ctx.lengths(max_tokens, body.min_tokens, body.ignore_eos)
     try:
         ticket = ctx.gateway.submit(prompt_len, out_len, -1 if instance is None else instance, max_tokens,
-                                    arrival_wall, tuple(s.strip() for s in stops if s.strip()), pieces)
+                                    arrival_wall, tuple(s.strip() for s in stops if s.strip()), pieces, body.user or "")
     except Refused as err:
         raise ApiError(err.status, err.message) from None
     prefix = "chatcmpl" if kind == "chat" else "cmpl"

@@ -33,6 +33,7 @@ class TraceRow:
     output: int
     hash_ids: tuple[int, ...] = ()   # Mooncake: the prompt's 512-token blocks, chained
     line: int = 0
+    session: str = ""                # ShareGPT: the conversation's id
 
 
 def _bad(path, line: int, row, expected: str):
@@ -173,7 +174,8 @@ def sharegpt(path) -> Iterator[TraceRow]:
         if pair is None:
             continue                                       # no human → gpt exchange: nothing to replay
         q, a = pair
-        yield TraceRow(0.0, max(1, round(len(q) / CHARS_PER_TOKEN)), max(1, round(len(a) / CHARS_PER_TOKEN)), (), n)
+        yield TraceRow(0.0, max(1, round(len(q) / CHARS_PER_TOKEN)), max(1, round(len(a) / CHARS_PER_TOKEN)), (), n,
+                       str(item.get("id", "")))
 
 
 def read(fmt: str, path, model: str = "") -> Iterator[TraceRow]:

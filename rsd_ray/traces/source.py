@@ -46,7 +46,8 @@ class TraceSource:
             t, row = self.ahead
             output = max(1, min(row.output, self.max_len - 1))
             prompt = max(1, min(row.prompt, self.max_len - output))
-            out.append(Submit(self.next_id, max(t, t0), prompt, output, -1, hash_ids=row.hash_ids))
+            out.append(Submit(self.next_id, max(t, t0), prompt, output, -1, hash_ids=row.hash_ids,
+                              session=row.session))
             self.next_id += 1
             self.ahead = self._next()
         return out
