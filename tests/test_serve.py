@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from rsd_ray.config import ConfigError
 from tests.serve_helpers import LiveServer, openai_client
 
 MODEL = "llama3-8b"
@@ -291,6 +292,26 @@ def test_bench_reports_what_the_rack_reports(server):
     assert doc["mean_ttft_ms"] >= ttft * 1000                             # a client never sees it sooner
     tpot = (e2e - ttft) / 31
     assert doc["mean_tpot_ms"] == pytest.approx(tpot * 1000, rel=0.05)
+
+
+def test_bench_replays_a_trace_with_its_lengths_and_gaps(server):
+    import argparse
+    import time
+
+    from rsd_ray.serve.bench import add_arguments, run
+    trace = server.out.parent / "az.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0,100,5\n0.5,200,0\n1.0,300,7\n9,1,1\n")
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    t0 = time.perf_counter()
+    assert run(p.parse_args(["--base-url", server.base, "--workload", f"trace:azure:{trace}", "--num-prompts", "3",
+                             "--result-file", str(server.out.parent / "trace-bench.json")])) == 0
+    doc = json.loads((server.out.parent / "trace-bench.json").read_text())
+    assert doc["completed"] == 3 and doc["total_input_tokens"] == 600 and doc["total_output_tokens"] == 5 + 1 + 7
+    assert doc["duration"] >= 1.0 and time.perf_counter() - t0 >= 1.0      # the last request was sent 1 s in
+    bad = argparse.Namespace(**{**vars(p.parse_args(["--base-url", server.base])), "workload": "trace:azure:/nope"})
+    with pytest.raises(ConfigError, match="--workload"):
+        run(bad)
 
 
 def test_sigterm_drains_and_writes_the_results_document(server):

@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--burstiness", type=finite(float), default=1.0, help="gamma shape of the gaps (1 = Poisson)")
     p.add_argument("--max-concurrency", type=finite(int, 1), help="at most this many requests in flight")
     p.add_argument("--seed", type=finite(int), default=0)
+    p.add_argument("--workload", metavar="trace:FORMAT:PATH",
+                   help="replay a trace's first --num-prompts rows (their lengths and gaps; ShareGPT's gaps from "
+                        "--request-rate) instead of random prompts")
     p.add_argument("--result-file", help="write the JSON result here")
     p.add_argument("--json", action="store_true", help="print the JSON result on stdout instead of the block")
 
@@ -101,6 +104,24 @@ async def _one(client, url: str, payload: dict, sem) -> dict:
         except Exception as err:       # noqa: BLE001  (a failed request is counted, not fatal)
             out["error"] = f"{type(err).__name__}: {err}"
         return out
+
+
+def _trace(ref: str, n: int):
+    """The first ``n`` rows of a ``trace:FORMAT:PATH``: prompt lengths, output lengths (an empty answer asks for
+    one token) and arrival times (None for ShareGPT, which has none)."""
+    import itertools
+    from pathlib import Path
+
+    from rsd_ray.traces.readers import FORMATS, read
+    fmt, _, path = ref.removeprefix("trace:").partition(":") if ref.startswith("trace:") else ("", "", "")
+    if fmt not in FORMATS or not Path(path).is_file():
+        raise ConfigError("command line", "--workload", ref, f"give trace:FORMAT:PATH of an existing file; "
+                                                              f"formats: {', '.join(FORMATS)}")
+    rows = list(itertools.islice(read(fmt, path), n))
+    if not rows:
+        raise ConfigError("command line", "--workload", ref, "the trace has no rows")
+    times = None if fmt == "sharegpt" else [r.t for r in rows]
+    return [r.prompt for r in rows], [max(1, r.output) for r in rows], times
 
 
 def _payload(model: str, prompt: str, out_len: int) -> dict:
@@ -192,10 +213,17 @@ def run(args) -> int:
                               "give --model") from None
     rng = np.random.default_rng(args.seed)
     n = args.num_prompts
-    input_lens = _lengths(rng, args.random_input_len, args.random_range_ratio, n)
-    outputs = _lengths(rng, args.random_output_len, args.random_range_ratio, n)
+    trace = _trace(args.workload, n) if args.workload else None
+    if trace:
+        input_lens, outputs, times = trace
+        n = len(input_lens)
+    else:
+        input_lens = _lengths(rng, args.random_input_len, args.random_range_ratio, n)
+        outputs = _lengths(rng, args.random_output_len, args.random_range_ratio, n)
     prompts = [" ".join(rng.choice(VOCABULARY, size=k).tolist()) for k in input_lens]
-    if args.request_rate == float("inf"):
+    if trace and times is not None:
+        gaps = [0.0] + np.diff(times).tolist()
+    elif args.request_rate == float("inf"):
         gaps = [0.0] * n
     else:
         shape = args.burstiness
