@@ -116,7 +116,22 @@ class Workload:
         return sum(len(group) for _, _, group in self.backlog)
 
 
-class Replay:
+class OpenLoopSource:
+    """What a source of given requests shares: its clients never wait on an answer, and a refused request
+    is dropped (counted as refused)."""
+    offline = False
+
+    def done(self, count: int) -> None:
+        pass
+
+    def refused(self, reqs: list[Submit], t: float) -> int:
+        return len(reqs)
+
+    def waiting_to_retry(self) -> int:
+        return 0
+
+
+class Replay(OpenLoopSource):
     """Given requests (prompt, output lengths), all sent at t = 0 and never refused: a published benchmark
     with `--request-rate inf` replayed request for request (``rsd-ray validate``)."""
 
@@ -129,12 +144,3 @@ class Replay:
         subs = [Submit(self.next_id + i, t0, p, o, -1) for i, (p, o) in enumerate(self.lengths)]
         self.next_id, self.lengths = self.next_id + len(subs), []
         return subs
-
-    def done(self, count: int) -> None:
-        pass
-
-    def refused(self, reqs: list[Submit], t: float) -> int:
-        return len(reqs)
-
-    def waiting_to_retry(self) -> int:
-        return 0

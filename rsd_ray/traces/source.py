@@ -13,11 +13,10 @@ import numpy as np
 from rsd_ray.config.specs import TraceSpec
 from rsd_ray.request import Submit
 from rsd_ray.traces.readers import read
+from rsd_ray.workload import OpenLoopSource
 
 
-class TraceSource:
-    offline = False
-
+class TraceSource(OpenLoopSource):
     def __init__(self, spec: TraceSpec, max_model_len: int, seed: int):
         self.spec, self.max_len = spec, max_model_len
         self.rows = read(spec.format, spec.path, spec.model)
@@ -51,12 +50,3 @@ class TraceSource:
             self.next_id += 1
             self.ahead = self._next()
         return out
-
-    def done(self, count: int) -> None:
-        pass
-
-    def refused(self, reqs: list[Submit], t: float) -> int:
-        return len(reqs)
-
-    def waiting_to_retry(self) -> int:
-        return 0
