@@ -68,12 +68,12 @@ def row_spec(row: dict):
     return replace(spec, row["id"], rack=rack, engine=read_spec(EngineSpec, engine, row["id"], "engine"))
 
 
-def predict(row: dict) -> dict:
-    """The emulator's figures for one row (inline executor; a few thousand steps)."""
+def predict(row: dict, spec) -> dict:
+    """The emulator's figures for one row on its ``row_spec`` (inline executor; a few thousand steps)."""
     from rsd_ray.controller import Controller
     from rsd_ray.results import build
     lengths = [(p, max(1, o)) for p, o in zip(row["input_lens"], row["output_lens"])]
-    outcome = Controller(row_spec(row), source=Replay(lengths)).run()
+    outcome = Controller(spec, source=Replay(lengths)).run()
     if outcome.status != "completed":
         raise RuntimeError(f"{row['id']}: run {outcome.status}: {outcome.reason}")
     s = build(outcome)["summary"]
@@ -88,9 +88,9 @@ def compare(rows: list[dict], on_row=None) -> list[dict]:
     """Predicted against measured for every row; ``on_row(result)`` after each (progress)."""
     out = []
     for row in rows:
-        p = predict(row)
-        m = row["measured"]
-        result = {"id": row["id"], "device": row_spec(row).device.name, "model": row["model"], "tp": row["tp"],
+        spec = row_spec(row)
+        p, m = predict(row, spec), row["measured"]
+        result = {"id": row["id"], "device": spec.device.name, "model": row["model"], "tp": row["tp"],
                   "source": row["source"], "measured": m, "predicted": p,
                   "error": {k: signed_error(p[k], m[k]) for k in p if k in m}}
         out.append(result)
