@@ -4,10 +4,16 @@ import numpy as np
 from rsd_ray.router.registry import register
 
 
+def least_loaded(loads: np.ndarray, eligible: np.ndarray) -> int:
+    """The eligible instance with the smallest load; argmin takes the first of ties. Other policies fall
+    back to it."""
+    return int(np.where(eligible, loads, np.iinfo(loads.dtype).max).argmin())
+
+
 @register("least_loaded")
 class LeastLoaded:
     def __init__(self, num_instances: int, rng):
         pass
 
     def choose(self, loads: np.ndarray, eligible: np.ndarray) -> int:
-        return int(np.where(eligible, loads, np.iinfo(loads.dtype).max).argmin())   # argmin: the first of ties
+        return least_loaded(loads, eligible)

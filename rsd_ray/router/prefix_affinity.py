@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from rsd_ray.router.least_loaded import least_loaded
 from rsd_ray.router.registry import register
 
 MATCH_RATE_THRESHOLD = 0.10   # Ray Serve LLM PrefixCacheAffinityRouter: "High Match Rate (≥10%)"
@@ -28,9 +29,7 @@ class PrefixAffinity:
         self.owner: OrderedDict[int, int] = OrderedDict()
 
     def choose(self, loads: np.ndarray, eligible: np.ndarray, hash_ids=()) -> int:
-        masked = np.where(eligible, loads, np.iinfo(loads.dtype).max)
-        least = int(masked.argmin())
-        pick, run = least, 0
+        pick, run = least_loaded(loads, eligible), 0
         if hash_ids and loads[eligible].max() - loads[eligible].min() < IMBALANCE_THRESHOLD:
             first = self.owner.get(hash_ids[0])
             if first is not None and eligible[first]:

@@ -11,6 +11,7 @@ import hashlib
 
 import numpy as np
 
+from rsd_ray.router.least_loaded import least_loaded
 from rsd_ray.router.registry import register
 
 VIRTUAL_NODES = 64      # points per instance: spreads sessions evenly (the usual tens to hundreds)
@@ -30,7 +31,7 @@ class SessionAffinity:
 
     def choose(self, loads: np.ndarray, eligible: np.ndarray, session: str = "") -> int:
         if not session:
-            return int(np.where(eligible, loads, np.iinfo(loads.dtype).max).argmin())
+            return least_loaded(loads, eligible)
         start = bisect.bisect(self.points, _point(session))
         for k in range(len(self.points)):
             owner = self.owners[(start + k) % len(self.points)]
