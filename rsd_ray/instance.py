@@ -50,7 +50,7 @@ class Instance:
         self.iid, self.cards, self.sync, self.spans = iid, cards, sync, spans
         self.overlap = engine.async_scheduling
         self.prefix_cache = prefix_cache          # a rsd_ray.prefix_cache.PrefixCache, or None
-        self.scheduler = Scheduler(engine, KVCache(num_blocks, engine.block_size))
+        self.scheduler = Scheduler(engine, KVCache(num_blocks, engine.block_size, prefix_cache))
         self.pending: list[Request] = []          # routed, arrival still in the future; sorted by arrival
         self.finished: list[Request] = []         # finished since the host last took them
         self.clock = 0.0
@@ -71,10 +71,7 @@ class Instance:
     def _admit_arrived(self) -> None:
         n = 0
         while n < len(self.pending) and self.pending[n].arrival <= self.clock:
-            req = self.pending[n]
-            if self.prefix_cache and not req.num_output:
-                req.num_computed = self.prefix_cache.admit(req.hash_ids, req.prompt_len)
-            self.scheduler.add(req)
+            self.scheduler.add(self.pending[n])
             n += 1
         del self.pending[:n]
 
@@ -172,9 +169,9 @@ class Instance:
     def rejoin(self, t: float) -> None:
         """Back in service at ``t`` (``--recover``), empty: a fresh KV cache, its counters kept."""
         kv = self.scheduler.kv
-        self.scheduler.kv = KVCache(kv.num_blocks, kv.block_size)
         if self.prefix_cache:
             self.prefix_cache.clear()
+        self.scheduler.kv = KVCache(kv.num_blocks, kv.block_size, self.prefix_cache)
         self.failed, self.clock = False, max(self.clock, t)
 
     def unfinished(self) -> list[RequestRecord]:

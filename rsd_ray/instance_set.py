@@ -14,7 +14,7 @@ from rsd_ray.request import Request, RequestRecord, Submit
 class InstanceSet:
     def __init__(self, engine, instances: list[tuple[int, object, object]], num_blocks: int, spans: bool = True):
         """``instances``: (instance id, card group, GroupSync) of each instance, in instance order."""
-        caches = make_caches(engine, num_blocks, len(instances)) or [None] * len(instances)
+        caches = make_caches(engine, len(instances)) or [None] * len(instances)
         self.instances = {iid: Instance(iid, group, sync, engine, num_blocks, spans, cache)
                           for (iid, group, sync), cache in zip(instances, caches)}
         self.syncs = [inst.sync for inst in self.instances.values()]

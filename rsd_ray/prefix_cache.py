@@ -1,17 +1,27 @@
-"""Automatic prefix caching of one instance, as vLLM's: a prompt's leading blocks already in the cache are
-not computed again.
+"""Automatic prefix caching of one instance, as vLLM's: computed prompt blocks are kept, shared and reused.
 
 A prompt is a chain of block hashes (a trace's ``hash_ids``: Mooncake's are 512-token blocks, each id
-naming its block *and* everything before it, so equal leading ids mean an equal prefix). On admission a
-request looks its chain up: the leading ids found are hits (``hash_block_tokens`` tokens each, at most
-prompt − 1 so one token is always computed and sampled from), the rest is prefilled; then its whole chain
-is in the cache, most recently used. Capacity is the instance's KV blocks counted in hash blocks; beyond
-it the least recently used blocks are evicted.
+naming its block *and* everything before it, so equal leading ids mean an equal prefix). A cached block is
+``hash_block_tokens`` of KV, ``size`` of the engine's KV blocks, and lives in the instance's one pool::
 
-Simplifications (documented, not hidden): a hit's blocks are still charged to the request's KV (sharing
-does not save memory here, only compute); a prompt's blocks enter the cache when it is admitted, not when
-its prefill ends; a preempted request recomputes from scratch. Counters use vLLM's meaning:
-``prefix_cache_queries`` / ``prefix_cache_hits`` in tokens.
+    holders   {h1: 2, h2: 2, h7: 1, h4: 0, h5: 0}     requests holding each cached block
+    free      [h4, h5]                                 holders = 0, least recently freed first
+    pool      num_blocks = own blocks + size·(held cached) + free  (free counts the cached free blocks)
+
+- **Lookup** (a waiting request about to join): the leading hashes of its prompt found in the cache, whole
+  blocks only and at most ``num_tokens − 1`` tokens (one is always computed and sampled from); they start
+  the request with those tokens computed.
+- **Pin**: the request holds them (reference-counted); a free one leaves the free pool.
+- **Insert**: a full prompt block the request has just computed becomes cached, held by it (its own KV
+  block changes hands, memory unchanged); a block another request cached first stays its own.
+- **Release** (finished, preempted, aborted): holders − 1; blocks nobody holds go free, tail first, so a
+  prompt's leading blocks are the last of it to go.
+- **Trim**: free cached blocks are free memory; when allocations leave fewer free blocks than that, the
+  least recently freed are overwritten (evicted). Blocks someone holds are never evicted.
+
+Counters use vLLM's meaning: ``prefix_cache_queries`` / ``prefix_cache_hits`` in tokens, counted on every
+admission. Simplifications: only prompt blocks are hashed (a trace names nothing else), and a block is
+cached when the step that computes it ends.
 """
 from __future__ import annotations
 
@@ -19,36 +29,67 @@ from collections import OrderedDict
 
 
 class PrefixCache:
-    def __init__(self, capacity_blocks: int, block_tokens: int):
-        self.capacity, self.block_tokens = max(1, capacity_blocks), block_tokens
-        self.blocks: OrderedDict[int, None] = OrderedDict()     # hash → None, least recently used first
+    def __init__(self, block_tokens: int, size: int):
+        self.block_tokens, self.size = block_tokens, size   # tokens per hash block; KV blocks per hash block
+        self.holders: dict[int, int] = {}
+        self.free: OrderedDict[int, None] = OrderedDict()
         self.queries = self.hits = 0
 
-    def admit(self, hash_ids: tuple[int, ...], prompt_len: int) -> int:
-        """Tokens of this prompt already cached (the request starts with them computed)."""
-        found = 0
-        for h in hash_ids:
-            if h not in self.blocks:
+    def lookup(self, hash_ids: tuple[int, ...], prompt_len: int, num_tokens: int,
+               free_blocks: int) -> tuple[tuple[int, ...], int]:
+        """The prompt's leading cached blocks, and the KV blocks pinning them takes out of the free pool."""
+        self.trim(free_blocks)
+        limit = min(len(hash_ids), prompt_len // self.block_tokens, (num_tokens - 1) // self.block_tokens)
+        hits = []
+        for h in hash_ids[:limit]:
+            if h not in self.holders:
                 break
-            found += 1
-        hit = min(found * self.block_tokens, prompt_len - 1)
-        for h in hash_ids:
-            self.blocks[h] = None
-            self.blocks.move_to_end(h)
-        while len(self.blocks) > self.capacity:
-            self.blocks.popitem(last=False)
-        self.queries += prompt_len
-        self.hits += hit
-        return hit
+            hits.append(h)
+        return tuple(hits), self.size * sum(1 for h in hits if not self.holders[h])
+
+    def pin(self, hits: tuple[int, ...], num_tokens: int) -> None:
+        for h in hits:
+            if not self.holders[h]:
+                del self.free[h]
+            self.holders[h] += 1
+        self.queries += num_tokens
+        self.hits += len(hits) * self.block_tokens
+
+    def insert(self, hash_ids: tuple[int, ...], first: int, end: int) -> list[int]:
+        """Prompt blocks ``first`` to ``end`` were just computed: the ones not cached yet become cached,
+        held by the request that computed them; returns those."""
+        taken = []
+        for h in hash_ids[first:end]:
+            if h not in self.holders:
+                self.holders[h] = 1
+                taken.append(h)
+        return taken
+
+    def release(self, held: list[int]) -> int:
+        """A request lets go of its cached blocks; returns the KV blocks that went free."""
+        freed = 0
+        for h in reversed(held):
+            self.holders[h] -= 1
+            if not self.holders[h]:
+                self.free[h] = None
+                freed += self.size
+        return freed
+
+    def trim(self, free_blocks: int) -> None:
+        """Evict the least recently freed blocks until the free cached ones fit in ``free_blocks``."""
+        while self.size * len(self.free) > free_blocks:
+            h, _ = self.free.popitem(last=False)
+            del self.holders[h]
 
     def clear(self) -> None:
         """The instance lost its KV (a restarted card): nothing is cached; counters are kept."""
-        self.blocks.clear()
+        self.holders.clear()
+        self.free.clear()
 
 
-def make_caches(engine, num_blocks: int, count: int) -> list | None:
+def make_caches(engine, count: int) -> list | None:
     """One cache per instance when ``engine.enable_prefix_caching``, else None."""
     if not engine.enable_prefix_caching:
         return None
-    capacity = num_blocks * engine.block_size // engine.hash_block_tokens
-    return [PrefixCache(capacity, engine.hash_block_tokens) for _ in range(count)]
+    return [PrefixCache(engine.hash_block_tokens, engine.hash_block_tokens // engine.block_size)
+            for _ in range(count)]

@@ -11,7 +11,8 @@ class Request:
     ``num_computed`` catches up with ``num_tokens`` (prompt + outputs so far);
     when it does, the step samples one more output token."""
     __slots__ = ("rid", "arrival", "prompt_len", "max_tokens", "num_computed", "num_output", "blocks",
-                 "token_times", "preemptions", "instance", "retries", "reported", "scheduled", "hash_ids")
+                 "token_times", "preemptions", "instance", "retries", "reported", "scheduled", "hash_ids",
+                 "pinned", "shared")
 
     def __init__(self, rid: int, arrival: float, prompt_len: int, max_tokens: int):
         self.rid, self.arrival, self.prompt_len, self.max_tokens = rid, arrival, prompt_len, max_tokens
@@ -21,6 +22,8 @@ class Request:
         self.reported = 0            # token times already sent out as token events
         self.scheduled = None        # start of the first step that computed any of its tokens
         self.hash_ids: tuple[int, ...] = ()
+        self.pinned: list[int] = []  # cached prompt blocks it holds (prefix caching), and their KV blocks:
+        self.shared = 0
 
     @classmethod
     def from_submit(cls, s) -> "Request":

@@ -78,19 +78,29 @@ class Scheduler:
                 budget -= n
                 i += 1
         while not preempted and self.waiting and budget > 0 and len(self.running) < self.max_seqs:
-            req = self.waiting[0]
-            lacking = req.num_tokens - req.num_computed
+            req = self.waiting[0]                 # holds no blocks: it starts from its cached prefix, if any
+            hits, cached, reclaim = kv.cached_prefix(req)
+            lacking = req.num_tokens - cached
             n = min(lacking, budget)
-            if (n < lacking and not self.chunked) or not kv.can_allocate(req, n):
+            if (n < lacking and not self.chunked) or self._joining(cached, n, reclaim) > kv.free_blocks:
                 break
-            if self.reserve and self._to_finish(req) + sum(map(self._to_finish, self.running)) > kv.free_blocks:
+            if self.reserve and (self._joining(cached, req.prompt_len + req.max_tokens - cached, reclaim)
+                                 + sum(map(self._to_finish, self.running)) > kv.free_blocks):
                 break
             self.waiting.popleft()
             self.running.append(req)
+            kv.pin(req, hits, reclaim)
             kv.allocate(req, n)
             out.append((req, n))
             budget -= n
+        kv.trim()
         return SchedulerOutput(tuple(out), self._shape(out), preempted)
+
+    def _joining(self, cached: int, tokens: int, reclaim: int) -> int:
+        """KV blocks a waiting request takes to join with ``cached`` tokens found cached and ``tokens`` more:
+        its own new blocks, and the free cached blocks it pins."""
+        bs = self.kv.block_size
+        return -(-(cached + tokens) // bs) - cached // bs + reclaim
 
     def _to_finish(self, req: Request) -> int:
         """KV blocks ``req`` may still take before it finishes (its whole prompt + max_tokens)."""
@@ -132,15 +142,16 @@ class Scheduler:
 
     def apply_span(self, span: Span, ends: list[float]) -> list[Request]:
         """The first ``len(ends)`` steps of ``span`` ran, ending at ``ends``; returns finished requests."""
-        m, finished, kv = len(ends), [], self.kv
+        m, kv = len(ends), self.kv
         for req in span.requests:
             kv.allocate(req, m)            # what m single steps would have allocated, one by one
             req.num_computed += m
             req.num_output += m
             req.token_times.extend(ends)
-            if req.num_output >= req.max_tokens:
-                finished.append(req)
-                kv.free(req)
+        kv.trim()                          # as the last step's schedule() would, before anything finishes
+        finished = [req for req in span.requests if req.num_output >= req.max_tokens]
+        for req in finished:
+            kv.free(req)
         if finished:
             done = set(map(id, finished))
             self.running = [r for r in self.running if id(r) not in done]
@@ -151,6 +162,7 @@ class Scheduler:
         finished = []
         for req, n in out.scheduled:
             req.num_computed += n
+            self.kv.cache_computed(req, req.num_computed - n)
             if req.num_computed == req.num_tokens:
                 req.num_output += 1
                 req.token_times.append(t_end)

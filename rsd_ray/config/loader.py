@@ -210,6 +210,10 @@ def validate_run(spec: RunSpec, where: str) -> None:
         raise ConfigError(where, "engine.max_num_batched_tokens", spec.engine.max_num_batched_tokens,
                           f"without chunked prefill a whole prompt must fit one step: use ≥ {max_len} "
                           "or enable_chunked_prefill: true")
+    e = spec.engine
+    if e.enable_prefix_caching and e.hash_block_tokens % e.block_size:
+        raise ConfigError(where, "engine.hash_block_tokens", e.hash_block_tokens,
+                          f"a cached block must be whole KV blocks: use a multiple of block_size ({e.block_size})")
     blocks = spec.engine.num_blocks_override
     if blocks and blocks * spec.engine.block_size < max_len:
         raise ConfigError(where, "engine.num_blocks_override", blocks,

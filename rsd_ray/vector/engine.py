@@ -38,7 +38,7 @@ class VectorEngine:
         self.syncs = [sync for _, _, sync in instances]
         n = len(instances)
         self.table = RequestTable()
-        self.sched = BatchScheduler(engine, [num_blocks] * n, self.table, make_caches(engine, num_blocks, n))
+        self.sched = BatchScheduler(engine, [num_blocks] * n, self.table, make_caches(engine, n))
         self.overlap = engine.async_scheduling
         self.clock, self.busy = np.zeros(n), np.zeros(n)
         self.steps, self.out_tokens, self.computed = (np.zeros(n, dtype=np.int64) for _ in range(3))

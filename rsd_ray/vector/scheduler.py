@@ -56,11 +56,6 @@ class BatchScheduler:
         while n < len(pending) and arrival[pending[n]] <= clock:
             n += 1
         if n:
-            if self.caches:
-                t, cache = self.t, self.caches[i]
-                for r in pending[:n]:
-                    if not t.output[r]:
-                        t.computed[r] = cache.admit(t.hash_ids.get(r, ()), int(t.prompt[r]))
             self.waiting[i].extend(pending[:n])
             del pending[:n]
 
@@ -83,8 +78,17 @@ class BatchScheduler:
             self.run[i, slot:n - 1] = self.run[i, slot + 1:n].copy()
             self.run[i, n - 1] = -1
             self.nrun[i] -= 1
-        self.free[i] += self.t.blocks[r]
-        self.t.blocks[r] = 0
+        self._release(i, r)
+
+    def _release(self, i: int, r: int) -> None:
+        """Row ``r`` gives back its own KV blocks and lets go of the cached ones it holds."""
+        t = self.t
+        self.free[i] += t.blocks[r]
+        t.blocks[r] = 0
+        held = t.pinned.pop(r, None)
+        if held:
+            self.free[i] += self.caches[i].release(held)
+            t.shared[r] = 0
 
     def clear(self, i: int) -> None:
         """Instance ``i`` holds nothing (its rows were released); free slots of the matrix are -1."""
@@ -93,7 +97,8 @@ class BatchScheduler:
         self.waiting[i].clear()
 
     def _need(self, r: int, n: int) -> int:
-        return max(0, -(-(int(self.t.computed[r]) + n) // self.block) - int(self.t.blocks[r]))
+        t = self.t
+        return max(0, -(-(int(t.computed[r]) + n) // self.block) - int(t.blocks[r]) - int(t.shared[r]))
 
     def _to_finish(self, r: int) -> int:
         """KV blocks row ``r`` may still take before it finishes (``admission: reserve``)."""
@@ -113,7 +118,7 @@ class BatchScheduler:
         lacking = np.where(valid, t.prompt[safe] + t.output[safe] - computed, 0)
         before = np.cumsum(lacking, axis=1) - lacking
         n = np.clip(self.budget - before, 0, lacking)
-        need = np.where(n > 0, np.maximum(0, -(-(computed + n) // self.block) - t.blocks[safe]), 0)
+        need = np.where(n > 0, np.maximum(0, -(-(computed + n) // self.block) - t.blocks[safe] - t.shared[safe]), 0)
         short = (np.cumsum(need, axis=1) > self.free[inst, None]).any(axis=1)
         ok = ~short
         take = (n > 0) & ok[:, None]
@@ -132,6 +137,9 @@ class BatchScheduler:
             i = int(inst[k])
             if self.waiting[i]:
                 self._admit(i, int(budget[k]), tokens[k])
+        if self.caches:
+            for i in inst.tolist():
+                self.caches[i].trim(int(self.free[i]))
         width = int(self.nrun[inst].max()) if len(inst) else 0
         return tokens[:, :width], self.run[inst, :width], preempted
 
@@ -161,8 +169,8 @@ class BatchScheduler:
         self.nrun[i] -= 1
         victim = int(self.run[i, self.nrun[i]])
         self.run[i, self.nrun[i]] = -1
-        self.free[i] += t.blocks[victim]
-        t.blocks[victim] = t.computed[victim] = 0
+        self._release(i, victim)
+        t.computed[victim] = 0
         t.preemptions[victim] += 1
         self.waiting[i].appendleft(victim)
         self.preemptions[i] += 1
@@ -173,22 +181,55 @@ class BatchScheduler:
         each one's tokens go in its new running slot of ``tokens``."""
         t, waiting = self.t, self.waiting[i]
         while waiting and budget > 0 and self.nrun[i] < self.max_seqs:
-            r = waiting[0]
-            lacking = int(t.prompt[r] + t.output[r] - t.computed[r])
+            r = waiting[0]                        # holds no blocks: it starts from its cached prefix, if any
+            hits, cached, reclaim = self._cached_prefix(i, r)
+            lacking = int(t.prompt[r] + t.output[r]) - cached
             n = min(lacking, budget)
-            need = self._need(r, n)
-            if (n < lacking and not self.chunked) or need > self.free[i]:
+            own = -(-(cached + n) // self.block) - cached // self.block
+            if (n < lacking and not self.chunked) or own + reclaim > self.free[i]:
                 break
-            if self.reserve and self._to_finish(r) + sum(map(self._to_finish, self.run[i, :self.nrun[i]])) \
-                    > self.free[i]:
+            if self.reserve and (-(-int(t.prompt[r] + t.max_tokens[r]) // self.block) - cached // self.block + reclaim
+                                 + sum(map(self._to_finish, self.run[i, :self.nrun[i]])) > self.free[i]):
                 break
             waiting.popleft()
             tokens[self.nrun[i]] = n
             self.run[i, self.nrun[i]] = r
             self.nrun[i] += 1
-            t.blocks[r] += need
-            self.free[i] -= need
+            if self.caches:
+                self._pin(i, r, hits, cached, reclaim)
+            t.blocks[r] += own
+            self.free[i] -= own
             budget -= n
+
+    def _cached_prefix(self, i: int, r: int) -> tuple[tuple[int, ...], int, int]:
+        """Row ``r``'s cached leading blocks on instance ``i``: (hashes, tokens, KV blocks pinning them takes)."""
+        hashes = self.t.hash_ids.get(r) if self.caches else None
+        if not hashes:
+            return (), 0, 0
+        cache, t = self.caches[i], self.t
+        hits, reclaim = cache.lookup(hashes, int(t.prompt[r]), int(t.prompt[r] + t.output[r]), int(self.free[i]))
+        return hits, len(hits) * cache.block_tokens, reclaim
+
+    def _pin(self, i: int, r: int, hits: tuple[int, ...], cached: int, reclaim: int) -> None:
+        """Row ``r`` joins holding its cached blocks: they count as computed."""
+        cache, t = self.caches[i], self.t
+        cache.pin(hits, int(t.prompt[r] + t.output[r]))
+        self.free[i] -= reclaim
+        if hits:
+            t.pinned[r] = list(hits)
+        t.shared[r], t.computed[r] = len(hits) * cache.size, cached
+
+    def _cache_computed(self, i: int, r: int, before: int) -> None:
+        """Row ``r`` computed tokens from ``before`` on: its full prompt blocks among them are cached, held by it."""
+        t, cache = self.t, self.caches[i]
+        hashes = t.hash_ids.get(r)
+        if hashes:
+            b = cache.block_tokens
+            taken = cache.insert(hashes, before // b, min(int(t.computed[r]), int(t.prompt[r])) // b)
+            if taken:
+                t.pinned.setdefault(r, []).extend(taken)
+                t.blocks[r] -= len(taken) * cache.size
+                t.shared[r] += len(taken) * cache.size
 
     def shapes(self, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Each step's five batch-shape terms (``compiler.program.TERMS``), as the reference counts them."""
@@ -211,6 +252,10 @@ class BatchScheduler:
         took = tokens > 0
         r, n = rows[took], tokens[took]
         t.computed[r] += n
+        if self.caches:                           # rows that computed prompt tokens: their blocks are cached
+            of = np.broadcast_to(inst[:, None], tokens.shape)[took]
+            for j in np.flatnonzero(t.computed[r] - n < t.prompt[r]).tolist():
+                self._cache_computed(int(of[j]), int(r[j]), int(t.computed[r[j]] - n[j]))
         sampled = t.computed[r] == t.prompt[r] + t.output[r]
         end = np.broadcast_to(ends[:, None], tokens.shape)[took][sampled]
         s = r[sampled]
@@ -227,6 +272,10 @@ class BatchScheduler:
         gone = rows[done]
         np.add.at(self.free, np.broadcast_to(inst[:, None], done.shape)[done], t.blocks[gone])
         t.blocks[gone] = 0
+        if self.caches:
+            for k in ks.tolist():
+                for row in finished[k]:
+                    self._release(int(inst[k]), row)
         i, d = inst[ks], done[ks]                 # the rows of ``rows`` are the matrix's running slots
         order = np.argsort(d, axis=1, kind="stable")       # the running that stay first, in their order
         kept = np.take_along_axis(rows[ks], order, axis=1)

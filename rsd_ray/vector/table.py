@@ -12,7 +12,7 @@ import numpy as np
 
 from rsd_ray.request import RequestRecord, Submit
 
-INT_COLUMNS = ("rid", "prompt", "max_tokens", "computed", "output", "blocks", "preemptions", "retries",
+INT_COLUMNS = ("rid", "prompt", "max_tokens", "computed", "output", "blocks", "shared", "preemptions", "retries",
                "instance", "offset", "reported")
 
 
@@ -25,6 +25,7 @@ class RequestTable:
         self.free_rows = list(range(capacity - 1, -1, -1))
         self.live: set[int] = set()
         self.hash_ids: dict[int, tuple[int, ...]] = {}   # row → its prompt's block hashes (when known)
+        self.pinned: dict[int, list[int]] = {}            # row → cached blocks it holds (``shared``: their KV blocks)
         self.times = np.zeros(1024)
         self.times_end = 0                       # first unused slot of ``times``
 
@@ -64,7 +65,7 @@ class RequestTable:
         done = len(s.token_times)
         self.arrival[r], self.rid[r], self.prompt[r], self.max_tokens[r] = s.arrival, s.rid, s.prompt_len, s.max_tokens
         self.scheduled[r] = np.nan
-        self.computed[r], self.output[r], self.blocks[r], self.reported[r] = 0, done, 0, done
+        self.computed[r], self.output[r], self.blocks[r], self.shared[r], self.reported[r] = 0, done, 0, 0, done
         self.preemptions[r], self.retries[r], self.instance[r] = s.preemptions, s.retries, instance
         if done:
             self.times[self.offset[r]:self.offset[r] + done] = s.token_times
@@ -92,4 +93,5 @@ class RequestTable:
     def release(self, r: int) -> None:
         self.live.discard(r)
         self.hash_ids.pop(r, None)
+        self.pinned.pop(r, None)
         self.free_rows.append(r)
