@@ -234,7 +234,8 @@ class Controller:
             self.in_flight.pop(r.rid, None)
         self.records += out.finished
         self.source.done(len(out.finished))
-        self.retry += out.orphans
+        self.retry += [dataclasses.replace(o, session=self.in_flight[o.rid].session) if o.rid in self.in_flight else o
+                       for o in out.orphans]         # engines do not keep the session: the router needs it
         for r in out.recoveries:                          # before this epoch's failures: it may fail again
             self.recoveries.append(r)
             self.router.recover(r.instance)

@@ -166,19 +166,42 @@ def test_session_affinity_keeps_a_session_on_one_instance_and_moves_only_a_lost_
     assert router.choose(np.array([3, 1, 2, 5]), every, "") == 1                              # none: least loaded
 
 
-def test_a_conversation_stays_on_its_instance_in_a_run(tmp_path):
+def conversation_run(tmp_path, faults=(), answer=80):
+    """60 ShareGPT conversations of 5 ids; each request's record and the session it belongs to."""
+    from rsd_ray.faults import parse
     turns = [{"id": f"conv{i % 5}", "conversations": [{"from": "human", "value": "q" * (40 + i)},
-                                                     {"from": "gpt", "value": "a" * 80}]} for i in range(60)]
+                                                     {"from": "gpt", "value": "a" * answer}]} for i in range(60)]
     path = tmp_path / "sg.json"
     path.write_text(json.dumps(turns))
     spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=10.0, router={"policy": "session_affinity"},
                     workload={"arrival": "trace", "trace": {"format": "sharegpt", "path": str(path), "rate": 10.0}})
-    outcome = Controller(spec).run()
+    controller = Controller(spec)
+    controller.inject([parse(f, spec) for f in faults])
+    outcome = controller.run()
+    assert len(outcome.records) == 60
+    return [(r, f"conv{r.rid % 5}") for r in outcome.records]    # rid i is the i-th conversation of the file
+
+
+def test_a_conversation_stays_on_its_instance_in_a_run(tmp_path):
     by_session = {}
-    for r in outcome.records:                      # rid i is the i-th conversation of the file
-        by_session.setdefault(f"conv{r.rid % 5}", set()).add(r.instance)
-    assert len(outcome.records) == 60 and all(len(v) == 1 for v in by_session.values())
+    for r, session in conversation_run(tmp_path):
+        by_session.setdefault(session, set()).add(r.instance)
+    assert all(len(v) == 1 for v in by_session.values())
     assert len({i for v in by_session.values() for i in v}) > 1
+
+
+def test_a_lost_instances_conversations_move_whole_to_one_new_home(tmp_path):
+    records = conversation_run(tmp_path, answer=2000)                     # long answers: in flight at the fault
+    home = {session: r.instance for r, session in records}
+    lost = home["conv0"]
+    after = conversation_run(tmp_path, [f"card:{2 * lost}@1.0s"], answer=2000)           # TP 2: instance i has cards 2i, 2i+1
+    moved = {}
+    for r, session in after:
+        if session in (s for s, i in home.items() if i == lost) and (r.retries or r.arrival > 1.5):
+            moved.setdefault(session, set()).add(r.instance)
+    assert any(r.retries for r, _ in after) and moved
+    assert all(len(v) == 1 and lost not in v for v in moved.values())        # retried ones too: one new home
+    assert all(r.instance == home[s] for r, s in after if home[s] != lost)    # the others never moved
 
 
 def test_spans_equal_step_by_step_with_prefix_caching_under_kv_pressure(tmp_path):
