@@ -181,7 +181,11 @@ class Controller:
         for sub in retry:
             self._place(sub, arrivals, force=True)
         offered = self.source.arrivals(t0, min(t_end, end)) if t0 < end else []
-        refused = [sub for sub in offered if not self._place(sub, arrivals, force=self.offline)]   # full stays full
+        full, refused = False, []
+        for sub in offered:           # a full rack stays full this epoch: the rest are refused without routing
+            if (full and sub.instance < 0) or not self._place(sub, arrivals, force=self.offline):
+                refused.append(sub)
+                full = full or sub.instance < 0
         if refused:
             self._refuse(refused, t0)
         window = not self.window_cards and t_end >= end - 1e-9 and not self.offline   # offline: the whole run

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import replace
 
 import numpy as np
 
@@ -78,7 +77,7 @@ class Workload:
         if self.spec.arrival == "closed":
             reqs = []
             while self.backlog and self.backlog[0][0] < t1:       # a retry arrives now, not at its first try
-                reqs += [replace(r, arrival=max(r.arrival, t0)) for r in heapq.heappop(self.backlog)[2]]
+                reqs += [r.sent_again(max(r.arrival, t0)) for r in heapq.heappop(self.backlog)[2]]
             reqs += [self._new(t0) for _ in range(self.idle_clients)]
             self.idle_clients = 0
             return reqs

@@ -215,3 +215,11 @@ def test_an_address_with_no_cluster_fails_fast_and_says_what_to_do(address, says
               env=env, cwd=tmp_path)
     assert res.returncode == 2 and says in res.stderr, res.stderr
     assert "Traceback" not in res.stderr and time.monotonic() - t0 < 30
+
+
+def test_a_request_sent_again_differs_only_in_its_arrival():
+    import dataclasses
+    from rsd_ray.request import Submit
+    first = Submit(7, 1.0, 100, 20, 3, (1.5, 1.6), 2, 1, (11, 12), "user-9")
+    again = first.sent_again(4.0)
+    assert again == dataclasses.replace(first, arrival=4.0) and first.arrival == 1.0
