@@ -13,8 +13,10 @@ Source: typical sustained/peak ratio reported for inference NPUs and GPUs on
 large GEMMs (60–80 %); we take the middle."""
 
 DRAM_EFFICIENCY = 0.85
-"""Fraction of DRAM bandwidth a streaming read reaches. Source: STREAM-style
-measurements on GDDR6 parts reach 80–90 % of the interface rate."""
+"""Fraction of DRAM bandwidth a streaming read reaches, for a device profile that gives no
+``dram_efficiency`` of its own (ATOM's do not). Source: STREAM-style measurements on GDDR6 parts
+reach 80–90 % of the interface rate. A device with an end-to-end decode measurement gives that
+instead (the A100 and H100 profiles: gpt-fast's 68.5 %)."""
 
 LINK_EFFICIENCY = 0.80
 """Payload fraction of a PCIe link after TLP/DLLP framing and flow control.

@@ -1,7 +1,7 @@
 """Roofline time of every command of a program on one device profile.
 
 time(command) = max(FLOPs / (peak · COMPUTE_EFFICIENCY · clock),
-                    DRAM bytes / (bandwidth · DRAM_EFFICIENCY))
+                    DRAM bytes / (bandwidth · device.dram_efficiency))
               + host-link bytes / (PCIe bandwidth · LINK_EFFICIENCY) + latency
               + COMMAND_LAUNCH_S
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rsd_ray.calibration import COMMAND_LAUNCH_S, COMPUTE_EFFICIENCY, DRAM_EFFICIENCY, FP32_SHARE_OF_FP16, LINK_EFFICIENCY
+from rsd_ray.calibration import COMMAND_LAUNCH_S, COMPUTE_EFFICIENCY, FP32_SHARE_OF_FP16, LINK_EFFICIENCY
 from rsd_ray.compiler.program import DEVICE_SYNC, EXTERNAL_HDMA, HOST, Program
 from rsd_ray.config import DeviceSpec
 
@@ -61,7 +61,7 @@ class StepCost:
         self.stacked = np.vstack([distinct[:, 0:5], distinct[:, 5:10], distinct[:, 10:15]])  # one pass for all three
         self.launch = distinct[:, 15]
         self.inv_flops = 1.0 / (peak_flops(device, dtype) * COMPUTE_EFFICIENCY)
-        self.inv_dram = 1.0 / (device.dram_bandwidth_gbps * 1e9 * DRAM_EFFICIENCY)
+        self.inv_dram = 1.0 / (device.dram_bandwidth_gbps * 1e9 * device.dram_efficiency)
         self.inv_link = 1.0 / (device.link.bandwidth_gbps * 1e9 * LINK_EFFICIENCY)
         starts, i = [0], 0
         for c in program.commands:

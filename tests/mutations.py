@@ -97,6 +97,7 @@ WRONG = [
   "start = sub.arrival + 0 * heapq.heappop(self.free_at)", FIDELITY),
  ("rsd_ray/frontend.py", "+ nbytes / min(l.bandwidth for l in path)", "", FIDELITY),
  ("rsd_ray/controller.py", "arrival=self.sent_at.get(r.rid, r.arrival)", "arrival=r.arrival", FIDELITY),
+ ("rsd_ray/costmodel.py", "* device.dram_efficiency)", "* 0.85)", FIDELITY),
  # traces, prefix caching, prefix affinity
  ("rsd_ray/prefix_cache.py", "(num_tokens - 1) // self.block_tokens", "num_tokens // self.block_tokens", PREFIX),
  ("rsd_ray/prefix_cache.py", "for h in reversed(held):", "for h in held:", PREFIX),

@@ -37,7 +37,7 @@ def test_small_decode_is_bound_by_dram_bandwidth():
     t = card.cost.segments(decode(1)).sum()
     weights = plan_memory(spec.model, 4, spec.device, spec.engine).weights
     floor = weights / (spec.device.dram_bandwidth_gbps * 1e9)
-    assert floor < t < floor / DRAM_EFFICIENCY * 1.1
+    assert floor < t < floor / spec.device.dram_efficiency * 1.1
 
 
 def test_step_time_grows_with_batch_and_context():

@@ -121,6 +121,21 @@ def test_a_command_takes_the_roofline_max_plus_launch():
     assert cost.command_times(one, clock=0.25)[0][0] == pytest.approx(4e-3 + COMMAND_LAUNCH_S)  # compute-bound now
 
 
+def test_memory_traffic_is_charged_at_the_devices_own_dram_efficiency(tmp_path):
+    """ATOM gives none (the calibration default, 85 %); the HBM GPUs give gpt-fast's measured 68.5 %."""
+    h100 = load_part("devices", "h100-sxm", "test")
+    assert (ATOM.dram_efficiency, h100.dram_efficiency) == (DRAM_EFFICIENCY, 0.685)
+    prog = _program(Command(NEURAL_ENGINE, "gemv", 0, 0, dram=(3350e9 * 1e-3, 0.0, 0.0, 0.0, 0.0)))
+    t = StepCost(prog, h100, "bf16").command_times(np.array([[1.0, 0, 0, 0, 0]]))[0][0]
+    assert t == pytest.approx(1e-3 / 0.685 + COMMAND_LAUNCH_S)               # 3.35 GB at 68.5 % of 3.35 TB/s
+    text = (CONFIG_ROOT / "devices" / "h100-sxm.yaml").read_text()
+    for bad in ("0", "1.5", ".nan"):
+        path = tmp_path / "gpu.yaml"
+        path.write_text(text.replace("dram_efficiency: 0.685", f"dram_efficiency: {bad}"))
+        with pytest.raises(ConfigError, match=f"dram_efficiency = "):
+            load_part("devices", str(path), "test")
+
+
 # --- metrics: TTFT, TPOT, ITL, E2E, percentiles, throughput windows ---------------------------------
 
 def record(rid, arrival, times, finished=True, prompt=10):

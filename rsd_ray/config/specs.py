@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional
 
+from rsd_ray.calibration import DRAM_EFFICIENCY
 from rsd_ray.config.schema import spec_field as F
 
 GIB = 1024 ** 3
@@ -56,6 +57,9 @@ class DeviceSpec:
     dram_gib: float = F(lo=0.001)
     dram_reserved_mib: float = F(0.0, lo=0.0)
     dram_bandwidth_gbps: float = F(lo=0.001)
+    dram_efficiency: float = F(DRAM_EFFICIENCY, lo=0.01, hi=1.0,
+                               doc="fraction of dram_bandwidth_gbps the cost model charges memory traffic at "
+                                   "(default: rsd_ray.calibration.DRAM_EFFICIENCY)")
     sram_mib: float = F(0.0, lo=0.0)
     link: LinkSpec = F()
     pcie_gen: int = F(5, lo=1, hi=7)
