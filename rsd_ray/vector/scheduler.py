@@ -185,10 +185,10 @@ class BatchScheduler:
             hits, cached, reclaim = self._cached_prefix(i, r)
             lacking = int(t.prompt[r] + t.output[r]) - cached
             n = min(lacking, budget)
-            own = -(-(cached + n) // self.block) - cached // self.block
+            own = self._joining(cached, n, 0)
             if (n < lacking and not self.chunked) or own + reclaim > self.free[i]:
                 break
-            if self.reserve and (-(-int(t.prompt[r] + t.max_tokens[r]) // self.block) - cached // self.block + reclaim
+            if self.reserve and (self._joining(cached, int(t.prompt[r] + t.max_tokens[r]) - cached, reclaim)
                                  + sum(map(self._to_finish, self.run[i, :self.nrun[i]])) > self.free[i]):
                 break
             waiting.popleft()
@@ -200,6 +200,11 @@ class BatchScheduler:
             t.blocks[r] += own
             self.free[i] -= own
             budget -= n
+
+    def _joining(self, cached: int, tokens: int, reclaim: int) -> int:
+        """KV blocks a waiting row takes to join with ``cached`` tokens found cached and ``tokens`` more: its own
+        new blocks, and the free cached blocks it pins (the reference's ``Scheduler._joining``)."""
+        return -(-(cached + tokens) // self.block) - cached // self.block + reclaim
 
     def _cached_prefix(self, i: int, r: int) -> tuple[tuple[int, ...], int, int]:
         """Row ``r``'s cached leading blocks on instance ``i``: (hashes, tokens, KV blocks pinning them takes)."""
