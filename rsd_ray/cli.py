@@ -22,6 +22,9 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tp", type=finite(int), help="tensor-parallel degree (cards per instance)")
     p.add_argument("--engine", help="engine preset or YAML path")
     p.add_argument("--pipeline-chunks", type=finite(int), help="layer pipelining: chunks per step (1 = off)")
+    p.add_argument("--enable-prefix-caching", action="store_true",
+                   help="vLLM's automatic prefix caching (engine.enable_prefix_caching): a prompt's cached leading "
+                        "blocks are shared, not computed again")
 
 
 def _load_args(p: argparse.ArgumentParser) -> None:
@@ -106,6 +109,8 @@ def _spec(args) -> RunSpec:
     if change:
         data = {**dataclasses.asdict(spec.workload), **change}
         spec = replace(spec, "command line", workload=read_spec(WorkloadSpec, data, "command line", "workload"))
+    if getattr(args, "enable_prefix_caching", False):
+        spec = replace(spec, "command line", engine=dataclasses.replace(spec.engine, enable_prefix_caching=True))
     return spec
 
 

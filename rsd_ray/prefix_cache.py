@@ -1,7 +1,8 @@
 """Automatic prefix caching of one instance, as vLLM's: computed prompt blocks are kept, shared and reused.
 
 A prompt is a chain of block hashes (a trace's ``hash_ids``: Mooncake's are 512-token blocks, each id
-naming its block *and* everything before it, so equal leading ids mean an equal prefix). A cached block is
+naming its block *and* everything before it, so equal leading ids mean an equal prefix; a served prompt's
+are ``chain_hashes`` of its tokens). A cached block is
 ``hash_block_tokens`` of KV, ``size`` of the engine's KV blocks, and lives in the instance's one pool::
 
     holders   {h1: 2, h2: 2, h7: 1, h4: 0, h5: 0}     requests holding each cached block
@@ -25,7 +26,20 @@ cached when the step that computes it ends.
 """
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
+
+
+def chain_hashes(tokens, block_tokens: int) -> tuple[int, ...]:
+    """The chained hashes of a prompt's full ``block_tokens`` blocks (any hashable tokens: ids or words), as
+    vLLM's: each block's hash covers its tokens and the hash before it, so equal hashes mean an equal prefix.
+    A stable digest (not Python's salted ``hash``) keeps them the same in every process."""
+    out, prev = [], b""
+    for j in range(len(tokens) // block_tokens):
+        block = repr(tuple(tokens[j * block_tokens:(j + 1) * block_tokens])).encode()
+        prev = hashlib.blake2b(prev + block, digest_size=8).digest()
+        out.append(int.from_bytes(prev, "little") >> 1)
+    return tuple(out)
 
 
 class PrefixCache:

@@ -53,6 +53,15 @@ def test_the_cache_hits_whole_leading_blocks_shares_them_and_evicts_only_free_on
     assert not cache.holders and (cache.queries, cache.hits) == (2100, 1536)
 
 
+def test_chained_hashes_name_a_block_and_everything_before_it():
+    from rsd_ray.prefix_cache import chain_hashes
+    a, b = chain_hashes("x y z w".split() * 2, 4), chain_hashes("q y z w x y z w".split(), 4)
+    assert len(a) == 2 and a[0] != a[1]                       # the same words, another place: another block
+    assert a[0] != b[0] and a[1] != b[1]                       # an equal block after a different one differs
+    assert chain_hashes("x y z w x y z w k".split(), 4) == a   # a partial last block is not hashed
+    assert chain_hashes([1, 2, 3, 4], 4) == chain_hashes([1, 2, 3, 4], 4) != chain_hashes([1, 2, 3, 5], 4)
+
+
 def scheduler(num_blocks, cache=True):
     from rsd_ray.config.specs import EngineSpec
     from rsd_ray.kv_cache import KVCache
@@ -270,3 +279,32 @@ def test_blocks_evicted_while_a_request_decodes_stay_evicted_when_it_finishes(sp
     s.add(request(2, (1, 2, 4), max_tokens=1))
     s.schedule()
     assert s.running[0].num_computed == 512
+
+
+def test_a_served_rack_hashes_what_clients_send_and_reuses_their_prefixes(tmp_path):
+    """One word a token, 16-token hash blocks. A chat of a 100-word system prompt and a 10-word question is
+    4 + 100 + 4 + 10 + 4 = 122 tokens: 7 full blocks. Sent again: 7 blocks (112 tokens) hit; its next turn
+    (the answer and a new question appended) shares the same first 118 tokens: 112 hit again."""
+    import time
+    from tests.serve_helpers import LiveServer, openai_client
+    config = tmp_path / "run.yaml"
+    config.write_text("engine: {hash_block_tokens: 16}\nrouter: {policy: prefix_affinity}\n")
+    live = LiveServer(tmp_path, "--config", str(config), "--rack", "mini", "--model", "tiny-llama", "--tp", "4",
+                      "--enable-prefix-caching")
+    try:
+        client = openai_client(live.base)
+        first = [{"role": "system", "content": " ".join(f"s{i}" for i in range(100))},
+                 {"role": "user", "content": " ".join(f"q{i}" for i in range(10))}]
+        turn = first + [{"role": "assistant", "content": " ".join(f"a{i}" for i in range(20))},
+                        {"role": "user", "content": "and then what ?"}]
+        other = [{"role": "system", "content": " ".join(f"x{i}" for i in range(100))}]
+        for messages in (first, first, turn, other):
+            r = client.chat.completions.create(model="tiny-llama", messages=messages, max_tokens=2,
+                                               extra_body={"ignore_eos": True})
+            assert r.usage.completion_tokens == 2
+        time.sleep(0.5)
+        queries, hits = live.total("vllm:prefix_cache_queries_total"), live.total("vllm:prefix_cache_hits_total")
+    finally:
+        code, _ = live.stop()
+    assert queries == 122 + 122 + (122 - 4 + 4 + 20 + 4 + 4 + 4) + (4 + 100 + 4)
+    assert hits == 112 + 112 and code == 0

@@ -71,6 +71,7 @@ class Ticket:
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     ended: bool = False
     session: str = ""                     # the client's ``user``: session-affinity routing
+    hash_ids: tuple[int, ...] = ()        # the prompt's chained block hashes: prefix caching and routing
 
     def finish_reason(self, generated: int) -> str:
         return "stop" if self.stop_at is not None or generated < self.max_tokens else "length"
@@ -103,7 +104,7 @@ class Gateway:
     # --- the handlers' side ---------------------------------------------------------------------------
     def submit(self, prompt_len: int, output_len: int, instance: int = -1, max_tokens: int | None = None,
                arrival_wall: float | None = None, stops: tuple[str, ...] = (), pieces: list[str] | None = None,
-               session: str = "") -> Ticket:
+               session: str = "", hash_ids: tuple[int, ...] = ()) -> Ticket:
         """A request that reached the server at ``arrival_wall`` (monotonic; default now). With ``stops``, the
         rack is asked for the tokens up to the first stop word (the text is known in advance here: ``pieces``,
         each token's, in functional mode; performance mode's words otherwise)."""
@@ -117,7 +118,8 @@ class Gateway:
             rid = self.next_id
             stop_at = stop_index(rid, output_len, stops, pieces)
             ticket = Ticket(rid, prompt_len, output_len if stop_at is None else stop_at + 1, instance,
-                            max_tokens or output_len, stop_at, arrival_wall or time.monotonic(), loop, session=session)
+                            max_tokens or output_len, stop_at, arrival_wall or time.monotonic(), loop, session=session,
+                            hash_ids=hash_ids)
             self.next_id += 1
             self.incoming.append(ticket)
         return ticket
@@ -174,7 +176,7 @@ class Gateway:
             self.fresh = due
             self.counts["accepted"] += len(due)
         return [Submit(k.rid, self.pacer.virtual(k.arrival_wall), k.prompt_len, k.output_len, k.instance,
-                       session=k.session) for k in due]
+                       hash_ids=k.hash_ids, session=k.session) for k in due]
 
     def refused(self, subs: list[Submit], t: float) -> int:
         healthy = self.controller.router.healthy

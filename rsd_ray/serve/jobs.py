@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from rsd_ray.prefix_cache import chain_hashes
 from rsd_ray.serve.gateway import Gateway, Refused, Ticket
 from rsd_ray.serve.protocol import ApiError, ChatBody, Message
 from rsd_ray.serve.text import SYSTEM_FINGERPRINT, OutputLengths, Tokens, word
@@ -30,6 +31,7 @@ class ServeContext:
     version: str
     metrics: Any = None              # rsd_ray.serve.metrics.RackMetrics
     writer: Any = None               # rsd_ray.functional.writer.FunctionalWriter: real text (--model DIR)
+    hash_block_tokens: int = 0       # prompts' chained block hashes, for prefix caching and routing (0: none)
 
     @property
     def fingerprint(self) -> str:
@@ -122,6 +124,18 @@ def _prompt_ids(ctx: ServeContext, body) -> list[int]:
     return ids
 
 
+def _prompt_hashes(ctx: ServeContext, body, ids: list[int] | None) -> tuple[int, ...]:
+    """The prompt's chained block hashes, over the tokens it was counted by."""
+    if ids is not None:
+        units = ids
+    elif isinstance(body, ChatBody):
+        units = ctx.tokens.chat_units([(m.role, _content(m)) for m in body.messages])
+    else:
+        prompt = _prompt(body)
+        units = ctx.tokens.units(prompt) if isinstance(prompt, str) else prompt
+    return chain_hashes(units, ctx.hash_block_tokens)
+
+
 def _content(m: Message) -> str:
     if isinstance(m.content, list):
         return " ".join(str(part.get("text", "")) for part in m.content)
@@ -156,7 +170,8 @@ def admit(ctx: ServeContext, body, kind: str, instance: int | None, arrival_wall
     out_len = len(pieces) if pieces is not None else ctx.lengths(max_tokens, body.min_tokens, body.ignore_eos)
     try:
         ticket = ctx.gateway.submit(prompt_len, out_len, -1 if instance is None else instance, max_tokens,
-                                    arrival_wall, tuple(s.strip() for s in stops if s.strip()), pieces, body.user or "")
+                                    arrival_wall, tuple(s.strip() for s in stops if s.strip()), pieces, body.user or "",
+                                    _prompt_hashes(ctx, body, ids) if ctx.hash_block_tokens else ())
     except Refused as err:
         raise ApiError(err.status, err.message) from None
     prefix = "chatcmpl" if kind == "chat" else "cmpl"

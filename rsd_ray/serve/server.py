@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from rsd_ray.config import ConfigError
 from rsd_ray.controller import Controller
+from rsd_ray.router import POLICIES
 from rsd_ray.serve.gateway import Gateway
 from rsd_ray.serve.metrics import RackMetrics
 from rsd_ray.serve.jobs import ServeContext
@@ -78,9 +79,10 @@ class RackServer:
             if writer.tokenizer is None:
                 raise ConfigError(spec.model.checkpoint, "tokenizer.json", "missing", "serving real text needs "
                                   "the checkpoint's tokenizer.json (make-model writes one)")
+        hashing = spec.engine.enable_prefix_caching or getattr(POLICIES[spec.router.policy], "uses_prefix", False)
         self.ctx = ServeContext(self.gateway, model, max_len, len(self.controller.instance_server),
                                 Tokens(options.tokenizer), OutputLengths(spec.workload.output, max_len, spec.seed + 2),
-                                version, self.metrics, writer)
+                                version, self.metrics, writer, spec.engine.hash_block_tokens if hashing else 0)
         self.spec = spec
         self.outcome = None
         self.failed: BaseException | None = None

@@ -34,12 +34,22 @@ class Tokens:
             self.tokenizer = Tokenizer.from_file(tokenizer_path)
 
     def count(self, text: str) -> int:
-        if self.tokenizer is not None:
-            return max(1, len(self.tokenizer.encode(text).ids))
-        return max(1, len(text.split()))
+        return max(1, len(self.units(text)))
 
     def count_chat(self, contents: list[str]) -> int:
         return sum(self.count(c) for c in contents) + CHAT_TOKENS_PER_MESSAGE * len(contents) + CHAT_REPLY_TOKENS
+
+    def units(self, text: str) -> list:
+        """The prompt's tokens as this rule reads them: the tokenizer's ids, else the words."""
+        return self.tokenizer.encode(text).ids if self.tokenizer is not None else text.split()
+
+    def chat_units(self, messages: list[tuple[str, str]]) -> list:
+        """A chat's tokens for prefix hashing: each (role, content) as its role header and its units, then the
+        reply's header — the same length ``count_chat`` gives (an empty message aside)."""
+        out = []
+        for role, content in messages:
+            out += [("header", role)] * CHAT_TOKENS_PER_MESSAGE + self.units(content)
+        return out + [("reply",)] * CHAT_REPLY_TOKENS
 
 
 def word(rid: int, i: int) -> str:
