@@ -105,7 +105,7 @@ class Controller:
         max_len = spec.engine.max_model_len or spec.model.max_seq_len
         if source is None and spec.workload.arrival == "trace":
             from rsd_ray.traces.source import TraceSource
-            source = TraceSource(spec.workload.trace, max_len, spec.seed + 1)
+            source = TraceSource(spec.workload.trace, max_len, spec.seed + 1, spec.engine.hash_block_tokens)
         self.source = source or Workload(spec.workload, spec.rack.servers, max_len, spec.seed + 1)
         if spec.model.checkpoint and source is None:     # a checkpoint's weights write the requests' tokens
             from rsd_ray.functional.source import FunctionalSource
@@ -228,7 +228,7 @@ class Controller:
         self.in_flight.pop(sub.rid, None)
         self.errored.append((sub.rid, reason))
         self.records.append(sub.record(reason))
-        self.source.done(1)
+        self.source.done(self.records[-1:])
 
     def _book(self, out: EpochOut) -> None:
         for rid, times in out.tokens:                     # a lost host's requests keep what was streamed
@@ -237,7 +237,7 @@ class Controller:
         for r in out.finished:
             self.in_flight.pop(r.rid, None)
         self.records += out.finished
-        self.source.done(len(out.finished))
+        self.source.done(out.finished)
         self.retry += [dataclasses.replace(o, session=self.in_flight[o.rid].session) if o.rid in self.in_flight else o
                        for o in out.orphans]         # engines do not keep the session: the router needs it
         for r in out.recoveries:                          # before this epoch's failures: it may fail again

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from rsd_ray.config import LengthSpec, WorkloadSpec
-from rsd_ray.request import Submit
+from rsd_ray.request import RequestRecord, Submit
 
 RETRY_BACKOFF_S = 0.1        # first wait of a refused closed-loop client (OpenAI's SDK starts near 0.5 s)
 RETRY_BACKOFF_MAX_S = 2.0    # the wait stops doubling here
@@ -90,10 +90,10 @@ class Workload:
             self.next_arrival += self._gap()
         return reqs
 
-    def done(self, count: int) -> None:
-        """``count`` accepted requests ended (finished or errored): their clients are free."""
+    def done(self, records: list[RequestRecord]) -> None:
+        """These accepted requests ended (finished or errored): their clients are free."""
         if self.spec.arrival == "closed":
-            self.idle_clients += count
+            self.idle_clients += len(records)
 
     def refused(self, reqs: list[Submit], t: float) -> int:
         """The router refused these at ``t``. Closed-loop clients back off and send them again;
@@ -120,7 +120,7 @@ class OpenLoopSource:
     is dropped (counted as refused)."""
     offline = False
 
-    def done(self, count: int) -> None:
+    def done(self, records: list[RequestRecord]) -> None:
         pass
 
     def refused(self, reqs: list[Submit], t: float) -> int:

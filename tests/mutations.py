@@ -128,6 +128,10 @@ WRONG = [
  ("rsd_ray/traces/readers.py", "if r.t < last:", "if False:", PREFIX),
  ("rsd_ray/router/session_affinity.py", "if eligible[owner]:", "if True:", PREFIX),
  ("rsd_ray/traces/source.py", "session=row.session", "session=\"\"", PREFIX),
+ ("rsd_ray/traces/source.py", "r.finish + self.spec.think_s", "r.finish", PREFIX),
+ ("rsd_ray/traces/source.py", "(conversation << 20) + j", "j", PREFIX),
+ ("rsd_ray/traces/source.py", "turn < len(row.later)", "turn < len(row.later) - 1", PREFIX),
+ ("rsd_ray/traces/readers.py", "(sum(len(t) for _, t in texts[:k]) if exchanges else 0)", "0", PREFIX),
 ]
 HANG_S = 300
 TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_vector.py"]

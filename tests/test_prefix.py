@@ -308,3 +308,42 @@ def test_a_served_rack_hashes_what_clients_send_and_reuses_their_prefixes(tmp_pa
         code, _ = live.stop()
     assert queries == 122 + 122 + (122 - 4 + 4 + 20 + 4 + 4 + 4) + (4 + 100 + 4)
     assert hits == 112 + 112 and code == 0
+
+
+def multi_turn_run(tmp_path, conversations, **trace):
+    """ShareGPT conversations of three exchanges (100-token questions, 50-token answers), replayed turn by turn."""
+    convs = [{"id": f"c{i}", "conversations": [{"from": f, "value": "x" * n} for f, n in
+                                               [("human", 400), ("gpt", 200)] * 3]} for i in range(conversations)]
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps(convs))
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=20.0, router={"policy": "session_affinity"},
+                    engine={"enable_prefix_caching": True, "hash_block_tokens": 16},
+                    workload={"arrival": "trace", "trace": {"format": "sharegpt", "path": str(path), "rate": 2.0,
+                                                            "multi_turn": True, **trace}})
+    return spec, Controller(spec).run()
+
+
+def test_a_multi_turn_conversation_asks_again_after_each_answer_and_finds_its_history_cached(tmp_path):
+    """Turn prompts 100, 100 + 50 + 100 = 250 and 400 tokens; cached before them: 6 blocks of 16 (96 tokens),
+    then 15 (240): every question after the first hits its conversation's history."""
+    spec, outcome = multi_turn_run(tmp_path, 1, think_s=0.5)
+    turns = sorted(outcome.records, key=lambda r: r.arrival)
+    assert [(r.prompt_len, r.output_len) for r in turns] == [(100, 50), (250, 50), (400, 50)]
+    for before, after in zip(turns, turns[1:]):             # sent think_s after the answer, at an epoch's start
+        assert before.finish + 0.5 <= after.arrival < before.finish + 0.5 + spec.epoch_s
+    [inst] = {r.instance for r in turns}
+    frame = next(f for f in outcome.instances if f.instance == inst)
+    assert (frame.prefix_cache_queries, frame.prefix_cache_hits) == (100 + 250 + 400, 96 + 240)
+
+
+def test_many_conversations_replay_every_turn_and_each_finds_its_history(tmp_path):
+    _, outcome = multi_turn_run(tmp_path, 20)
+    assert len(outcome.records) == 60 and all(r.finish is not None for r in outcome.records)
+    assert sum(f.prefix_cache_hits for f in outcome.instances) == 20 * (96 + 240)   # every later turn: its history
+
+
+def test_multi_turn_is_for_conversations():
+    from rsd_ray.config import ConfigError
+    with pytest.raises(ConfigError, match="multi_turn = True — only ShareGPT has conversations"):
+        load_run(None, workload={"arrival": "trace", "trace": {"format": "mooncake", "path": __file__,
+                                                                "multi_turn": True}})

@@ -56,6 +56,14 @@ def test_sharegpt_first_exchange_counted_at_four_characters_a_token(tmp_path):
     assert [item["id"] for _, item in _json_array(path, chunk=7)] == ["a", "b", "c"]    # items across chunks
 
 
+def test_sharegpt_later_exchanges_prompt_with_the_conversation_so_far(tmp_path):
+    turns = [("human", 40), ("gpt", 400), ("human", 8), ("gpt", 4), ("gpt", 4), ("human", 12), ("gpt", 20)]
+    convs = [{"id": "a", "conversations": [{"from": f, "value": "x" * n} for f, n in turns]}]
+    [row] = read("sharegpt", write(tmp_path, "sg.json", json.dumps(convs)))
+    assert (row.prompt, row.output, row.session) == (10, 100, "a")
+    assert row.later == ((112, 1), (117, 5))      # (40 + 400 + 8) / 4, 4 / 4; (448 + 4 + 4 + 12) / 4, 20 / 4
+
+
 @pytest.mark.parametrize("fmt,text,line,words", [
     ("azure", "TIMESTAMP,ContextTokens,GeneratedTokens\n1,2,3\n2,x,3\n", 3, "ContextTokens"),
     ("azure", "TIMESTAMP,ContextTokens,GeneratedTokens\n1,2,3\n2,4\n", 3, "every row needs"),

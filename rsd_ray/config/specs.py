@@ -179,12 +179,18 @@ class TraceSpec:
     end_s: float = F(0.0, lo=0.0, doc="stop at this trace second (0: the whole trace)")
     rate: float = F(0.0, lo=0.0, doc="sharegpt (no times): Poisson arrivals at this many requests/s")
     model: str = F("", doc="burstgpt: replay this Model's rows only (e.g. ChatGPT); empty: all")
+    multi_turn: bool = F(False, doc="sharegpt: replay every exchange of a conversation, each sent when the answer "
+                                    "before it is complete (plus think_s), its prompt the conversation so far, "
+                                    "on the conversation's session")
+    think_s: float = F(0.0, lo=0.0, doc="multi_turn: seconds between an answer and the user's next question")
 
     def problems(self):
         if self.end_s and self.end_s <= self.start_s:
             yield "end_s", self.end_s, f"must be after start_s ({self.start_s}), or 0 for the whole trace"
         if self.format == "sharegpt" and self.rate <= 0:
             yield "rate", self.rate, "ShareGPT has no times: give a Poisson rate in requests/s, e.g. rate: 10"
+        if self.multi_turn and self.format != "sharegpt":
+            yield "multi_turn", self.multi_turn, "only ShareGPT has conversations: use format: sharegpt"
 
 
 @dataclass(frozen=True, kw_only=True)

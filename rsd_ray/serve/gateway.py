@@ -192,7 +192,7 @@ class Gateway:
                     ticket.push(("refused", 429, "the rack's admission queues are full; retry later"))
         return len(subs)
 
-    def done(self, count: int) -> None:
+    def done(self, records: list) -> None:
         """Clients here are not a closed loop: nothing to wake."""
 
     def waiting_to_retry(self) -> int:

@@ -7,7 +7,8 @@
 - ``burstgpt`` CSV ``Timestamp, Model, Request tokens, Response tokens, Total tokens, Log Type``
 - ``sharegpt`` a JSON array of ``{"conversations": [{"from": "human", "value"}, {"from": "gpt", ...}]}``:
                the first human turn is the prompt and the next gpt turn the answer, both counted at
-               ``CHARS_PER_TOKEN``; it has no times, so ``TraceSource`` gives it Poisson arrivals.
+               ``CHARS_PER_TOKEN``; every later human → gpt exchange is kept in ``later`` (its prompt is the
+               whole conversation so far). It has no times, so ``TraceSource`` gives it Poisson arrivals.
 
 Times are seconds from the trace's first row. A malformed row is a ``ConfigError`` naming the file, the line
 and what was expected.
@@ -34,6 +35,7 @@ class TraceRow:
     hash_ids: tuple[int, ...] = ()   # Mooncake: the prompt's 512-token blocks, chained
     line: int = 0
     session: str = ""                # ShareGPT: the conversation's id
+    later: tuple[tuple[int, int], ...] = ()   # ShareGPT: the (prompt, output) of each later exchange
 
 
 def _bad(path, line: int, row, expected: str):
@@ -169,13 +171,16 @@ def sharegpt(path) -> Iterator[TraceRow]:
         turns = item.get("conversations") if isinstance(item, dict) else None
         if not isinstance(turns, list):
             raise _bad(path, n, str(item)[:80], "an object with a conversations list")
-        texts = [(t.get("from"), t.get("value", "")) for t in turns if isinstance(t, dict)]
-        pair = next(((q, a) for (fq, q), (fa, a) in zip(texts, texts[1:]) if fq == "human" and fa == "gpt"), None)
-        if pair is None:
+        texts = [(t.get("from"), str(t.get("value", ""))) for t in turns if isinstance(t, dict)]
+        exchanges = []                                     # (prompt, output) in characters
+        for k, ((fq, q), (fa, a)) in enumerate(zip(texts, texts[1:])):
+            if fq == "human" and fa == "gpt":               # a later prompt is the whole conversation so far
+                exchanges.append((len(q) + (sum(len(t) for _, t in texts[:k]) if exchanges else 0), len(a)))
+        if not exchanges:
             continue                                       # no human → gpt exchange: nothing to replay
-        q, a = pair
-        yield TraceRow(0.0, max(1, round(len(q) / CHARS_PER_TOKEN)), max(1, round(len(a) / CHARS_PER_TOKEN)), (), n,
-                       str(item.get("id", "")))
+        (q, a), *later = [(max(1, round(p / CHARS_PER_TOKEN)), max(1, round(o / CHARS_PER_TOKEN)))
+                          for p, o in exchanges]
+        yield TraceRow(0.0, q, a, (), n, str(item.get("id", "")), tuple(later))
 
 
 def read(fmt: str, path, model: str = "") -> Iterator[TraceRow]:
