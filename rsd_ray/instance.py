@@ -49,8 +49,7 @@ class Instance:
                  prefix_cache=None):
         self.iid, self.cards, self.sync, self.spans = iid, cards, sync, spans
         self.overlap = engine.async_scheduling
-        self.prefix_cache = prefix_cache          # a rsd_ray.prefix_cache.PrefixCache, or None
-        self.scheduler = Scheduler(engine, KVCache(num_blocks, engine.block_size, prefix_cache))
+        self.scheduler = Scheduler(engine, KVCache(num_blocks, engine.block_size, prefix_cache))   # cache: or None
         self.pending: list[Request] = []          # routed, arrival still in the future; sorted by arrival
         self.finished: list[Request] = []         # finished since the host last took them
         self.clock = 0.0
@@ -169,9 +168,9 @@ class Instance:
     def rejoin(self, t: float) -> None:
         """Back in service at ``t`` (``--recover``), empty: a fresh KV cache, its counters kept."""
         kv = self.scheduler.kv
-        if self.prefix_cache:
-            self.prefix_cache.clear()
-        self.scheduler.kv = KVCache(kv.num_blocks, kv.block_size, self.prefix_cache)
+        if kv.prefix:
+            kv.prefix.clear()
+        self.scheduler.kv = KVCache(kv.num_blocks, kv.block_size, kv.prefix)
         self.failed, self.clock = False, max(self.clock, t)
 
     def unfinished(self) -> list[RequestRecord]:
@@ -189,8 +188,8 @@ class Instance:
         return None
 
     def frame(self) -> InstanceFrame:
-        s = self.scheduler
+        s, cache = self.scheduler, self.scheduler.kv.prefix
         return InstanceFrame(self.iid, self.clock, len(s.running), len(s.waiting) + len(self.pending),
                              s.kv.usage, self.output_tokens, self.computed_tokens, self.steps,
                              s.preemptions, self.busy_s, self.span_steps, self.failed,
-                             *((self.prefix_cache.queries, self.prefix_cache.hits) if self.prefix_cache else (0, 0)))
+                             *((cache.queries, cache.hits) if cache else (0, 0)))
