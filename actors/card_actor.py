@@ -13,7 +13,7 @@ import sys
 
 import ray
 
-from rsd_ray.card import Card
+from rsd_ray.hardware.card import Card
 from rsd_ray.compiler.program import Program
 
 HEAVY_MODULES = ("rich", "aiohttp", "grpc", "matplotlib")

@@ -16,8 +16,8 @@ import time
 
 import ray
 
-from rsd_ray.card import CardFrame
-from rsd_ray.card_group import CardGroup, CardLost, shared_cost
+from rsd_ray.hardware.card import CardFrame
+from rsd_ray.hardware.card_group import CardGroup, CardLost, shared_cost
 
 CARD_CALL_TIMEOUT_S = 60.0   # a card that does not answer in this long is declared lost
 RESTART_POLL_S = 0.05        # --recover: how often to ask whether a restarting card actor is up

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import ray
 
-from rsd_ray.controller import Controller
-from rsd_ray.telemetry import attach, controller_frame
+from rsd_ray.rack.controller import Controller
+from rsd_ray.report.telemetry import attach, controller_frame
 
 NAMESPACE = "rsd-ray"
 CONTROLLER_NAME = "rsd-ray-controller"
@@ -15,9 +15,8 @@ CONTROLLER_NAME = "rsd-ray-controller"
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class ControllerActor:
-    def __init__(self, spec, fast: bool | None = None, spans: bool = True, stepper: str = "vector",
-                 telemetry: bool = False, faults=()):
-        self.controller = Controller(spec, executor="ray", spans=spans, stepper=stepper, fast=fast)
+    def __init__(self, spec, fast: bool | None = None, telemetry: bool = False, faults=()):
+        self.controller = Controller(spec, executor="ray", fast=fast)
         self.controller.inject(faults)
         self.telemetry = attach(self.controller) if telemetry else None
         self.t, self.in_flight, self.done = 0.0, 0, False
@@ -32,7 +31,7 @@ class ControllerActor:
             self.done = True
 
     def frame(self) -> dict:
-        """The dashboard's frame (``rsd_ray.telemetry``)."""
+        """The dashboard's frame (``rsd_ray.report.telemetry``)."""
         return controller_frame(self.controller, self.telemetry)
 
     def progress(self) -> tuple[float, int, bool]:

@@ -7,7 +7,7 @@ import os
 import ray
 
 from rsd_ray.actors.card_group import RayCardGroup
-from rsd_ray.host import Host
+from rsd_ray.rack.host import Host
 
 
 @ray.remote(num_cpus=0)

@@ -21,7 +21,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rsd_ray.actors.card_actor import CardActor
 from rsd_ray.actors.host_actor import HostActor
 from rsd_ray.config import ConfigError
-from rsd_ray.epoch import EpochIn, EpochOut, Failure, merge
+from rsd_ray.rack.epoch import EpochIn, EpochOut, Failure, merge
 
 HOST_CPU = 0.01
 """CPU share reserved for a host actor's bundle. It only keeps the bundle non-empty:
@@ -150,19 +150,19 @@ class RayExecutor:
         return ray_session(address, cards)
 
     @staticmethod
-    def run_session(spec, sinks, address=None, spans: bool = True, stepper: str = "vector", show=None, faults=()):
+    def run_session(spec, sinks, address=None, show=None, faults=()):
         """``rsd-ray run`` on Ray: embedded (or joined) Ray around a controller actor; ``show`` gets
         dashboard frames."""
         from rsd_ray.actors.session import ray_session, run_on_ray
         with ray_session(address, spec.rack.servers * spec.rack.cards_per_server):
-            return run_on_ray(spec, sinks, spans=spans, stepper=stepper, show=show, faults=faults)
+            return run_on_ray(spec, sinks, show=show, faults=faults)
 
     @staticmethod
-    def serve_session(spec, options, address, stepper: str, version: str, body, faults=()):
+    def serve_session(spec, options, address, version: str, body, faults=()):
         """``rsd-ray serve`` on Ray: embedded (or joined) Ray around a ServeActor; ``body(actor)`` serves."""
         from rsd_ray.actors.session import ray_session, serve_on_ray
         with ray_session(address, spec.rack.servers * spec.rack.cards_per_server):
-            return serve_on_ray(spec, options, stepper, version, body, faults)
+            return serve_on_ray(spec, options, version, body, faults)
 
     def processes(self) -> list[dict]:
         """Each card actor's pid, memory and loaded heavy modules (for benchmarks and tests)."""

@@ -16,8 +16,8 @@ SERVE_ACTOR_NAME = "rsd-ray-serve"
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class ServeActor:
-    def __init__(self, spec, options, stepper: str, version: str, faults=(), fast: bool | None = None):
-        self.server = RackServer(spec, "ray", options, stepper, version, faults, fast=fast)
+    def __init__(self, spec, options, version: str, faults=(), fast: bool | None = None):
+        self.server = RackServer(spec, "ray", options, version, faults, fast=fast)
 
     def start(self) -> dict:
         return self.server.start()

@@ -16,7 +16,7 @@ from rsd_ray.actors.card_group import first_line
 from rsd_ray.actors.controller_actor import CONTROLLER_NAME, NAMESPACE, ControllerActor
 from rsd_ray.actors.ray_executor import RackLost, check_capacity
 from rsd_ray.config import ConfigError
-from rsd_ray.epoch import EpochOut
+from rsd_ray.rack.epoch import EpochOut
 
 POLL_S = 0.25
 STOP_WAIT_S = 30.0        # after Ctrl-C: how long the controller may take to finish its epoch and report
@@ -77,15 +77,14 @@ def ray_session(address: str | None, cards: int):
         ray.shutdown()
 
 
-def run_on_ray(spec, sinks=(), fast: bool | None = None, spans: bool = True, stepper: str = "vector", show=None,
-               faults=()):
+def run_on_ray(spec, sinks=(), fast: bool | None = None, show=None, faults=()):
     """Run ``spec`` under a named ControllerActor; returns the Outcome. Ray must be initialised.
     The sinks here see each epoch's time only (``EpochOut(t_end)``): whole epochs stay in the cluster.
     Ctrl-C asks the controller to stop at its next epoch and still returns its Outcome. ``show``: a dashboard,
     handed the controller's telemetry frame at each poll."""
     check_capacity(spec.rack)
     controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(
-        spec, fast, spans, stepper, show is not None, tuple(faults))
+        spec, fast, show is not None, tuple(faults))
     try:
         ref = controller.run.remote()
         try:
@@ -108,7 +107,7 @@ def run_on_ray(spec, sinks=(), fast: bool | None = None, spans: bool = True, ste
         time.sleep(0)   # let the kill be sent before a session shutdown
 
 
-def serve_on_ray(spec, options, stepper: str, version: str, body, faults=()):
+def serve_on_ray(spec, options, version: str, body, faults=()):
     """A ServeActor on this node (its URLs are this machine's); ``body(actor)`` serves until told to stop
     and returns the Outcome. The actor is killed in every case."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -117,7 +116,7 @@ def serve_on_ray(spec, options, stepper: str, version: str, body, faults=()):
     check_capacity(spec.rack)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     actor = ServeActor.options(name=SERVE_ACTOR_NAME, namespace=NAMESPACE, scheduling_strategy=here).remote(
-        spec, options, stepper, version, tuple(faults))
+        spec, options, version, tuple(faults))
     try:
         return body(actor)
     except ray.exceptions.RayTaskError as err:

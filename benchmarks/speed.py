@@ -5,9 +5,7 @@
 Rows: the inline executor as a whole process (`rsd-ray run --executor inline`,
 start-up, compile and results included) and its run loop alone; the Ray
 executor (embedded Ray, in this process): start-up, card-actor memory (PSS) and
-its run loop. Each with the vectorised stepper and the reference (per-instance)
-engine, at the default epoch, and the vectorised one at a batch run's longer
-epoch. ``--ray-rack`` adds the 224-card rack on Ray (minutes to start on a
+its run loop. Each at the default epoch and at a batch run's longer epoch. ``--ray-rack`` adds the 224-card rack on Ray (minutes to start on a
 laptop); ``--scaling`` adds wall time per virtual second per card for 1, 2, 4,
 7 and 14 servers and for 15 → 120 virtual seconds: flat when cost grows
 linearly with cards and with time.
@@ -25,44 +23,43 @@ from rich.console import Console
 from rich.table import Table
 
 from rsd_ray.config import load_run
-from rsd_ray.controller import Controller
-from rsd_ray.host import STEPPERS
-from rsd_ray.results import build
+from rsd_ray.rack.controller import Controller
+from rsd_ray.report.results import build
 
 
-def inline_process(rack: str, duration: float, stepper: str, epoch: float) -> dict:
+def inline_process(rack: str, duration: float, epoch: float) -> dict:
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "run", "--executor", "inline", "--rack", rack,
-                          "--duration", str(duration), "--stepper", stepper, "--epoch", str(epoch), "--json",
+                          "--duration", str(duration), "--epoch", str(epoch), "--json",
                           "--no-progress"], capture_output=True, text=True, check=True)
     whole = time.perf_counter() - t0
     emu = json.loads(out.stdout)["emulator"]
-    return {"rack": rack, "executor": "inline", "stepper": stepper, "epoch": epoch, "cards": emu["cards"],
+    return {"rack": rack, "executor": "inline", "epoch": epoch, "cards": emu["cards"],
             "virtual_s": emu["virtual_s"], "start_s": whole - emu["wall_s"], "whole": emu["virtual_s"] / whole,
             "loop": emu["virtual_per_wall"], "pss_gb": None}
 
 
-def ray_in_process(rack: str, duration: float, stepper: str, epoch: float) -> dict:
+def ray_in_process(rack: str, duration: float, epoch: float) -> dict:
     import ray
     cards = 224 if rack == "rsd-rack" else 16
     t0 = time.perf_counter()
     ray.init(address="local", resources={"atom_card": cards}, include_dashboard=False, logging_level="WARNING")
     try:
         spec = load_run(None, rack=rack, duration_s=duration, epoch_s=epoch)
-        controller = Controller(spec, executor="ray", stepper=stepper)
+        controller = Controller(spec, executor="ray")
         start = time.perf_counter() - t0
         pss = sum(p["pss_bytes"] for p in controller.executor.processes()) / 1e9
         emu = build(controller.run())["emulator"]
     finally:
         ray.shutdown()
     whole = time.perf_counter() - t0
-    return {"rack": rack, "executor": "ray", "stepper": stepper, "epoch": epoch, "cards": emu["cards"],
+    return {"rack": rack, "executor": "ray", "epoch": epoch, "cards": emu["cards"],
             "virtual_s": emu["virtual_s"], "start_s": start, "whole": emu["virtual_s"] / whole,
             "loop": emu["virtual_per_wall"], "pss_gb": pss}
 
 
 def run_loop_ms(servers: int, duration: float) -> float:
-    """Wall ms per virtual second per card of the inline run loop (vector stepper)."""
+    """Wall ms per virtual second per card of the inline run loop ."""
     spec = load_run(None, rack="rsd-rack", duration_s=duration)
     spec = dataclasses.replace(spec, rack=dataclasses.replace(spec.rack, servers=servers))
     emu = build(Controller(spec).run())["emulator"]
@@ -83,27 +80,25 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=300.0, help="virtual seconds of arrivals, inline")
     ap.add_argument("--ray-duration", type=float, default=30.0, help="virtual seconds of arrivals, on Ray")
     ap.add_argument("--epoch", type=float, default=0.05, help="epoch of every row (the default run's)")
-    ap.add_argument("--long-epoch", type=float, default=1.0, help="also the vector rows at this epoch (batch runs)")
+    ap.add_argument("--long-epoch", type=float, default=1.0, help="also every row at this epoch (batch runs)")
     ap.add_argument("--ray-rack", action="store_true", help="also the 224-card rack on Ray (minutes to start)")
     ap.add_argument("--scaling", action="store_true", help="also cost against cards (1 → 14 servers) and time")
     args = ap.parse_args()
     console = Console(width=max(120, Console().width))
     rows = []
     for rack in ("atom-server", "rsd-rack"):
-        for stepper in STEPPERS:
-            rows.append(inline_process(rack, args.duration, stepper, args.epoch))
-        rows.append(inline_process(rack, args.duration, "vector", args.long_epoch))
-    for stepper in STEPPERS:
-        rows.append(ray_in_process("atom-server", args.ray_duration, stepper, args.epoch))
-    rows.append(ray_in_process("atom-server", args.ray_duration, "vector", args.long_epoch))
+        rows.append(inline_process(rack, args.duration, args.epoch))
+        rows.append(inline_process(rack, args.duration, args.long_epoch))
+    rows.append(ray_in_process("atom-server", args.ray_duration, args.epoch))
+    rows.append(ray_in_process("atom-server", args.ray_duration, args.long_epoch))
     if args.ray_rack:
-        rows.append(ray_in_process("rsd-rack", args.ray_duration, "vector", args.long_epoch))
+        rows.append(ray_in_process("rsd-rack", args.ray_duration, args.long_epoch))
     t = Table(title="virtual seconds per wall second (default workload)")
-    for col in ("rack", "executor", "stepper", "epoch s", "cards", "virtual s", "start-up s", "whole process",
+    for col in ("rack", "executor", "epoch s", "cards", "virtual s", "start-up s", "whole process",
                 "run loop", "card PSS GB"):
         t.add_column(col, justify="right")
     for r in rows:
-        t.add_row(r["rack"], r["executor"], r["stepper"], f"{r['epoch']:g}", str(r["cards"]), f"{r['virtual_s']:.0f}",
+        t.add_row(r["rack"], r["executor"], f"{r['epoch']:g}", str(r["cards"]), f"{r['virtual_s']:.0f}",
                   f"{r['start_s']:.1f}", f"{r['whole']:.1f}×", f"{r['loop']:.1f}×",
                   "—" if r["pss_gb"] is None else f"{r['pss_gb']:.2f}")
     console.print(t)

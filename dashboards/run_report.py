@@ -115,7 +115,7 @@ def timeline(doc: dict, width: int) -> Text:
 
 
 def averages_frame(doc: dict) -> dict:
-    """The run's cards as a dashboard frame (``rsd_ray.telemetry``), averaged over the window."""
+    """The run's cards as a dashboard frame (``rsd_ray.report.telemetry``), averaged over the window."""
     rack = doc["config"]["rack"]
     events = sorted([(f["t"], c, True) for f in doc["failures"] for c in f["cards"]]
                     + [(r["t"], c, False) for r in doc.get("recoveries", ()) for c in r["cards"]

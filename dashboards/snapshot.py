@@ -15,10 +15,10 @@ from collections import deque
 from rich.console import Console
 
 from rsd_ray.config import load_run
-from rsd_ray.controller import Controller
+from rsd_ray.rack.controller import Controller
 from rsd_ray.dashboards.top import render
-from rsd_ray.epoch import Control
-from rsd_ray.telemetry import attach, controller_frame
+from rsd_ray.rack.epoch import Control
+from rsd_ray.report.telemetry import attach, controller_frame
 
 KILLED_CARD, KILLED_AT_S, HOT_AIR_C = 37, 2.0, 66.0   # 66 °C air: every card throttles, none reaches abort
 

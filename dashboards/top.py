@@ -1,4 +1,4 @@
-"""`rsd-ray top`: the rack on one screen, from telemetry frames (``rsd_ray.telemetry``).
+"""`rsd-ray top`: the rack on one screen, from telemetry frames (``rsd_ray.report.telemetry``).
 
 ``render(frame, history, width, height, metric)`` is a pure function of frames, so
 tests render recorded streams into a recording console; ``run_top`` drives it live

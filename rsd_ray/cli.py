@@ -12,7 +12,6 @@ from contextlib import nullcontext, redirect_stdout
 from rsd_ray.config import ConfigError, RunSpec, WorkloadSpec, load_run, presets, replace
 from rsd_ray.config.schema import finite, read_spec, writable
 from rsd_ray.plugins import renderer
-from rsd_ray.host import STEPPERS
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -73,9 +72,6 @@ def _rack_args(p: argparse.ArgumentParser, out_help: str) -> None:
                         "the same seed gives the same faults")
     p.add_argument("--recover", action="store_true", default=None,
                    help="restart a lost card's actor, reload its shards and let its instance rejoin")
-    p.add_argument("--stepper", default="vector", choices=STEPPERS,
-                   help="vector: a host's instances stepped together as arrays (default); reference: the "
-                        "readable per-instance engines (same results, slower; for checking)")
 
 
 def _spec(args) -> RunSpec:
@@ -117,11 +113,11 @@ def _spec(args) -> RunSpec:
 def cmd_run(args) -> int:
     from rich.console import Console
 
-    from rsd_ray.controller import EXIT_CODES, Controller, check_plan
-    from rsd_ray.results import build, dump, write_requests_csv
-    from rsd_ray.faults import from_args as faults_from_args
-    from rsd_ray.telemetry import dashboard_sink
-    from rsd_ray.trace import TraceSink
+    from rsd_ray.rack.controller import EXIT_CODES, Controller, check_plan
+    from rsd_ray.report.results import build, dump, write_requests_csv
+    from rsd_ray.rack.faults import from_args as faults_from_args
+    from rsd_ray.report.telemetry import dashboard_sink
+    from rsd_ray.report.timeline import TraceSink
 
     spec = _spec(args)
     writable(args.out, "--out")
@@ -144,7 +140,7 @@ def cmd_run(args) -> int:
             dashboard as show, quiet:
         sinks = [on_epoch] if on_epoch else []
         if args.executor == "inline":
-            controller = Controller(spec, spans=not args.no_spans, stepper=args.stepper)
+            controller = Controller(spec)
             controller.inject(faults)
             if show:
                 sinks.append(dashboard_sink(controller, show, args.refresh))
@@ -153,9 +149,8 @@ def cmd_run(args) -> int:
             if trace:
                 trace.write(args.trace)
         else:
-            from rsd_ray.executor import get_executor
-            outcome = get_executor("ray").run_session(spec, sinks, args.address, spans=not args.no_spans,
-                                                        stepper=args.stepper, show=show, faults=faults)
+            from rsd_ray.rack.executor import get_executor
+            outcome = get_executor("ray").run_session(spec, sinks, args.address, show=show, faults=faults)
     doc = build(outcome)
     if args.out:
         dump(doc, args.out)
@@ -191,7 +186,7 @@ def cmd_sweep(args) -> int:
 def cmd_compile(args) -> int:
     from rich.console import Console
 
-    from rsd_ray.plan_report import describe
+    from rsd_ray.report.plan import describe
     render = renderer("render_compile")
 
     d = describe(_spec(args))
@@ -233,8 +228,6 @@ def parser() -> argparse.ArgumentParser:
     _spec_args(run)
     _load_args(run)
     _rack_args(run, "write the results JSON here")
-    run.add_argument("--no-spans", action="store_true",
-                     help="reference engine: run every step on its own (same results, slower; for checking)")
     run.add_argument("--requests-csv", help="write one line per request here")
     run.add_argument("--json", action="store_true", help="print the results JSON on stdout")
     run.add_argument("--no-progress", action="store_true")

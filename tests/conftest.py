@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 
 from rsd_ray.config import load_run
-from rsd_ray.controller import Controller
-from rsd_ray.results import build
+from rsd_ray.rack.controller import Controller
+from rsd_ray.report.results import build
 
 
 def make_spec(workload=None, engine=None, **overrides):

@@ -17,8 +17,8 @@ from ray.cluster_utils import Cluster
 from ray.util.placement_group import placement_group_table
 
 from rsd_ray.config import load_run
-from rsd_ray.controller import Controller
-from rsd_ray.results import build, without_wall_clock
+from rsd_ray.rack.controller import Controller
+from rsd_ray.report.results import build, without_wall_clock
 
 
 def comparable(doc):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from rsd_ray.calibration import DRAM_EFFICIENCY
-from rsd_ray.card import Card
+from rsd_ray.hardware.card import Card
 from rsd_ray.compiler import compile_program, plan_memory
 from rsd_ray.config import load_run
-from rsd_ray.ledger import MemoryBudgetError, MemoryLedger
+from rsd_ray.hardware.ledger import MemoryBudgetError, MemoryLedger
 
 
 def test_ledger_refuses_over_budget_with_numbers():

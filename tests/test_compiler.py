@@ -4,7 +4,7 @@ import pytest
 from rsd_ray.compiler import compile_program, place, plan_memory, shard_plan
 from rsd_ray.compiler.program import DEVICE_SYNC, Program
 from rsd_ray.config import ConfigError, load_part, load_run
-from rsd_ray.topology import Topology
+from rsd_ray.interconnect.topology import Topology
 
 LLAMA3_8B_PARAMS = 8_030_261_248   # the parameter count of Meta-Llama-3-8B
 
@@ -38,7 +38,7 @@ def test_kv_heads_are_replicated_when_tp_exceeds_them():
 
 def test_tp1_llama3_8b_is_refused_with_the_numbers():
     with pytest.raises(ConfigError) as err:
-        from rsd_ray.controller import Controller
+        from rsd_ray.rack.controller import Controller
         Controller(load_run(None, tp=1))
     msg = str(err.value)
     assert "14.96 GiB of fp16 weights" in msg and "1.00 GiB of KV for one 8,192-token sequence" in msg

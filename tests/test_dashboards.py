@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from rsd_ray.config import load_run
-from rsd_ray.controller import Controller
+from rsd_ray.rack.controller import Controller
 from rsd_ray.dashboards.snapshot import KILLED_CARD as KILLED, record
 from rsd_ray.dashboards.top import render
 from tests.serve_helpers import LiveServer

@@ -1,12 +1,10 @@
 import dataclasses
 
 from rsd_ray.config import LengthSpec, load_part
-from rsd_ray.controller import Controller
-from rsd_ray.kv_cache import KVCache
-from rsd_ray.request import Request
-from rsd_ray.results import build
-from rsd_ray.scheduler import Scheduler
+from rsd_ray.rack.controller import Controller
+from rsd_ray.report.results import build
 from tests.conftest import make_spec
+from tests.one_instance import OneInstance
 
 
 def traced_run(spec):
@@ -45,9 +43,9 @@ def test_preemption_when_kv_blocks_run_short_and_everything_still_finishes():
 
 def test_scheduler_never_exceeds_max_num_seqs():
     engine = dataclasses.replace(load_part("engines", "default", "t"), max_num_seqs=3)
-    sched = Scheduler(engine, KVCache(1000, 16))
+    sched = OneInstance(engine, 1000)
     for i in range(10):
-        sched.add(Request(i, 0.0, 20, 5))
+        sched.add(i, 20, 5)
     t = 0.0
     finished = 0
     while sched.has_work():
@@ -55,4 +53,4 @@ def test_scheduler_never_exceeds_max_num_seqs():
         assert len(out.scheduled) <= 3
         t += 0.01
         finished += len(sched.update(out, t))
-    assert finished == 10 and sched.kv.free_blocks == 1000
+    assert finished == 10 and sched.free == 1000

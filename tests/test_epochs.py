@@ -9,8 +9,8 @@ import dataclasses
 import pytest
 
 from rsd_ray.config import load_run
-from rsd_ray.controller import Controller
-from rsd_ray.results import build
+from rsd_ray.rack.controller import Controller
+from rsd_ray.report.results import build
 
 
 def one_instance_open_loop(epoch_s):

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from rsd_ray.config import ConfigError, load_run
-from rsd_ray.controller import Controller
-from rsd_ray.faults import Fault, parse
-from rsd_ray.results import build
+from rsd_ray.rack.controller import Controller
+from rsd_ray.rack.faults import Fault, parse
+from rsd_ray.report.results import build
 from tests.conftest import accounted
 
 MINI = dict(rack="mini", model="tiny-llama", tp=2, workload="poisson", duration_s=2.0)

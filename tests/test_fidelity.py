@@ -7,12 +7,12 @@ import sys
 import pytest
 
 from rsd_ray.calibration import COLLECTIVE_FIXED_S, LINK_EFFICIENCY
-from rsd_ray.collectives import collective_cost
+from rsd_ray.interconnect.collectives import collective_cost
 from rsd_ray.config import load_run
 from rsd_ray.config.loader import CONFIG_ROOT, presets, read_yaml
-from rsd_ray.controller import Controller
-from rsd_ray.results import build
-from rsd_ray.topology import Topology
+from rsd_ray.rack.controller import Controller
+from rsd_ray.report.results import build
+from rsd_ray.interconnect.topology import Topology
 from rsd_ray.validation.suite import compare, load_rows, row_spec, summary
 
 
@@ -163,22 +163,18 @@ def test_a_row_is_replayed_request_for_request():
 # --- engine options: no-eviction admission ---------------------------------------------------------------
 
 def test_reserve_admission_never_preempts_and_admits_only_whole_lengths():
-    from rsd_ray.kv_cache import KVCache
-    from rsd_ray.request import Request
-    from rsd_ray.scheduler import Scheduler
+    from tests.one_instance import OneInstance
     engine = load_run(None, engine={"admission": "reserve", "max_num_batched_tokens": 4096}).engine
-    sched = Scheduler(engine, KVCache(num_blocks=20, block_size=16))
-    a, b = Request(0, 0.0, 100, 60), Request(1, 0.0, 100, 60)      # each ends at 160 tokens: 10 blocks
-    c = Request(2, 0.0, 16, 1)
-    for r in (a, b, c):
-        sched.add(r)
+    sched = OneInstance(engine, 20)
+    for rid, prompt, max_tokens in ((0, 100, 60), (1, 100, 60), (2, 16, 1)):   # 0, 1 end at 160 tokens: 10 blocks
+        sched.add(rid, prompt, max_tokens)
     out = sched.schedule()
-    assert [r.rid for r, _ in out.scheduled] == [0, 1]            # 10 + 10 blocks reserved: c must wait
-    assert sched.kv.free_blocks == 20 - 7 - 7                      # only the prompts' blocks are taken now
-    vllm = Scheduler(load_run(None, engine={"max_num_batched_tokens": 4096}).engine, KVCache(20, 16))
-    for r in (Request(0, 0.0, 100, 60), Request(1, 0.0, 100, 60), Request(2, 0.0, 16, 1)):
-        vllm.add(r)
-    assert [r.rid for r, _ in vllm.schedule().scheduled] == [0, 1, 2]   # vLLM admits while the prompt fits
+    assert [rid for rid, _ in out.scheduled] == [0, 1]            # 10 + 10 blocks reserved: 2 must wait
+    assert sched.free == 20 - 7 - 7                                # only the prompts' blocks are taken now
+    vllm = OneInstance(load_run(None, engine={"max_num_batched_tokens": 4096}).engine, 20)
+    for rid, prompt, max_tokens in ((0, 100, 60), (1, 100, 60), (2, 16, 1)):
+        vllm.add(rid, prompt, max_tokens)
+    assert [rid for rid, _ in vllm.schedule().scheduled] == [0, 1, 2]   # vLLM admits while the prompt fits
 
 
 def test_reserve_admission_trades_throughput_for_no_preemption():
@@ -196,8 +192,8 @@ def test_reserve_admission_trades_throughput_for_no_preemption():
 
 def test_a_request_reaches_its_instance_after_the_gateway_and_the_network():
     from rsd_ray.calibration import GATEWAY_REQUEST_S, GATEWAY_TOKEN_S, REQUEST_BYTES_PER_TOKEN
-    from rsd_ray.frontend import Frontend
-    from rsd_ray.request import Submit
+    from rsd_ray.rack.frontend import Frontend
+    from rsd_ray.engine.request import Submit
     spec = load_run(None, rack="rsd-rack")
     topo = Topology(spec.rack, spec.device)
     fe = Frontend(2, topo)
@@ -213,7 +209,7 @@ def test_a_request_reaches_its_instance_after_the_gateway_and_the_network():
 def test_ttft_counts_from_the_client_send():
     """One request alone: the gateway's service and the network are added to its TTFT, nothing else."""
     from rsd_ray.calibration import GATEWAY_REQUEST_S, GATEWAY_TOKEN_S, REQUEST_BYTES_PER_TOKEN
-    from rsd_ray.workload import Replay
+    from rsd_ray.workload.synthetic import Replay
 
     def ttft(cores):
         spec = load_run(None, rack="atom-server", router={"policy": "least_loaded", "gateway_cores": cores})

@@ -173,8 +173,8 @@ def test_run_with_a_checkpoint_writes_real_tokens_on_performance_modes_timing(gq
 
     from rsd_ray.cli import main
     from rsd_ray.config import load_run
-    from rsd_ray.controller import Controller
-    from rsd_ray.results import build, without_wall_clock
+    from rsd_ray.rack.controller import Controller
+    from rsd_ray.report.results import build, without_wall_clock
     (tmp_path / "small.yaml").write_text(SMALL)
     out = tmp_path / "r.json"
     assert main(["run", "--executor", "inline", "--model", str(gqa), "--tp", "4", "--duration", "2",

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from rsd_ray.epoch import EpochOut
-from rsd_ray.request import RequestRecord
+from rsd_ray.rack.epoch import EpochOut
+from rsd_ray.engine.request import RequestRecord
 from rsd_ray.serve.gateway import Gateway, Pacer, Refused
 
 

@@ -1,9 +1,9 @@
 import pytest
 
 from rsd_ray.calibration import COLLECTIVE_FIXED_S, LINK_EFFICIENCY
-from rsd_ray.collectives import collective_cost, sharers
+from rsd_ray.interconnect.collectives import collective_cost, sharers
 from rsd_ray.config import load_run
-from rsd_ray.topology import Topology
+from rsd_ray.interconnect.topology import Topology
 
 
 @pytest.fixture(scope="module")

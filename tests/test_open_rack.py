@@ -13,9 +13,9 @@ import yaml
 
 from rsd_ray.config import ConfigError, LengthSpec, load_run
 from rsd_ray.config.loader import CONFIG_ROOT
-from rsd_ray.controller import NO_HEALTHY_INSTANCE, Controller
-from rsd_ray.epoch import Control
-from rsd_ray.results import build
+from rsd_ray.rack.controller import NO_HEALTHY_INSTANCE, Controller
+from rsd_ray.rack.epoch import Control
+from rsd_ray.report.results import build
 from tests.conftest import accounted, make_spec
 
 
@@ -219,7 +219,7 @@ def test_an_address_with_no_cluster_fails_fast_and_says_what_to_do(address, says
 
 def test_a_request_sent_again_differs_only_in_its_arrival():
     import dataclasses
-    from rsd_ray.request import Submit
+    from rsd_ray.engine.request import Submit
     first = Submit(7, 1.0, 100, 20, 3, (1.5, 1.6), 2, 1, (11, 12), "user-9")
     again = first.sent_again(4.0)
     assert again == dataclasses.replace(first, arrival=4.0) and first.arrival == 1.0

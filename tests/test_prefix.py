@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from rsd_ray.config import load_run
-from rsd_ray.controller import Controller
-from rsd_ray.prefix_cache import PrefixCache, make_caches
-from rsd_ray.results import build, without_wall_clock
+from rsd_ray.rack.controller import Controller
+from rsd_ray.engine.prefix_cache import PrefixCache, make_caches
+from rsd_ray.report.results import build, without_wall_clock
 from rsd_ray.router.prefix_affinity import PrefixAffinity
+from tests.oracle import install
 
 
 def shared_prefix_trace(path, requests=300, docs=40, rate=6.0, seed=0, hashes=True):
@@ -25,11 +26,14 @@ def shared_prefix_trace(path, requests=300, docs=40, rate=6.0, seed=0, hashes=Tr
     return path
 
 
-def run(path, policy="round_robin", cache=True, stepper="vector", duration=60.0, blocks=0, admission="preempt"):
+def run(path, policy="round_robin", cache=True, oracle=False, duration=60.0, blocks=0, admission="preempt"):
     spec = load_run(None, rack="mini", model="llama3-8b", tp=2, duration_s=duration, workload=f"trace:mooncake:{path}",
                     router={"policy": policy}, engine={"enable_prefix_caching": cache, "num_blocks_override": blocks,
                                                          "admission": admission})
-    return without_wall_clock(build(Controller(spec, stepper=stepper).run()))
+    controller = Controller(spec)
+    if oracle:
+        install(controller)
+    return without_wall_clock(build(controller.run()))
 
 
 def test_the_cache_hits_whole_leading_blocks_shares_them_and_evicts_only_free_ones_least_recent_first():
@@ -54,7 +58,7 @@ def test_the_cache_hits_whole_leading_blocks_shares_them_and_evicts_only_free_on
 
 
 def test_chained_hashes_name_a_block_and_everything_before_it():
-    from rsd_ray.prefix_cache import chain_hashes
+    from rsd_ray.engine.prefix_cache import chain_hashes
     a, b = chain_hashes("x y z w".split() * 2, 4), chain_hashes("q y z w x y z w".split(), 4)
     assert len(a) == 2 and a[0] != a[1]                       # the same words, another place: another block
     assert a[0] != b[0] and a[1] != b[1]                       # an equal block after a different one differs
@@ -64,53 +68,47 @@ def test_chained_hashes_name_a_block_and_everything_before_it():
 
 def scheduler(num_blocks, cache=True):
     from rsd_ray.config.specs import EngineSpec
-    from rsd_ray.kv_cache import KVCache
-    from rsd_ray.scheduler import Scheduler
-    engine = EngineSpec(enable_prefix_caching=cache)
-    caches = make_caches(engine, 1)
-    return Scheduler(engine, KVCache(num_blocks, engine.block_size, caches[0] if caches else None))
+    from tests.one_instance import OneInstance
+    return OneInstance(EngineSpec(enable_prefix_caching=cache), num_blocks)
 
 
-def request(rid, hashes, prompt=1100, max_tokens=4):
-    from rsd_ray.request import Request
-    req = Request(rid, 0.0, prompt, max_tokens)
-    req.hash_ids = hashes
-    return req
+def add(s, rid, hashes, prompt=1100, max_tokens=4):
+    s.add(rid, prompt, max_tokens, hashes)
 
 
 def test_a_shared_prefix_is_held_once_in_kv_memory():
     s = scheduler(150)
-    a = request(0, (1, 2, 3))
-    s.add(a)
+    add(s, 0, (1, 2, 3))
     s.update(s.schedule(), 1.0)                    # 1100 tokens: 69 blocks, of which 2 × 32 now cached
-    assert (a.blocks, a.shared, a.pinned, s.kv.free_blocks) == (5, 64, [1, 2], 81)
+    a = s.row(0)
+    assert (a.blocks, a.shared, a.pinned, s.free) == (5, 64, [1, 2], 81)
     for rid in range(1, 6):
-        s.add(request(rid, (1, 2, 10 + rid)))
+        add(s, rid, (1, 2, 10 + rid))
     out = s.schedule()                             # each joins with 1024 tokens cached: 76 to compute, 5 blocks
     assert [n for _, n in out.scheduled] == [1] + [76] * 5
-    assert len(s.running) == 6 and s.kv.free_blocks == 81 - 5 * 5
-    assert s.kv.prefix.holders == {1: 6, 2: 6} and out.shape[3] == 1101 + 5 * (76 * 1024 + 76 * 77 // 2)
+    assert len(s.running) == 6 and s.free == 81 - 5 * 5
+    assert s.cache.holders == {1: 6, 2: 6} and out.shape[3] == 1101 + 5 * (76 * 1024 + 76 * 77 // 2)
     plain = scheduler(150, cache=False)            # without caching the second one fits, the third does not
     for rid in range(6):
-        plain.add(request(rid, (1, 2, 10 + rid)))
+        add(plain, rid, (1, 2, 10 + rid))
     plain.schedule()
-    assert len(plain.running) == 2 and plain.kv.free_blocks == 150 - 2 * 69
+    assert len(plain.running) == 2 and plain.free == 150 - 2 * 69
 
 
 def test_finished_requests_leave_their_blocks_cached_until_memory_is_needed():
     s = scheduler(200)
     for rid, hashes in enumerate([(1, 2, 3), (4, 5, 6)]):
-        s.add(request(rid, hashes, max_tokens=1))
+        add(s, rid, hashes, max_tokens=1)
         s.update(s.schedule(), 1.0)                # prefilled, one token, finished: all its blocks free
-    assert s.kv.free_blocks == 200 and list(s.kv.prefix.free) == [2, 1, 5, 4]
-    s.add(request(2, (4, 5, 7), prompt=1100 + 99 * 16, max_tokens=1))   # 1024 cached: 1660 to compute
+    assert s.free == 200 and list(s.cache.free) == [2, 1, 5, 4]
+    add(s, 2, (4, 5, 7), prompt=1100 + 99 * 16, max_tokens=1)   # 1024 cached: 1660 to compute
     out = s.schedule()                             # 104 blocks: 32 left free, room for one free cached block
-    assert s.kv.free_blocks == 200 - 64 - 104 == 32 and s.kv.prefix.holders == {1: 0, 4: 1, 5: 1}  # 2 overwritten
+    assert s.free == 200 - 64 - 104 == 32 and s.cache.holders == {1: 0, 4: 1, 5: 1}  # 2 overwritten
     s.update(out, 2.0)                             # its third block is cached too; all of it is free again
-    assert s.kv.free_blocks == 200 and list(s.kv.prefix.free) == [1, 7, 5, 4]
-    s.add(request(3, (1, 2, 8), max_tokens=1))
+    assert s.free == 200 and list(s.cache.free) == [1, 7, 5, 4]
+    add(s, 3, (1, 2, 8), max_tokens=1)
     s.schedule()                                   # 1 is still there, 2 is not: one block's hit
-    assert s.running[-1].num_computed == 512 and s.kv.prefix.hits == 1024 + 512
+    assert s.row(3).computed == 512 and s.cache.hits == 1024 + 512
 
 
 def test_prefix_affinity_routes_to_the_owner_unless_loads_are_imbalanced():
@@ -146,20 +144,16 @@ def test_with_caching_off_the_hashes_change_nothing(tmp_path):
 @pytest.mark.parametrize("policy, blocks, admission", [("round_robin", 0, "preempt"), ("prefix_affinity", 0, "preempt"),
                                                        ("prefix_affinity", 1200, "preempt"),
                                                        ("prefix_affinity", 1200, "reserve")])
-def test_vector_equals_reference_with_prefix_caching(tmp_path, policy, blocks, admission):
+def test_engine_equals_oracle_with_prefix_caching(tmp_path, policy, blocks, admission):
     """1200 KV blocks: memory is short, so requests are preempted (or wait, under reserve) and free cached
     blocks are evicted."""
     path = shared_prefix_trace(tmp_path / "mc.jsonl", requests=120)
-    vector, reference = (run(path, policy, stepper=stepper, duration=20.0, blocks=blocks, admission=admission)
-                         for stepper in ("vector", "reference"))
-    for doc in (vector, reference):
-        doc["emulator"].pop("steps_in_spans")
-        for inst in doc["instances"]:
-            inst.pop("span_steps")
-    for key in reference:
-        assert vector[key] == reference[key], key
-    assert reference["summary"]["prefix_cache_hits"] > 0
-    assert (reference["requests"]["preemptions"] > 0) == (blocks > 0 and admission == "preempt")
+    engine, oracle = (run(path, policy, oracle=oracle, duration=20.0, blocks=blocks, admission=admission)
+                      for oracle in (False, True))
+    assert oracle["summary"]["prefix_cache_hits"] > 0
+    for key in oracle:
+        assert engine[key] == oracle[key], key
+    assert (oracle["requests"]["preemptions"] > 0) == (blocks > 0 and admission == "preempt")
 
 
 def test_session_affinity_keeps_a_session_on_one_instance_and_moves_only_a_lost_ones():
@@ -177,7 +171,7 @@ def test_session_affinity_keeps_a_session_on_one_instance_and_moves_only_a_lost_
 
 def conversation_run(tmp_path, faults=(), answer=80):
     """60 ShareGPT conversations of 5 ids; each request's record and the session it belongs to."""
-    from rsd_ray.faults import parse
+    from rsd_ray.rack.faults import parse
     turns = [{"id": f"conv{i % 5}", "conversations": [{"from": "human", "value": "q" * (40 + i)},
                                                      {"from": "gpt", "value": "a" * answer}]} for i in range(60)]
     path = tmp_path / "sg.json"
@@ -213,17 +207,6 @@ def test_a_lost_instances_conversations_move_whole_to_one_new_home(tmp_path):
     assert all(r.instance == home[s] for r, s in after if home[s] != lost)    # the others never moved
 
 
-def test_spans_equal_step_by_step_with_prefix_caching_under_kv_pressure(tmp_path):
-    from tests.test_spans import both_ways
-    path = shared_prefix_trace(tmp_path / "mc.jsonl", requests=120)
-    spec = load_run(None, rack="mini", model="llama3-8b", tp=2, duration_s=20.0, workload=f"trace:mooncake:{path}",
-                    router={"policy": "prefix_affinity"},
-                    engine={"enable_prefix_caching": True, "num_blocks_override": 1200})
-    plain, spanned, span_steps = both_ways(spec)
-    assert span_steps > 0 and plain["summary"]["prefix_cache_hits"] > 0
-    assert plain == spanned
-
-
 def test_a_hash_block_must_be_whole_kv_blocks():
     from rsd_ray.config import ConfigError
     with pytest.raises(ConfigError, match=r"engine.hash_block_tokens = 500 — .*multiple of block_size \(16\)"):
@@ -236,49 +219,29 @@ def test_reserve_admission_counts_the_free_cached_blocks_a_request_would_pin():
     """80 blocks; a finished request left 64 free cached. The next one hits them: joining takes 64 back and
     its whole length (1100 + 300 tokens) needs 88 blocks > 80, so reserve refuses it; preempt admits it."""
     from rsd_ray.config.specs import EngineSpec
-    from rsd_ray.request import Submit
-    from rsd_ray.vector.scheduler import BatchScheduler
-    from rsd_ray.vector.table import RequestTable
+    from tests.one_instance import OneInstance
     for admission, joins in (("reserve", False), ("preempt", True)):
-        s = scheduler(80)
-        s.reserve = admission == "reserve"
-        s.add(request(0, (1, 2, 3), max_tokens=1))
+        s = OneInstance(EngineSpec(enable_prefix_caching=True, admission=admission), 80)
+        add(s, 0, (1, 2, 3), max_tokens=1)
         s.update(s.schedule(), 1.0)
-        s.add(request(1, (1, 2, 9), max_tokens=300))
+        add(s, 1, (1, 2, 9), max_tokens=300)
         assert bool(s.schedule().scheduled) == joins
-        engine = EngineSpec(enable_prefix_caching=True, admission=admission)
-        table = RequestTable()
-        v = BatchScheduler(engine, [80], table, make_caches(engine, 1))
-        inst = np.array([0])
-        for rid, hashes, max_tokens in ((0, (1, 2, 3), 1), (1, (1, 2, 9), 300)):
-            v.add_pending(0, table.add(Submit(rid, 0.0, 1100, max_tokens, 0, hash_ids=hashes), 0))
-            v.admit_arrived(0, 0.0)
-            tokens, rows, _ = v.schedule(inst)
-            if rid == 0:
-                v.update(inst, tokens, rows, np.array([1.0]))
-        assert bool(tokens.any()) == joins
 
 
-@pytest.mark.parametrize("spans", [False, True])
-def test_blocks_evicted_while_a_request_decodes_stay_evicted_when_it_finishes(spans):
+def test_blocks_evicted_while_a_request_decodes_stay_evicted_when_it_finishes():
     """100 blocks, 64 of them free cached (1, 2). A 480-token request takes 30 and decodes 160 more tokens
     (10 blocks): at 63 free, block 2 is overwritten; its finishing later does not bring 2 back."""
     s = scheduler(100)
-    s.add(request(0, (1, 2, 3), max_tokens=1))
+    add(s, 0, (1, 2, 3), max_tokens=1)
     s.update(s.schedule(), 1.0)
-    s.add(request(1, (), prompt=480, max_tokens=161))
+    add(s, 1, (), prompt=480, max_tokens=161)
     s.update(s.schedule(), 2.0)
-    if spans:
-        span = s.plan_span(1000)
-        assert len(span.shapes) == 160
-        s.apply_span(span, [3.0 + j for j in range(160)])
-    else:
-        while s.running:
-            s.update(s.schedule(), 3.0)
-    assert s.kv.free_blocks == 100 and list(s.kv.prefix.free) == [1]
-    s.add(request(2, (1, 2, 4), max_tokens=1))
+    while s.running:
+        s.update(s.schedule(), 3.0)
+    assert s.free == 100 and list(s.cache.free) == [1]
+    add(s, 2, (1, 2, 4), max_tokens=1)
     s.schedule()
-    assert s.running[0].num_computed == 512
+    assert s.row(2).computed == 512
 
 
 def test_a_served_rack_hashes_what_clients_send_and_reuses_their_prefixes(tmp_path):

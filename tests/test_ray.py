@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from rsd_ray.config import ConfigError, load_run
-from rsd_ray.controller import Controller
-from rsd_ray.results import build, without_wall_clock
+from rsd_ray.rack.controller import Controller
+from rsd_ray.report.results import build, without_wall_clock
 from tests.conftest import accounted, run_doc, with_token_times
 
 HERE = Path(__file__).parent
@@ -248,7 +248,7 @@ def test_sigint_saves_interrupted_results_and_leaves_no_ray_process(tmp_path, gr
 def test_card_server_and_thermal_faults_on_ray_kill_actors_and_lose_no_request(ray_session):
     """Here, not in test_faults: a test session's Ray must not be up while test_open_rack looks for none."""
     from rsd_ray.actors.session import run_on_ray
-    from rsd_ray.faults import parse
+    from rsd_ray.rack.faults import parse
     from tests.test_faults import MINI, quick_heating
     spec = quick_heating(load_run(None, **{**MINI, "duration_s": 1.5}))
     for faults, kind, why in ((["card:5@0.3s"], "card", "killed"), (["server:0@0.3s"], "server", "lost"),
@@ -264,7 +264,7 @@ def test_card_server_and_thermal_faults_on_ray_kill_actors_and_lose_no_request(r
 def test_recover_restarts_a_killed_card_actor_in_a_new_process_and_equals_inline(ray_session):
     """--recover on Ray: the card's actor is killed and Ray restarts it; the new process loads the card's
     program and state, its instance rejoins; every number equals the inline run's."""
-    from rsd_ray.faults import Fault
+    from rsd_ray.rack.faults import Fault
     spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=9.0, workload=LONG_OUTPUTS, recover=True)
     docs, pids = {}, []
     for executor in ("ray", "inline"):
@@ -283,11 +283,11 @@ def test_recover_restarts_a_killed_card_actor_in_a_new_process_and_equals_inline
 
 
 def test_a_chaos_run_on_ray_loses_no_request_and_equals_inline(ray_session):
-    from rsd_ray.faults import chaos
+    from rsd_ray.rack.faults import chaos
     spec = load_run(None, rack="atom-server", duration_s=15.0, recover=True)
     faults = chaos(28, spec)
     assert [f.kind for f in faults] == ["card", "link", "card"]
-    from rsd_ray.telemetry import attach
+    from rsd_ray.report.telemetry import attach
     docs, alerts = {}, set()
     for executor in ("ray", "inline"):
         controller = Controller(spec, executor=executor)

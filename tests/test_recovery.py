@@ -7,10 +7,10 @@ import pytest
 
 from rsd_ray.calibration import CARD_RESTART_S, LINK_EFFICIENCY
 from rsd_ray.config import ConfigError, load_run
-from rsd_ray.controller import Controller
-from rsd_ray.faults import Fault, chaos, from_args
-from rsd_ray.results import build, without_wall_clock
-from rsd_ray.telemetry import attach
+from rsd_ray.rack.controller import Controller
+from rsd_ray.rack.faults import Fault, chaos, from_args
+from rsd_ray.report.results import build, without_wall_clock
+from rsd_ray.report.telemetry import attach
 from tests.conftest import accounted
 
 STEADY = {"arrival": "closed", "concurrency": 128, "per_server": True,     # capacity-bound, lengths that vary
@@ -97,8 +97,8 @@ def test_recovery_is_shown_in_the_run_report(tmp_path, capsys):
 
 
 def test_the_throughput_series_counts_each_token_in_its_own_second():
-    from rsd_ray.metrics import throughput_series
-    from rsd_ray.request import RequestRecord
+    from rsd_ray.report.metrics import throughput_series
+    from rsd_ray.engine.request import RequestRecord
     records = [RequestRecord(0, 0, 0.0, 8, 4, (0.2, 0.9, 1.0, 2.5), 0, 2.5),
                RequestRecord(1, 0, 0.0, 8, 3, (1.5, 1.99, 3.99), 0, 3.99)]
     assert throughput_series(records, 4.0) == {"bin_s": 1.0, "output_tokens_per_s": [2.0, 3.0, 1.0, 1.0]}

@@ -12,21 +12,22 @@ import pytest
 import yaml
 
 from rsd_ray.calibration import COMMAND_LAUNCH_S, COMPUTE_EFFICIENCY, DRAM_EFFICIENCY, LINK_EFFICIENCY
-from rsd_ray.card import Card
-from rsd_ray.collectives import collective_cost
+from rsd_ray.hardware.card import Card
+from rsd_ray.interconnect.collectives import collective_cost
 from rsd_ray.compiler import compile_program, plan_memory
 from rsd_ray.compiler.program import DEVICE_SYNC, EXTERNAL_HDMA, NEURAL_ENGINE, Command, Program
 from rsd_ray.config import ConfigError, load_part, load_run
 from rsd_ray.config.specs import PriceSpec
 from rsd_ray.config.loader import CONFIG_ROOT
-from rsd_ray.costmodel import StepCost
-from rsd_ray.kv_cache import KVCache
-from rsd_ray.metrics import summarise
-from rsd_ray.epoch import EpochIn
-from rsd_ray.request import Request, RequestRecord, Submit
-from rsd_ray.sync import GroupSync
-from rsd_ray.topology import Topology
+from rsd_ray.hardware.costmodel import StepCost
+from rsd_ray.report.metrics import summarise
+from rsd_ray.rack.epoch import EpochIn
+from rsd_ray.engine.request import RequestRecord, Submit
+from rsd_ray.interconnect.sync import GroupSync, device_time, pipeline
+from rsd_ray.interconnect.topology import Topology
+from rsd_ray.engine.kv_blocks import blocks_for, blocks_to_add
 from tests.conftest import make_spec, run_doc
+from tests.one_instance import OneInstance
 
 ATOM = load_part("devices", "atom", "test")          # 32 TFLOPS fp16, 256 GB/s DRAM, 64 GB/s PCIe, 25/130 W
 
@@ -34,16 +35,14 @@ ATOM = load_part("devices", "atom", "test")          # 32 TFLOPS fp16, 256 GB/s 
 # --- KV cache: blocks for n tokens round up -------------------------------------------------------
 
 def test_kv_blocks_round_up():
-    kv = KVCache(10, 16)
-    req = Request(0, 0.0, 17, 4)
-    assert kv.blocks_needed(req, 16) == 1            # 16 tokens: exactly one block of 16
-    assert kv.blocks_needed(req, 17) == 2            # 17 tokens: 2 blocks, the second holds one token
-    kv.allocate(req, 17)
-    assert req.blocks == 2 and kv.free_blocks == 8
-    req.num_computed = 17
-    assert kv.blocks_needed(req, 15) == 0            # 32 tokens still fit 2 blocks
-    assert kv.blocks_needed(req, 16) == 1            # the 33rd opens a third
-    assert kv.usage == pytest.approx(0.2)
+    assert blocks_for(16, 16) == 1                   # 16 tokens: exactly one block of 16
+    assert blocks_for(17, 16) == 2                   # 17 tokens: 2 blocks, the second holds one token
+    assert blocks_to_add(17, 15, 2, 16) == 0         # 32 tokens still fit 2 blocks
+    assert blocks_to_add(17, 16, 2, 16) == 1         # the 33rd opens a third
+    s = OneInstance(load_part("engines", "default", "t"), 10)
+    s.add(0, 17, 4)
+    s.schedule()                                     # the prompt's 17 tokens take 2 of 10 blocks
+    assert s.row(0).blocks == 2 and s.free == 8
 
 
 # --- sync: a TP group waits for its slowest card ---------------------------------------------------
@@ -59,15 +58,23 @@ class FixedCost:
 
 
 def test_a_collective_starts_when_the_slowest_card_arrives():
-    from rsd_ray.card_group import CardGroup
+    from rsd_ray.hardware.card_group import CardGroup
     group = CardGroup()
     group.costs = [FixedCost([1, 1]), FixedCost([3, 3]), FixedCost([1, 1]), FixedCost([1, 1])]   # card 1: 3x slower
     group._sync = lambda t, starts, shapes, busy: [1.0] * 4
-    sync = GroupSync.__new__(GroupSync)
-    sync.chunks = 1
-    seg = group.propose(np.zeros((1, 5)), 0.0)[0]
+    seg = group.propose(np.zeros((1, 5)), 0.0)
     # step = max over cards of segment 0 + collective + max of segment 1 = 3 + 0.5 + 3
-    assert sync.resolve(seg, np.array([0.5])) == pytest.approx(6.5)
+    assert device_time(seg, np.array([[0.5]]), 1)[0] == pytest.approx(6.5)
+
+
+def test_layer_pipelining_overlaps_a_chunks_collective_with_the_next_chunks_compute():
+    """Two chunks, four blocks of 1 s compute each with a 2 s all-reduce, a 0.5 s tail. By hand:
+    compute c0b0 0–1, its all-reduce 1–3; c1b0 1–2, all-reduce 3–5 (the link is busy); c0b1 waits for
+    its chunk's all-reduce: 3–4, all-reduce 5–7; c1b1 5–6, all-reduce 7–9; tail 9–9.5. Unpipelined: 12.5."""
+    seg, coll = np.array([[1.0, 1, 1, 1, 0.5]]), np.array([[2.0, 2, 2, 2]])
+    at, links = pipeline(seg, coll, 2)
+    assert at[0].tolist() == [0, 1, 3, 5, 9] and links[0].tolist() == [1, 3, 5, 7]
+    assert device_time(seg, coll, 2)[0] == 9.5 and device_time(seg, coll, 1)[0] == 12.5
 
 
 class SlowCost(StepCost):
@@ -80,7 +87,7 @@ class SlowCost(StepCost):
 def test_one_slow_card_slows_its_group_and_only_its_group():
     """Exactly one card of a TP-4 group is slowed (its own cost model); the group's step takes
     the slow card's compute time plus the collectives, not the others'."""
-    from rsd_ray.card_group import LocalCardGroup
+    from rsd_ray.hardware.card_group import LocalCardGroup
     spec = load_run(None, rack="atom-server", model="llama3-8b", tp=4)
     plan_mem = plan_memory(spec.model, 4, spec.device, spec.engine)
     programs = tuple(compile_program(spec.model, 4, r) for r in range(4))
@@ -94,8 +101,8 @@ def test_one_slow_card_slows_its_group_and_only_its_group():
     assert np.allclose(segs[0], 3 * base)
     topo = Topology(spec.rack, spec.device)
     sync = GroupSync(programs[0], [0, 1, 2, 3], topo, "auto", {})
-    collectives = sync.times(x)[0][0]
-    assert sync.resolve(segs[0], collectives) == pytest.approx(3 * base.sum() + collectives.sum())
+    collectives = sync.times(x)[0]
+    assert device_time(segs, collectives, 1)[0] == pytest.approx(3 * base.sum() + collectives.sum())
 
 
 # --- cost model: a command takes the roofline max of compute and memory, plus launch ----------------
@@ -248,7 +255,7 @@ def test_card_energy_is_max_power_while_busy_and_idle_power_otherwise():
 
 
 def test_temperature_relaxes_to_ambient_plus_r_times_power():
-    from rsd_ray.power import ThermalState
+    from rsd_ray.hardware.power import ThermalState
     th = ThermalState(ATOM)
     th.run(30.0, active=True)                   # one time constant at 130 W from 35 °C
     steady = 35 + 0.25 * 130                    # 67.5 °C
@@ -282,8 +289,8 @@ def test_host_time_per_step_is_base_plus_per_sampled_sequence(overlap):
     """A step is its host time then its device time; with async scheduling the longer of the two."""
     from rsd_ray.calibration import HOST_STEP_BASE_S, HOST_STEP_PER_SEQ_S
     from rsd_ray.compiler import compile_plan
-    from rsd_ray.controller import host_setups
-    from rsd_ray.host import Host
+    from rsd_ray.rack.controller import host_setups
+    from rsd_ray.rack.host import Host
     spec = make_spec(engine={"async_scheduling": overlap})
     topo = Topology(spec.rack, spec.device)
     plan = compile_plan(spec, topo)
@@ -295,7 +302,7 @@ def test_host_time_per_step_is_base_plus_per_sampled_sequence(overlap):
     sync = GroupSync(plan.programs[0], list(plan.placement.groups[0]), topo, "auto",
                      dict(host_setups(spec, topo, plan)[0].shared_links))
     seg = StepCost(plan.programs[0], spec.device, "fp16").segments(x)     # both ranks cost the same
-    device = sync.resolve(seg[0], sync.times(x)[0][0])
+    device = device_time(seg, sync.times(x)[0], 1)[0]
     host_s = HOST_STEP_BASE_S + 3 * HOST_STEP_PER_SEQ_S
     assert done.token_times[0] == pytest.approx(max(host_s, device) if overlap else host_s + device)
     assert min(device, host_s) > 0                           # so the two rules differ here

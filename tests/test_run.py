@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from rsd_ray.config import LengthSpec, load_run
-from rsd_ray.controller import Controller
-from rsd_ray.results import build, without_wall_clock
+from rsd_ray.rack.controller import Controller
+from rsd_ray.report.results import build, without_wall_clock
 from tests.conftest import accounted, make_spec, run_doc, with_token_times
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from rsd_ray.config import ConfigError, load_run
 from rsd_ray.sweep import apply, grid, parse_axis, search
-from rsd_ray.workload import Workload
+from rsd_ray.workload.synthetic import Workload
 
 
 def test_a_small_sweep_writes_csv_json_and_png_that_agree(tmp_path):

@@ -8,8 +8,8 @@ import pytest
 
 from rsd_ray.config import ConfigError, load_run
 from rsd_ray.config.specs import TraceSpec
-from rsd_ray.traces.readers import _json_array, read
-from rsd_ray.traces.source import TraceSource
+from rsd_ray.workload.trace_readers import _json_array, read
+from rsd_ray.workload.trace_source import TraceSource
 
 
 def write(tmp_path, name, text):

@@ -8,7 +8,7 @@ from rsd_ray.compiler.placement import Placement, place
 from rsd_ray.compiler.program import Program, compile_program
 from rsd_ray.compiler.shard import Shard, shard_plan
 from rsd_ray.config import RunSpec
-from rsd_ray.topology import Topology
+from rsd_ray.interconnect.topology import Topology
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rsd_ray.topology import Topology
+from rsd_ray.interconnect.topology import Topology
 
 
 @dataclass(frozen=True)

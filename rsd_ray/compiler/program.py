@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import msgpack
+import numpy as np
 
 from rsd_ray.compiler.shard import DTYPE_BYTES, act_bytes, kv_heads_per_card, padded_vocab, shard_plan
 from rsd_ray.config import ModelSpec
@@ -32,6 +33,23 @@ EXTERNAL_HDMA = "external_hdma"    # host <-> card over the card's PCIe link
 DEVICE_SYNC = "device_sync"        # collective between cards, data moved by Device HDMA (P2P)
 HOST = "host"                      # work on the server CPU (scheduling, sampling)
 KINDS = (NEURAL_ENGINE, TASK_DMA, EXTERNAL_HDMA, DEVICE_SYNC, HOST)
+
+
+def batch_shape(computed: np.ndarray, new: np.ndarray, sampled: np.ndarray) -> np.ndarray:
+    """The five ``TERMS`` of k steps, from (k × slots) arrays of each slot's tokens computed before the step,
+    its new tokens (0: not in the step) and whether it samples a token. The one place a batch becomes a
+    shape: the engine, functional timing and the compile report all count it here::
+
+        a sequence with p tokens computed and n new:  tokens n, attn_pairs n·p + n(n+1)/2, kv_tokens p + n
+    """
+    took = new > 0
+    out = np.empty((len(new), len(TERMS)))
+    out[:, 0] = 1.0
+    out[:, 1] = new.sum(axis=1)
+    out[:, 2] = (sampled & took).sum(axis=1)
+    out[:, 3] = (new * computed + new * (new + 1) // 2).sum(axis=1)
+    out[:, 4] = np.where(took, computed + new, 0).sum(axis=1)
+    return out
 
 
 @dataclass(frozen=True)

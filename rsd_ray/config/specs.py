@@ -144,7 +144,7 @@ class EngineSpec:
                            "reserve: TensorRT-LLM's GUARANTEED_NO_EVICT (admit only when the whole prompt + "
                            "max_tokens fits; never evict)")
     enable_prefix_caching: bool = F(False, doc="vLLM's automatic prefix caching: a prompt's leading blocks found "
-                                               "in the instance's cache are not computed (``rsd_ray.prefix_cache``)")
+                                               "in the instance's cache are not computed (``rsd_ray.engine.prefix_cache``)")
     hash_block_tokens: int = F(512, lo=1, doc="tokens per block hash of the requests (Mooncake traces: 512)")
     num_blocks_override: int = F(0, lo=0, doc="KV blocks per instance instead of the memory plan's, as vLLM's "
                                                "num_gpu_blocks_override (0: from the plan)")
@@ -171,7 +171,7 @@ class LengthSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class TraceSpec:
-    """A production trace replayed as the workload (``rsd_ray.traces``)."""
+    """A production trace replayed as the workload (``rsd_ray.workload.trace_readers``)."""
     format: str = F(choices=("azure", "mooncake", "burstgpt", "sharegpt"))
     path: str = F()
     time_scale: float = F(1.0, lo=1e-6, doc="virtual seconds per trace second: 0.5 replays twice as fast")

@@ -17,7 +17,7 @@ import numpy as np
 
 from rsd_ray.compiler.shard import kv_heads_per_card, padded_vocab, shard_plan
 from rsd_ray.functional.kernels import PagedKV, apply_rope, attention, rms_norm, rope_frequencies, swiglu
-from rsd_ray.ledger import MemoryLedger
+from rsd_ray.hardware.ledger import MemoryLedger
 
 HF_NAME = {"embed_tokens": "model.embed_tokens.weight", "norm": "model.norm.weight", "lm_head": "lm_head.weight"}
 

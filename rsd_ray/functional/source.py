@@ -15,7 +15,7 @@ SAMPLES = 4            # requests whose prompt and output ids and text the resul
 
 class FunctionalSource:
     def __init__(self, workload, writer, seed: int):
-        """``workload``: the run's request source (``rsd_ray.workload.Workload``); ``writer``: a
+        """``workload``: the run's request source (``rsd_ray.workload.synthetic.Workload``); ``writer``: a
         ``FunctionalWriter`` (its split model and tokenizer)."""
         self.workload, self.writer, self.seed = workload, writer, seed
         self.samples: list[dict] = []

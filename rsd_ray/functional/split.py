@@ -14,7 +14,7 @@ from rsd_ray.config.loader import check_tp as compiler_tp_rule
 from rsd_ray.functional.card_shard import CardShard, cut
 from rsd_ray.functional.checkpoint import load
 from rsd_ray.functional.kernels import sample
-from rsd_ray.ledger import MemoryBudgetError
+from rsd_ray.hardware.ledger import MemoryBudgetError
 
 
 def check_tp(config, tp: int) -> None:

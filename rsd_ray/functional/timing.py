@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from rsd_ray.calibration import step_s
-from rsd_ray.card_group import LocalCardGroup
+from rsd_ray.hardware.card_group import LocalCardGroup
 from rsd_ray.compiler import compile_plan
 from rsd_ray.config import load_run
-from rsd_ray.sync import GroupSync
-from rsd_ray.topology import Topology
+from rsd_ray.compiler.program import batch_shape
+from rsd_ray.interconnect.sync import GroupSync, step_times
+from rsd_ray.interconnect.topology import Topology
 
 
 def shape(batch: list[tuple[int, list[int], int]]) -> np.ndarray:
-    """The five batch-shape terms (``compiler.program.TERMS``) of one step of (sequence, new ids, first
+    """The batch shape (``compiler.program.batch_shape``) of one step of (sequence, new ids, first
     position) entries, every sequence sampling its last token."""
-    n = np.array([len(ids) for _, ids, _ in batch], dtype=float)
-    p = np.array([start for _, _, start in batch], dtype=float)
-    return np.array([[1.0, n.sum(), len(batch), (n * p + n * (n + 1) / 2).sum(), (p + n).sum()]])
+    n = np.array([[len(ids) for _, ids, _ in batch]])
+    p = np.array([[start for _, _, start in batch]])
+    return batch_shape(p, n, np.ones_like(n, dtype=bool))
 
 
 class StepTimer:
@@ -44,9 +44,9 @@ class StepTimer:
         self.group.begin_epoch(self.clock)
         segments = self.group.propose(x, self.clock)
         collectives, pick, msg = self.sync.times(x)
-        duration = float(step_s(x[0, 2], self.sync.resolve(segments[0], collectives[0])))
+        duration = float(step_times(x, segments, collectives, self.sync.chunks, False)[0])
         self.group.accept([self.clock], x)
-        self.sync.record(pick, msg, 1)
+        self.sync.record(pick, msg)
         self.clock += duration
         return duration
 

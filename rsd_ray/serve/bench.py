@@ -112,7 +112,7 @@ def _trace(ref: str, n: int):
     import itertools
     from pathlib import Path
 
-    from rsd_ray.traces.readers import FORMATS, read
+    from rsd_ray.workload.trace_readers import FORMATS, read
     fmt, _, path = ref.removeprefix("trace:").partition(":") if ref.startswith("trace:") else ("", "", "")
     if fmt not in FORMATS or not Path(path).is_file():
         raise ConfigError("command line", "--workload", ref, f"give trace:FORMAT:PATH of an existing file; "

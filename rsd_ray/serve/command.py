@@ -125,10 +125,10 @@ def run(spec, args) -> int:
 
     from rsd_ray import __version__
     from rsd_ray.config.schema import writable
-    from rsd_ray.controller import EXIT_CODES, check_plan
-    from rsd_ray.faults import from_args as faults_from_args
+    from rsd_ray.rack.controller import EXIT_CODES, check_plan
+    from rsd_ray.rack.faults import from_args as faults_from_args
     from rsd_ray.plugins import renderer
-    from rsd_ray.results import build, dump
+    from rsd_ray.report.results import build, dump
 
     _check(args)
     writable(args.out, "--out")
@@ -143,12 +143,12 @@ def run(spec, args) -> int:
     console = Console(stderr=True)
     if args.executor == "inline":
         from rsd_ray.serve.server import RackServer
-        server = RackServer(spec, "inline", options, args.stepper, __version__, faults)
+        server = RackServer(spec, "inline", options, __version__, faults)
         server.stop_now = lambda: server.controller.stop("interrupted (Ctrl-C)")
         outcome = _serve(server, args, console)
     else:
-        from rsd_ray.executor import get_executor
-        outcome = get_executor("ray").serve_session(spec, options, args.address, args.stepper, __version__,
+        from rsd_ray.rack.executor import get_executor
+        outcome = get_executor("ray").serve_session(spec, options, args.address, __version__,
                                                       lambda actor: _serve(_RemoteServer(actor), args, console),
                                                       faults)
     doc = build(outcome)

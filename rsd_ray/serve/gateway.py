@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from rsd_ray.epoch import Control, EpochOut, Submit
+from rsd_ray.rack.epoch import Control, EpochOut, Submit
 from rsd_ray.serve.text import stop_index
 
 

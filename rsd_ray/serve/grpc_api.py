@@ -7,7 +7,7 @@ method      kind             request → response
 ==========  ===============  ======================================================================
 Generate    unary → stream   {prompt | prompt_ids | prompt_tokens, max_tokens, min_tokens, ignore_eos,
                              instance} → {index, text, t} per token, then {finish_reason, usage}
-Telemetry   unary → stream   {interval_s} → a dashboard frame (``rsd_ray.telemetry``) per interval
+Telemetry   unary → stream   {interval_s} → a dashboard frame (``rsd_ray.report.telemetry``) per interval
 Smi         unary → unary    {} → {t, device, pcie_gen, cards_per_server, cards[] (``CardFrame``), contexts[]}
 Status      unary → unary    {} → {rack, model, tp, router, t, pace, lag_s, in_flight, instances, ...}
 Control     unary → unary    {kind: kill_card | kill_server | ambient | degrade_link, target, value, link}
@@ -30,7 +30,7 @@ import msgpack
 from pydantic import ValidationError
 
 from rsd_ray.config import ConfigError
-from rsd_ray.faults import parse as parse_fault
+from rsd_ray.rack.faults import parse as parse_fault
 from rsd_ray.serve.jobs import accepted, admit
 from rsd_ray.serve.protocol import ApiError, CompletionBody
 

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from rsd_ray.prefix_cache import chain_hashes
+from rsd_ray.engine.prefix_cache import chain_hashes
 from rsd_ray.serve.gateway import Gateway, Refused, Ticket
 from rsd_ray.serve.protocol import ApiError, ChatBody, Message
 from rsd_ray.serve.text import SYSTEM_FINGERPRINT, OutputLengths, Tokens, word

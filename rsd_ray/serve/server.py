@@ -16,14 +16,14 @@ import time
 from dataclasses import dataclass
 
 from rsd_ray.config import ConfigError
-from rsd_ray.controller import Controller
+from rsd_ray.rack.controller import Controller
 from rsd_ray.router import POLICIES
 from rsd_ray.serve.gateway import Gateway
 from rsd_ray.serve.metrics import RackMetrics
 from rsd_ray.serve.jobs import ServeContext
 from rsd_ray.serve.openai_api import make_app
 from rsd_ray.serve.text import OutputLengths, Tokens
-from rsd_ray.telemetry import attach
+from rsd_ray.report.telemetry import attach
 
 SERVE_HORIZON_S = 1e9           # a served rack's window stays open until the server is shut down
 FLUSH_MAX_S = 5.0               # after the rack stopped: the longest wait for paced tokens to reach clients
@@ -57,11 +57,11 @@ def _bind(host: str, port: int, flag: str) -> socket.socket:
 
 class RackServer:
     def __init__(self, spec, executor: str = "inline", options: ServeOptions = ServeOptions(),
-                 stepper: str = "vector", version: str = "0", faults=(), **executor_options):
+                 version: str = "0", faults=(), **executor_options):
         self.options = options
         spec = dataclasses.replace(spec, duration_s=SERVE_HORIZON_S)
         self.gateway = Gateway(options.pace, 0)
-        self.controller = Controller(spec, executor, stepper=stepper, source=self.gateway, **executor_options)
+        self.controller = Controller(spec, executor, source=self.gateway, **executor_options)
         self.gateway.max_queued = (MAX_QUEUED_PER_INSTANCE * spec.router.max_pending_per_instance
                                    * len(self.controller.instance_server))
         self.controller.stream_tokens = True
@@ -168,7 +168,7 @@ class RackServer:
                 "instances": self.ctx.instances, "healthy": int(c.router.healthy.sum()), **g.counts}
 
     def frame(self) -> dict:
-        """The dashboard's frame (``rsd_ray.telemetry``) with what the gateway and router know."""
+        """The dashboard's frame (``rsd_ray.report.telemetry``) with what the gateway and router know."""
         g = self.gateway
         return self.telemetry.frame(pace=g.pacer.pace, lag_s=g.lag_s, refused=g.counts["refused"],
                                     routed=self.controller.router.sent.tolist())

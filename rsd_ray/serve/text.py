@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rsd_ray.workload import LengthSampler
+from rsd_ray.workload.synthetic import LengthSampler
 
 SYSTEM_FINGERPRINT = "rsd-ray-performance-mode:synthetic-text"
 CHAT_TOKENS_PER_MESSAGE = 4     # <|start_header_id|>role<|end_header_id|>\n\n … <|eot_id|>

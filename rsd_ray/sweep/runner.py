@@ -18,8 +18,8 @@ ROW_METRICS = ("window_output_throughput", "output_throughput", "total_token_thr
 
 def run_spec(spec: RunSpec) -> dict[str, Any]:
     """One inline run, reduced to what a sweep keeps."""
-    from rsd_ray.controller import Controller
-    from rsd_ray.results import build
+    from rsd_ray.rack.controller import Controller
+    from rsd_ray.report.results import build
     doc = build(Controller(spec).run())
     return {"summary": doc["summary"], "requests": doc["requests"], "emulator": doc["emulator"]}
 

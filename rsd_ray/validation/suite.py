@@ -19,7 +19,7 @@ from rsd_ray.config import ConfigError, load_run, replace
 from rsd_ray.config.schema import read_spec
 from rsd_ray.config.loader import CONFIG_ROOT, read_yaml
 from rsd_ray.config.specs import EngineSpec
-from rsd_ray.workload import Replay
+from rsd_ray.workload.synthetic import Replay
 
 SUITES = CONFIG_ROOT / "validation"
 PRIMARY = "output_throughput"          # the figure the error statistics are taken over
@@ -70,8 +70,8 @@ def row_spec(row: dict):
 
 def predict(row: dict, spec) -> dict:
     """The emulator's figures for one row on its ``row_spec`` (inline executor; a few thousand steps)."""
-    from rsd_ray.controller import Controller
-    from rsd_ray.results import build
+    from rsd_ray.rack.controller import Controller
+    from rsd_ray.report.results import build
     lengths = [(p, max(1, o)) for p, o in zip(row["input_lens"], row["output_lens"])]
     outcome = Controller(spec, source=Replay(lengths)).run()
     if outcome.status != "completed":

@@ -1,0 +1,21 @@
+"""An instance's telemetry, as a router scrapes it (vLLM's per-instance gauges and counters)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InstanceFrame:
+    instance: int
+    clock_s: float
+    running: int
+    waiting: int
+    kv_usage: float
+    output_tokens: int
+    computed_tokens: int
+    steps: int
+    preemptions: int
+    busy_s: float
+    failed: bool = False
+    prefix_cache_queries: int = 0     # prompt tokens looked up in the prefix cache (vLLM's counter)
+    prefix_cache_hits: int = 0        # of them, found

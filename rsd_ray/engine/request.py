@@ -1,0 +1,53 @@
+"""A request as it crosses the epoch (``Submit``) and the frozen record it leaves behind."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """What a request leaves in the results: its timings, token by token."""
+    rid: int
+    instance: int
+    arrival: float
+    prompt_len: int
+    max_tokens: int
+    token_times: tuple[float, ...]
+    preemptions: int
+    finish: Optional[float]           # None: not finished when the run ended, or errored
+    retries: int = 0                  # times it was moved off a failed instance
+    error: Optional[str] = None       # why it ended without finishing (no healthy instance could take it)
+    scheduled: Optional[float] = None  # first scheduled (on its last instance): queue time = scheduled - arrival
+
+    @property
+    def output_len(self) -> int:
+        return len(self.token_times)
+
+
+@dataclass(frozen=True)
+class Submit:
+    """A request handed to an instance: new, or retried after its instance failed (then it carries the
+    tokens it already has, and the instance re-prefills prompt + those tokens)."""
+    rid: int
+    arrival: float
+    prompt_len: int
+    max_tokens: int
+    instance: int
+    token_times: tuple[float, ...] = ()
+    retries: int = 0
+    preemptions: int = 0
+    hash_ids: tuple[int, ...] = ()    # the prompt's chained block hashes, when its source knows them (traces)
+    session: str = ""                 # its session (OpenAI's ``user``, a conversation id), for session affinity
+
+    def record(self, error: str | None = None) -> RequestRecord:
+        """What it leaves behind when it ends here, unfinished (or errored, with ``error``)."""
+        return RequestRecord(self.rid, self.instance, self.arrival, self.prompt_len, self.max_tokens,
+                             self.token_times, self.preemptions, None, self.retries, error)
+
+    def sent_again(self, t: float) -> "Submit":
+        """The same request sent again at ``t`` (a refused client's retry). ``dataclasses.replace`` would do,
+        at ten times the cost — which a million backing-off clients pay every epoch."""
+        again = object.__new__(Submit)
+        again.__dict__.update(self.__dict__, arrival=t)
+        return again

@@ -1,0 +1,285 @@
+"""The reference scheduler's rules (``rsd_ray.scheduler``), for many instances at once.
+
+Running requests sit in a matrix (instances × ``max_num_seqs``), in their
+running order, so the first phase of a step — every running request asks for
+the tokens it lacks, within the token budget — is a cumulative sum along
+rows::
+
+    lacking  [ 1  1  1 900  1 ]        budget 1024
+    before   [ 0  1  2   3 903 ]       (exclusive cumsum)
+    n        [ 1  1  1 900  1 ]        = clip(budget − before, 0, lacking)
+    blocks   cumsum(new blocks) ≤ free  → no preemption on this row
+
+A row whose blocks run out preempts; that row (rare) is scheduled by a scalar
+copy of the reference loop. Waiting requests join one by one, in Python (a
+step admits a few at most); ``pending`` holds routed requests whose arrival is
+still ahead. Finished requests leave the matrix in order.
+"""
+from __future__ import annotations
+
+import bisect
+from collections import deque
+
+import numpy as np
+
+from rsd_ray.compiler.program import batch_shape
+from rsd_ray.engine.kv_blocks import blocks_to_add
+from rsd_ray.engine.table import RequestTable
+
+
+class Scheduler:
+    def __init__(self, engine, num_blocks: list[int], table: RequestTable, caches=None):
+        n = len(num_blocks)
+        self.max_seqs, self.budget = engine.max_num_seqs, engine.max_num_batched_tokens
+        self.chunked, self.block = engine.enable_chunked_prefill, engine.block_size
+        self.reserve = engine.admission == "reserve"
+        self.caches = caches                      # a PrefixCache per instance, or None (prefix caching off)
+        self.t = table
+        self.num_blocks = list(num_blocks)
+        self.free = np.array(num_blocks, dtype=np.int64)
+        self.run = np.full((n, self.max_seqs), -1, dtype=np.int64)
+        self.nrun = np.zeros(n, dtype=np.int64)
+        self.waiting = [deque() for _ in range(n)]
+        self.pending: list[list[int]] = [[] for _ in range(n)]
+        self.preemptions = np.zeros(n, dtype=np.int64)
+
+    # --- queues --------------------------------------------------------------------------------------
+    def add_pending(self, i: int, r: int) -> None:
+        """A routed request; one retried from a failed instance (an earlier arrival) goes in order."""
+        pending, arrival = self.pending[i], self.t.arrival
+        if pending and arrival[r] < arrival[pending[-1]]:
+            bisect.insort(pending, r, key=lambda x: arrival[x])
+        else:
+            pending.append(r)
+
+    def admit_arrived(self, i: int, clock: float) -> None:
+        pending, arrival = self.pending[i], self.t.arrival
+        n = 0
+        while n < len(pending) and arrival[pending[n]] <= clock:
+            n += 1
+        if n:
+            self.waiting[i].extend(pending[:n])
+            del pending[:n]
+
+    def has_work(self, i: int) -> bool:
+        return bool(self.nrun[i] or self.waiting[i])
+
+    def held(self, i: int) -> list[int]:
+        """Rows the instance holds, in the reference's order: pending, waiting, running."""
+        return self.pending[i] + list(self.waiting[i]) + self.run[i, :self.nrun[i]].tolist()
+
+    def remove(self, i: int, r: int) -> None:
+        """Take row ``r`` out of instance ``i`` wherever it is (pending, waiting, running), freeing its blocks."""
+        if r in self.pending[i]:
+            self.pending[i].remove(r)
+        elif r in self.waiting[i]:
+            self.waiting[i].remove(r)
+        else:
+            n = int(self.nrun[i])
+            slot = self.run[i, :n].tolist().index(r)
+            self.run[i, slot:n - 1] = self.run[i, slot + 1:n].copy()
+            self.run[i, n - 1] = -1
+            self.nrun[i] -= 1
+        self._release(i, r)
+
+    def _release(self, i: int, r: int) -> None:
+        """Row ``r`` gives back its own KV blocks and lets go of the cached ones it holds."""
+        t = self.t
+        self.free[i] += t.blocks[r]
+        t.blocks[r] = 0
+        held = t.pinned.pop(r, None)
+        if held:
+            self.free[i] += self.caches[i].release(held)
+            t.shared[r] = 0
+
+    def clear(self, i: int) -> None:
+        """Instance ``i`` holds nothing (its rows were released); free slots of the matrix are -1."""
+        self.pending[i], self.nrun[i] = [], 0
+        self.run[i] = -1
+        self.waiting[i].clear()
+
+    def _need(self, r: int, n: int) -> int:
+        t = self.t
+        return max(0, blocks_to_add(int(t.computed[r]), n, int(t.blocks[r] + t.shared[r]), self.block))
+
+    def _to_finish(self, r: int) -> int:
+        """KV blocks row ``r`` may still take before it finishes (``admission: reserve``)."""
+        t = self.t
+        return self._need(r, int(t.prompt[r] + t.max_tokens[r] - t.computed[r]))
+
+    # --- one step of many instances ------------------------------------------------------------------
+    def schedule(self, inst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Schedule one step on each of ``inst``; returns the tokens of every running slot (rows of
+        ``inst`` × slots, 0 where not scheduled), the rows in those slots, and the preemptions per instance."""
+        t, nrun = self.t, self.nrun[inst]
+        width = int(nrun.max()) if len(inst) else 0
+        rows = self.run[inst, :width]
+        valid = rows >= 0
+        safe = np.where(valid, rows, 0)
+        computed = t.computed[safe]
+        lacking = np.where(valid, t.prompt[safe] + t.output[safe] - computed, 0)
+        before = np.cumsum(lacking, axis=1) - lacking
+        n = np.clip(self.budget - before, 0, lacking)
+        need = np.where(n > 0, np.maximum(0, blocks_to_add(computed, n, t.blocks[safe] + t.shared[safe], self.block)), 0)
+        short = (np.cumsum(need, axis=1) > self.free[inst, None]).any(axis=1)
+        ok = ~short
+        take = (n > 0) & ok[:, None]
+        t.blocks[rows[take]] += need[take]
+        self.free[inst[ok]] -= need[ok].sum(axis=1)
+        tokens = np.zeros((len(inst), self.max_seqs), dtype=np.int64)
+        tokens[:, :width] = n
+        preempted = np.zeros(len(inst), dtype=np.int64)
+        for k in np.flatnonzero(short).tolist():
+            scheduled, preempted[k] = self._schedule_preempting(int(inst[k]))
+            tokens[k] = 0
+            tokens[k, :len(scheduled)] = scheduled
+        budget = self.budget - tokens.sum(axis=1)
+        room = (preempted == 0) & (budget > 0) & (self.nrun[inst] < self.max_seqs)
+        for k in np.flatnonzero(room).tolist():
+            i = int(inst[k])
+            if self.waiting[i]:
+                self._admit(i, int(budget[k]), tokens[k])
+        if self.caches:
+            for i in inst.tolist():
+                self.caches[i].trim(int(self.free[i]))
+        width = int(self.nrun[inst].max()) if len(inst) else 0
+        return tokens[:, :width], self.run[inst, :width], preempted
+
+    def _schedule_preempting(self, i: int) -> tuple[list[int], int]:
+        """The reference's running phase, request by request, for an instance that must preempt."""
+        t, run, budget, n_of, preempted, pos = self.t, self.run[i], self.budget, [], 0, 0
+        while pos < self.nrun[i] and budget > 0:
+            r = int(run[pos])
+            n = min(int(t.prompt[r] + t.output[r] - t.computed[r]), budget)
+            while self._need(r, n) > self.free[i]:
+                preempted += 1
+                victim = self._preempt(i)
+                if victim == r:
+                    break
+            else:
+                need = self._need(r, n)
+                t.blocks[r] += need
+                self.free[i] -= need
+                n_of.append(n)
+                budget -= n
+                pos += 1
+        return n_of, preempted
+
+    def _preempt(self, i: int) -> int:
+        """Free the last running request's blocks; it is recomputed from the front of the queue."""
+        t = self.t
+        self.nrun[i] -= 1
+        victim = int(self.run[i, self.nrun[i]])
+        self.run[i, self.nrun[i]] = -1
+        self._release(i, victim)
+        t.computed[victim] = 0
+        t.preemptions[victim] += 1
+        self.waiting[i].appendleft(victim)
+        self.preemptions[i] += 1
+        return victim
+
+    def _admit(self, i: int, budget: int, tokens: np.ndarray) -> None:
+        """Waiting requests join while seats, budget and blocks allow (the reference's second phase);
+        each one's tokens go in its new running slot of ``tokens``."""
+        t, waiting = self.t, self.waiting[i]
+        while waiting and budget > 0 and self.nrun[i] < self.max_seqs:
+            r = waiting[0]                        # holds no blocks: it starts from its cached prefix, if any
+            hits, cached, reclaim = self._cached_prefix(i, r)
+            lacking = int(t.prompt[r] + t.output[r]) - cached
+            n = min(lacking, budget)
+            own = self._joining(cached, n, 0)
+            if (n < lacking and not self.chunked) or own + reclaim > self.free[i]:
+                break
+            if self.reserve and (self._joining(cached, int(t.prompt[r] + t.max_tokens[r]) - cached, reclaim)
+                                 + sum(map(self._to_finish, self.run[i, :self.nrun[i]])) > self.free[i]):
+                break
+            waiting.popleft()
+            tokens[self.nrun[i]] = n
+            self.run[i, self.nrun[i]] = r
+            self.nrun[i] += 1
+            if self.caches:
+                self._pin(i, r, hits, cached, reclaim)
+            t.blocks[r] += own
+            self.free[i] -= own
+            budget -= n
+
+    def _joining(self, cached: int, tokens: int, reclaim: int) -> int:
+        """KV blocks a waiting row takes to join with ``cached`` tokens found cached (whole blocks) and
+        ``tokens`` more: its own new blocks, and the free cached blocks it pins."""
+        return blocks_to_add(cached, tokens, cached // self.block, self.block) + reclaim
+
+    def _cached_prefix(self, i: int, r: int) -> tuple[tuple[int, ...], int, int]:
+        """Row ``r``'s cached leading blocks on instance ``i``: (hashes, tokens, KV blocks pinning them takes)."""
+        hashes = self.t.hash_ids.get(r) if self.caches else None
+        if not hashes:
+            return (), 0, 0
+        cache, t = self.caches[i], self.t
+        hits, reclaim = cache.lookup(hashes, int(t.prompt[r]), int(t.prompt[r] + t.output[r]), int(self.free[i]))
+        return hits, len(hits) * cache.block_tokens, reclaim
+
+    def _pin(self, i: int, r: int, hits: tuple[int, ...], cached: int, reclaim: int) -> None:
+        """Row ``r`` joins holding its cached blocks: they count as computed."""
+        cache, t = self.caches[i], self.t
+        cache.pin(hits, int(t.prompt[r] + t.output[r]))
+        self.free[i] -= reclaim
+        if hits:
+            t.pinned[r] = list(hits)
+        t.shared[r], t.computed[r] = len(hits) * cache.size, cached
+
+    def _cache_computed(self, i: int, r: int, before: int) -> None:
+        """Row ``r`` computed tokens from ``before`` on: its full prompt blocks among them are cached, held by it."""
+        t, cache = self.t, self.caches[i]
+        hashes = t.hash_ids.get(r)
+        if hashes:
+            b = cache.block_tokens
+            taken = cache.insert(hashes, before // b, min(int(t.computed[r]), int(t.prompt[r])) // b)
+            if taken:
+                t.pinned.setdefault(r, []).extend(taken)
+                t.blocks[r] -= len(taken) * cache.size
+                t.shared[r] += len(taken) * cache.size
+
+    def shapes(self, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Each step's batch shape (``compiler.program.batch_shape``)."""
+        t, took = self.t, tokens > 0
+        safe = np.where(took, rows, 0)
+        p = np.where(took, t.computed[safe], 0)
+        return batch_shape(p, tokens, p + tokens == t.prompt[safe] + t.output[safe])
+
+    def update(self, inst: np.ndarray, tokens: np.ndarray, rows: np.ndarray, ends: np.ndarray) -> list[list[int]]:
+        """The step of each of ``inst`` ended at ``ends``: advance computed tokens, stamp sampled ones;
+        returns each instance's finished rows (in running order), gone from the matrix."""
+        t = self.t
+        took = tokens > 0
+        r, n = rows[took], tokens[took]
+        t.computed[r] += n
+        if self.caches:                           # rows that computed prompt tokens: their blocks are cached
+            of = np.broadcast_to(inst[:, None], tokens.shape)[took]
+            for j in np.flatnonzero(t.computed[r] - n < t.prompt[r]).tolist():
+                self._cache_computed(int(of[j]), int(r[j]), int(t.computed[r[j]] - n[j]))
+        sampled = t.computed[r] == t.prompt[r] + t.output[r]
+        end = np.broadcast_to(ends[:, None], tokens.shape)[took][sampled]
+        s = r[sampled]
+        t.times[t.offset[s] + t.output[s]] = end
+        t.output[s] += 1
+        done = np.zeros(tokens.shape, dtype=bool)
+        done[took] = np.where(sampled, t.output[r] >= t.max_tokens[r], False)
+        finished: list[list[int]] = [[] for _ in inst]
+        ks = np.flatnonzero(done.any(axis=1))
+        if not len(ks):
+            return finished
+        for k in ks.tolist():
+            finished[k] = rows[k][done[k]].tolist()
+        gone = rows[done]
+        np.add.at(self.free, np.broadcast_to(inst[:, None], done.shape)[done], t.blocks[gone])
+        t.blocks[gone] = 0
+        if self.caches:
+            for k in ks.tolist():
+                for row in finished[k]:
+                    self._release(int(inst[k]), row)
+        i, d = inst[ks], done[ks]                 # the rows of ``rows`` are the matrix's running slots
+        order = np.argsort(d, axis=1, kind="stable")       # the running that stay first, in their order
+        kept = np.take_along_axis(rows[ks], order, axis=1)
+        self.nrun[i] -= d.sum(axis=1)
+        kept[np.arange(kept.shape[1])[None, :] >= self.nrun[i][:, None]] = -1
+        self.run[i, :kept.shape[1]] = kept
+        return finished

@@ -1,0 +1,97 @@
+"""Every request a vectorised host holds, as columns of one table, and their token timestamps.
+
+A row is a request from its submit until the host hands it back (finished,
+evacuated); freed rows are reused. Each row owns a stretch of one flat buffer
+of ``max_tokens`` timestamps (``offset``), so a step stamps all its sampled
+tokens with one indexed assignment. The buffer grows by doubling and is
+compacted when most of it belongs to rows already gone.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rsd_ray.engine.request import RequestRecord, Submit
+
+INT_COLUMNS = ("rid", "prompt", "max_tokens", "computed", "output", "blocks", "shared", "preemptions", "retries",
+               "instance", "offset", "reported")
+
+
+class RequestTable:
+    def __init__(self, capacity: int = 256):
+        self.arrival = np.zeros(capacity)
+        self.scheduled = np.full(capacity, np.nan)      # first step's start; NaN until then
+        for name in INT_COLUMNS:
+            setattr(self, name, np.zeros(capacity, dtype=np.int64))
+        self.free_rows = list(range(capacity - 1, -1, -1))
+        self.live: set[int] = set()
+        self.hash_ids: dict[int, tuple[int, ...]] = {}   # row → its prompt's block hashes (when known)
+        self.pinned: dict[int, list[int]] = {}            # row → cached blocks it holds (``shared``: their KV blocks)
+        self.times = np.zeros(1024)
+        self.times_end = 0                       # first unused slot of ``times``
+
+    def _grow_rows(self) -> None:
+        n = len(self.arrival)
+        for name in ("arrival", "scheduled") + INT_COLUMNS:
+            column = getattr(self, name)
+            setattr(self, name, np.concatenate([column, np.zeros_like(column)]))
+        self.free_rows = list(range(2 * n - 1, n - 1, -1)) + self.free_rows
+
+    def _room(self, n: int) -> int:
+        """Offset of ``n`` free timestamp slots; compacts or grows the buffer when it is full."""
+        if self.times_end + n > len(self.times):
+            rows = sorted(self.live)
+            used = int(self.max_tokens[rows].sum()) if rows else 0
+            size = len(self.times)
+            while used + n > size // 2:
+                size *= 2
+            times, end = np.zeros(size), 0
+            for r in rows:                        # keep every live row's stretch, packed
+                m = int(self.max_tokens[r])
+                times[end:end + m] = self.times[self.offset[r]:self.offset[r] + m]
+                self.offset[r] = end
+                end += m
+            self.times, self.times_end = times, end
+        at = self.times_end
+        self.times_end += n
+        return at
+
+    def add(self, s: Submit, instance: int) -> int:
+        """A row for a routed request; a retried one keeps the tokens it has (re-prefilled with the prompt)."""
+        if not self.free_rows:
+            self._grow_rows()
+        r = self.free_rows.pop()
+        self.live.add(r)
+        self.offset[r] = self._room(s.max_tokens)
+        done = len(s.token_times)
+        self.arrival[r], self.rid[r], self.prompt[r], self.max_tokens[r] = s.arrival, s.rid, s.prompt_len, s.max_tokens
+        self.scheduled[r] = np.nan
+        self.computed[r], self.output[r], self.blocks[r], self.shared[r], self.reported[r] = 0, done, 0, 0, done
+        self.preemptions[r], self.retries[r], self.instance[r] = s.preemptions, s.retries, instance
+        if done:
+            self.times[self.offset[r]:self.offset[r] + done] = s.token_times
+        if s.hash_ids:
+            self.hash_ids[r] = s.hash_ids
+        return r
+
+    def token_times(self, r: int, start: int = 0) -> tuple[float, ...]:
+        at = int(self.offset[r])
+        return tuple(self.times[at + start:at + int(self.output[r])].tolist())
+
+    def record(self, r: int, finished: bool) -> RequestRecord:
+        times = self.token_times(r)
+        return RequestRecord(int(self.rid[r]), int(self.instance[r]), float(self.arrival[r]), int(self.prompt[r]),
+                             int(self.max_tokens[r]), times, int(self.preemptions[r]),
+                             times[-1] if finished and times else None, int(self.retries[r]), None,
+                             None if np.isnan(self.scheduled[r]) else float(self.scheduled[r]))
+
+    def submit(self, r: int) -> Submit:
+        """The row as a request to retry elsewhere, with the tokens it has."""
+        return Submit(int(self.rid[r]), float(self.arrival[r]), int(self.prompt[r]), int(self.max_tokens[r]), -1,
+                      self.token_times(r), int(self.retries[r]) + 1, int(self.preemptions[r]),
+                      self.hash_ids.get(r, ()))
+
+    def release(self, r: int) -> None:
+        self.live.discard(r)
+        self.hash_ids.pop(r, None)
+        self.pinned.pop(r, None)
+        self.free_rows.append(r)

@@ -1,0 +1,144 @@
+"""The plain card: memory ledger, command engine, virtual clock, power and heat.
+
+``CardActor`` wraps this class unchanged. A card knows nothing of its group.
+Its clock (P2 or the throttled P10) is set by a governor that samples the
+temperature once per epoch, at the epoch's start (``sample``), so a step's
+timing is a pure function of its shape and that clock factor: the host prices
+its steps with the card's cost model (``segments``) and, once per epoch, tells
+the card which steps ran and when (``accept``); only then do energy, heat and
+utilisation move. On Ray that makes one card call per epoch, not one per step.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rsd_ray.compiler import MemoryPlan, Program
+from rsd_ray.config import DeviceSpec
+from rsd_ray.hardware.costmodel import StepCost
+from rsd_ray.hardware.ledger import MemoryLedger
+from rsd_ray.hardware.power import ThermalState
+
+
+ABORTED_CLOCK = 0.0
+"""The governor's answer for a card at or past its abort temperature: it stops (P12); its group loses it."""
+
+
+@dataclass(frozen=True)
+class CardFrame:
+    """A card's telemetry, as rbln-smi would show it."""
+    card: int
+    clock_s: float
+    utilisation: float
+    memory_used: int
+    memory_total: int
+    temperature_c: float
+    energy_j: float
+    power_w: float
+    p_state: str
+    throttled_s: float
+    host_link_bytes: float
+    lost: bool = False          # the card died; these are its last known figures
+
+
+class Card:
+    def __init__(self, card_id: int, device: DeviceSpec, dtype: str, epoch_s: float = 0.05):
+        self.card_id, self.device, self.dtype, self.epoch_s = card_id, device, dtype, epoch_s
+        self.ledger = MemoryLedger(f"card{card_id}", device.usable_bytes)
+        self.thermal = ThermalState(device)
+        self.cost: StepCost | None = None
+        self.clock = 0.0          # virtual time up to which energy and heat are accounted
+        self.busy_s = 0.0
+        self.last_busy_end = 0.0
+        self.host_link_bytes = 0.0
+        self.clock_factor = 1.0
+        self.sampled_at = -1.0
+
+    def load(self, program: Program, memory: MemoryPlan, cost: StepCost | None = None) -> None:
+        """Allocate the memory plan's regions (fails loudly over budget) and load the program.
+        ``cost`` may be shared by cards whose programs cost the same (every rank of a group)."""
+        for region, nbytes in memory.regions.items():
+            self.ledger.allocate(region, nbytes)
+        self.cost = cost or StepCost(program, self.device, self.dtype)
+        self._hdma = self.cost.link.sum(axis=0)
+
+    def sample(self, t: float) -> float:
+        """The governor: the clock factor for the epoch starting at ``t``, from the temperature once
+        every step that started before ``t`` is accounted (and the idle time up to ``t``)."""
+        self.advance_to(t)
+        aborted = self.thermal.temp_c >= self.thermal.thermal.abort_c
+        self.clock_factor, self.sampled_at = ABORTED_CLOCK if aborted else self.thermal.clock, t
+        return self.clock_factor
+
+    def busy(self, shapes: np.ndarray) -> np.ndarray:
+        """Seconds of compute of each step at this epoch's clock."""
+        if self.clock_factor == ABORTED_CLOCK:
+            raise RuntimeError(f"card {self.card_id} has aborted at its abort temperature; it runs nothing more")
+        return self.cost.segments(shapes, self.clock_factor).sum(axis=1)
+
+    def accept(self, starts, shapes: np.ndarray, busy_s: np.ndarray | None = None) -> None:
+        """These steps ran on this card from these start times, at this epoch's clock: account them.
+        ``busy_s`` (from ``busy``) may be given by a caller that priced them already."""
+        if not len(starts):
+            return
+        busy_s = self.busy(shapes) if busy_s is None else busy_s
+        for start, busy, x in zip(starts, busy_s.tolist(), shapes):
+            self.advance_to(start)
+            self.thermal.run(busy, active=True)
+            self.busy_s += busy
+            self.clock = self.last_busy_end = start + busy
+            self.host_link_bytes += float(self._hdma @ x)
+
+    def execute(self, x: np.ndarray, start: float) -> np.ndarray:
+        """One step from ``start`` (sampling the governor when a new epoch begins); returns its segments."""
+        if int(start / self.epoch_s) != int(self.sampled_at / self.epoch_s) or self.sampled_at < 0:
+            self.sample(start)
+        shapes = np.atleast_2d(x)
+        self.accept([start], shapes)
+        return self.cost.segments(shapes, self.clock_factor)[0]
+
+    def advance_to(self, t: float) -> None:
+        """Account idle time (or waiting at a sync) up to ``t``."""
+        if t > self.clock:
+            self.thermal.run(t - self.clock, active=False)
+            self.clock = t
+
+    def state(self) -> tuple:
+        """Everything ``accept``, ``sample`` and ``advance_to`` read or change: two cards in the same state,
+        on the same cost model, given the same steps, end in the same state."""
+        th = self.thermal
+        return (self.clock, self.busy_s, self.last_busy_end, self.host_link_bytes, self.clock_factor,
+                self.sampled_at, th.temp_c, th.energy_j, th.throttled_s, th.thermal.ambient_c)
+
+    def set_state(self, state: tuple) -> None:
+        th = self.thermal
+        (self.clock, self.busy_s, self.last_busy_end, self.host_link_bytes, self.clock_factor,
+         self.sampled_at, th.temp_c, th.energy_j, th.throttled_s, ambient) = state
+        if ambient != th.thermal.ambient_c:
+            th.thermal = dataclasses.replace(th.thermal, ambient_c=ambient)
+
+    def restart(self, t: float, state: tuple | None = None) -> None:
+        """Back at ``t`` after a loss (``--recover``), from its own state or ``state``, the one it had at its
+        loss (handed to a new card process). It idled in between; its governor starts again at full clock."""
+        if state is not None:
+            self.set_state(state)
+        self.clock_factor, self.sampled_at = 1.0, -1.0
+        self.advance_to(t)
+
+    def set_ambient(self, delta_c: float) -> None:
+        """A fault: the card's inlet air changes by ``delta_c`` °C from now on."""
+        self.thermal.thermal = dataclasses.replace(self.thermal.thermal, ambient_c=self.thermal.thermal.ambient_c
+                                                   + delta_c)
+
+    def frame(self) -> CardFrame:
+        """Telemetry; ``power_w`` is the mean since start (difference energies for a window)."""
+        power = self.thermal.energy_j / self.clock if self.clock else self.device.power.idle_w
+        p_state = "P12" if self.clock_factor == ABORTED_CLOCK else \
+            self.thermal.p_state(self.clock - self.last_busy_end, throttled=self.clock_factor < 1.0)
+        return CardFrame(self.card_id, self.clock, self.busy_s / self.clock if self.clock else 0.0,
+                         self.ledger.used, self.ledger.budget, self.thermal.temp_c, self.thermal.energy_j, power,
+                         p_state, self.thermal.throttled_s,
+                         self.host_link_bytes)

@@ -1,0 +1,183 @@
+"""The host CPUs of one or more servers: the engines of their instances, driving their cards.
+
+A TP group that spans servers is driven by the host of its first card's server
+(the others lend it their cards), so every card belongs to exactly one host:
+the cards of its instances, plus its own server's cards that no group uses.
+On Ray each server's host is an actor; inline one ``Host`` drives every server,
+so the vectorised engine steps all of the rack's instances together.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from dataclasses import dataclass
+
+from rsd_ray.calibration import CARD_RESTART_S
+from rsd_ray.hardware.card import CardFrame
+from rsd_ray.hardware.card_group import CardLost, LocalCardGroup
+from rsd_ray.compiler import Plan
+from rsd_ray.config import RunSpec
+from rsd_ray.rack.epoch import EpochIn, EpochOut, Failure, Recovery
+from rsd_ray.engine.request import RequestRecord
+from rsd_ray.interconnect.sync import GroupSync
+from rsd_ray.interconnect.topology import Topology
+from rsd_ray.engine.core import EngineCore
+
+ABORTED = "aborted: the client went away"
+
+@dataclass(frozen=True)
+class HostSetup:
+    """What one server's host builds: the TP groups it drives and the idle cards it holds."""
+    server: int
+    instances: tuple[tuple[int, tuple[int, ...]], ...]   # (instance id, card ids)
+    idle_cards: tuple[int, ...]
+    shared_links: tuple[tuple[str, int], ...]           # groups per link, rack-wide
+
+    @property
+    def cards(self) -> tuple[int, ...]:
+        return tuple(sorted({c for _, group in self.instances for c in group} | set(self.idle_cards)))
+
+
+class Host:
+    """``groups`` maps each instance id (and None, for idle cards) to its card group; ``setups``
+    are the servers this host drives (one on Ray, every server inline)."""
+
+    def __init__(self, spec: RunSpec, plan: Plan, setups: list[HostSetup], groups: dict,
+                 topology: Topology | None = None):
+        self.servers = [s.server for s in setups]
+        self.groups = groups
+        self.topology = topology or Topology(spec.rack, spec.device)
+        self.t = 0.0
+        self.recover, self.weight_bytes = spec.recover, plan.memory.weights
+        self.restarts: dict[int, tuple[float, float, float, tuple[int, ...]]] = {}  # iid → failed, back, load s, cards
+        shared = dict(setups[0].shared_links)
+        self.cards = {c: s.server for s in setups for c in s.cards}          # card → the server it reports under
+        self.card_instance = {c: iid for s in setups for iid, cards in s.instances for c in cards}
+        self.instance_server = {iid: s.server for s in setups for iid, _ in s.instances}
+        self.members = [(iid, groups[iid], GroupSync(plan.programs[0], list(cards), self.topology,
+                                                spec.compiler.collective, shared))
+                   for s in setups for iid, cards in s.instances]
+        self.links = {link.name: link for link in self.topology.links.values()}
+        self.nominal = {name: link.bandwidth for name, link in self.links.items()}
+        self.num_blocks = spec.engine.num_blocks_override or plan.memory.num_blocks
+        self.engine = EngineCore(spec.engine, self.members, self.num_blocks)
+
+    @property
+    def server(self) -> int:
+        """The server of a one-server host (as on Ray); -1 for a host of several."""
+        return self.servers[0] if len(self.servers) == 1 else -1
+
+    @classmethod
+    def local(cls, spec: RunSpec, plan: Plan, setups: list[HostSetup], topology: Topology | None = None) -> "Host":
+        """A host whose cards are plain objects in this process (sharing the rack's topology and cost models)."""
+        groups, costs = {}, {}
+        for s in setups:
+            for iid, cards in s.instances:
+                groups[iid] = LocalCardGroup(cards, spec.device, spec.model.dtype, spec.epoch_s)
+                groups[iid].load(plan.programs, plan.memory, costs)
+        idle = tuple(c for s in setups for c in s.idle_cards)
+        groups[None] = LocalCardGroup(idle, spec.device, spec.model.dtype, spec.epoch_s)
+        return cls(spec, plan, setups, groups, topology)
+
+    def advance(self, epoch: EpochIn) -> EpochOut:
+        """Apply controls, take the routed arrivals, run every healthy instance to ``t_end``."""
+        failures, orphans = [], []
+        for control in epoch.controls:
+            if control.kind == "kill_card" and control.target in self.cards:
+                failures.append(self._kill(control.target, f"card {control.target} was killed", "card", orphans))
+            elif control.kind == "kill_server":
+                for card in self._on_server(control.target):
+                    failures.append(self._kill(card, f"server {control.target} was lost", "server", orphans))
+            elif control.kind == "degrade_link" and control.name in self.nominal:
+                self.links[control.name].bandwidth = self.nominal[control.name] * control.value / 100.0
+                for sync in self.engine.syncs:
+                    sync.price(self.topology)
+                self.engine.reprice()
+            elif control.kind == "ambient":
+                for card in self._on_server(control.target):
+                    self.groups[self.card_instance.get(card)].set_ambient(card, control.value)
+        recoveries = self._restart(epoch.t_end, failures)
+        for server in self.servers:
+            for s in epoch.arrivals.get(server, ()):
+                if not self.engine.submit(s):          # routed before the router heard of the failure
+                    orphans.append(dataclasses.replace(s, retries=s.retries + 1))
+        aborted = [self.engine.abort(c.target, ABORTED) for c in epoch.controls if c.kind == "abort"]
+        steps = [] if epoch.trace else None
+        for iid, lost, t in self.engine.advance(self.t, epoch.t_end, steps):
+            failures.append(self._fail(lost.cards[0] if lost.cards else None, iid, lost, orphans, t))
+        tokens = self.engine.token_events() if epoch.tokens else []
+        finished = [r for r in aborted if r is not None] + self.engine.take_finished()
+        self.t = epoch.t_end
+        cards = tuple(self.card_frames(epoch.t_end)) if epoch.telemetry else ()
+        links = tuple(self.link_bytes(cards).items()) if epoch.telemetry else ()
+        return EpochOut(epoch.t_end, self.server, tuple(finished), (), tuple(orphans), tuple(tokens),
+                        tuple(self.engine.frames()), cards, links,
+                        tuple(f for f in failures if f is not None), tuple(steps or ()), tuple(recoveries))
+
+    def _on_server(self, server: int) -> list[int]:
+        """The cards this host holds that sit in ``server``."""
+        return [c for c in sorted(self.cards) if self.topology.server_of(c) == server]
+
+    def _kill(self, card: int, reason: str, kind: str, orphans: list) -> Failure | None:
+        iid = self.card_instance.get(card)
+        if card in self.groups[iid].lost:
+            return None
+        self.groups[iid].kill(card, self.t)
+        return self._fail(card, iid, CardLost([card], reason), orphans, self.t, kind)
+
+    def _fail(self, card, iid, lost: CardLost, orphans: list, t: float, kind: str = "card") -> Failure | None:
+        """Mark the instance failed at ``t`` and hand back its requests; an idle card's loss fails nothing."""
+        if iid is None:
+            return Failure(float(t), kind, self.cards[card], (), lost.cards, lost.reason)
+        if self.engine.is_failed(iid):
+            return None
+        orphans += self.engine.evacuate(iid)
+        cards = tuple(c for c, i in self.card_instance.items() if i == iid)
+        if self.recover and kind != "server":
+            self._plan_restart(iid, float(t), lost.cards or cards)
+        return Failure(float(t), kind, self.instance_server[iid], (iid,), lost.cards or cards, lost.reason)
+
+    def _plan_restart(self, iid: int, t: float, cards: tuple[int, ...]) -> None:
+        """``--recover``: the lost cards answer again ``CARD_RESTART_S`` after their loss, then reload their
+        shards over their host paths (at those links' bandwidth now, degraded or not); the instance rejoins."""
+        load = max(self.weight_bytes / min(link.bandwidth for link in self.topology.load_path(c)) for c in cards)
+        self.restarts[iid] = (t, t + CARD_RESTART_S + load, load, cards)
+
+    def _restart(self, t_end: float, failures: list) -> list[Recovery]:
+        """The instances whose cards are back before ``t_end`` rejoin, empty, at the time they are back;
+        a card that does not come back is a failure of its own (no second restart)."""
+        back = []
+        for iid, (t_failed, t, load, cards) in sorted(self.restarts.items()):
+            if t >= t_end:
+                continue
+            del self.restarts[iid]
+            try:
+                self.groups[iid].restart(cards, t)
+            except CardLost as lost:
+                failures.append(Failure(t, "card", self.instance_server[iid], (iid,), lost.cards, lost.reason))
+                continue
+            self.engine.rejoin(iid, t)
+            back.append(Recovery(t_failed, t, self.instance_server[iid], iid, cards, load))
+        return back
+
+    def card_frames(self, t: float) -> list[CardFrame]:
+        frames = [f for group in self.groups.values() for f in group.frames(t)]
+        return sorted(frames, key=lambda f: f.card)
+
+    def link_bytes(self, cards) -> dict[str, float]:
+        """Collective bytes per directed link, plus each card's External HDMA to its host."""
+        out: dict[str, float] = defaultdict(float)
+        for sync in self.engine.syncs:
+            for name, nbytes in sync.link_bytes().items():
+                out[name] += nbytes
+        for frame in cards:
+            for link in self.topology.host_path(frame.card):
+                out[link.name] += frame.host_link_bytes
+        return dict(out)
+
+    def unfinished(self) -> list[RequestRecord]:
+        return self.engine.unfinished()
+
+    def close(self) -> None:
+        for group in self.groups.values():
+            group.close()

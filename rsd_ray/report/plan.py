@@ -1,0 +1,61 @@
+"""The plan as data, for ``rsd-ray compile``: shards, memory, steps, link volumes.
+
+A report over the compiler's output (it also prices steps with the cost model and the
+sync), so it sits beside the compiler, not inside it."""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+
+from rsd_ray.interconnect.collectives import sharers
+from rsd_ray.compiler import compile_plan
+from rsd_ray.config import RunSpec
+from rsd_ray.hardware.costmodel import StepCost
+from rsd_ray.interconnect.sync import GroupSync, step_times
+from rsd_ray.interconnect.topology import Topology
+
+
+def example_shapes(spec: RunSpec) -> dict[str, np.ndarray]:
+    """A full prefill chunk of one prompt and a decode step of a full batch at 1,024 context."""
+    prompt = min(spec.engine.max_num_batched_tokens, 1024)
+    batch, ctx = min(spec.engine.max_num_seqs, 64), 1024
+    return {f"prefill {prompt} tok": np.array([1.0, prompt, 1, prompt * (prompt + 1) / 2, prompt]),
+            f"decode {batch} seq @ {ctx}": np.array([1.0, batch, batch, batch * (ctx + 1), batch * (ctx + 1)])}
+
+
+def describe(spec: RunSpec) -> dict:
+    topology = Topology(spec.rack, spec.device)
+    plan = compile_plan(spec, topology)
+    group = list(plan.placement.groups[0])
+    shared = sharers(topology, [list(g) for g in plan.placement.groups])
+    program = plan.programs[0]
+    cost = StepCost(program, spec.device, spec.model.dtype)
+    steps = []
+    for name, x in example_shapes(spec).items():
+        sync = GroupSync(program, group, topology, spec.compiler.collective, shared)
+        segments = cost.segments(x)           # every rank costs the same
+        collectives, pick, msg = sync.times(x[None])
+        sync.record(pick, msg)
+        took = float(step_times(x[None], segments, collectives, program.chunks, spec.engine.async_scheduling)[0])
+        collectives = collectives[0]
+        steps.append({"step": name, **cost.totals(x), "compute_s": float(segments[0].sum()),
+                      "collective_s": float(collectives.sum()), "step_s": took,
+                      "tokens_per_s": float(x[1]) / took,
+                      "link_bytes": {k: v for k, v in sorted(sync.link_bytes().items()) if v}})
+    return {
+        "model": spec.model.name, "tp": spec.tp, "rack": spec.rack.name, "device": spec.device.name,
+        "placement": {"scope": plan.placement.scope, "instances": len(plan.placement.groups),
+                      "groups": [list(g) for g in plan.placement.groups],
+                      "idle_cards": list(plan.placement.idle_cards)},
+        "shards": [dataclasses.asdict(s) | {"card_numel": s.card_numel} for s in plan.shards],
+        "memory": dataclasses.asdict(plan.memory),
+        "commands": dict(Counter(c.kind for c in program.commands)),
+        "pipeline_chunks": program.chunks,
+        "program_bytes": len(program.to_msgpack()),
+        "steps": steps,
+    }
+
+
+__all__ = ["describe", "example_shapes"]

@@ -1,1 +1,0 @@
-"""Production traces as request sources: Azure LLM inference, Mooncake, BurstGPT and ShareGPT."""
