@@ -27,8 +27,8 @@ class HostActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def advance(self, epoch):
-        return self.host.advance(epoch)
+    def run_epoch(self, epoch):
+        return self.host.run_epoch(epoch)
 
     def unfinished(self):
         return self.host.unfinished()

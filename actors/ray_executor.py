@@ -21,7 +21,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rsd_ray.actors.card_actor import CardActor
 from rsd_ray.actors.host_actor import HostActor
 from rsd_ray.config import ConfigError
-from rsd_ray.rack.epoch import EpochIn, EpochOut, Failure, merge
+from rsd_ray.rack.epoch import EpochIn, EpochOut, Failure, Kind, merge
 
 HOST_CPU = 0.01
 """CPU share reserved for a host actor's bundle. It only keeps the bundle non-empty:
@@ -115,9 +115,9 @@ class RayExecutor:
     def _alive(self):
         return [(h, s) for h, s in zip(self.hosts, self.setups) if s.server not in self.dead]
 
-    def advance(self, epoch) -> EpochOut:
+    def run_epoch(self, epoch) -> EpochOut:
         """Every live host's epoch in parallel; a host that fails is a ``Failure`` value, not an exception."""
-        futures = [(s, h.advance.remote(host_input(epoch, s.server))) for h, s in self._alive()]
+        futures = [(s, h.run_epoch.remote(host_input(epoch, s.server))) for h, s in self._alive()]
         deadline = time.monotonic() + CALL_TIMEOUT_S
         parts = []
         for s, ref in futures:
@@ -130,9 +130,9 @@ class RayExecutor:
     def _host_lost(self, setup, t: float, reason: str) -> EpochOut:
         self.dead.add(setup.server)
         ray.kill(self.hosts[self.setups.index(setup)])
-        failure = Failure(t, "host", setup.server, tuple(i for i, _ in setup.instances), setup.cards,
-                          f"host of server {setup.server} lost: {reason}")
-        return EpochOut(t, setup.server, failures=(failure,))
+        failure = Failure(t=t, kind=Kind.HOST, server=setup.server, instances=tuple(i for i, _ in setup.instances),
+                          cards=setup.cards, reason=f"host of server {setup.server} lost: {reason}")
+        return EpochOut(t_end=t, server=setup.server, failures=(failure,))
 
     def unfinished(self):
         refs = [h.unfinished.remote() for h, _ in self._alive()]

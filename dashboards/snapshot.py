@@ -17,7 +17,7 @@ from rich.console import Console
 from rsd_ray.config import load_run
 from rsd_ray.rack.controller import Controller
 from rsd_ray.dashboards.top import render
-from rsd_ray.rack.epoch import Control
+from rsd_ray.rack.epoch import Control, Kind
 from rsd_ray.report.telemetry import attach, controller_frame
 
 KILLED_CARD, KILLED_AT_S, HOT_AIR_C = 37, 2.0, 66.0   # 66 °C air: every card throttles, none reaches abort
@@ -36,7 +36,8 @@ def record(duration_s: float = 4.0) -> list[dict]:
         if out.cards:
             frames.append(json.loads(json.dumps(controller_frame(controller, telemetry, pace=1.0, lag_s=0.02))))
         if out.t_end >= KILLED_AT_S and not killed:
-            killed.append(controller.control(Control("kill_card", KILLED_CARD)))
+            killed.append(controller.control(Control(Kind.CARD, KILLED_CARD)))
+    sink.needs = telemetry.needs
     controller.run([sink])
     return frames
 

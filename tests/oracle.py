@@ -254,7 +254,7 @@ class OracleEngine:
     def is_failed(self, iid: int) -> bool:
         return self.instances[iid].failed
 
-    def advance(self, t0: float, t_end: float, trace=None):
+    def run_until(self, t0: float, t_end: float, trace=None):
         lost = []
         for iid, inst in self.instances.items():
             if inst.failed:
@@ -317,4 +317,4 @@ class OracleEngine:
 def install(controller) -> None:
     """Put the oracle in the place of every host's engine (inline executor, before the run)."""
     for host in controller.executor.hosts:
-        host.engine = OracleEngine(controller.spec.engine, host.members, host.num_blocks)
+        host.core = OracleEngine(controller.spec.engine, host.members, host.num_blocks)

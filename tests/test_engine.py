@@ -2,6 +2,7 @@ import dataclasses
 
 from rsd_ray.config import LengthSpec, load_part
 from rsd_ray.rack.controller import Controller
+from rsd_ray.rack.epoch import Needs
 from rsd_ray.report.results import build
 from tests.conftest import make_spec
 from tests.one_instance import OneInstance
@@ -10,9 +11,12 @@ from tests.one_instance import OneInstance
 def traced_run(spec):
     """Run with the step trace on (a public part of every EpochOut); returns (doc, outcome, steps)."""
     controller = Controller(spec)
-    controller.trace_steps = True
     steps = []
-    outcome = controller.run([lambda out, _: steps.extend(out.steps)])
+
+    def trace(out, _):
+        steps.extend(out.steps)
+    trace.needs = Needs(steps=True)
+    outcome = controller.run([trace])
     return build(outcome), outcome, steps
 
 

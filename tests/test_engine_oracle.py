@@ -6,7 +6,7 @@ import pytest
 
 from rsd_ray.config import load_run
 from rsd_ray.rack.controller import Controller
-from rsd_ray.rack.epoch import Control
+from rsd_ray.rack.epoch import Control, Kind, Needs
 from rsd_ray.rack.faults import Fault
 from tests.test_faults import quick_heating
 from rsd_ray.report.results import build, without_wall_clock
@@ -22,19 +22,19 @@ def run(spec, oracle: bool, kill=None, slow_card=None, silent=None, aborts=None,
     if slow_card is not None:                       # one card of instance 0 on a 3x slower cost model
         card = controller.executor.hosts[0].groups[0].cards[slow_card]
         card.cost = SlowCost(controller.plan.programs[slow_card], spec.device, spec.model.dtype)
-    controller.stream_tokens = controller.trace_steps = True
     seen = {"tokens": [], "steps": []}
 
     def collect(out, in_flight):
         seen["tokens"] += out.tokens
         seen["steps"] += out.steps
         if kill and out.t_end >= kill[0] - 1e-9 and not seen.get("killed"):
-            seen["killed"] = controller.control(Control("kill_card", kill[1])) or True
+            seen["killed"] = controller.control(Control(Kind.CARD, kill[1])) or True
         if aborts and out.t_end >= aborts[0] - 1e-9 and not seen.get("aborted"):  # clients that went away
-            seen["aborted"] = [controller.control(Control("abort", rid)) for rid in aborts[1]]
+            seen["aborted"] = [controller.control(Control(Kind.ABORT, rid)) for rid in aborts[1]]
         if silent and out.t_end >= silent[0] - 1e-9 and not seen.get("silent"):   # as a dead actor on Ray
             group = controller.executor.hosts[0].groups[0]
             seen["silent"] = group.lost.setdefault(silent[1], group.frames(out.t_end)[silent[1]])
+    collect.needs = Needs(tokens=True, steps=True)
     outcome = controller.run([collect])
     doc = without_wall_clock(build(outcome))
     return doc | {"records": [dataclasses.asdict(r) for r in outcome.records],

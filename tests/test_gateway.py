@@ -5,7 +5,6 @@ import asyncio
 import math
 import time
 
-import numpy as np
 import pytest
 
 from rsd_ray.rack.epoch import EpochOut
@@ -14,10 +13,10 @@ from rsd_ray.serve.gateway import Gateway, Pacer, Refused
 
 
 class FakeController:
-    """Only what the gateway reads: the router's health and the controls it is sent."""
+    """Only what the gateway reads: how many instances, and the controls it is sent."""
 
     def __init__(self, instances=2):
-        self.router = type("R", (), {"healthy": np.ones(instances, dtype=bool)})()
+        self.instance_server = [0] * instances
         self.controls = []
 
     def control(self, c):
@@ -74,7 +73,7 @@ def test_refusals_say_429_when_full_and_503_when_nothing_is_healthy():
         g, controller = gateway()
         a, b = g.submit(1, 1), g.submit(1, 1, instance=1)
         subs = g.arrivals(0.0, math.inf)
-        controller.router.healthy[1] = False
+        g.health = (True, False)                         # as the last epoch said: instance 1 failed
         g.refused(subs, 0.0)
         await asyncio.sleep(0)
         assert a.events.get_nowait()[:2] == ("refused", 429)
@@ -106,7 +105,7 @@ def test_tokens_and_ends_reach_their_tickets():
         ended = []
         g.on_end = lambda record, reason: ended.append(reason)
         record = RequestRecord(t.rid, 0, 0.0, 10, 3, (0.1, 0.2, 0.3), 0, 0.3)
-        g.on_epoch(EpochOut(1.0, tokens=((t.rid, (0.1, 0.2)),), finished=(record,)), 0)
+        g(EpochOut(1.0, tokens=((t.rid, (0.1, 0.2)),), finished=(record,)), 0)
         await asyncio.sleep(0)
         events = [t.events.get_nowait() for _ in range(t.events.qsize())]
         assert [e[0] for e in events] == ["accepted", "tokens", "end"]

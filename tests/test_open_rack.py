@@ -14,15 +14,14 @@ import yaml
 from rsd_ray.config import ConfigError, LengthSpec, load_run
 from rsd_ray.config.loader import CONFIG_ROOT
 from rsd_ray.rack.controller import NO_HEALTHY_INSTANCE, Controller
-from rsd_ray.rack.epoch import Control
+from rsd_ray.rack.epoch import Control, Kind, Needs
 from rsd_ray.report.results import build
 from tests.conftest import accounted, make_spec
 
 
 def test_an_epoch_is_plain_values_in_and_out():
     controller = Controller(make_spec(duration_s=0.5))
-    controller.stream_tokens = True
-    outs = [controller.step() for _ in range(10)]
+    outs = [controller.step(Needs(tokens=True)) for _ in range(10)]
     for out in outs:
         msgpack.packb(dataclasses.asdict(out))                      # no live object crosses an epoch
     streamed = {}
@@ -40,7 +39,7 @@ def killed_at(spec, t_kill, card, executor="inline", **opts):
 
     def fault(out, _):
         if abs(out.t_end - t_kill) < 1e-9:
-            controller.control(Control("kill_card", card))
+            controller.control(Control(Kind.CARD, card))
     outcome = controller.run([fault])
     return build(outcome), outcome
 
@@ -69,7 +68,7 @@ def test_with_every_instance_lost_requests_end_in_an_explicit_error():
     spec = make_spec(tp=8, duration_s=1.0)                      # one instance over both servers
     errored = []
     controller = Controller(spec)
-    controller.control(Control("kill_card", 5))
+    controller.control(Control(Kind.CARD, 5))
     outcome = controller.run([lambda out, _: errored.extend(out.errored)])
     doc = build(outcome)
     assert doc["status"] == "completed" and accounted(doc)

@@ -217,7 +217,7 @@ def test_sigint_saves_interrupted_results_and_leaves_no_ray_process(tmp_path, gr
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:              # wait for its 8 card actors and a host in an epoch
             cmds = _descendants(proc.pid).values()
-            if sum("CardActor" in c for c in cmds) >= 8 and any("HostActor.advance" in c for c in cmds):
+            if sum("CardActor" in c for c in cmds) >= 8 and any("HostActor.run_epoch" in c for c in cmds):
                 break
             time.sleep(0.2)
         time.sleep(3)                                   # requests take ~0.25 s here: some have finished
@@ -297,6 +297,7 @@ def test_a_chaos_run_on_ray_loses_no_request_and_equals_inline(ray_session):
         def watch(out, n):
             telemetry(out, n)
             alerts.update(a.split(" ")[0] + " " + a.split(" ")[1] for a in telemetry.frame()["alerts"])
+        watch.needs = telemetry.needs
         docs[executor] = json.loads(json.dumps(build(controller.run([watch]))))
     on_ray = docs["ray"]
     assert on_ray["status"] == "completed" and accounted(on_ray) and on_ray["requests"]["unfinished"] == 0

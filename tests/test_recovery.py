@@ -8,6 +8,7 @@ import pytest
 from rsd_ray.calibration import CARD_RESTART_S, LINK_EFFICIENCY
 from rsd_ray.config import ConfigError, load_run
 from rsd_ray.rack.controller import Controller
+from rsd_ray.rack.epoch import Needs
 from rsd_ray.rack.faults import Fault, chaos, from_args
 from rsd_ray.report.results import build, without_wall_clock
 from rsd_ray.report.telemetry import attach
@@ -75,10 +76,13 @@ def test_a_card_that_aborted_hot_comes_back_out_of_p12():
     from tests.test_faults import MINI, quick_heating
     spec = quick_heating(load_run(None, **{**MINI, "duration_s": 8.0}, recover=True))
     controller = Controller(spec)
-    controller.telemetry_every_s = spec.epoch_s / 2                # card frames every epoch
     controller.inject([Fault("ambient", 0, 0.2, 60.0)])
     seen = []
-    controller.run([lambda out, n: seen.extend((r, {f.card: f for f in out.cards}) for r in out.recoveries)])
+
+    def watch(out, n):
+        seen.extend((r, {f.card: f for f in out.cards}) for r in out.recoveries)
+    watch.needs = Needs(telemetry_every_s=spec.epoch_s / 2)      # card frames every epoch
+    controller.run([watch])
     assert len(seen) >= 2 and all(cards for _, cards in seen)
     for recovery, cards in seen:
         for c in recovery.cards:

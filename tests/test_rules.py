@@ -296,7 +296,7 @@ def test_host_time_per_step_is_base_plus_per_sampled_sequence(overlap):
     plan = compile_plan(spec, topo)
     host = Host.local(spec, plan, host_setups(spec, topo, plan)[:1])
     reqs = tuple(Submit(i, 0.0, 10, 1, instance=0) for i in range(3))
-    done = host.advance(EpochIn(1.0, {0: reqs})).finished[0]
+    done = host.run_epoch(EpochIn(1.0, {0: reqs})).finished[0]
     # one step: 3 prompts of 10 tokens, 3 sampled tokens; 3 × (10·11/2) query-key pairs
     x = np.array([[1.0, 30, 3, 165, 30]])
     sync = GroupSync(plan.programs[0], list(plan.placement.groups[0]), topo, "auto",

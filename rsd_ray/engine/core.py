@@ -71,7 +71,7 @@ class EngineCore:
         return bool(self.failed[self.index[iid]])
 
     # --- running an epoch ---------------------------------------------------------------------------
-    def advance(self, t0: float, t_end: float, trace: list | None = None) -> list[tuple[int, CardLost, float]]:
+    def run_until(self, t0: float, t_end: float, trace: list | None = None) -> list[tuple[int, CardLost, float]]:
         """Run every healthy instance to ``t_end``; returns (instance, loss, time) of each that lost a card."""
         for k in np.flatnonzero(~self.failed).tolist():
             self.groups[k].begin_epoch(t0)            # the governor samples once, at the epoch's start

@@ -34,7 +34,7 @@ class Scheduler:
         self.chunked, self.block = engine.enable_chunked_prefill, engine.block_size
         self.reserve = engine.admission == "reserve"
         self.caches = caches                      # a PrefixCache per instance, or None (prefix caching off)
-        self.t = table
+        self.table = table
         self.num_blocks = list(num_blocks)
         self.free = np.array(num_blocks, dtype=np.int64)
         self.run = np.full((n, self.max_seqs), -1, dtype=np.int64)
@@ -46,14 +46,14 @@ class Scheduler:
     # --- queues --------------------------------------------------------------------------------------
     def add_pending(self, i: int, r: int) -> None:
         """A routed request; one retried from a failed instance (an earlier arrival) goes in order."""
-        pending, arrival = self.pending[i], self.t.arrival
+        pending, arrival = self.pending[i], self.table.arrival
         if pending and arrival[r] < arrival[pending[-1]]:
             bisect.insort(pending, r, key=lambda x: arrival[x])
         else:
             pending.append(r)
 
     def admit_arrived(self, i: int, clock: float) -> None:
-        pending, arrival = self.pending[i], self.t.arrival
+        pending, arrival = self.pending[i], self.table.arrival
         n = 0
         while n < len(pending) and arrival[pending[n]] <= clock:
             n += 1
@@ -84,7 +84,7 @@ class Scheduler:
 
     def _release(self, i: int, r: int) -> None:
         """Row ``r`` gives back its own KV blocks and lets go of the cached ones it holds."""
-        t = self.t
+        t = self.table
         self.free[i] += t.blocks[r]
         t.blocks[r] = 0
         held = t.pinned.pop(r, None)
@@ -99,19 +99,19 @@ class Scheduler:
         self.waiting[i].clear()
 
     def _need(self, r: int, n: int) -> int:
-        t = self.t
+        t = self.table
         return max(0, blocks_to_add(int(t.computed[r]), n, int(t.blocks[r] + t.shared[r]), self.block))
 
     def _to_finish(self, r: int) -> int:
         """KV blocks row ``r`` may still take before it finishes (``admission: reserve``)."""
-        t = self.t
+        t = self.table
         return self._need(r, int(t.prompt[r] + t.max_tokens[r] - t.computed[r]))
 
     # --- one step of many instances ------------------------------------------------------------------
     def schedule(self, inst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Schedule one step on each of ``inst``; returns the tokens of every running slot (rows of
         ``inst`` × slots, 0 where not scheduled), the rows in those slots, and the preemptions per instance."""
-        t, nrun = self.t, self.nrun[inst]
+        t, nrun = self.table, self.nrun[inst]
         width = int(nrun.max()) if len(inst) else 0
         rows = self.run[inst, :width]
         valid = rows >= 0
@@ -147,7 +147,7 @@ class Scheduler:
 
     def _schedule_preempting(self, i: int) -> tuple[list[int], int]:
         """The reference's running phase, request by request, for an instance that must preempt."""
-        t, run, budget, n_of, preempted, pos = self.t, self.run[i], self.budget, [], 0, 0
+        t, run, budget, n_of, preempted, pos = self.table, self.run[i], self.budget, [], 0, 0
         while pos < self.nrun[i] and budget > 0:
             r = int(run[pos])
             n = min(int(t.prompt[r] + t.output[r] - t.computed[r]), budget)
@@ -167,7 +167,7 @@ class Scheduler:
 
     def _preempt(self, i: int) -> int:
         """Free the last running request's blocks; it is recomputed from the front of the queue."""
-        t = self.t
+        t = self.table
         self.nrun[i] -= 1
         victim = int(self.run[i, self.nrun[i]])
         self.run[i, self.nrun[i]] = -1
@@ -181,7 +181,7 @@ class Scheduler:
     def _admit(self, i: int, budget: int, tokens: np.ndarray) -> None:
         """Waiting requests join while seats, budget and blocks allow (the reference's second phase);
         each one's tokens go in its new running slot of ``tokens``."""
-        t, waiting = self.t, self.waiting[i]
+        t, waiting = self.table, self.waiting[i]
         while waiting and budget > 0 and self.nrun[i] < self.max_seqs:
             r = waiting[0]                        # holds no blocks: it starts from its cached prefix, if any
             hits, cached, reclaim = self._cached_prefix(i, r)
@@ -210,16 +210,16 @@ class Scheduler:
 
     def _cached_prefix(self, i: int, r: int) -> tuple[tuple[int, ...], int, int]:
         """Row ``r``'s cached leading blocks on instance ``i``: (hashes, tokens, KV blocks pinning them takes)."""
-        hashes = self.t.hash_ids.get(r) if self.caches else None
+        hashes = self.table.hash_ids.get(r) if self.caches else None
         if not hashes:
             return (), 0, 0
-        cache, t = self.caches[i], self.t
+        cache, t = self.caches[i], self.table
         hits, reclaim = cache.lookup(hashes, int(t.prompt[r]), int(t.prompt[r] + t.output[r]), int(self.free[i]))
         return hits, len(hits) * cache.block_tokens, reclaim
 
     def _pin(self, i: int, r: int, hits: tuple[int, ...], cached: int, reclaim: int) -> None:
         """Row ``r`` joins holding its cached blocks: they count as computed."""
-        cache, t = self.caches[i], self.t
+        cache, t = self.caches[i], self.table
         cache.pin(hits, int(t.prompt[r] + t.output[r]))
         self.free[i] -= reclaim
         if hits:
@@ -228,7 +228,7 @@ class Scheduler:
 
     def _cache_computed(self, i: int, r: int, before: int) -> None:
         """Row ``r`` computed tokens from ``before`` on: its full prompt blocks among them are cached, held by it."""
-        t, cache = self.t, self.caches[i]
+        t, cache = self.table, self.caches[i]
         hashes = t.hash_ids.get(r)
         if hashes:
             b = cache.block_tokens
@@ -240,7 +240,7 @@ class Scheduler:
 
     def shapes(self, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Each step's batch shape (``compiler.program.batch_shape``)."""
-        t, took = self.t, tokens > 0
+        t, took = self.table, tokens > 0
         safe = np.where(took, rows, 0)
         p = np.where(took, t.computed[safe], 0)
         return batch_shape(p, tokens, p + tokens == t.prompt[safe] + t.output[safe])
@@ -248,7 +248,7 @@ class Scheduler:
     def update(self, inst: np.ndarray, tokens: np.ndarray, rows: np.ndarray, ends: np.ndarray) -> list[list[int]]:
         """The step of each of ``inst`` ended at ``ends``: advance computed tokens, stamp sampled ones;
         returns each instance's finished rows (in running order), gone from the matrix."""
-        t = self.t
+        t = self.table
         took = tokens > 0
         r, n = rows[took], tokens[took]
         t.computed[r] += n

@@ -36,5 +36,9 @@ class FunctionalSource:
                                          "text": self.writer.tokenizer.decode(out) if self.writer.tokenizer else None})
         return subs
 
+    def functional(self) -> dict:
+        """The results' ``functional`` part: the checkpoint, tokens computed and the first requests' text."""
+        return {"checkpoint": self.writer.checkpoint, "tokens_computed": self.tokens, "samples": self.samples}
+
     def __getattr__(self, name):
         return getattr(self.workload, name)

@@ -19,6 +19,7 @@ CHAT_TEMPLATE = ("<|begin_of_text|>", "{role}: {content}\n", "assistant: ")   # 
 class FunctionalWriter:
     def __init__(self, path, tp: int, budget: int):
         ckpt = load(path)
+        self.checkpoint = path
         self.tokenizer, self.eos = ckpt.tokenizer, ckpt.config.eos_token_id
         self.model = SplitModel(ckpt.config, card_shards(path, tp, budget))
         self.fingerprint = f"rsd-ray-functional-mode:{ckpt.path.name}:tp{tp}"

@@ -3,7 +3,7 @@
 ::
 
     source ──arrivals──▶ router ──▶ EpochIn(t_end, arrivals per server, controls)
-    executor.advance(EpochIn) ──one future per host──▶ EpochOut(tokens, finished, errored, orphans,
+    executor.run_epoch(EpochIn) ──one future per host──▶ EpochOut(tokens, finished, errored, orphans,
                                                         instance frames, card frames, links, failures)
     EpochOut ──▶ sinks (results, progress, dashboards, metrics, streams)
 
@@ -15,32 +15,72 @@ back as a ``Failure`` value, never as an exception that ends the run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 from rsd_ray.hardware.card import CardFrame
 from rsd_ray.engine.frames import InstanceFrame
 from rsd_ray.hardware.card_group import CardLost
 from rsd_ray.engine.request import RequestRecord, Submit
 
-__all__ = ["CardLost", "Control", "EpochIn", "EpochOut", "Failure", "Recovery", "Submit", "merge"]
+__all__ = ["CardLost", "Control", "EpochIn", "EpochOut", "Failure", "Kind", "Needs", "Recovery", "Submit", "merge"]
+
+
+class Kind(str, Enum):
+    """What a fault, a control or a failure is about — one vocabulary for all three::
+
+        fault (``--fault``)   control (the next epoch's)          failure (what was lost)
+        card                  card: that card dies                 card: a card (and its instance)
+        server                server: every card on it dies        server: a server's cards
+        ambient               ambient: its inlet air changes       —
+        link                  link: keeps a share of bandwidth     —
+        —                     abort: a request's client left       —
+        —                     —                                    host: a host actor and its server's state
+    """
+    CARD = "card"
+    SERVER = "server"
+    AMBIENT = "ambient"
+    LINK = "link"
+    ABORT = "abort"
+    HOST = "host"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
 
 @dataclass(frozen=True)
 class Control:
-    """A control message for the next epoch: ``kill_card`` (target: card id), ``kill_server`` (target: server;
-    every card on it dies), ``ambient`` (target: server; its inlet air changes by ``value`` °C) or ``abort``
-    (target: request id; the request leaves its instance, KV blocks freed, and comes back as a finished record
-    with an error)."""
-    kind: str
-    target: int
+    """A control for the next epoch, by ``kind``: ``CARD`` (target: card id) or ``SERVER`` (target: server)
+    dies; ``AMBIENT`` (target: server) its inlet air changes by ``value`` °C; ``LINK`` (``name``, e.g.
+    ``card9->sw0.1``) keeps ``value`` % of its bandwidth; ``ABORT`` (target: request id) the request leaves
+    its instance, KV blocks freed, and comes back as a finished record with an error."""
+    kind: Kind
+    target: int = 0
     value: float = 0.0
-    name: str = ""                 # degrade_link: the link (``card9->sw0.1``); value: % of its bandwidth left
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a sink asks of every epoch beyond the default (finished requests, instance frames, failures):
+    ``tokens`` every token's time as it happens (streaming), ``steps`` every step (a timeline), and card
+    frames and link counters every ``telemetry_every_s`` (they cost a round trip to every card on Ray)."""
+    tokens: bool = False
+    steps: bool = False
+    telemetry_every_s: float | None = None
+
+    def __or__(self, other: "Needs") -> "Needs":
+        every = [e for e in (self.telemetry_every_s, other.telemetry_every_s) if e]
+        return Needs(self.tokens or other.tokens, self.steps or other.steps, min(every) if every else None)
 
 
 @dataclass(frozen=True)
 class Failure:
     """What was lost, when, and which instances it took down."""
     t: float
-    kind: str                       # card | server | host
+    kind: Kind                      # CARD, SERVER or HOST
     server: int
     instances: tuple[int, ...]
     cards: tuple[int, ...]
@@ -90,6 +130,7 @@ class EpochOut:
     failures: tuple[Failure, ...] = ()
     steps: tuple[tuple[int, float, float, tuple[float, ...]], ...] = ()
     recoveries: tuple[Recovery, ...] = ()
+    healthy: tuple[bool, ...] = ()          # the rack's: each instance's health as the router has it now
 
 
 def merge(t_end: float, parts: list[EpochOut]) -> EpochOut:
@@ -101,7 +142,7 @@ def merge(t_end: float, parts: list[EpochOut]) -> EpochOut:
 
     def cat(name):
         return tuple(x for p in parts for x in getattr(p, name))
-    return EpochOut(t_end, -1, cat("finished"), cat("errored"), cat("orphans"), cat("tokens"),
-                    tuple(sorted(cat("instances"), key=lambda f: f.instance)),
-                    tuple(sorted(cat("cards"), key=lambda f: f.card)), tuple(sorted(links.items())),
-                    cat("failures"), cat("steps"), cat("recoveries"))
+    return EpochOut(t_end=t_end, finished=cat("finished"), errored=cat("errored"), orphans=cat("orphans"),
+                    tokens=cat("tokens"), instances=tuple(sorted(cat("instances"), key=lambda f: f.instance)),
+                    cards=tuple(sorted(cat("cards"), key=lambda f: f.card)), link_bytes=tuple(sorted(links.items())),
+                    failures=cat("failures"), steps=cat("steps"), recoveries=cat("recoveries"))

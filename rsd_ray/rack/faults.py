@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from rsd_ray.config import ConfigError
-from rsd_ray.rack.epoch import Control
+from rsd_ray.rack.epoch import Control, Kind
 from rsd_ray.interconnect.topology import Topology
 
 SYNTAX = ("card:ID@Ts, server:S@Ts, ambient:serverS=+DC@Ts or link:A->B=P%@Ts "
@@ -31,19 +31,40 @@ PATTERNS = {
     "ambient": re.compile(r"^ambient:server(?P<target>\d+)=(?P<value>[+-]?[0-9.eE]+)C@(?P<at>[0-9.eE+-]+)s?$"),
     "link": re.compile(r"^link:(?P<name>[\w.]+->[\w.]+)=(?P<value>[0-9.eE+]+)%@(?P<at>[0-9.eE+-]+)s?$"),
 }
-CONTROL = {"card": "kill_card", "server": "kill_server", "ambient": "ambient", "link": "degrade_link"}
 
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str            # card | server | ambient
+    kind: Kind           # CARD, SERVER, AMBIENT or LINK
     target: int          # card id or server
     at_s: float
     value: float = 0.0   # ambient: °C added to the inlet air; link: % of its bandwidth left
     link: str = ""
 
+    def __post_init__(self):
+        object.__setattr__(self, "kind", Kind(self.kind))     # "card" and Kind.CARD are one kind
+
     def control(self) -> Control:
-        return Control(CONTROL[self.kind], self.target, self.value, self.link)
+        return Control(kind=self.kind, target=self.target, value=self.value, name=self.link)
+
+
+class FaultSchedule:
+    """Faults to inject, each at the start of the epoch that contains its time, and those injected so far."""
+
+    def __init__(self):
+        self.pending: list[Fault] = []
+        self.injected: list[Fault] = []
+
+    def add(self, faults) -> None:
+        self.pending = sorted(self.pending + list(faults), key=lambda f: f.at_s)
+
+    def due(self, t_end: float) -> list[Control]:
+        """The controls of the faults whose time falls before ``t_end``, now injected."""
+        controls = []
+        while self.pending and self.pending[0].at_s < t_end:
+            self.injected.append(self.pending.pop(0))
+            controls.append(self.injected[-1].control())
+        return controls
 
 
 CHAOS_MEAN_GAP_S = 20.0

@@ -17,7 +17,7 @@ from rsd_ray.hardware.card import CardFrame
 from rsd_ray.hardware.card_group import CardLost, LocalCardGroup
 from rsd_ray.compiler import Plan
 from rsd_ray.config import RunSpec
-from rsd_ray.rack.epoch import EpochIn, EpochOut, Failure, Recovery
+from rsd_ray.rack.epoch import EpochIn, EpochOut, Failure, Kind, Recovery
 from rsd_ray.engine.request import RequestRecord
 from rsd_ray.interconnect.sync import GroupSync
 from rsd_ray.interconnect.topology import Topology
@@ -47,7 +47,7 @@ class Host:
         self.servers = [s.server for s in setups]
         self.groups = groups
         self.topology = topology or Topology(spec.rack, spec.device)
-        self.t = 0.0
+        self.epoch_end = 0.0
         self.recover, self.weight_bytes = spec.recover, plan.memory.weights
         self.restarts: dict[int, tuple[float, float, float, tuple[int, ...]]] = {}  # iid → failed, back, load s, cards
         shared = dict(setups[0].shared_links)
@@ -60,7 +60,7 @@ class Host:
         self.links = {link.name: link for link in self.topology.links.values()}
         self.nominal = {name: link.bandwidth for name, link in self.links.items()}
         self.num_blocks = spec.engine.num_blocks_override or plan.memory.num_blocks
-        self.engine = EngineCore(spec.engine, self.members, self.num_blocks)
+        self.core = EngineCore(spec.engine, self.members, self.num_blocks)
 
     @property
     def server(self) -> int:
@@ -79,63 +79,66 @@ class Host:
         groups[None] = LocalCardGroup(idle, spec.device, spec.model.dtype, spec.epoch_s)
         return cls(spec, plan, setups, groups, topology)
 
-    def advance(self, epoch: EpochIn) -> EpochOut:
+    def run_epoch(self, epoch: EpochIn) -> EpochOut:
         """Apply controls, take the routed arrivals, run every healthy instance to ``t_end``."""
         failures, orphans = [], []
         for control in epoch.controls:
-            if control.kind == "kill_card" and control.target in self.cards:
-                failures.append(self._kill(control.target, f"card {control.target} was killed", "card", orphans))
-            elif control.kind == "kill_server":
+            if control.kind == Kind.CARD and control.target in self.cards:
+                failures.append(self._kill(control.target, f"card {control.target} was killed", Kind.CARD, orphans))
+            elif control.kind == Kind.SERVER:
                 for card in self._on_server(control.target):
-                    failures.append(self._kill(card, f"server {control.target} was lost", "server", orphans))
-            elif control.kind == "degrade_link" and control.name in self.nominal:
+                    failures.append(self._kill(card, f"server {control.target} was lost", Kind.SERVER, orphans))
+            elif control.kind == Kind.LINK and control.name in self.nominal:
                 self.links[control.name].bandwidth = self.nominal[control.name] * control.value / 100.0
-                for sync in self.engine.syncs:
+                for sync in self.core.syncs:
                     sync.price(self.topology)
-                self.engine.reprice()
-            elif control.kind == "ambient":
+                self.core.reprice()
+            elif control.kind == Kind.AMBIENT:
                 for card in self._on_server(control.target):
                     self.groups[self.card_instance.get(card)].set_ambient(card, control.value)
         recoveries = self._restart(epoch.t_end, failures)
         for server in self.servers:
             for s in epoch.arrivals.get(server, ()):
-                if not self.engine.submit(s):          # routed before the router heard of the failure
+                if not self.core.submit(s):          # routed before the router heard of the failure
                     orphans.append(dataclasses.replace(s, retries=s.retries + 1))
-        aborted = [self.engine.abort(c.target, ABORTED) for c in epoch.controls if c.kind == "abort"]
+        aborted = [self.core.abort(c.target, ABORTED) for c in epoch.controls if c.kind == Kind.ABORT]
         steps = [] if epoch.trace else None
-        for iid, lost, t in self.engine.advance(self.t, epoch.t_end, steps):
+        for iid, lost, t in self.core.run_until(self.epoch_end, epoch.t_end, steps):
             failures.append(self._fail(lost.cards[0] if lost.cards else None, iid, lost, orphans, t))
-        tokens = self.engine.token_events() if epoch.tokens else []
-        finished = [r for r in aborted if r is not None] + self.engine.take_finished()
-        self.t = epoch.t_end
+        tokens = self.core.token_events() if epoch.tokens else []
+        finished = [r for r in aborted if r is not None] + self.core.take_finished()
+        self.epoch_end = epoch.t_end
         cards = tuple(self.card_frames(epoch.t_end)) if epoch.telemetry else ()
         links = tuple(self.link_bytes(cards).items()) if epoch.telemetry else ()
-        return EpochOut(epoch.t_end, self.server, tuple(finished), (), tuple(orphans), tuple(tokens),
-                        tuple(self.engine.frames()), cards, links,
-                        tuple(f for f in failures if f is not None), tuple(steps or ()), tuple(recoveries))
+        return EpochOut(t_end=epoch.t_end, server=self.server, finished=tuple(finished), orphans=tuple(orphans),
+                        tokens=tuple(tokens), instances=tuple(self.core.frames()), cards=cards, link_bytes=links,
+                        failures=tuple(f for f in failures if f is not None), steps=tuple(steps or ()),
+                        recoveries=tuple(recoveries))
 
     def _on_server(self, server: int) -> list[int]:
         """The cards this host holds that sit in ``server``."""
         return [c for c in sorted(self.cards) if self.topology.server_of(c) == server]
 
-    def _kill(self, card: int, reason: str, kind: str, orphans: list) -> Failure | None:
+    def _kill(self, card: int, reason: str, kind: Kind, orphans: list) -> Failure | None:
         iid = self.card_instance.get(card)
         if card in self.groups[iid].lost:
             return None
-        self.groups[iid].kill(card, self.t)
-        return self._fail(card, iid, CardLost([card], reason), orphans, self.t, kind)
+        self.groups[iid].kill(card, self.epoch_end)
+        return self._fail(card, iid, CardLost([card], reason), orphans, self.epoch_end, kind)
 
-    def _fail(self, card, iid, lost: CardLost, orphans: list, t: float, kind: str = "card") -> Failure | None:
+    def _fail(self, card, iid, lost: CardLost, orphans: list, t: float, kind: Kind = Kind.CARD) -> Failure | None:
         """Mark the instance failed at ``t`` and hand back its requests; an idle card's loss fails nothing."""
         if iid is None:
-            return Failure(float(t), kind, self.cards[card], (), lost.cards, lost.reason)
-        if self.engine.is_failed(iid):
+            return Failure(t=float(t), kind=kind, server=self.cards[card], instances=(), cards=lost.cards,
+                           reason=lost.reason)
+        if self.core.is_failed(iid):
             return None
-        orphans += self.engine.evacuate(iid)
+        orphans += self.core.evacuate(iid)
         cards = tuple(c for c, i in self.card_instance.items() if i == iid)
-        if self.recover and kind != "server":
+        if self.recover and kind != Kind.SERVER:
             self._plan_restart(iid, float(t), lost.cards or cards)
-        return Failure(float(t), kind, self.instance_server[iid], (iid,), lost.cards or cards, lost.reason)
+        return Failure(t=float(t), kind=kind, server=self.instance_server[iid], instances=(iid,),
+                       cards=lost.cards or cards, reason=lost.reason)
 
     def _plan_restart(self, iid: int, t: float, cards: tuple[int, ...]) -> None:
         """``--recover``: the lost cards answer again ``CARD_RESTART_S`` after their loss, then reload their
@@ -154,10 +157,12 @@ class Host:
             try:
                 self.groups[iid].restart(cards, t)
             except CardLost as lost:
-                failures.append(Failure(t, "card", self.instance_server[iid], (iid,), lost.cards, lost.reason))
+                failures.append(Failure(t=t, kind=Kind.CARD, server=self.instance_server[iid], instances=(iid,),
+                                        cards=lost.cards, reason=lost.reason))
                 continue
-            self.engine.rejoin(iid, t)
-            back.append(Recovery(t_failed, t, self.instance_server[iid], iid, cards, load))
+            self.core.rejoin(iid, t)
+            back.append(Recovery(t_failed=t_failed, t=t, server=self.instance_server[iid], instance=iid, cards=cards,
+                                 load_s=load))
         return back
 
     def card_frames(self, t: float) -> list[CardFrame]:
@@ -167,7 +172,7 @@ class Host:
     def link_bytes(self, cards) -> dict[str, float]:
         """Collective bytes per directed link, plus each card's External HDMA to its host."""
         out: dict[str, float] = defaultdict(float)
-        for sync in self.engine.syncs:
+        for sync in self.core.syncs:
             for name, nbytes in sync.link_bytes().items():
                 out[name] += nbytes
         for frame in cards:
@@ -176,7 +181,7 @@ class Host:
         return dict(out)
 
     def unfinished(self) -> list[RequestRecord]:
-        return self.engine.unfinished()
+        return self.core.unfinished()
 
     def close(self) -> None:
         for group in self.groups.values():

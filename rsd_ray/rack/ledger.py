@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 
 from rsd_ray.engine.request import RequestRecord, Submit
-from rsd_ray.rack.epoch import EpochOut, FailureKind
+from rsd_ray.rack.epoch import EpochOut, Kind
 
 
 class RequestLedger:
@@ -25,14 +25,14 @@ class RequestLedger:
         self.source = source
         self.in_flight: dict[int, Submit] = {}           # accepted, not yet ended: rid → as last placed
         self.retry: list[Submit] = []                    # moved off a failed instance, to place next epoch
-        self.errored: list[tuple[int, str]] = []         # ended with an error this epoch (told to the sinks)
+        self.errored: list[tuple[int, str]] = []         # ended with an error, not yet told to the sinks
         self.records: list[RequestRecord] = []
         self.refused = self.refusals = 0
         self.sent_at: dict[int, float] = {}              # rid → when its client sent it (front end on)
 
     def new_epoch(self) -> list[Submit]:
-        """The requests to place again this epoch (the list empties); this epoch's errors start afresh."""
-        retry, self.retry, self.errored = self.retry, [], []
+        """The requests to place again this epoch (the list empties)."""
+        retry, self.retry = self.retry, []
         return retry
 
     def placed(self, sub: Submit) -> None:
@@ -68,7 +68,7 @@ class RequestLedger:
         self.retry += [dataclasses.replace(o, session=self.in_flight[o.rid].session) if o.rid in self.in_flight else o
                        for o in out.orphans]         # engines do not keep the session: the router needs it
         for f in out.failures:
-            if f.kind == FailureKind.HOST:                # its requests' state died with it: start again
+            if f.kind == Kind.HOST:                # its requests' state died with it: start again
                 lost = set(f.instances)
                 self.retry += [dataclasses.replace(s, retries=s.retries + 1) for s in self.in_flight.values()
                                if s.instance in lost]

@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 
 from rsd_ray.calibration import ALL as CALIBRATION
-from rsd_ray.rack.controller import Outcome
+from rsd_ray.rack.outcome import Outcome
 from rsd_ray.report.metrics import offline_throughput, summarise, throughput_series
 
 SCHEMA = "rsd-ray/run/v1"

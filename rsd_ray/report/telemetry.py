@@ -16,6 +16,8 @@ from collections import deque
 
 import numpy as np
 
+from rsd_ray.rack.epoch import Needs
+
 RATE_WINDOW_S = 1.0          # tokens/s, utilisation and link use are measured over at least this (virtual s)
 LATENCY_WINDOW_S = 10.0      # TTFT/TPOT percentiles over the requests that finished this recently
 TOP_LINKS = 8
@@ -23,15 +25,14 @@ LAG_ALERT_S = 1.0
 
 
 def attach(controller) -> "Telemetry":
-    """A Telemetry sink for this controller, which from now on sends card frames every ``RATE_WINDOW_S``."""
-    controller.telemetry_every_s = RATE_WINDOW_S
+    """A Telemetry sink for this controller's runs (it asks for card frames every ``RATE_WINDOW_S``)."""
     links = {link.name: link.bandwidth for link in controller.topology.links.values()}
     return Telemetry(header(controller.spec, len(controller.instance_server)), links)
 
 
 def controller_frame(controller, telemetry: "Telemetry", **extra) -> dict:
     """The frame with what the controller knows besides: refusals and requests routed to each instance."""
-    return telemetry.frame(refused=controller.refused, routed=controller.router.sent.tolist(), **extra)
+    return telemetry.frame(refused=controller.ledger.refused, routed=controller.router.sent.tolist(), **extra)
 
 
 def dashboard_sink(controller, show, refresh_s: float):
@@ -44,6 +45,7 @@ def dashboard_sink(controller, show, refresh_s: float):
         if now - last[0] >= refresh_s:
             last[0] = now
             show(controller_frame(controller, telemetry))
+    sink.needs = telemetry.needs
     return sink
 
 
@@ -54,6 +56,7 @@ def header(spec, instances: int) -> dict:
 
 
 class Telemetry:
+    needs = Needs(telemetry_every_s=RATE_WINDOW_S)
     def __init__(self, head: dict, link_bandwidth: dict[str, float]):
         self.head, self.bandwidth = head, link_bandwidth
         self.lock = threading.Lock()

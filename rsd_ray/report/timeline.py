@@ -20,6 +20,7 @@ from rsd_ray.calibration import host_step_s
 from rsd_ray.interconnect.collectives import sharers
 from rsd_ray.compiler.program import DEVICE_SYNC
 from rsd_ray.hardware.costmodel import StepCost
+from rsd_ray.rack.epoch import Needs
 from rsd_ray.interconnect.sync import GroupSync, pipeline
 
 US = 1e6
@@ -27,9 +28,9 @@ HOST_TID = 100000          # an instance's host track: HOST_TID + instance
 
 
 class TraceSink:
+    needs = Needs(steps=True)
     def __init__(self, controller, t0: float, t1: float):
         self.t0, self.t1 = t0, t1
-        controller.trace_steps = True
         spec, plan, topology = controller.spec, controller.plan, controller.topology
         self.groups = plan.placement.groups
         self.server_of = topology.server_of

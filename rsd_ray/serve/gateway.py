@@ -3,9 +3,9 @@
 ::
 
     HTTP / gRPC handler ──submit()──▶ incoming ──arrivals(t0, t1)──▶ Controller (its source)
-    Controller ──EpochOut──▶ on_epoch() ──tokens, ends──▶ each Ticket ──paced──▶ its client
+    Controller ──EpochOut──▶ gateway(out) ──tokens, ends──▶ each Ticket ──paced──▶ its client
 
-The controller's thread calls ``arrivals``/``refused``/``on_epoch``; the
+The controller's thread calls ``arrivals``/``refused`` and the gateway as a sink; the
 handlers' event loop calls ``submit``/``abort``. Virtual time is gated to the
 wall clock by ``Pacer``: the rack computes epoch [t0, t1) once the wall clock
 reaches t0, and a token reaches its client at its own virtual time mapped to
@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from rsd_ray.rack.epoch import Control, EpochOut, Submit
+from rsd_ray.rack.epoch import Control, EpochOut, Kind, Needs, Submit
 from rsd_ray.serve.text import stop_index
 
 
@@ -96,6 +96,7 @@ class Gateway:
         self.lag_s = 0.0
         self.t = 0.0
         self.controller = None
+        self.health: tuple[bool, ...] = ()      # each instance's, as of the last epoch
         self.counts = {"accepted": 0, "refused": 0, "completed": 0, "errored": 0, "aborted": 0}
         self.last: EpochOut | None = None       # the last epoch (its instance frames), for the metrics
         self.cards: tuple = ()                  # the last card frames (they come every few epochs)
@@ -137,11 +138,9 @@ class Gateway:
                 self.aborts.append(ticket.rid)
 
     def healthy(self, instance: int | None = None) -> bool:
-        """Whether any instance (or this one) can take requests."""
-        if self.controller is None:
-            return False
-        healthy = self.controller.router.healthy
-        return bool(healthy.any() if instance is None else 0 <= instance < len(healthy) and healthy[instance])
+        """Whether any instance (or this one) can take requests, as of the last epoch."""
+        health = self.health
+        return any(health) if instance is None else 0 <= instance < len(health) and health[instance]
 
     def set_pace(self, pace: float) -> None:
         """A new pace, counted from where the rack is (a rack running behind starts again without its lag)."""
@@ -155,6 +154,7 @@ class Gateway:
     # --- the controller's side (its request source) ---------------------------------------------------
     def attach(self, controller) -> None:
         self.controller = controller
+        self.health = (True,) * len(controller.instance_server)
 
     def arrivals(self, t0: float, t1: float) -> list[Submit]:
         """Wait until the wall clock reaches ``t0``, then hand over what arrived before ``t1``."""
@@ -165,7 +165,7 @@ class Gateway:
         self.t = t0
         with self.lock:
             for rid in self.aborts:
-                self.controller.control(Control("abort", rid))
+                self.controller.control(Control(Kind.ABORT, rid))
             self.aborts = []
             due, later = [], []
             for k in self.incoming:
@@ -179,14 +179,14 @@ class Gateway:
                        hash_ids=k.hash_ids, session=k.session) for k in due]
 
     def refused(self, subs: list[Submit], t: float) -> int:
-        healthy = self.controller.router.healthy
+        healthy = self.health
         with self.lock:
             for s in subs:
                 ticket = self.live.pop(s.rid)
                 ticket.ended = True
                 self.counts["refused"] += 1
                 self.counts["accepted"] -= 1
-                if not healthy.any() or (s.instance >= 0 and not healthy[s.instance]):
+                if not any(healthy) or (s.instance >= 0 and not healthy[s.instance]):
                     ticket.push(("refused", 503, "no healthy instance can take the request"))
                 else:
                     ticket.push(("refused", 429, "the rack's admission queues are full; retry later"))
@@ -198,9 +198,11 @@ class Gateway:
     def waiting_to_retry(self) -> int:
         return 0
 
-    def on_epoch(self, out: EpochOut, in_flight: int) -> None:
+    needs = Needs(tokens=True)
+
+    def __call__(self, out: EpochOut, in_flight: int) -> None:
         """A sink of the controller: every token and every end goes to its ticket."""
-        self.last = out
+        self.last, self.health = out, out.healthy or self.health
         if out.cards:
             self.cards = out.cards
         with self.lock:

@@ -64,7 +64,6 @@ class RackServer:
         self.controller = Controller(spec, executor, source=self.gateway, **executor_options)
         self.gateway.max_queued = (MAX_QUEUED_PER_INSTANCE * spec.router.max_pending_per_instance
                                    * len(self.controller.instance_server))
-        self.controller.stream_tokens = True
         self.controller.inject(faults)
         self.gateway.attach(self.controller)
         model = options.served_model_name or spec.model.name
@@ -152,7 +151,7 @@ class RackServer:
 
     def _run_rack(self) -> None:
         try:
-            self.outcome = self.controller.run([self.gateway.on_epoch, self.telemetry])
+            self.outcome = self.controller.run([self.gateway, self.telemetry])
         finally:
             self.gateway.close("stopped")
             self.gateway.fail_all("the rack stopped before the request finished")
@@ -164,8 +163,8 @@ class RackServer:
 
     def status(self) -> dict:
         g, c = self.gateway, self.controller
-        return {"pid": os.getpid(), "t": g.t, "pace": g.pacer.pace, "lag_s": g.lag_s, "in_flight": len(c.in_flight),
-                "instances": self.ctx.instances, "healthy": int(c.router.healthy.sum()), **g.counts}
+        return {"pid": os.getpid(), "t": g.t, "pace": g.pacer.pace, "lag_s": g.lag_s, "in_flight": len(c.ledger.in_flight),
+                "instances": self.ctx.instances, "healthy": sum(g.health), **g.counts}
 
     def frame(self) -> dict:
         """The dashboard's frame (``rsd_ray.report.telemetry``) with what the gateway and router know."""
@@ -176,7 +175,7 @@ class RackServer:
     def contexts(self) -> list[dict]:
         """rbln-smi's contexts: each instance holds one on each of its cards."""
         memory = {f.card: f.memory_used for f in self.gateway.cards}
-        healthy = self.controller.router.healthy
+        healthy = self.gateway.health
         return [{"npu": card, "process": f"rsd-ray instance {i}", "pid": os.getpid(), "ctx": i, "priority": 0,
                  "memalloc": memory.get(card, 0), "status": "running" if healthy[i] else "failed"}
                 for i, group in enumerate(self.controller.plan.placement.groups) for card in group]
