@@ -103,6 +103,7 @@ def serving(tmp_path_factory):
     live.stop()
 
 
+@pytest.mark.slow
 def test_smi_json_matches_the_cards_ledgers(serving):
     res = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "smi", "--json", "--connect",
                           f"127.0.0.1:{serving.grpc_port}"], capture_output=True, text=True, timeout=60)
@@ -129,6 +130,7 @@ def test_smi_without_a_rack_says_so():
     assert res.returncode == 2 and "--connect" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_top_in_tmux_against_a_serving_rack_under_load(serving, tmp_path):
     load = subprocess.Popen([sys.executable, "-m", "rsd_ray.cli", "bench", "--base-url", serving.base,
                              "--num-prompts", "400", "--random-input-len", "64", "--random-output-len", "64",

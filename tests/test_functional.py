@@ -202,6 +202,7 @@ def test_run_with_a_checkpoint_writes_real_tokens_on_performance_modes_timing(gq
     assert "not a Llama config.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_serve_with_a_checkpoint_answers_with_the_models_own_text(gqa, tmp_path):
     """The OpenAI SDK against `rsd-ray serve --model DIR`: the text is the split model's greedy continuation
     (ending at its EOS or max_tokens), streamed token by token at the rack's paced times."""

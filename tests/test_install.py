@@ -3,6 +3,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow          # the second tier: Ray, servers, installs, real clients
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ("import rsd_ray, rsd_ray.actors, rsd_ray.dashboards.run_report; from rsd_ray.config import presets; "
          "assert 'rsd-rack' in presets('racks'); print(rsd_ray.__file__)")

@@ -86,6 +86,7 @@ def test_tp_groups_across_servers_count_every_card_once(rack, model, tp, cards):
     assert doc["requests"]["completed"] + doc["requests"]["unfinished"] > 0
 
 
+@pytest.mark.slow
 def test_a_huge_closed_loop_finishes_and_counts_each_refused_request_once():
     spec = make_spec(duration_s=1.0, workload={"concurrency": 1_000_000, "per_server": False},
                      router={"max_pending_per_instance": 8})
@@ -190,6 +191,7 @@ def test_a_sweep_keeps_every_point_and_names_the_one_that_failed(tmp_path):
     assert "use tp ≥ 2" in rows[0]["error"] and rows[1]["output_throughput"] > 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_results_so_far(tmp_path):
     out = tmp_path / "r.json"
     proc = subprocess.Popen([sys.executable, "-m", "rsd_ray.cli", "run", "--executor", "inline", "--rack", "mini",

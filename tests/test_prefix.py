@@ -244,6 +244,7 @@ def test_blocks_evicted_while_a_request_decodes_stay_evicted_when_it_finishes():
     assert s.row(2).computed == 512
 
 
+@pytest.mark.slow
 def test_a_served_rack_hashes_what_clients_send_and_reuses_their_prefixes(tmp_path):
     """One word a token, 16-token hash blocks. A chat of a 100-word system prompt and a 10-word question is
     4 + 100 + 4 + 10 + 4 = 122 tokens: 7 full blocks. Sent again: 7 blocks (112 tokens) hit; its next turn

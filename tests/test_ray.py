@@ -14,6 +14,8 @@ from rsd_ray.rack.controller import Controller
 from rsd_ray.report.results import build, without_wall_clock
 from tests.conftest import accounted, run_doc, with_token_times
 
+pytestmark = pytest.mark.slow          # the second tier: Ray, servers, installs, real clients
+
 HERE = Path(__file__).parent
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow          # the second tier: Ray, servers, installs, real clients
+
 REPO = Path(__file__).resolve().parent.parent
 LOOP = REPO / "tests" / "ray_up_loop.sh"
 NEEDS = ("unshare", "rsync", "ssh", "ssh-keygen", "ip", "pgrep")

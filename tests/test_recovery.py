@@ -126,6 +126,7 @@ def test_chaos_draws_every_kind_from_the_seed_alone_within_the_window():
         from_args(Args(-1), spec)
 
 
+@pytest.mark.slow
 def test_a_chaos_run_of_the_rack_loses_no_request_shows_its_failures_and_repeats_itself():
     spec = load_run(None, rack="rsd-rack", duration_s=40.0, recover=True)
     docs, frames = [], []

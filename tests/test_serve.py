@@ -11,6 +11,8 @@ import pytest
 from rsd_ray.config import ConfigError
 from tests.serve_helpers import LiveServer, openai_client
 
+pytestmark = pytest.mark.slow          # the second tier: Ray, servers, installs, real clients
+
 MODEL = "llama3-8b"
 
 

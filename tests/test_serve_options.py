@@ -6,6 +6,8 @@ import pytest
 
 from tests.serve_helpers import LiveServer, free_ports, openai_client
 
+pytestmark = pytest.mark.slow          # the second tier: Ray, servers, installs, real clients
+
 
 def _tokenizer(path) -> None:
     """A word-level tokenizer that splits punctuation off words: "hello, world" is 3 tokens (2 by the word rule)."""

@@ -6,6 +6,8 @@ import pytest
 from tests.serve_helpers import LiveServer, openai_client
 from tests.test_ray import _raylets
 
+pytestmark = pytest.mark.slow          # the second tier: Ray, servers, installs, real clients
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

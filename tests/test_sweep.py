@@ -45,6 +45,7 @@ def test_points_change_one_field_and_refuse_bad_ones():
     assert grid([parse_axis("tp=2,4"), parse_axis("router.policy=a,b")])[1] == {"tp": 2, "router.policy": "b"}
 
 
+@pytest.mark.slow
 def test_capacity_search_brackets_the_slo():
     spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=1.0)
     slos = {"p99_ttft_ms": 40.0}
