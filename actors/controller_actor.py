@@ -8,6 +8,7 @@ import ray
 
 from rsd_ray.rack.controller import Controller
 from rsd_ray.report.telemetry import attach, controller_frame
+from rsd_ray.report.timeline import TraceSink
 
 NAMESPACE = "rsd-ray"
 CONTROLLER_NAME = "rsd-ray-controller"
@@ -15,10 +16,12 @@ CONTROLLER_NAME = "rsd-ray-controller"
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class ControllerActor:
-    def __init__(self, spec, fast: bool | None = None, telemetry: bool = False, faults=()):
+    def __init__(self, spec, fast: bool | None = None, telemetry: bool = False, faults=(), trace=None):
+        """``trace``: (t0, t1) of a Perfetto timeline drawn here from the run's step records."""
         self.controller = Controller(spec, executor="ray", fast=fast)
         self.controller.inject(faults)
         self.telemetry = attach(self.controller) if telemetry else None
+        self.timeline = TraceSink(self.controller, *trace) if trace else None
         self.t, self.in_flight, self.done = 0.0, 0, False
 
     def _on_epoch(self, out, in_flight: int) -> None:
@@ -26,13 +29,17 @@ class ControllerActor:
 
     def run(self):
         try:
-            return self.controller.run([self._on_epoch] + ([self.telemetry] if self.telemetry else []))
+            sinks = [self._on_epoch, self.telemetry, self.timeline]
+            return self.controller.run([s for s in sinks if s is not None])
         finally:
             self.done = True
 
     def frame(self) -> dict:
         """The dashboard's frame (``rsd_ray.report.telemetry``)."""
         return controller_frame(self.controller, self.telemetry)
+
+    def trace_events(self) -> list[dict]:
+        return self.timeline.events if self.timeline else []
 
     def progress(self) -> tuple[float, int, bool]:
         return self.t, self.in_flight, self.done

@@ -150,19 +150,30 @@ class RayExecutor:
         return ray_session(address, cards)
 
     @staticmethod
-    def run_session(spec, sinks, address=None, show=None, faults=()):
+    def run_session(spec, sinks, address=None, show=None, faults=(), refresh_s: float = 1.0, trace=None):
         """``rsd-ray run`` on Ray: embedded (or joined) Ray around a controller actor; ``show`` gets
-        dashboard frames."""
+        dashboard frames; ``trace``: (t0, t1, path), drawn in the controller actor, written here."""
         from rsd_ray.actors.session import ray_session, run_on_ray
         with ray_session(address, spec.rack.servers * spec.rack.cards_per_server):
-            return run_on_ray(spec, sinks, show=show, faults=faults)
+            return run_on_ray(spec, sinks, show=show, faults=faults, refresh_s=refresh_s, trace=trace)
 
     @staticmethod
     def serve_session(spec, options, address, version: str, body, faults=()):
-        """``rsd-ray serve`` on Ray: embedded (or joined) Ray around a ServeActor; ``body(actor)`` serves."""
+        """``rsd-ray serve`` on Ray: embedded (or joined) Ray around a ServeActor; ``body(server)`` serves
+        through a proxy that answers as the inline ``RackServer`` does."""
+        from rsd_ray.actors.serve_actor import RemoteServer
         from rsd_ray.actors.session import ray_session, serve_on_ray
         with ray_session(address, spec.rack.servers * spec.rack.cards_per_server):
-            return serve_on_ray(spec, options, version, body, faults)
+            return serve_on_ray(spec, options, version, lambda actor: body(RemoteServer(actor)), faults)
+
+    @staticmethod
+    def split_model(path, tp: int, budget: int, timer=None):
+        from rsd_ray.actors.shard_actor import split_on_ray
+        return split_on_ray(path, tp, budget, timer=timer)
+
+    @staticmethod
+    def card_memory(model) -> list[dict]:
+        return ray.get([c.memory.remote() for c in model.cards])
 
     def processes(self) -> list[dict]:
         """Each card actor's pid, memory and loaded heavy modules (for benchmarks and tests)."""

@@ -29,7 +29,38 @@ class ServeActor:
         return self.server.status()
 
     def stop_now(self) -> None:
-        self.server.controller.stop("interrupted (Ctrl-C)")
+        self.server.stop_now()
 
     def shutdown(self, drain_s: float, now: bool = False):
         return self.server.shutdown(drain_s, now)
+
+
+class RemoteServer:
+    """The same calls as ``RackServer``, answered by a ``ServeActor``."""
+
+    def __init__(self, actor):
+        self.actor = actor
+
+    def _get(self, ref):
+        """The actor's answer; a lost actor (killed, its node gone) is a clear error, not a traceback."""
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayActorError as err:
+            raise RuntimeError(f"the serving actor is gone ({str(err).splitlines()[0]}); its results are lost "
+                               "with it") from None
+
+    def start(self):
+        return self._get(self.actor.start.remote())
+
+    @property
+    def running(self) -> bool:
+        return self._get(self.actor.running.remote())
+
+    def status(self) -> dict:
+        return self._get(self.actor.status.remote())
+
+    def stop_now(self) -> None:
+        self.actor.stop_now.remote()
+
+    def shutdown(self, drain_s: float, now: bool = False):
+        return self._get(self.actor.shutdown.remote(drain_s, now))

@@ -17,6 +17,7 @@ from rsd_ray.actors.controller_actor import CONTROLLER_NAME, NAMESPACE, Controll
 from rsd_ray.actors.ray_executor import RackLost, check_capacity
 from rsd_ray.config import ConfigError
 from rsd_ray.rack.epoch import EpochOut
+from rsd_ray.report.timeline import write_trace
 
 POLL_S = 0.25
 STOP_WAIT_S = 30.0        # after Ctrl-C: how long the controller may take to finish its epoch and report
@@ -77,27 +78,33 @@ def ray_session(address: str | None, cards: int):
         ray.shutdown()
 
 
-def run_on_ray(spec, sinks=(), fast: bool | None = None, show=None, faults=()):
+def run_on_ray(spec, sinks=(), fast: bool | None = None, show=None, faults=(), refresh_s: float = POLL_S,
+               trace=None):
     """Run ``spec`` under a named ControllerActor; returns the Outcome. Ray must be initialised.
     The sinks here see each epoch's time only (``EpochOut(t_end)``): whole epochs stay in the cluster.
     Ctrl-C asks the controller to stop at its next epoch and still returns its Outcome. ``show``: a dashboard,
-    handed the controller's telemetry frame at each poll."""
+    handed the controller's telemetry frame at most every ``refresh_s``. ``trace``: (t0, t1, path) of a
+    timeline the controller actor draws from its steps, written here."""
     check_capacity(spec.rack)
     controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(
-        spec, fast, show is not None, tuple(faults))
+        spec, fast, show is not None, tuple(faults), trace[:2] if trace else None)
     try:
-        ref = controller.run.remote()
+        ref, shown = controller.run.remote(), 0.0
         try:
             while not ray.wait([ref], timeout=POLL_S)[0]:
                 t, in_flight, _ = ray.get(controller.progress.remote())
                 for sink in sinks:
                     sink(EpochOut(t), in_flight)
-                if show is not None:
+                if show is not None and time.monotonic() - shown >= refresh_s:
+                    shown = time.monotonic()
                     show(ray.get(controller.frame.remote()))
+            outcome = ray.get(ref)
         except KeyboardInterrupt:
             controller.stop.remote("interrupted (Ctrl-C)")
-            return ray.get(ref, timeout=STOP_WAIT_S)
-        return ray.get(ref)
+            outcome = ray.get(ref, timeout=STOP_WAIT_S)
+        if trace:
+            write_trace(trace[2], ray.get(controller.trace_events.remote()), trace[:2])
+        return outcome
     except ray.exceptions.RayTaskError as err:
         raise err.as_instanceof_cause() from None
     except ray.exceptions.RayActorError as err:

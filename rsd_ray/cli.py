@@ -113,21 +113,17 @@ def _spec(args) -> RunSpec:
 def cmd_run(args) -> int:
     from rich.console import Console
 
-    from rsd_ray.rack.controller import EXIT_CODES, Controller, check_plan
-    from rsd_ray.report.results import build, dump, write_requests_csv
+    from rsd_ray.rack.controller import EXIT_CODES, check_plan
+    from rsd_ray.rack.executor import get_executor
     from rsd_ray.rack.faults import from_args as faults_from_args
-    from rsd_ray.report.telemetry import dashboard_sink
-    from rsd_ray.report.timeline import TraceSink
+    from rsd_ray.report.results import build, dump, write_requests_csv
 
     spec = _spec(args)
     writable(args.out, "--out")
     writable(args.requests_csv, "--requests-csv")
     writable(args.snapshot, "--snapshot")
     writable(args.trace, "--trace")
-    window = trace_window(args.trace_window) if args.trace else None
-    if args.trace and args.executor != "inline":
-        raise ConfigError("command line", "--trace", args.trace, "timelines are drawn inline; add --executor inline "
-                          "(both executors give the same steps)")
+    trace = (*trace_window(args.trace_window), args.trace) if args.trace else None
     if args.refresh <= 0:
         raise ConfigError("command line", "--refresh", args.refresh, "seconds between dashboard frames must be > 0")
     check_plan(spec)                   # refuse here, before Ray starts, not inside the controller actor
@@ -138,19 +134,9 @@ def cmd_run(args) -> int:
     quiet = redirect_stdout(sys.stderr) if args.json else nullcontext()     # Ray's log lines stay off the JSON
     with run_progress(console, spec.duration_s, enabled=not (args.no_progress or args.dashboard)) as on_epoch, \
             dashboard as show, quiet:
-        sinks = [on_epoch] if on_epoch else []
-        if args.executor == "inline":
-            controller = Controller(spec)
-            controller.inject(faults)
-            if show:
-                sinks.append(dashboard_sink(controller, show, args.refresh))
-            trace = TraceSink(controller, *window) if window else None
-            outcome = controller.run(sinks + ([trace] if trace else []))
-            if trace:
-                trace.write(args.trace)
-        else:
-            from rsd_ray.rack.executor import get_executor
-            outcome = get_executor("ray").run_session(spec, sinks, args.address, show=show, faults=faults)
+        outcome = get_executor(args.executor).run_session(spec, [on_epoch] if on_epoch else [], args.address,
+                                                           show=show, faults=faults, refresh_s=args.refresh,
+                                                           trace=trace)
     doc = build(outcome)
     if args.out:
         dump(doc, args.out)

@@ -343,3 +343,17 @@ def test_functional_cards_on_ray_pass_partial_sums_card_to_card_and_match_the_re
         import ray
         for card in on_ray.cards:
             ray.kill(card)
+
+
+def test_a_timeline_on_ray_is_the_timeline_inline(tmp_path):
+    """--trace works on either executor: the controller actor draws it from the same step records."""
+    events = {}
+    for executor in ("ray", "inline"):
+        trace = tmp_path / f"{executor}.json"
+        res = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "run", "--executor", executor, "--rack", "mini",
+                              "--model", "tiny-llama", "--tp", "2", "--duration", "1", "--no-progress", "--trace",
+                              str(trace), "--trace-window", "0.2:0.4"], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-2000:]
+        events[executor] = json.loads(trace.read_text())["traceEvents"]
+    assert len(events["ray"]) > 100 and events["ray"] == events["inline"]

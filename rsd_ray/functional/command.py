@@ -79,7 +79,8 @@ def _prompt_ids(args, tokenizer, vocab: int) -> list[int]:
 def generate(args) -> int:
     from rsd_ray.config import load_run
     from rsd_ray.functional.checkpoint import load
-    from rsd_ray.functional.split import SplitModel, card_shards, check_tp
+    from rsd_ray.functional.split import check_tp
+    from rsd_ray.rack.executor import get_executor
     from rsd_ray.functional.timing import StepTimer
     ckpt = load(args.model)
     check_tp(ckpt.config, args.tp)
@@ -87,19 +88,11 @@ def generate(args) -> int:
     budget = load_run(None, rack=args.rack).device.usable_bytes
     eos = ckpt.config.eos_token_id
     timer = StepTimer(ckpt.config, ckpt.path.name, args.tp, args.rack)
-    if args.executor == "inline":
-        model = SplitModel(ckpt.config, card_shards(args.model, args.tp, budget), timer=timer)
+    executor = get_executor(args.executor)
+    with executor.session(None, args.tp):
+        model = executor.split_model(args.model, args.tp, budget, timer=timer)
         ids = model.generate([prompt], args.max_tokens, args.temperature, args.seed, stop=eos)[0][0]
-        cards = [c.memory() for c in model.cards]
-    else:
-        import ray
-
-        from rsd_ray.actors.session import ray_session
-        from rsd_ray.actors.shard_actor import split_on_ray
-        with ray_session(None, args.tp):
-            model = split_on_ray(args.model, args.tp, budget, timer=timer)
-            ids = model.generate([prompt], args.max_tokens, args.temperature, args.seed, stop=eos)[0][0]
-            cards = ray.get([c.memory.remote() for c in model.cards])
+        cards = executor.card_memory(model)
     text = ckpt.tokenizer.decode(ids) if ckpt.tokenizer is not None else None
     times = model.durations
     virtual = {"ttft_s": times[0], "tpot_s": sum(times[1:]) / (len(times) - 1) if len(times) > 1 else None,

@@ -94,12 +94,16 @@ class TraceSink:
                             "tid": tid, "args": args})
 
     def write(self, path) -> None:
-        meta = []
-        for pid in sorted({e["pid"] for e in self.events}):
-            meta.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": f"server {pid}"}})
-        for pid, tid in sorted({(e["pid"], e["tid"]) for e in self.events}):
-            label = f"instance {tid - HOST_TID} host" if tid >= HOST_TID else f"card {tid}"
-            meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": label}})
-        with open(path, "w") as fh:
-            json.dump({"traceEvents": meta + self.events, "displayTimeUnit": "ms",
-                       "otherData": {"window_s": [self.t0, self.t1]}}, fh)
+        write_trace(path, self.events, (self.t0, self.t1))
+
+
+def write_trace(path, events: list[dict], window: tuple[float, float]) -> None:
+    """A Chrome-trace file of ``events``, with a name for every server and track."""
+    meta = []
+    for pid in sorted({e["pid"] for e in events}):
+        meta.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": f"server {pid}"}})
+    for pid, tid in sorted({(e["pid"], e["tid"]) for e in events}):
+        label = f"instance {tid - HOST_TID} host" if tid >= HOST_TID else f"card {tid}"
+        meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": label}})
+    with open(path, "w") as fh:
+        json.dump({"traceEvents": meta + events, "displayTimeUnit": "ms", "otherData": {"window_s": list(window)}}, fh)

@@ -55,38 +55,6 @@ def serve_spec(spec, args):
     return spec
 
 
-class _RemoteServer:
-    """The same calls as ``RackServer``, answered by a ``ServeActor``."""
-
-    def __init__(self, actor):
-        import ray
-        self.ray, self.actor = ray, actor
-
-    def _get(self, ref):
-        """The actor's answer; a lost actor (killed, its node gone) is a clear error, not a traceback."""
-        try:
-            return self.ray.get(ref)
-        except self.ray.exceptions.RayActorError as err:
-            raise RuntimeError(f"the serving actor is gone ({str(err).splitlines()[0]}); its results are lost "
-                               "with it") from None
-
-    def start(self):
-        return self._get(self.actor.start.remote())
-
-    @property
-    def running(self) -> bool:
-        return self._get(self.actor.running.remote())
-
-    def status(self) -> dict:
-        return self._get(self.actor.status.remote())
-
-    def stop_now(self) -> None:
-        self.actor.stop_now.remote()
-
-    def shutdown(self, drain_s: float, now: bool = False):
-        return self._get(self.actor.shutdown.remote(drain_s, now))
-
-
 def _serve(server, args, console) -> object:
     """Serve until Ctrl-C / SIGTERM (or the rack stops), then drain; returns the Outcome."""
     stop, presses = threading.Event(), []
@@ -141,16 +109,9 @@ def run(spec, args) -> int:
     if args.tokenizer and not Path(args.tokenizer).is_file():
         raise ConfigError("command line", "--tokenizer", args.tokenizer, "no such file; give a tokenizer.json")
     console = Console(stderr=True)
-    if args.executor == "inline":
-        from rsd_ray.serve.server import RackServer
-        server = RackServer(spec, "inline", options, __version__, faults)
-        server.stop_now = lambda: server.controller.stop("interrupted (Ctrl-C)")
-        outcome = _serve(server, args, console)
-    else:
-        from rsd_ray.rack.executor import get_executor
-        outcome = get_executor("ray").serve_session(spec, options, args.address, __version__,
-                                                      lambda actor: _serve(_RemoteServer(actor), args, console),
-                                                      faults)
+    from rsd_ray.rack.executor import get_executor
+    outcome = get_executor(args.executor).serve_session(spec, options, args.address, __version__,
+                                                         lambda server: _serve(server, args, console), faults)
     doc = build(outcome)
     doc["served"] = {"pace": args.pace, "epoch_s": spec.epoch_s, "executor": args.executor}
     if args.out:

@@ -181,6 +181,10 @@ class RackServer:
                 for i, group in enumerate(self.controller.plan.placement.groups) for card in group]
 
     # --- stop ---------------------------------------------------------------------------------------------
+    def stop_now(self) -> None:
+        """End at the next epoch (a second Ctrl-C), status interrupted."""
+        self.controller.stop("interrupted (Ctrl-C)")
+
     def shutdown(self, drain_s: float, now: bool = False):
         """Refuse new requests, let the accepted ones finish (at most ``drain_s`` wall seconds), stop the
         servers; returns the controller's Outcome. ``now``: end at the next epoch (status interrupted)."""
