@@ -20,7 +20,7 @@ from rich.table import Table
 from rsd_ray.actors.card_actor import CardActor
 from rsd_ray.actors.card_group import RayCardGroup
 from rsd_ray.config import load_run
-from rsd_ray.rack.controller import check_plan
+from rsd_ray.compiler import check_plan
 
 
 def sync_ms(epochs: int) -> dict[str, float]:

@@ -113,8 +113,9 @@ def _spec(args) -> RunSpec:
 def cmd_run(args) -> int:
     from rich.console import Console
 
-    from rsd_ray.rack.controller import EXIT_CODES, check_plan
-    from rsd_ray.rack.executor import get_executor
+    from rsd_ray.compiler import check_plan
+    from rsd_ray.rack.outcome import EXIT_CODES
+    from rsd_ray.plugins import get_executor
     from rsd_ray.rack.faults import from_args as faults_from_args
     from rsd_ray.report.results import build, dump, write_requests_csv
 

@@ -1,7 +1,8 @@
-"""Where the core finds what lives outside it: executors (``actors/``) and renderers (``dashboards/``).
+"""Where the core finds what lives outside it: executors (``rsd_ray.inline``, ``actors/``) and renderers
+(``dashboards/``).
 
-They register as entry points of this package (``pyproject.toml``), so the core
-never imports ``actors`` or ``dashboards``; another package can add its own.
+They are found by name — the inline executor built in, the others entry points of this package
+(``pyproject.toml``) — so the core never imports them; another package can add its own.
 """
 from __future__ import annotations
 
@@ -21,3 +22,12 @@ def plugin(group: str, name: str, builtin: dict[str, str] | None = None):
 
 def renderer(name: str):
     return plugin("renderers", name)
+
+
+EXECUTORS = {"inline": "rsd_ray.inline:InlineExecutor"}
+"""Built-in executors; the Ray executor registers under the ``rsd_ray.executors`` entry point."""
+
+
+def get_executor(name: str):
+    """The executor class registered as ``name`` (``inline``, ``ray``, ...)."""
+    return plugin("executors", name, EXECUTORS)

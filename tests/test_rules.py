@@ -23,7 +23,7 @@ from rsd_ray.hardware.costmodel import StepCost
 from rsd_ray.report.metrics import summarise
 from rsd_ray.rack.epoch import EpochIn
 from rsd_ray.engine.request import RequestRecord, Submit
-from rsd_ray.interconnect.sync import GroupSync, device_time, pipeline
+from rsd_ray.engine.pricing import GroupSync, device_time, pipeline
 from rsd_ray.interconnect.topology import Topology
 from rsd_ray.engine.kv_blocks import blocks_for, blocks_to_add
 from tests.conftest import make_spec, run_doc

@@ -27,5 +27,10 @@ def compile_plan(spec: RunSpec, topology: Topology) -> Plan:
     return Plan(tuple(shard_plan(spec.model, spec.tp)), memory, programs, place(topology, spec.tp))
 
 
-__all__ = ["Plan", "compile_plan", "MemoryPlan", "Placement", "Program", "Shard", "compile_program",
+def check_plan(spec: RunSpec) -> Plan:
+    """Compile and place without starting anything: raises ConfigError when the config cannot run."""
+    return compile_plan(spec, Topology(spec.rack, spec.device))
+
+
+__all__ = ["Plan", "check_plan", "compile_plan", "MemoryPlan", "Placement", "Program", "Shard", "compile_program",
            "plan_memory", "place", "shard_plan"]

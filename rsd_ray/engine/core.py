@@ -16,7 +16,7 @@ import numpy as np
 
 from rsd_ray.hardware.card_group import CardLost, slowest
 from rsd_ray.engine.prefix_cache import make_caches
-from rsd_ray.interconnect.sync import collective_times, count_sent, step_times
+from rsd_ray.engine.pricing import collective_times, count_sent, step_times
 from rsd_ray.hardware.costmodel import linear
 from rsd_ray.engine.frames import InstanceFrame
 from rsd_ray.engine.request import RequestRecord, Submit
@@ -154,7 +154,7 @@ class EngineCore:
         return segments, busy, lost
 
     def _collectives(self, inst: np.ndarray, shapes: np.ndarray) -> np.ndarray:
-        """Each step's collective times (``sync.collective_times``); their bytes are counted on the links."""
+        """Each step's collective times (``pricing.collective_times``); their bytes are counted on the links."""
         msg = linear(shapes, self.message)
         coll = np.zeros_like(msg)
         act = self.active[inst]

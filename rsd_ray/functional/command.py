@@ -80,7 +80,7 @@ def generate(args) -> int:
     from rsd_ray.config import load_run
     from rsd_ray.functional.checkpoint import load
     from rsd_ray.functional.split import check_tp
-    from rsd_ray.rack.executor import get_executor
+    from rsd_ray.plugins import get_executor
     from rsd_ray.functional.timing import StepTimer
     ckpt = load(args.model)
     check_tp(ckpt.config, args.tp)

@@ -14,7 +14,7 @@ from rsd_ray.hardware.card_group import LocalCardGroup
 from rsd_ray.compiler import compile_plan
 from rsd_ray.config import load_run
 from rsd_ray.compiler.program import batch_shape
-from rsd_ray.interconnect.sync import GroupSync, step_times
+from rsd_ray.engine.pricing import GroupSync, step_times
 from rsd_ray.interconnect.topology import Topology
 
 

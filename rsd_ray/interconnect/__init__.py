@@ -1,2 +1,2 @@
-"""Between cards: the rack graph and its links (``topology``), collectives' costs over them
-(``collectives``) and a step's Device Syncs, collective choice and layer pipelining (``sync``)."""
+"""Between cards: the rack graph and its links (``topology``) and collectives' costs over them
+(``collectives``: α + β·bytes per algorithm)."""

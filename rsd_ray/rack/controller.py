@@ -14,31 +14,43 @@ import queue
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from collections import defaultdict
 from functools import reduce
 
-from rsd_ray.compiler import Plan, compile_plan
+from rsd_ray.compiler import compile_plan
 from rsd_ray.config import RunSpec
+from rsd_ray.interconnect.topology import Topology
+from rsd_ray.plugins import get_executor
 from rsd_ray.rack.epoch import Control, EpochIn, EpochOut, Kind, Needs, Submit
-from rsd_ray.rack.executor import get_executor, host_setups
+from rsd_ray.rack.executor import host_setups
 from rsd_ray.rack.faults import FaultSchedule
 from rsd_ray.rack.frontend import Frontend
 from rsd_ray.rack.host import ABORTED
 from rsd_ray.rack.ledger import RequestLedger
-from rsd_ray.rack.outcome import EXIT_CODES, Outcome, RunLog
+from rsd_ray.rack.outcome import Outcome, RunLog
 from rsd_ray.rack.sources import request_source
-from rsd_ray.interconnect.topology import Topology
 from rsd_ray.router import Router
-
-__all__ = ["EXIT_CODES", "Controller", "Outcome", "check_plan", "host_setups"]
 
 NO_HEALTHY_INSTANCE = "no healthy instance can take it"
 OFFLINE_DRAIN_S = 1e6     # an offline run ends when its last request does; this only bounds a run that cannot
 
 
-def check_plan(spec: RunSpec) -> Plan:
-    """Compile and place without starting anything: raises ConfigError when the config cannot run."""
-    return compile_plan(spec, Topology(spec.rack, spec.device))
+@contextmanager
+def ctrl_c_stops(controller):
+    """In the main thread, Ctrl-C ends the run at the next epoch boundary, so every request stays accounted
+    for; a second Ctrl-C interrupts at once (``KeyboardInterrupt``)."""
+    def on_sigint(signum, frame):
+        if controller._stop:
+            raise KeyboardInterrupt
+        controller._stop = "interrupted (Ctrl-C)"
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 class Controller:
@@ -65,22 +77,21 @@ class Controller:
         self.controls: list[Control] = []
         self._stop: str | None = None
 
-    # --- inputs, from any thread --------------------------------------------------------------------
+    # --- inputs, from any thread: each waits in the inbox for the next epoch boundary -----------------
     def control(self, control: Control) -> None:
-        """Enters the rack with the next epoch (an abort of a request waiting to be re-placed ends it here)."""
+        """Into the rack with the next epoch (an abort of a request waiting to be re-placed ends it here)."""
         self.inbox.put(("control", control))
 
     def inject(self, faults) -> None:
-        """Faults to inject, each at the start of the epoch that contains its time."""
+        """Faults, each injected at the start of the epoch that contains its time."""
         self.inbox.put(("faults", tuple(faults)))
 
     def stop(self, reason: str = "stopped") -> None:
-        """End the run at the next epoch boundary, with ``status: interrupted``."""
+        """End the run at the next boundary, ``status: interrupted``."""
         self.inbox.put(("stop", reason))
 
     def close(self, drain_s: float) -> None:
-        """No arrivals after the current epoch; drain what was accepted for at most ``drain_s``, then end with
-        ``status: completed`` (how a server shuts down)."""
+        """No arrivals after this epoch; drain for at most ``drain_s``, then end (a server's shutdown)."""
         self.inbox.put(("close", drain_s))
 
     def _read_inbox(self) -> None:
@@ -156,39 +167,27 @@ class Controller:
             self.router.fail(f.instances)
         self.router.observe(out.instances)
 
-    def _on_sigint(self, signum, frame) -> None:
-        """Ctrl-C ends the run at the next epoch boundary, so every request stays accounted for; a second
-        Ctrl-C interrupts at once."""
-        if self._stop:
-            raise KeyboardInterrupt
-        self._stop = "interrupted (Ctrl-C)"
-
     def run(self, sinks=()) -> Outcome:
-        """Run to the end (or ``stop()``, Ctrl-C, a fatal error); every sink (``rack.sinks.Sink``) is called
-        with each EpochOut and the number of requests in flight, and may ask for more (``needs``). The
-        executor is shut down in every case."""
+        """Run to the end (or ``stop()``, Ctrl-C, a fatal error); every sink (``rack.epoch.Sink``) is called
+        with each EpochOut and the number of requests in flight. The executor is shut down in every case."""
         wall0, status, reason = time.perf_counter(), "completed", None
         needs = reduce(lambda a, b: a | b, (getattr(s, "needs", Needs()) for s in sinks), Needs())
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._on_sigint) if main else None
         try:
-            while True:
-                self._read_inbox()
-                if self.finished:
-                    break
-                if self._stop:
-                    status, reason = "interrupted", self._stop
-                    break
-                out = self.step(needs)
-                for sink in sinks:
-                    sink(out, len(self.ledger.in_flight))
+            with ctrl_c_stops(self):
+                while True:
+                    self._read_inbox()
+                    if self.finished:
+                        break
+                    if self._stop:
+                        status, reason = "interrupted", self._stop
+                        break
+                    out = self.step(needs)
+                    for sink in sinks:
+                        sink(out, len(self.ledger.in_flight))
         except KeyboardInterrupt:
             status, reason = "interrupted", "interrupted (Ctrl-C)"
         except Exception as err:                          # noqa: BLE001  (reported in the results, not lost)
             status, reason = "failed", f"{type(err).__name__}: {err}"
-        finally:
-            if main:
-                signal.signal(signal.SIGINT, previous)
         try:
             return self._outcome(status, reason, wall0)
         finally:
@@ -202,15 +201,5 @@ class Controller:
         except Exception as err:                          # noqa: BLE001  (the first reason stands)
             if status != "failed":
                 status, reason = "failed", f"{type(err).__name__}: {err}"
-        spec = self.spec if self.duration_s == self.spec.duration_s else dataclasses.replace(
-            self.spec, duration_s=self.duration_s, drain_s=self.drain_s)      # a served rack's window, as it ran
-        log, ledger = self.log, self.ledger
-        return Outcome(
-            spec=spec, plan=self.plan, records=ledger.final(unfinished), offered=ledger.offered,
-            refused=ledger.never_accepted, refusals=ledger.refusals, instances=log.instances(),
-            window_cards=log.window_cards or log.cards, window_s=log.window_s if log.window_cards else self.t,
-            final_cards=log.cards, link_bytes=log.link_bytes, links=self.links, failures=tuple(log.failures),
-            end_s=self.t, epochs=self.epochs, wall_s=time.perf_counter() - wall0, executor=self.executor.name,
-            status=status, reason=reason, recoveries=tuple(log.recoveries), faults=tuple(self.faults.injected),
-            functional=getattr(self.source, "functional", lambda: None)(),
-            frontend=self.frontend.summary(self.t) if self.frontend else None)
+        records = self.ledger.final(unfinished)
+        return self.log.outcome(self, records, status, reason, time.perf_counter() - wall0)

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 from rsd_ray.hardware.card import CardFrame
 from rsd_ray.engine.frames import InstanceFrame
 from rsd_ray.hardware.card_group import CardLost
 from rsd_ray.engine.request import RequestRecord, Submit
 
-__all__ = ["CardLost", "Control", "EpochIn", "EpochOut", "Failure", "Kind", "Needs", "Recovery", "Submit", "merge"]
+__all__ = ["CardLost", "Control", "EpochIn", "EpochOut", "Failure", "Kind", "Needs", "Recovery", "Sink", "Submit",
+           "merge"]
 
 
 class Kind(str, Enum):
@@ -60,6 +62,15 @@ class Control:
     target: int = 0
     value: float = 0.0
     name: str = ""
+
+
+class Sink(Protocol):
+    """What watches the rack: called with every epoch's ``EpochOut`` and the number of requests in flight,
+    after the controller booked it. A sink only listens (results, progress, dashboards, metrics, streams,
+    timelines); one that needs more than the default declares it as ``needs`` (a ``Needs``)."""
+    needs: "Needs"
+
+    def __call__(self, out: "EpochOut", in_flight: int) -> None: ...
 
 
 @dataclass(frozen=True)

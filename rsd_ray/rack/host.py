@@ -19,7 +19,7 @@ from rsd_ray.compiler import Plan
 from rsd_ray.config import RunSpec
 from rsd_ray.rack.epoch import EpochIn, EpochOut, Failure, Kind, Recovery
 from rsd_ray.engine.request import RequestRecord
-from rsd_ray.interconnect.sync import GroupSync
+from rsd_ray.engine.pricing import GroupSync
 from rsd_ray.interconnect.topology import Topology
 from rsd_ray.engine.core import EngineCore
 

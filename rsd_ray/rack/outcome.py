@@ -69,5 +69,18 @@ class RunLog:
         if window:
             self.window_cards, self.window_s = out.cards, out.t_end
 
-    def instances(self) -> tuple[InstanceFrame, ...]:
-        return tuple(self.frames[i] for i in sorted(self.frames))
+    def outcome(self, driver, records, status: str, reason: str | None, wall_s: float) -> Outcome:
+        """The run's Outcome: this log, the ``records`` of the request ledger, and the ``driver`` (the
+        controller) for the spec as it ran, the plan, the links, the time, the source and the faults."""
+        spec, ledger = driver.spec, driver.ledger
+        if driver.duration_s != spec.duration_s:                  # a served rack's window, as it ran
+            spec = dataclasses.replace(spec, duration_s=driver.duration_s, drain_s=driver.drain_s)
+        return Outcome(
+            spec=spec, plan=driver.plan, records=records, offered=ledger.offered, refused=ledger.never_accepted,
+            refusals=ledger.refusals, instances=tuple(self.frames[i] for i in sorted(self.frames)),
+            window_cards=self.window_cards or self.cards, window_s=self.window_s if self.window_cards else driver.t,
+            final_cards=self.cards, link_bytes=self.link_bytes, links=driver.links, failures=tuple(self.failures),
+            end_s=driver.t, epochs=driver.epochs, wall_s=wall_s, executor=driver.executor.name, status=status,
+            reason=reason, recoveries=tuple(self.recoveries), faults=tuple(driver.faults.injected),
+            functional=getattr(driver.source, "functional", lambda: None)(),
+            frontend=driver.frontend.summary(driver.t) if driver.frontend else None)

@@ -1,9 +1,33 @@
-"""Where a run's requests come from, as the spec says: its synthetic workload, a production trace, and with a
-checkpoint (functional mode) the split model writing each request's tokens. ``rsd-ray serve`` passes its
-gateway instead."""
+"""Where a run's requests come from (``Source``), and the source a spec names: its synthetic workload, a
+production trace, and with a checkpoint (functional mode) the split model writing each request's tokens.
+``rsd-ray serve`` passes its gateway instead."""
 from __future__ import annotations
 
+from typing import Protocol
+
 from rsd_ray.config import RunSpec
+from rsd_ray.engine.request import RequestRecord, Submit
+
+
+class Source(Protocol):
+    """A request source, as the controller asks it at each epoch boundary (in the controller's thread).
+    ``Workload``, ``TraceSource``, ``FunctionalSource`` and the serving ``Gateway`` are sources."""
+    next_id: int                    # requests offered so far (each counted once, however often it is sent)
+    offline: bool                   # optional: every request at t = 0, run until the last one ends
+
+    def arrivals(self, t0: float, t1: float) -> list[Submit]:
+        """The requests that arrive in [t0, t1), each with its arrival time (and ``instance`` ≥ 0 if it names
+        one)."""
+
+    def refused(self, subs: list[Submit], t: float) -> int:
+        """These were refused at ``t`` (full rack, no healthy instance); returns how many will never come back
+        (a closed-loop client backs off and sends the same request again)."""
+
+    def done(self, records: list[RequestRecord]) -> None:
+        """These ended (finished or errored): closed-loop clients may send their next request."""
+
+    def waiting_to_retry(self) -> int:
+        """Refused requests whose clients will send them again."""
 
 
 def request_source(spec: RunSpec):

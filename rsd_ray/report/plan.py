@@ -13,7 +13,7 @@ from rsd_ray.interconnect.collectives import sharers
 from rsd_ray.compiler import compile_plan
 from rsd_ray.config import RunSpec
 from rsd_ray.hardware.costmodel import StepCost
-from rsd_ray.interconnect.sync import GroupSync, step_times
+from rsd_ray.engine.pricing import GroupSync, step_times
 from rsd_ray.interconnect.topology import Topology
 
 

@@ -5,7 +5,7 @@ for the steps in the window, lays out what each card did, with the rules that
 timed the step: the host's step time, then each card's commands in ATOM's
 vocabulary (``neural_engine``, ``task_dma``, ``external_hdma``, ``host``) segment
 by segment, each Device Sync once the group's slowest card reaches it, and with
-layer pipelining the engine's own overlap recurrence (``sync.pipeline``). Tracks:
+layer pipelining the engine's own overlap recurrence (``engine.pricing.pipeline``). Tracks:
 one process per server, one thread per card, one per instance's host; requests'
 lifetimes are async events (arrival to last token, first token marked). Cards
 are drawn at their nominal clock (a throttled card's steps are longer than shown).
@@ -21,7 +21,7 @@ from rsd_ray.interconnect.collectives import sharers
 from rsd_ray.compiler.program import DEVICE_SYNC
 from rsd_ray.hardware.costmodel import StepCost
 from rsd_ray.rack.epoch import Needs
-from rsd_ray.interconnect.sync import GroupSync, pipeline
+from rsd_ray.engine.pricing import GroupSync, pipeline
 
 US = 1e6
 HOST_TID = 100000          # an instance's host track: HOST_TID + instance

@@ -93,7 +93,8 @@ def run(spec, args) -> int:
 
     from rsd_ray import __version__
     from rsd_ray.config.schema import writable
-    from rsd_ray.rack.controller import EXIT_CODES, check_plan
+    from rsd_ray.compiler import check_plan
+    from rsd_ray.rack.outcome import EXIT_CODES
     from rsd_ray.rack.faults import from_args as faults_from_args
     from rsd_ray.plugins import renderer
     from rsd_ray.report.results import build, dump
@@ -109,7 +110,7 @@ def run(spec, args) -> int:
     if args.tokenizer and not Path(args.tokenizer).is_file():
         raise ConfigError("command line", "--tokenizer", args.tokenizer, "no such file; give a tokenizer.json")
     console = Console(stderr=True)
-    from rsd_ray.rack.executor import get_executor
+    from rsd_ray.plugins import get_executor
     outcome = get_executor(args.executor).serve_session(spec, options, args.address, __version__,
                                                          lambda server: _serve(server, args, console), faults)
     doc = build(outcome)

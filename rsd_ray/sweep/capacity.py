@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from rsd_ray.config import ConfigError, RunSpec
-from rsd_ray.rack.controller import check_plan
+from rsd_ray.compiler import check_plan
 from rsd_ray.sweep.points import apply
 from rsd_ray.sweep.runner import run_spec
 

@@ -33,7 +33,7 @@ def run(spec, args) -> int:
     console = Console()
     axes = [parse_axis(g) for g in args.grid]
     if args.parallel == "ray":
-        from rsd_ray.rack.executor import get_executor
+        from rsd_ray.plugins import get_executor
         with get_executor("ray").session(args.address, cards=0):
             return _run(spec, args, axes, console)
     return _run(spec, args, axes, console)

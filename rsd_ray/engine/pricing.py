@@ -1,4 +1,4 @@
-"""Resolving a step's Device Syncs over the link model.
+"""The price of a step: its Device Syncs over the link model, layer pipelining, and the host's time.
 
 Every card returns its compute segments; a collective starts when its last
 participant arrives, so a slow card slows its whole group. Without layer
