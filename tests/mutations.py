@@ -55,7 +55,7 @@ WRONG = [
  ("rsd_ray/engine/pricing.py", "link_at[:, i] = np.maximum(link_free, compute_free)", "link_at[:, i] = compute_free"),
  ("rsd_ray/engine/pricing.py", "seg_at[:, i] = np.maximum(compute_free, done[j])", "seg_at[:, i] = compute_free"),
  ("rsd_ray/engine/pricing.py", "return segments.sum(axis=1) + coll.sum(axis=1)", "return segments.sum(axis=1)"),
- ("rsd_ray/engine/pricing.py", "np.add.at(sent, (rows[:, None], pick,", "np.add.at(sent, (rows[:, None], 0 * pick,", ORACLE),
+ ("rsd_ray/engine/pricing.py", "sent[rows[:, None], pick, np.arange", "sent[rows[:, None], 0 * pick, np.arange", ORACLE),
  ("rsd_ray/engine/table.py", "times[end:end + m] = self.times[self.offset[r]:self.offset[r] + m]", "pass"),
  ("rsd_ray/engine/scheduler.py", "self.free[i] += t.blocks[r]", "pass"),
  ("rsd_ray/engine/core.py", "self.table.scheduled[r[new]] = at[new]", "self.table.scheduled[r[new]] = at[new] + 1e-6"),

@@ -28,8 +28,9 @@ def collective_times(alpha: np.ndarray, beta: np.ndarray, msg: np.ndarray) -> tu
 
 
 def count_sent(sent: np.ndarray, rows: np.ndarray, pick: np.ndarray, msg: np.ndarray) -> None:
-    """Add each step's message bytes to ``sent[row, algorithm picked, sync]`` (in step order)."""
-    np.add.at(sent, (rows[:, None], pick, np.arange(msg.shape[1])[None, :]), msg)
+    """Add each step's message bytes to ``sent[row, algorithm picked, sync]``; one step per row (the rows are
+    distinct), so one indexed addition does it."""
+    sent[rows[:, None], pick, np.arange(msg.shape[1])[None, :]] += msg
 
 
 def pipeline(segments: np.ndarray, coll: np.ndarray, chunks: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,9 +106,10 @@ class GroupSync:
         return times, pick, msg
 
     def record(self, pick: np.ndarray, msg: np.ndarray) -> None:
-        """Count the bytes of these steps on the links."""
+        """Count the bytes of these steps on the links, step by step."""
         if self.active:
-            count_sent(self.sent[None], np.zeros(len(msg), dtype=int), pick, msg)
+            for j in range(len(msg)):
+                count_sent(self.sent[None], np.zeros(1, dtype=int), pick[j:j + 1], msg[j:j + 1])
 
     def link_bytes(self) -> dict[str, float]:
         """Bytes carried by each directed link so far."""
