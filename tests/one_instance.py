@@ -9,7 +9,7 @@ import numpy as np
 from rsd_ray.engine.prefix_cache import make_caches
 from rsd_ray.engine.request import Submit
 from rsd_ray.engine.scheduler import Scheduler
-from rsd_ray.engine.table import RequestTable
+from rsd_ray.engine.table import RequestTable, State
 
 ONE = np.array([0])
 
@@ -65,6 +65,9 @@ class OneInstance:
     @property
     def running(self) -> list[int]:
         return [int(self.table.rid[r]) for r in self.sched.run[0, :self.sched.nrun[0]]]
+
+    def state(self, rid: int) -> str:
+        return State(self.table.state[self.rows[rid]]).name
 
     def row(self, rid: int) -> Row:
         t, r = self.table, self.rows[rid]

@@ -58,3 +58,25 @@ def test_scheduler_never_exceeds_max_num_seqs():
         t += 0.01
         finished += len(sched.update(out, t))
     assert finished == 10 and sched.free == 1000
+
+
+def test_a_request_is_in_one_named_state_and_moves_as_vllm_moves_it():
+    """Two seats, 9 blocks of 16 tokens. Two 60-token prompts (4 blocks each) run, the third waits for a
+    seat. Their 65th tokens (the 5th step after the prefill) each need a 5th block and 1 is free: the first
+    takes it, the last running one is preempted (back to waiting, to be recomputed); all finish in the end."""
+    engine = dataclasses.replace(load_part("engines", "default", "t"), max_num_seqs=2)
+    s = OneInstance(engine, 9)
+    for rid in range(3):
+        s.add(rid, 60, 8)
+    s.update(s.schedule(), 1.0)
+    assert [s.state(r) for r in range(3)] == ["RUNNING", "RUNNING", "WAITING"] and s.free == 1
+    for t in range(2, 6):
+        s.update(s.schedule(), float(t))       # tokens 61..64 fit the 4 blocks
+    assert s.free == 1 and s.sched.preemptions[0] == 0
+    s.update(s.schedule(), 6.0)
+    assert [s.state(r) for r in range(3)] == ["RUNNING", "WAITING", "WAITING"] and s.sched.preemptions[0] == 1
+    t = 6.0
+    while s.has_work():
+        s.update(s.schedule(), t)
+        t += 1.0
+    assert [s.state(r) for r in range(3)] == ["FINISHED"] * 3 and s.free == 9

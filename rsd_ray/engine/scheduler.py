@@ -24,7 +24,7 @@ import numpy as np
 
 from rsd_ray.compiler.program import batch_shape
 from rsd_ray.engine.kv_blocks import blocks_to_add
-from rsd_ray.engine.table import RequestTable
+from rsd_ray.engine.table import RequestTable, State
 
 
 class Scheduler:
@@ -47,6 +47,7 @@ class Scheduler:
     def add_pending(self, i: int, r: int) -> None:
         """A routed request; one retried from a failed instance (an earlier arrival) goes in order."""
         pending, arrival = self.pending[i], self.table.arrival
+        self.table.state[r] = State.PENDING
         if pending and arrival[r] < arrival[pending[-1]]:
             bisect.insort(pending, r, key=lambda x: arrival[x])
         else:
@@ -58,6 +59,7 @@ class Scheduler:
         while n < len(pending) and arrival[pending[n]] <= clock:
             n += 1
         if n:
+            self.table.state[pending[:n]] = State.WAITING
             self.waiting[i].extend(pending[:n])
             del pending[:n]
 
@@ -70,9 +72,10 @@ class Scheduler:
 
     def remove(self, i: int, r: int) -> None:
         """Take row ``r`` out of instance ``i`` wherever it is (pending, waiting, running), freeing its blocks."""
-        if r in self.pending[i]:
+        state = self.table.state[r]
+        if state == State.PENDING:
             self.pending[i].remove(r)
-        elif r in self.waiting[i]:
+        elif state == State.WAITING:
             self.waiting[i].remove(r)
         else:
             n = int(self.nrun[i])
@@ -174,6 +177,7 @@ class Scheduler:
         self._release(i, victim)
         t.computed[victim] = 0
         t.preemptions[victim] += 1
+        t.state[victim] = State.WAITING
         self.waiting[i].appendleft(victim)
         self.preemptions[i] += 1
         return victim
@@ -194,6 +198,7 @@ class Scheduler:
                                  + sum(map(self._to_finish, self.run[i, :self.nrun[i]])) > self.free[i]):
                 break
             waiting.popleft()
+            t.state[r] = State.RUNNING
             tokens[self.nrun[i]] = n
             self.run[i, self.nrun[i]] = r
             self.nrun[i] += 1
@@ -270,6 +275,7 @@ class Scheduler:
         for k in ks.tolist():
             finished[k] = rows[k][done[k]].tolist()
         gone = rows[done]
+        t.state[gone] = State.FINISHED
         np.add.at(self.free, np.broadcast_to(inst[:, None], done.shape)[done], t.blocks[gone])
         t.blocks[gone] = 0
         if self.caches:

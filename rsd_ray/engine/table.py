@@ -8,12 +8,27 @@ compacted when most of it belongs to rows already gone.
 """
 from __future__ import annotations
 
+from enum import IntEnum
+
 import numpy as np
 
 from rsd_ray.engine.request import RequestRecord, Submit
 
 INT_COLUMNS = ("rid", "prompt", "max_tokens", "computed", "output", "blocks", "shared", "preemptions", "retries",
-               "instance", "offset", "reported")
+               "instance", "offset", "reported", "state")
+
+
+class State(IntEnum):
+    """Where a request is in its instance's engine (the ``state`` column)::
+
+        PENDING ──its arrival time comes──▶ WAITING ──joins the batch──▶ RUNNING ──last token──▶ FINISHED
+                                               ▲                            │
+                                               └────────preempted───────────┘
+    """
+    PENDING = 0          # routed here, its arrival time still ahead
+    WAITING = 1          # arrived, not in the running batch (or preempted: recomputed when it joins again)
+    RUNNING = 2          # in the running batch, holding KV blocks
+    FINISHED = 3         # all its tokens sampled; handed back with the epoch
 
 
 class RequestTable:
