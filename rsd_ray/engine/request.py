@@ -42,8 +42,9 @@ class Submit:
 
     def record(self, error: str | None = None) -> RequestRecord:
         """What it leaves behind when it ends here, unfinished (or errored, with ``error``)."""
-        return RequestRecord(self.rid, self.instance, self.arrival, self.prompt_len, self.max_tokens,
-                             self.token_times, self.preemptions, None, self.retries, error)
+        return RequestRecord(rid=self.rid, instance=self.instance, arrival=self.arrival, prompt_len=self.prompt_len,
+                             max_tokens=self.max_tokens, token_times=self.token_times, preemptions=self.preemptions,
+                             finish=None, retries=self.retries, error=error)
 
     def sent_again(self, t: float) -> "Submit":
         """The same request sent again at ``t`` (a refused client's retry). ``dataclasses.replace`` would do,

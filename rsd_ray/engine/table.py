@@ -94,16 +94,18 @@ class RequestTable:
 
     def record(self, r: int, finished: bool) -> RequestRecord:
         times = self.token_times(r)
-        return RequestRecord(int(self.rid[r]), int(self.instance[r]), float(self.arrival[r]), int(self.prompt[r]),
-                             int(self.max_tokens[r]), times, int(self.preemptions[r]),
-                             times[-1] if finished and times else None, int(self.retries[r]), None,
-                             None if np.isnan(self.scheduled[r]) else float(self.scheduled[r]))
+        return RequestRecord(rid=int(self.rid[r]), instance=int(self.instance[r]), arrival=float(self.arrival[r]),
+                             prompt_len=int(self.prompt[r]), max_tokens=int(self.max_tokens[r]), token_times=times,
+                             preemptions=int(self.preemptions[r]), finish=times[-1] if finished and times else None,
+                             retries=int(self.retries[r]),
+                             scheduled=None if np.isnan(self.scheduled[r]) else float(self.scheduled[r]))
 
     def submit(self, r: int) -> Submit:
         """The row as a request to retry elsewhere, with the tokens it has."""
-        return Submit(int(self.rid[r]), float(self.arrival[r]), int(self.prompt[r]), int(self.max_tokens[r]), -1,
-                      self.token_times(r), int(self.retries[r]) + 1, int(self.preemptions[r]),
-                      self.hash_ids.get(r, ()))
+        return Submit(rid=int(self.rid[r]), arrival=float(self.arrival[r]), prompt_len=int(self.prompt[r]),
+                      max_tokens=int(self.max_tokens[r]), instance=-1, token_times=self.token_times(r),
+                      retries=int(self.retries[r]) + 1, preemptions=int(self.preemptions[r]),
+                      hash_ids=self.hash_ids.get(r, ()))
 
     def release(self, r: int) -> None:
         self.live.discard(r)
