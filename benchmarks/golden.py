@@ -103,7 +103,7 @@ def _functional_timing(ckpt: Path) -> dict:
 
 
 RETIRED = {"span_steps", "steps_in_spans"}
-"""Keys a saved set may hold that today's results no longer have (the reference engine's span counters)."""
+"""Keys a saved set may hold that today's results no longer have (the retired per-instance engine's span counters)."""
 
 
 def diff(a, b, path="") -> list[str]:

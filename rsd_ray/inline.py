@@ -21,7 +21,7 @@ class InlineExecutor:
     name = "inline"
 
     def __init__(self, spec: RunSpec, plan: Plan, setups: list[HostSetup], topology=None):
-        """One host drives every server, so the vectorised engine steps the whole rack together."""
+        """One host drives every server, so the engine steps the whole rack together."""
         topology = topology or Topology(spec.rack, spec.device)
         self.hosts = [Host.local(spec, plan, setups, topology)]
 

@@ -3,7 +3,7 @@
 
 Each entry replaces one exact piece of the code with a wrong version (rounding KV blocks down,
 waiting for the fastest card, adding compute and memory time, ...), runs the tests (default: the rule's
-own — ``TESTS``, the rules, the card and the vectorised engine against the reference, or ``SERVE``, a live
+own — ``TESTS``, the rules, the card and the engine against its oracle, or ``SERVE``, a live
 server), restores the file, and prints "caught" or "SURVIVED". ``--only TEXT``: the rules whose file path
 contains TEXT.
 A rule that survives has no test that pins it. ``--check``: only that every entry still matches its code;

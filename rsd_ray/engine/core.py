@@ -1,12 +1,12 @@
-"""``EngineCore``: the instances of a host stepped together, with the reference engine's results.
+"""``EngineCore``: the instances of a host stepped together — the one engine.
 
 A round steps every instance that has work once: the scheduler fills a matrix
 of scheduled tokens (``Scheduler``), the steps are priced in one call per
 distinct (cost model, clock factor) — every group of one program shares its
 cost model — and the collectives of all groups are one array expression.
 Instances stay independent (each has its own clock and cards), so the order
-in which their steps are taken changes nothing: every number equals the
-per-instance engine's, token timestamps included (``tests/test_vector.py``).
+in which their steps are taken changes nothing: every number equals the plain
+oracle's, one request at a time, token timestamps included (``tests/test_engine_oracle.py``).
 """
 from __future__ import annotations
 

@@ -1,4 +1,11 @@
-"""The reference scheduler's rules (``rsd_ray.scheduler``), for many instances at once.
+"""vLLM v1's scheduling rules, for many instances at once: continuous batching, chunked prefill, recompute
+preemption, admission (``preempt``, or ``reserve``: TensorRT-LLM's no-eviction) and the prefix cache's hooks.
+
+Each step: running requests first (in order), each asking for the tokens it still lacks, within the token
+budget; when KV blocks run out the last running request is preempted (its blocks freed, recomputed later).
+Then waiting requests join while seats (``max_num_seqs``), budget and blocks allow — unless something was
+preempted this step. With ``admission: reserve`` a waiting request joins only when the blocks of its whole
+length (prompt + max_tokens) fit beside what the running requests may still take.
 
 Running requests sit in a matrix (instances × ``max_num_seqs``), in their
 running order, so the first phase of a step — every running request asks for
@@ -10,8 +17,8 @@ rows::
     n        [ 1  1  1 900  1 ]        = clip(budget − before, 0, lacking)
     blocks   cumsum(new blocks) ≤ free  → no preemption on this row
 
-A row whose blocks run out preempts; that row (rare) is scheduled by a scalar
-copy of the reference loop. Waiting requests join one by one, in Python (a
+A row whose blocks run out preempts; that row (rare) is scheduled request by
+request. Waiting requests join one by one, in Python (a
 step admits a few at most); ``pending`` holds routed requests whose arrival is
 still ahead. Finished requests leave the matrix in order.
 """
@@ -67,7 +74,7 @@ class Scheduler:
         return bool(self.nrun[i] or self.waiting[i])
 
     def held(self, i: int) -> list[int]:
-        """Rows the instance holds, in the reference's order: pending, waiting, running."""
+        """Rows the instance holds, in order: pending, waiting, running."""
         return self.pending[i] + list(self.waiting[i]) + self.run[i, :self.nrun[i]].tolist()
 
     def remove(self, i: int, r: int) -> None:
@@ -149,7 +156,7 @@ class Scheduler:
         return tokens[:, :width], self.run[inst, :width], preempted
 
     def _schedule_preempting(self, i: int) -> tuple[list[int], int]:
-        """The reference's running phase, request by request, for an instance that must preempt."""
+        """The running phase, request by request, for an instance that must preempt."""
         t, run, budget, n_of, preempted, pos = self.table, self.run[i], self.budget, [], 0, 0
         while pos < self.nrun[i] and budget > 0:
             r = int(run[pos])
@@ -183,7 +190,7 @@ class Scheduler:
         return victim
 
     def _admit(self, i: int, budget: int, tokens: np.ndarray) -> None:
-        """Waiting requests join while seats, budget and blocks allow (the reference's second phase);
+        """Waiting requests join while seats, budget and blocks allow (the second phase);
         each one's tokens go in its new running slot of ``tokens``."""
         t, waiting = self.table, self.waiting[i]
         while waiting and budget > 0 and self.nrun[i] < self.max_seqs:

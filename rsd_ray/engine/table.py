@@ -1,4 +1,4 @@
-"""Every request a vectorised host holds, as columns of one table, and their token timestamps.
+"""Every request a host's engine holds, as columns of one table, and their token timestamps.
 
 A row is a request from its submit until the host hands it back (finished,
 evacuated); freed rows are reused. Each row owns a stretch of one flat buffer

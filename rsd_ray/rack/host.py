@@ -4,7 +4,7 @@ A TP group that spans servers is driven by the host of its first card's server
 (the others lend it their cards), so every card belongs to exactly one host:
 the cards of its instances, plus its own server's cards that no group uses.
 On Ray each server's host is an actor; inline one ``Host`` drives every server,
-so the vectorised engine steps all of the rack's instances together.
+so the engine steps all of the rack's instances together.
 """
 from __future__ import annotations
 
