@@ -7,6 +7,7 @@ import pytest
 
 from rsd_ray.config import load_run
 from rsd_ray.rack.controller import Controller
+from rsd_ray.rack.ledger import balanced
 from rsd_ray.report.results import build
 
 
@@ -25,6 +26,7 @@ def make_spec(workload=None, engine=None, **overrides):
 def run_doc(spec, executor="inline"):
     controller = Controller(spec, executor=executor)
     outcome = controller.run()
+    assert balanced(outcome.offered, outcome.refused, outcome.records)      # the ledger's arithmetic holds
     return build(outcome), outcome
 
 

@@ -80,3 +80,15 @@ def test_a_request_is_in_one_named_state_and_moves_as_vllm_moves_it():
         s.update(s.schedule(), t)
         t += 1.0
     assert [s.state(r) for r in range(3)] == ["FINISHED"] * 3 and s.free == 9
+
+
+def test_the_ledger_balances_only_when_every_request_is_in_one_state():
+    from rsd_ray.engine.request import RequestRecord
+    from rsd_ray.rack.ledger import balanced
+    done = RequestRecord(rid=0, instance=0, arrival=0.0, prompt_len=1, max_tokens=1, token_times=(1.0,),
+                         preemptions=0, finish=1.0)
+    failed = RequestRecord(rid=1, instance=0, arrival=0.0, prompt_len=1, max_tokens=1, token_times=(),
+                           preemptions=0, finish=None, error="no healthy instance can take it")
+    assert balanced(3, 1, [done, failed])                 # 3 offered = 2 accepted (completed, errored) + 1 refused
+    assert not balanced(3, 0, [done, failed])             # one offered request unaccounted for
+    assert not balanced(3, 1, [done, done])               # one request recorded twice
