@@ -3,7 +3,6 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rsd_ray.calibration import DRAM_EFFICIENCY
 from rsd_ray.hardware.card import Card
 from rsd_ray.compiler import compile_program, plan_memory
 from rsd_ray.config import load_run

@@ -7,7 +7,7 @@ import pytest
 
 from rsd_ray.config import load_run
 from rsd_ray.rack.controller import Controller
-from rsd_ray.engine.prefix_cache import PrefixCache, make_caches
+from rsd_ray.engine.prefix_cache import PrefixCache
 from rsd_ray.report.results import build, without_wall_clock
 from rsd_ray.router.prefix_affinity import PrefixAffinity
 from tests.oracle import install
