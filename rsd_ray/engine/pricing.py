@@ -98,18 +98,23 @@ class GroupSync:
 
     def times(self, shapes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(k × syncs) times of every collective for k batch shapes (``collective_times``), the algorithm
-        picked and the message bytes, for ``count_sent``."""
+        picked and the message bytes."""
         msg = linear(shapes, self.message)
         if not self.active:
             return np.zeros_like(msg), np.zeros(msg.shape, dtype=int), msg
         times, pick = collective_times(self.alpha[None], self.beta[None], msg)
         return times, pick, msg
 
-    def record(self, pick: np.ndarray, msg: np.ndarray) -> None:
-        """Count the bytes of these steps on the links, step by step."""
+    def run_steps(self, shapes: np.ndarray, segments: np.ndarray, overlap: bool) -> tuple[np.ndarray, np.ndarray]:
+        """k steps of this group alone ran, from their slowest card's ``segments``: their seconds
+        (``step_times``) and collective times; their bytes are counted on the links, step by step. (The
+        engine prices many groups' steps at once with the same functions.)"""
+        coll, pick, msg = self.times(shapes)
         if self.active:
+            row = np.zeros(1, dtype=int)
             for j in range(len(msg)):
-                count_sent(self.sent[None], np.zeros(1, dtype=int), pick[j:j + 1], msg[j:j + 1])
+                count_sent(self.sent[None], row, pick[j:j + 1], msg[j:j + 1])
+        return step_times(shapes, segments, coll, self.chunks, overlap), coll
 
     def link_bytes(self) -> dict[str, float]:
         """Bytes carried by each directed link so far."""

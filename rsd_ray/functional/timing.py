@@ -14,7 +14,7 @@ from rsd_ray.hardware.card_group import LocalCardGroup
 from rsd_ray.compiler import compile_plan
 from rsd_ray.config import load_run
 from rsd_ray.compiler.program import batch_shape
-from rsd_ray.engine.pricing import GroupSync, step_times
+from rsd_ray.engine.pricing import GroupSync
 from rsd_ray.interconnect.topology import Topology
 
 
@@ -43,10 +43,8 @@ class StepTimer:
         x = shape(batch)
         self.group.begin_epoch(self.clock)
         segments = self.group.propose(x, self.clock)
-        collectives, pick, msg = self.sync.times(x)
-        duration = float(step_times(x, segments, collectives, self.sync.chunks, False)[0])
+        duration = float(self.sync.run_steps(x, segments, False)[0][0])
         self.group.accept([self.clock], x)
-        self.sync.record(pick, msg)
         self.clock += duration
         return duration
 

@@ -139,8 +139,7 @@ class Controller:
             tokens=needs.tokens, trace=needs.steps))
         self.t, self.epochs = t_end, self.epochs + 1
         self._book(out, window)
-        errored, self.ledger.errored = tuple(self.ledger.errored), []
-        return dataclasses.replace(out, errored=errored, healthy=tuple(self.router.healthy.tolist()))
+        return dataclasses.replace(out, errored=self.ledger.take_errored(), healthy=tuple(self.router.healthy.tolist()))
 
     def _place(self, sub: Submit, arrivals, force: bool = False) -> bool:
         """Route one request at the arrival time its source gave it; a new request that names its instance

@@ -35,6 +35,11 @@ class RequestLedger:
         retry, self.retry = self.retry, []
         return retry
 
+    def take_errored(self) -> tuple[tuple[int, str], ...]:
+        """(rid, reason) of the requests that ended with an error since last asked, for the sinks."""
+        errored, self.errored = tuple(self.errored), []
+        return errored
+
     def placed(self, sub: Submit) -> None:
         self.in_flight[sub.rid] = sub
 

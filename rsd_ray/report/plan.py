@@ -13,7 +13,7 @@ from rsd_ray.interconnect.collectives import sharers
 from rsd_ray.compiler import compile_plan
 from rsd_ray.config import RunSpec
 from rsd_ray.hardware.costmodel import StepCost
-from rsd_ray.engine.pricing import GroupSync, step_times
+from rsd_ray.engine.pricing import GroupSync
 from rsd_ray.interconnect.topology import Topology
 
 
@@ -36,10 +36,8 @@ def describe(spec: RunSpec) -> dict:
     for name, x in example_shapes(spec).items():
         sync = GroupSync(program, group, topology, spec.compiler.collective, shared)
         segments = cost.segments(x)           # every rank costs the same
-        collectives, pick, msg = sync.times(x[None])
-        sync.record(pick, msg)
-        took = float(step_times(x[None], segments, collectives, program.chunks, spec.engine.async_scheduling)[0])
-        collectives = collectives[0]
+        seconds, collectives = sync.run_steps(x[None], segments, spec.engine.async_scheduling)
+        took, collectives = float(seconds[0]), collectives[0]
         steps.append({"step": name, **cost.totals(x), "compute_s": float(segments[0].sum()),
                       "collective_s": float(collectives.sum()), "step_s": took,
                       "tokens_per_s": float(x[1]) / took,
