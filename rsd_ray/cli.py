@@ -10,7 +10,8 @@ import sys
 from contextlib import nullcontext, redirect_stdout
 
 from rsd_ray.config import ConfigError, RunSpec, WorkloadSpec, load_run, presets, replace
-from rsd_ray.config.schema import finite, read_spec, writable
+from rsd_ray.config.arguments import finite, writable
+from rsd_ray.config.schema import read_spec
 from rsd_ray.plugins import renderer
 
 
@@ -106,7 +107,8 @@ def _spec(args) -> RunSpec:
         data = {**dataclasses.asdict(spec.workload), **change}
         spec = replace(spec, "command line", workload=read_spec(WorkloadSpec, data, "command line", "workload"))
     if getattr(args, "enable_prefix_caching", False):
-        spec = replace(spec, "command line", engine=dataclasses.replace(spec.engine, enable_prefix_caching=True))
+        engine = replace(spec.engine, "--enable-prefix-caching", enable_prefix_caching=True)
+        spec = replace(spec, "command line", engine=engine)
     return spec
 
 

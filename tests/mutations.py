@@ -20,12 +20,13 @@ FAULTS = ["tests/test_faults.py", "tests/test_engine_oracle.py"]
 RECOVERY = ["tests/test_recovery.py", "tests/test_engine_oracle.py"]
 FIDELITY = ["tests/test_fidelity.py", "tests/test_rules.py", "tests/test_engine_oracle.py"]
 PREFIX = ["tests/test_prefix.py", "tests/test_traces.py"]
+CONFIG = ["tests/test_config.py", "tests/test_open_rack.py", "tests/test_sweep.py", "tests/test_rules.py"]
 WRONG = [
  ("rsd_ray/engine/kv_blocks.py", "return -(-tokens // block_size)", "return tokens // block_size"),
  ("rsd_ray/hardware/card_group.py", "return np.max(parts, axis=0), busy", "return np.min(parts, axis=0), busy"),
  ("rsd_ray/hardware/costmodel.py", "np.maximum(compute, memory)", "(compute + memory)"),
  ("rsd_ray/report/metrics.py", "ttft = [r.token_times[0] - r.arrival", "ttft = [r.token_times[-1] - r.arrival"),
- ("rsd_ray/config/specs.py", "latency_us: float = F(0.5, lo=0.0)", "latency_us: float = F(0.5)"),
+ ("rsd_ray/config/specs.py", "latency_us: Float = Field(0.5, ge=0.0)", "latency_us: Float = Field(0.5)"),
  ("rsd_ray/compiler/memory.py", "if kv < one_seq:", "if kv < 0:"),
  ("rsd_ray/interconnect/collectives.py", "[ring] * (2 * (n - 1))", "[ring] * (n - 1)"),
  ("rsd_ray/hardware/power.py", "watts = self.power.max_w if active else self.power.idle_w", "watts = self.power.max_w"),
@@ -130,6 +131,17 @@ WRONG = [
  ("rsd_ray/workload/trace_source.py", "(conversation << 20) + j", "j", PREFIX),
  ("rsd_ray/workload/trace_source.py", "turn < len(row.later)", "turn < len(row.later) - 1", PREFIX),
  ("rsd_ray/workload/trace_readers.py", "(sum(len(t) for _, t in texts[:k]) if exchanges else 0)", "0", PREFIX),
+ # configuration: pydantic's refusals and the specs' own rules
+ ("rsd_ray/config/schema.py", 'ConfigDict(extra="forbid", allow_inf_nan=False)', "ConfigDict(allow_inf_nan=False)", CONFIG),
+ ("rsd_ray/config/schema.py", 'ConfigDict(extra="forbid", allow_inf_nan=False)', 'ConfigDict(extra="forbid")', CONFIG),
+ ("rsd_ray/config/schema.py", "Int = Annotated[int, Strict()]", "Int = int", CONFIG),
+ ("rsd_ray/config/specs.py", "if self.cards_per_server % self.switches_per_server:", "if False:", CONFIG),
+ ("rsd_ray/config/specs.py", "if self.epoch_s > self.duration_s:", "if False:", CONFIG),
+ ("rsd_ray/config/specs.py", "if self.end_s and self.end_s <= self.start_s:", "if False:", CONFIG),
+ ("rsd_ray/config/schema.py", "loc, value, fix = loc + problem.field.split(\".\"), problem.value, problem.fix",
+  "value, fix = problem.value, problem.fix", CONFIG),
+ ("rsd_ray/sweep/points.py", "out[key] = _merged(out[key], value) if", "out[key] = value if", CONFIG),
+ ("rsd_ray/hardware/card.py", "self.thermal.ambient_c += delta_c", "pass", FAULTS),
 ]
 HANG_S = 300
 TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_engine_oracle.py"]

@@ -62,8 +62,9 @@ def test_hot_card_throttles_to_p10_and_runs_slower():
 
 def test_a_card_past_its_abort_temperature_reports_p12_and_runs_nothing():
     _, spec = loaded_card()
-    oven = dataclasses.replace(spec.device, thermal=dataclasses.replace(spec.device.thermal, ambient_c=90.0))
-    card, _ = loaded_card(oven)                            # 90 °C air: past the 85 °C abort at once
+    card, _ = loaded_card()
+    card.set_ambient(+55.0)                                # an ambient fault: 35 + 55 = 90 °C air
+    card.thermal.temp_c = card.thermal.ambient_c           # ... that the card has sat in: past the 85 °C abort
     assert card.sample(0.0) == 0.0 and card.frame().p_state == "P12"
     with pytest.raises(RuntimeError, match="abort temperature"):
         card.execute(decode(8), 0.5)

@@ -1,10 +1,13 @@
+import dataclasses
 import subprocess
 import sys
 
+import pydantic
 import pytest
 import yaml
 
-from rsd_ray.config import ConfigError, load_part, load_run, presets
+from rsd_ray.config import ConfigError, load_part, load_run, presets, replace
+from rsd_ray.sweep import apply
 from rsd_ray.config.loader import CONFIG_ROOT
 
 
@@ -86,3 +89,59 @@ def test_cli_config_error_exits_2_with_the_field():
                          capture_output=True, text=True)
     assert res.returncode == 2
     assert "tp = 3" in res.stderr and "must divide" in res.stderr
+
+
+# --- the specs are pydantic v2 models: frozen, strict, checked whenever built --------------------------
+
+def test_a_spec_is_frozen_and_a_changed_copy_is_checked_again():
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.engine.max_num_seqs = 0
+    with pytest.raises(pydantic.ValidationError):
+        dataclasses.replace(spec.engine, max_num_seqs=0)             # the validating __init__ runs again
+    with pytest.raises(ConfigError, match=r"^sweep: tp = 3 — tiny-llama has 8 heads"):
+        replace(spec, "sweep", tp=3)                                 # a rule across parts, on a copy
+    with pytest.raises(ConfigError, match=r"^here: epoch_s = 0.05 — must not exceed duration_s \(0.01\)"):
+        replace(spec, "here", duration_s=0.01)
+    assert replace(spec, "here", tp=4).tp == 4 and spec.tp == 2
+
+
+@pytest.mark.parametrize("field,value,says", [
+    ("max_num_seqs", "64", "max_num_seqs = '64' — expected an integer"),       # YAML text is not a number
+    ("max_num_seqs", True, "max_num_seqs = True — expected an integer"),       # nor is a YAML boolean
+    ("max_num_seqs", 4.5, "max_num_seqs = 4.5 — expected an integer"),
+    ("kv_cache_fraction", float("inf"), "kv_cache_fraction = inf — must be a finite number"),
+    ("kv_cache_fraction", 1.5, "kv_cache_fraction = 1.5 — must be ≤ 1.0"),
+    ("enable_chunked_prefill", 1, "enable_chunked_prefill = 1 — expected true or false"),
+    ("admission", "evict", "admission = 'evict' — choose one of: preempt, reserve"),
+    ("max_num_seq", 4, "max_num_seq = 4 — unknown field; did you mean 'max_num_seqs'?"),
+])
+def test_each_kind_of_bad_value_keeps_the_file_field_value_fix_form(field, value, says, tmp_path):
+    path = write(tmp_path, "engine.yaml", {field: value})
+    with pytest.raises(ConfigError) as err:
+        load_part("engines", str(path), "test")
+    assert str(err.value).startswith(f"{path}: {says}"), str(err.value)
+
+
+def test_a_cross_field_rule_names_the_nested_field_it_blames(tmp_path):
+    rack = yaml.safe_load(open(CONFIG_ROOT / "racks" / "mini.yaml"))
+    rack["switches_per_server"] = 3                                  # 4 cards cannot hang off 3 switches evenly
+    with pytest.raises(ConfigError, match=r"switches_per_server = 3 — must divide cards_per_server \(4\)"):
+        load_part("racks", str(write(tmp_path, "rack.yaml", rack)), "test")
+    run = {"rack": "mini", "model": "tiny-llama", "tp": 2, "workload": {"input": {"dist": "normal"}}}
+    with pytest.raises(ConfigError, match=r"workload.input.dist = 'normal' — choose one of: fixed, uniform"):
+        load_run(run)
+    run["workload"] = {"arrival": "trace", "trace": {"format": "azure", "path": "x.csv", "start_s": 5, "end_s": 2}}
+    with pytest.raises(ConfigError, match=r"workload.trace.end_s = 2.0 — must be after start_s \(5.0\)"):
+        load_run(run)
+
+
+def test_a_sweep_point_is_checked_once_whole_not_field_by_field():
+    closed = load_run(None, rack="mini", model="tiny-llama", tp=2)
+    spec = apply(closed, {"workload.arrival": "poisson", "workload.rate": 5.0})   # poisson without its rate
+    assert (spec.workload.arrival, spec.workload.rate) == ("poisson", 5.0)         # ... is never checked alone
+    spec = apply(closed, {"tp": 8, "rack": "atom-server"})          # tp 8 on the 4-card mini: never checked
+    assert (spec.tp, spec.rack.name, spec.device.name) == (8, "atom-server", "atom")
+    link = apply(closed, {"device.link.bandwidth_gbps": 32.0}).device.link
+    assert (link.name, link.latency_us, link.bandwidth_gbps) == (closed.device.link.name,
+                                                                 closed.device.link.latency_us, 32.0)

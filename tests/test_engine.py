@@ -34,7 +34,8 @@ def test_chunked_prefill_respects_the_token_budget():
 def test_preemption_when_kv_blocks_run_short_and_everything_still_finishes():
     spec = make_spec(workload={"concurrency": 16, "per_server": False, "input": LengthSpec(mean=200),
                                "output": LengthSpec(mean=100)}, duration_s=3.0,
-                     engine={"max_num_seqs": 16, "num_blocks_override": 40})   # squeeze every KV cache to 40 blocks
+                     engine={"max_num_seqs": 16, "num_blocks_override": 40,    # squeeze every KV cache to 40 blocks
+                             "max_model_len": 640})                      # ... which hold one 640-token sequence
     outcome = Controller(spec).run()
     doc = build(outcome)
     req = doc["requests"]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rsd_ray.config.errors import ConfigError
+from rsd_ray.config.schema import read_spec
 from rsd_ray.config.specs import ModelSpec
 
 
@@ -57,12 +58,13 @@ class LlamaConfig:
         """The architecture as the compiler's model. Functional mode passes fp32 (it holds and computes every
         tensor, message and KV entry in fp32); by default the file's dtype, as performance mode prices it."""
         dtype = dtype or {"float16": "fp16", "bfloat16": "bf16"}.get(self.torch_dtype, "fp32")
-        return ModelSpec(name=name, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
-                         num_layers=self.num_hidden_layers, num_heads=self.num_attention_heads,
-                         num_kv_heads=self.num_key_value_heads, vocab_size=self.vocab_size,
-                         max_seq_len=self.max_position_embeddings, head_dim=self.head_dim,
-                         tie_embeddings=self.tie_word_embeddings, dtype=dtype, checkpoint=checkpoint,
-                         sources={"checkpoint": "config.json of the checkpoint directory"})
+        return read_spec(ModelSpec, dict(
+            name=name, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+            num_layers=self.num_hidden_layers, num_heads=self.num_attention_heads,
+            num_kv_heads=self.num_key_value_heads, vocab_size=self.vocab_size,
+            max_seq_len=self.max_position_embeddings, head_dim=self.head_dim, tie_embeddings=self.tie_word_embeddings,
+            dtype=dtype, checkpoint=checkpoint, sources={"checkpoint": "config.json of the checkpoint directory"}),
+            f"{checkpoint or name}/config.json")
 
 
 def _first(value):

@@ -1,138 +1,119 @@
-"""Typed reading of YAML mappings into frozen dataclasses.
+"""Specs are frozen pydantic v2 dataclasses; this module makes them and turns their errors into ``ConfigError``.
 
-One generic reader instead of a hand-written parser per spec: each dataclass
-field's type says what is accepted, its metadata gives bounds and choices, and
-every refusal names the file, the dotted field, the value and what is allowed.
+A spec's fields carry their types and ranges (``Field(ge=..., le=...)``) and its
+cross-field rules are ``model_validator``s, so a spec is checked whenever it is
+built: from YAML, from code, or copied with a change by ``dataclasses.replace``
+(which calls the validating ``__init__``). Dataclasses rather than ``BaseModel``
+because ``dataclasses.replace`` and ``asdict`` are how the rest of the code
+copies and dumps specs, and both stay correct. Unknown keys, NaN and infinity
+are refused by the shared ``SPEC_CONFIG``; scalars are strict (YAML ``"64"`` or
+``true`` is not a number; an integer is a number).
+
+Every refusal keeps one form: the file, the dotted field, the value and the fix
+(with "did you mean" for a misspelt key).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
-import os
 import typing
-from pathlib import Path
-from typing import Any, Mapping
+from functools import cache
+from typing import Annotated, Any, Mapping
+
+from pydantic import ConfigDict, Strict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic_core import ArgsKwargs
 
 from rsd_ray.config.errors import ConfigError
 
+SPEC_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-def spec_field(default=dataclasses.MISSING, *, lo=None, hi=None, choices=None, doc=""):
-    """A dataclass field with bounds (inclusive) or allowed choices; a mapping's bounds hold for its values."""
-    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
-    if isinstance(default, (dict, list)):
-        return dataclasses.field(default_factory=lambda: default, metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]      # strict float still takes an int
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
 
 
-def finite(kind, lo=None):
-    """An argparse type: a finite number of ``kind`` (NaN and infinity are refused at once), ≥ ``lo``."""
-    import argparse
+def spec(cls):
+    """``cls`` as a frozen, keyword-only, validating spec."""
+    return pydantic_dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)(cls)
 
-    def parse(text: str):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r}: give a finite number")
-        if kind is int and value != int(value):
-            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number")
-        if lo is not None and value < lo:
-            raise argparse.ArgumentTypeError(f"{text!r}: must be ≥ {lo}")
-        return kind(value)
-    parse.__name__ = kind.__name__
-    return parse
+
+class Problem(ValueError):
+    """A cross-field rule a spec's validator found broken: the field (dotted, relative to the spec), its
+    value and the fix; ``read_spec`` puts the file and the spec's own place in front."""
+
+    def __init__(self, field: str, value, fix: str):
+        self.field, self.value, self.fix = field, value, fix
+        super().__init__(f"{field} = {value!r} — {fix}")
+
+
+@cache
+def _adapter(cls) -> TypeAdapter:
+    return TypeAdapter(cls)
 
 
 def read_spec(cls, data: Any, source: str, prefix: str = ""):
-    """Build dataclass ``cls`` from ``data``, refusing unknown or bad fields."""
+    """Spec ``cls`` from a mapping (YAML), or a ``ConfigError`` naming ``source`` and the dotted field."""
     if not isinstance(data, Mapping):
         raise ConfigError(source, prefix or "<top>", data, f"expected a mapping of {cls.__name__} fields")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(source, _join(prefix, key), data[key],
-                              f"unknown field; {hint}allowed: {', '.join(sorted(fields))}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, f in fields.items():
-        path = _join(prefix, name)
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(source, path, None, "required field is missing")
-            continue
-        values[name] = _convert(hints[name], data[name], source, path, f.metadata)
-    spec = cls(**values)
-    for name, value, fix in getattr(spec, "problems", lambda: ())():
-        raise ConfigError(source, _join(prefix, name), value, fix)
-    return spec
+    try:
+        return _adapter(cls).validate_python(dict(data))
+    except ValidationError as err:
+        raise config_error(err, cls, source, prefix) from None
 
 
-def _join(prefix: str, key) -> str:
-    return f"{prefix}.{key}" if prefix else str(key)
+def replace(spec, where: str = "<replace>", **changes):
+    """A copy of ``spec`` with some fields changed, validated again; a refusal names ``where``."""
+    try:
+        return dataclasses.replace(spec, **changes)
+    except ValidationError as err:
+        raise config_error(err, type(spec), where) from None
 
 
-def _convert(tp, value, source, path, meta):
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Union:  # Optional[X]
-        if value is None:
-            return None
-        return _convert(next(a for a in args if a is not type(None)), value, source, path, meta)
-    if dataclasses.is_dataclass(tp):
-        return read_spec(tp, value, source, path)
-    if origin in (dict, Mapping) or tp is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(source, path, value, "expected a mapping")
-        vt = args[1] if args else Any
-        return {str(k): _convert(vt, v, source, f"{path}.{k}", meta) for k, v in value.items()}
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(source, path, value, "expected a list")
-        return tuple(_convert(args[0], v, source, f"{path}[{i}]", meta) for i, v in enumerate(value))
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(source, path, value, "expected true or false")
-        return value
-    if tp in (int, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and not math.isfinite(value):
-            raise ConfigError(source, path, value, "must be a finite number")
-        if tp is int and ok and float(value) != int(value):
-            ok = False
-        if not ok:
-            raise ConfigError(source, path, value, f"expected a{'n integer' if tp is int else ' number'}")
-        value = tp(value)
-        lo, hi = meta.get("lo"), meta.get("hi")
-        if lo is not None and value < lo:
-            raise ConfigError(source, path, value, f"must be ≥ {lo}")
-        if hi is not None and value > hi:
-            raise ConfigError(source, path, value, f"must be ≤ {hi}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(source, path, value, "expected a string")
-        choices = meta.get("choices")
-        if choices and value not in choices:
-            raise ConfigError(source, path, value, f"choose one of: {', '.join(choices)}")
-        return value
-    raise TypeError(f"schema cannot read type {tp!r} at {path}")
+FIXES = {
+    "missing": "required field is missing",
+    "finite_number": "must be a finite number",
+    "int_type": "expected an integer", "int_from_float": "expected an integer", "int_parsing": "expected an integer",
+    "float_type": "expected a number", "float_parsing": "expected a number",
+    "bool_type": "expected true or false", "string_type": "expected a string",
+    "dict_type": "expected a mapping",
+}
+BOUNDS = {"greater_than_equal": ("≥", "ge"), "greater_than": (">", "gt"),
+          "less_than_equal": ("≤", "le"), "less_than": ("<", "lt")}
 
 
-def writable(path: str | None, flag: str) -> None:
-    """Refuse an output path before anything runs, not after the run has finished."""
-    if not path:
-        return
-    target = Path(path)
-    if target.is_dir():
-        raise ConfigError("command line", flag, path, "is a directory; give a file name")
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise ConfigError("command line", flag, path, f"folder {folder} does not exist; create it or choose another")
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise ConfigError("command line", flag, path, "is not writable here; choose another path")
+def config_error(err: ValidationError, cls, source: str, prefix: str = "") -> ConfigError:
+    """The first of pydantic's errors in ``ConfigError``'s form: file, dotted field, value, fix."""
+    first = err.errors()[0]
+    kind, loc, value, ctx = first["type"], [str(p) for p in first["loc"]], first["input"], first.get("ctx") or {}
+    problem = ctx.get("error")
+    if isinstance(problem, Problem):
+        loc, value, fix = loc + problem.field.split("."), problem.value, problem.fix
+    elif kind in ("unexpected_keyword_argument", "extra_forbidden", "invalid_key"):
+        allowed = [f.name for f in dataclasses.fields(_type_at(cls, loc[:-1]))]
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        fix = f"unknown field; {f'did you mean {close[0]!r}? ' if close else ''}allowed: {', '.join(sorted(allowed))}"
+    elif kind in BOUNDS:
+        sign, key = BOUNDS[kind]
+        fix = f"must be {sign} {ctx[key]}"
+    elif kind == "literal_error":
+        fix = f"choose one of: {', '.join(typing.get_args(_type_at(cls, loc)))}"
+    elif kind in ("dataclass_type", "dataclass_exact_type"):
+        fix = f"expected a mapping of {ctx.get('class_name', 'its')} fields"
+    else:
+        fix = FIXES.get(kind, first["msg"])
+    if isinstance(value, ArgsKwargs) or kind == "missing":
+        value = None
+    return ConfigError(source, ".".join([prefix] * bool(prefix) + loc) or "<top>", value, fix)
+
+
+def _type_at(cls, path: list[str]):
+    """The type of the field at ``path`` under spec ``cls``, through nested and optional specs and mappings."""
+    for name in path:
+        if dataclasses.is_dataclass(cls):
+            cls = typing.get_type_hints(cls).get(name)
+        elif typing.get_origin(cls) is dict:
+            cls = typing.get_args(cls)[1]
+        cls = next((a for a in typing.get_args(cls) if dataclasses.is_dataclass(a)), cls)  # Optional[Spec]
+    return cls

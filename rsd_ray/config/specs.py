@@ -1,230 +1,327 @@
-"""Frozen specs of everything a run is made of; read from YAML by ``schema``.
+"""Frozen specs of everything a run is made of: pydantic dataclasses (``schema``), checked whenever built.
 
 Units are in the field names (``_gbps`` is GB/s, 10^9 bytes per second, each
 way; ``_us`` microseconds; ``_w`` watts) so a YAML file reads without a manual.
+Ranges are field constraints; a rule across fields is the spec's validator and
+raises ``Problem`` naming the field it blames. A rule across parts (TP against
+the model and the rack) is ``RunSpec``'s.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Annotated, Dict, Literal, Optional
+
+from pydantic import Field, model_validator
 
 from rsd_ray.calibration import DRAM_EFFICIENCY
-from rsd_ray.config.schema import spec_field as F
+from rsd_ray.config.schema import Bool, Float, Int, Problem, Str, spec
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
 
 
-@dataclass(frozen=True, kw_only=True)
+@spec
 class LinkSpec:
     """One link kind: bandwidth each way (full duplex) and one-hop latency."""
-    name: str
-    bandwidth_gbps: float = F(lo=0.001)
-    latency_us: float = F(0.5, lo=0.0)
+    name: Str
+    bandwidth_gbps: Float = Field(ge=0.001)
+    latency_us: Float = Field(0.5, ge=0.0)
 
 
-@dataclass(frozen=True, kw_only=True)
+@spec
 class PowerSpec:
-    idle_w: float = F(lo=0.0)
-    max_w: float = F(lo=0.001)
+    idle_w: Float = Field(ge=0.0)
+    max_w: Float = Field(ge=0.001)
 
-    def problems(self):
+    @model_validator(mode="after")
+    def _idle_below_max(self):
         if self.idle_w > self.max_w:
-            yield "idle_w", self.idle_w, f"a card cannot idle above its maximum power ({self.max_w} W)"
+            raise Problem("idle_w", self.idle_w, f"a card cannot idle above its maximum power ({self.max_w} W)")
+        return self
 
 
-@dataclass(frozen=True, kw_only=True)
+@spec
 class ThermalSpec:
     """First-order thermal model: T → ambient + R·P with time constant tau."""
-    ambient_c: float = F(35.0, lo=-40.0, hi=80.0)
-    resistance_c_per_w: float = F(lo=0.0)
-    tau_s: float = F(lo=0.001)
-    throttle_c: float = F(75.0)
-    abort_c: float = F(85.0)
-    throttle_clock: float = F(0.5, lo=0.05, hi=1.0, doc="clock fraction while throttled (P10)")
+    ambient_c: Float = Field(35.0, ge=-40.0, le=80.0)
+    resistance_c_per_w: Float = Field(ge=0.0)
+    tau_s: Float = Field(ge=0.001)
+    throttle_c: Float = 75.0
+    abort_c: Float = 85.0
+    throttle_clock: Float = Field(0.5, ge=0.05, le=1.0, description="clock fraction while throttled (P10)")
 
-    def problems(self):
+    @model_validator(mode="after")
+    def _abort_above_throttle(self):
         if self.abort_c <= self.throttle_c:
-            yield "abort_c", self.abort_c, f"must be above throttle_c ({self.throttle_c} °C): a card throttles first"
+            raise Problem("abort_c", self.abort_c,
+                          f"must be above throttle_c ({self.throttle_c} °C): a card throttles first")
+        return self
 
 
-@dataclass(frozen=True, kw_only=True)
+@spec
 class DeviceSpec:
     """The numbers of one card kind; every number has an entry in ``sources``."""
-    name: str
-    description: str
-    peak_tflops: Dict[str, float] = F(lo=0.001)
-    dram_gib: float = F(lo=0.001)
-    dram_reserved_mib: float = F(0.0, lo=0.0)
-    dram_bandwidth_gbps: float = F(lo=0.001)
-    dram_efficiency: float = F(DRAM_EFFICIENCY, lo=0.01, hi=1.0,
-                               doc="fraction of dram_bandwidth_gbps the cost model charges memory traffic at "
-                                   "(default: rsd_ray.calibration.DRAM_EFFICIENCY)")
-    sram_mib: float = F(0.0, lo=0.0)
-    link: LinkSpec = F()
-    pcie_gen: int = F(5, lo=1, hi=7)
-    power: PowerSpec = F()
-    thermal: ThermalSpec = F()
-    estimated: bool = False
-    sources: Dict[str, str] = F({})
+    name: Str
+    description: Str
+    peak_tflops: Dict[str, Annotated[Float, Field(ge=0.001)]]
+    dram_gib: Float = Field(ge=0.001)
+    dram_reserved_mib: Float = Field(0.0, ge=0.0)
+    dram_bandwidth_gbps: Float = Field(ge=0.001)
+    dram_efficiency: Float = Field(DRAM_EFFICIENCY, ge=0.01, le=1.0,
+                                   description="fraction of dram_bandwidth_gbps the cost model charges memory "
+                                               "traffic at (default: rsd_ray.calibration.DRAM_EFFICIENCY)")
+    sram_mib: Float = Field(0.0, ge=0.0)
+    link: LinkSpec
+    pcie_gen: Int = Field(5, ge=1, le=7)
+    power: PowerSpec
+    thermal: ThermalSpec
+    estimated: Bool = False
+    sources: Dict[str, Str] = Field(default_factory=dict)
 
     @property
     def usable_bytes(self) -> int:
         return int(self.dram_gib * GIB - self.dram_reserved_mib * MIB)
 
-    def problems(self):
+    @model_validator(mode="after")
+    def _fp16_and_usable_memory(self):
         if "fp16" not in self.peak_tflops:
-            yield "peak_tflops", self.peak_tflops, "give at least an fp16 figure, e.g. {fp16: 32}"
+            raise Problem("peak_tflops", self.peak_tflops, "give at least an fp16 figure, e.g. {fp16: 32}")
         if self.usable_bytes <= 0:
-            yield "dram_reserved_mib", self.dram_reserved_mib, f"must leave some of the {self.dram_gib} GiB usable"
+            raise Problem("dram_reserved_mib", self.dram_reserved_mib,
+                          f"must leave some of the {self.dram_gib} GiB usable")
+        return self
 
 
-@dataclass(frozen=True, kw_only=True)
+@spec
 class PriceSpec:
     """Optional cost figures for tokens per dollar."""
-    card_usd_per_hour: float = F(0.0, lo=0.0)
-    server_usd_per_hour: float = F(0.0, lo=0.0)
-    usd_per_kwh: float = F(0.0, lo=0.0)
+    card_usd_per_hour: Float = Field(0.0, ge=0.0)
+    server_usd_per_hour: Float = Field(0.0, ge=0.0)
+    usd_per_kwh: Float = Field(0.0, ge=0.0)
 
 
-@dataclass(frozen=True, kw_only=True)
+@spec
 class RackSpec:
     """Servers of cards behind PCIe switches, joined by NICs and a ToR switch."""
-    name: str
-    device: str
-    servers: int = F(lo=1)
-    cards_per_server: int = F(lo=1)
-    switches_per_server: int = F(1, lo=1)
-    switch_uplink: LinkSpec = F()
-    nic: LinkSpec = F()
-    host_power_w: float = F(0.0, lo=0.0, doc="server power besides its cards")
-    tor_power_w: float = F(0.0, lo=0.0)
-    fabric: Optional[LinkSpec] = F(None, doc="each card's link into a switch chip joining a server's cards "
-                                             "(NVLink to NVSwitch); none: peer traffic crosses the PCIe switches")
+    name: Str
+    device: Str
+    servers: Int = Field(ge=1)
+    cards_per_server: Int = Field(ge=1)
+    switches_per_server: Int = Field(1, ge=1)
+    switch_uplink: LinkSpec
+    nic: LinkSpec
+    host_power_w: Float = Field(0.0, ge=0.0, description="server power besides its cards")
+    tor_power_w: Float = Field(0.0, ge=0.0)
+    fabric: Optional[LinkSpec] = Field(None, description="each card's link into a switch chip joining a server's "
+                                                         "cards (NVLink to NVSwitch); none: peer traffic crosses "
+                                                         "the PCIe switches")
     price: Optional[PriceSpec] = None
-    sources: Dict[str, str] = F({})
+    sources: Dict[str, Str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _switches_divide_cards(self):
+        if self.cards_per_server % self.switches_per_server:
+            raise Problem("switches_per_server", self.switches_per_server,
+                          f"must divide cards_per_server ({self.cards_per_server})")
+        return self
 
 
-@dataclass(frozen=True, kw_only=True)
+@spec
 class ModelSpec:
     """A Llama-family decoder by its architecture numbers."""
-    name: str
-    hidden_size: int = F(lo=1)
-    intermediate_size: int = F(lo=1)
-    num_layers: int = F(lo=1)
-    num_heads: int = F(lo=1)
-    num_kv_heads: int = F(lo=1)
-    vocab_size: int = F(lo=1)
-    max_seq_len: int = F(lo=1)
-    head_dim: int = F(0, lo=0, doc="0 means hidden_size / num_heads")
-    tie_embeddings: bool = False
-    dtype: str = F("fp16", choices=("fp32", "fp16", "bf16", "int8", "int4"))
-    checkpoint: str = F("", doc="the Hugging Face checkpoint directory it was read from: the run is functional")
-    sources: Dict[str, str] = F({})
+    name: Str
+    hidden_size: Int = Field(ge=1)
+    intermediate_size: Int = Field(ge=1)
+    num_layers: Int = Field(ge=1)
+    num_heads: Int = Field(ge=1)
+    num_kv_heads: Int = Field(ge=1)
+    vocab_size: Int = Field(ge=1)
+    max_seq_len: Int = Field(ge=1)
+    head_dim: Int = Field(0, ge=0, description="0 means hidden_size / num_heads")
+    tie_embeddings: Bool = False
+    dtype: Literal["fp32", "fp16", "bf16", "int8", "int4"] = "fp16"
+    checkpoint: Str = Field("", description="the Hugging Face checkpoint directory it was read from: the run is "
+                                            "functional")
+    sources: Dict[str, Str] = Field(default_factory=dict)
 
     @property
     def dims_per_head(self) -> int:
         return self.head_dim or self.hidden_size // self.num_heads
 
+    def tp_problem(self, tp: int) -> str | None:
+        """Why the compiler's split cannot cut this model ``tp`` ways exactly, or None: tp divides the heads
+        and the MLP columns, and divides the KV heads or a multiple of them."""
+        if self.num_heads % tp or self.intermediate_size % tp:
+            ok = [t for t in range(1, 65) if not self.num_heads % t and not self.intermediate_size % t]
+            return (f"{self.name} has {self.num_heads} heads and intermediate {self.intermediate_size}; tp must "
+                    f"divide both: {ok}")
+        if self.num_kv_heads % tp and tp % self.num_kv_heads:
+            return (f"{self.name} has {self.num_kv_heads} KV heads; tp must divide them or be a multiple of them "
+                    "(KV heads are then replicated)")
+        return None
 
-@dataclass(frozen=True, kw_only=True)
+
+@spec
 class EngineSpec:
     """vLLM-like engine settings of every instance."""
-    max_num_seqs: int = F(256, lo=1)
-    max_num_batched_tokens: int = F(8192, lo=1)
-    block_size: int = F(16, lo=1)
-    enable_chunked_prefill: bool = True
-    kv_cache_fraction: float = F(0.9, lo=0.01, hi=1.0, doc="like gpu_memory_utilization")
-    max_model_len: int = F(0, lo=0, doc="0 means the model's max_seq_len")
-    async_scheduling: bool = F(False, doc="the host schedules step n+1 while step n runs on the cards (vLLM "
-                                          "--async-scheduling, TensorRT-LLM's overlap scheduler): a step takes "
-                                          "max(host, device) instead of host + device")
-    admission: str = F("preempt", choices=("preempt", "reserve"),
-                       doc="preempt: vLLM's (admit while the prompt fits; on KV exhaustion preempt and recompute); "
-                           "reserve: TensorRT-LLM's GUARANTEED_NO_EVICT (admit only when the whole prompt + "
-                           "max_tokens fits; never evict)")
-    enable_prefix_caching: bool = F(False, doc="vLLM's automatic prefix caching: a prompt's leading blocks found "
-                                               "in the instance's cache are not computed (``rsd_ray.engine.prefix_cache``)")
-    hash_block_tokens: int = F(512, lo=1, doc="tokens per block hash of the requests (Mooncake traces: 512)")
-    num_blocks_override: int = F(0, lo=0, doc="KV blocks per instance instead of the memory plan's, as vLLM's "
-                                               "num_gpu_blocks_override (0: from the plan)")
+    max_num_seqs: Int = Field(256, ge=1)
+    max_num_batched_tokens: Int = Field(8192, ge=1)
+    block_size: Int = Field(16, ge=1)
+    enable_chunked_prefill: Bool = True
+    kv_cache_fraction: Float = Field(0.9, ge=0.01, le=1.0, description="like gpu_memory_utilization")
+    max_model_len: Int = Field(0, ge=0, description="0 means the model's max_seq_len")
+    async_scheduling: Bool = Field(False, description="the host schedules step n+1 while step n runs on the cards "
+                                                      "(vLLM --async-scheduling, TensorRT-LLM's overlap scheduler): "
+                                                      "a step takes max(host, device) instead of host + device")
+    admission: Literal["preempt", "reserve"] = Field(
+        "preempt", description="preempt: vLLM's (admit while the prompt fits; on KV exhaustion preempt and "
+                               "recompute); reserve: TensorRT-LLM's GUARANTEED_NO_EVICT (admit only when the whole "
+                               "prompt + max_tokens fits; never evict)")
+    enable_prefix_caching: Bool = Field(False, description="vLLM's automatic prefix caching: a prompt's leading "
+                                                           "blocks found in the instance's cache are not computed "
+                                                           "(``rsd_ray.engine.prefix_cache``)")
+    hash_block_tokens: Int = Field(512, ge=1, description="tokens per block hash of the requests (Mooncake "
+                                                          "traces: 512)")
+    num_blocks_override: Int = Field(0, ge=0, description="KV blocks per instance instead of the memory plan's, "
+                                                          "as vLLM's num_gpu_blocks_override (0: from the plan)")
+
+    @model_validator(mode="after")
+    def _cached_blocks_are_whole(self):
+        if self.enable_prefix_caching and self.hash_block_tokens % self.block_size:
+            raise Problem("hash_block_tokens", self.hash_block_tokens, "a cached block must be whole KV blocks: "
+                          f"use a multiple of block_size ({self.block_size})")
+        return self
 
 
-@dataclass(frozen=True, kw_only=True)
+@spec
 class RouterSpec:
-    policy: str = F("least_loaded")
-    max_pending_per_instance: int = F(512, lo=1, doc="admission bound; beyond it requests are refused")
-    gateway_cores: int = F(0, lo=0, doc="the front end: cores of the gateway/router server every request "
-                                         "and streamed token passes through, and the network to the instance's "
-                                         "server (0: requests reach their instance at no cost)")
+    policy: Str = "least_loaded"
+    max_pending_per_instance: Int = Field(512, ge=1, description="admission bound; beyond it requests are refused")
+    gateway_cores: Int = Field(0, ge=0, description="the front end: cores of the gateway/router server every "
+                                                    "request and streamed token passes through, and the network "
+                                                    "to the instance's server (0: requests reach their instance "
+                                                    "at no cost)")
+
+    @model_validator(mode="after")
+    def _known_policy(self):
+        from rsd_ray.router import POLICIES  # the registry is the one list of policy names (plugins included)
+        if self.policy not in POLICIES:
+            raise Problem("policy", self.policy, f"choose one of: {', '.join(sorted(POLICIES))}")
+        return self
 
 
-@dataclass(frozen=True, kw_only=True)
+@spec
 class LengthSpec:
     """Token-length distribution: fixed, uniform [min, max], or lognormal."""
-    dist: str = F("fixed", choices=("fixed", "uniform", "lognormal"))
-    mean: int = F(128, lo=1)
-    min: int = F(1, lo=1)
-    max: int = F(0, lo=0, doc="0 means no cap beyond the model length")
-    sigma: float = F(0.5, lo=0.0)
+    dist: Literal["fixed", "uniform", "lognormal"] = "fixed"
+    mean: Int = Field(128, ge=1)
+    min: Int = Field(1, ge=1)
+    max: Int = Field(0, ge=0, description="0 means no cap beyond the model length")
+    sigma: Float = Field(0.5, ge=0.0)
 
 
-@dataclass(frozen=True, kw_only=True)
+@spec
 class TraceSpec:
     """A production trace replayed as the workload (``rsd_ray.workload.trace_readers``)."""
-    format: str = F(choices=("azure", "mooncake", "burstgpt", "sharegpt"))
-    path: str = F()
-    time_scale: float = F(1.0, lo=1e-6, doc="virtual seconds per trace second: 0.5 replays twice as fast")
-    start_s: float = F(0.0, lo=0.0, doc="skip the trace's rows before this (trace seconds)")
-    end_s: float = F(0.0, lo=0.0, doc="stop at this trace second (0: the whole trace)")
-    rate: float = F(0.0, lo=0.0, doc="sharegpt (no times): Poisson arrivals at this many requests/s")
-    model: str = F("", doc="burstgpt: replay this Model's rows only (e.g. ChatGPT); empty: all")
-    multi_turn: bool = F(False, doc="sharegpt: replay every exchange of a conversation, each sent when the answer "
-                                    "before it is complete (plus think_s), its prompt the conversation so far, "
-                                    "on the conversation's session")
-    think_s: float = F(0.0, lo=0.0, doc="multi_turn: seconds between an answer and the user's next question")
+    format: Literal["azure", "mooncake", "burstgpt", "sharegpt"]
+    path: Str
+    time_scale: Float = Field(1.0, ge=1e-6, description="virtual seconds per trace second: 0.5 replays twice as "
+                                                        "fast")
+    start_s: Float = Field(0.0, ge=0.0, description="skip the trace's rows before this (trace seconds)")
+    end_s: Float = Field(0.0, ge=0.0, description="stop at this trace second (0: the whole trace)")
+    rate: Float = Field(0.0, ge=0.0, description="sharegpt (no times): Poisson arrivals at this many requests/s")
+    model: Str = Field("", description="burstgpt: replay this Model's rows only (e.g. ChatGPT); empty: all")
+    multi_turn: Bool = Field(False, description="sharegpt: replay every exchange of a conversation, each sent when "
+                                                "the answer before it is complete (plus think_s), its prompt the "
+                                                "conversation so far, on the conversation's session")
+    think_s: Float = Field(0.0, ge=0.0, description="multi_turn: seconds between an answer and the user's next "
+                                                    "question")
 
-    def problems(self):
+    @model_validator(mode="after")
+    def _window_rate_and_turns(self):
         if self.end_s and self.end_s <= self.start_s:
-            yield "end_s", self.end_s, f"must be after start_s ({self.start_s}), or 0 for the whole trace"
+            raise Problem("end_s", self.end_s, f"must be after start_s ({self.start_s}), or 0 for the whole trace")
         if self.format == "sharegpt" and self.rate <= 0:
-            yield "rate", self.rate, "ShareGPT has no times: give a Poisson rate in requests/s, e.g. rate: 10"
+            raise Problem("rate", self.rate, "ShareGPT has no times: give a Poisson rate in requests/s, e.g. rate: 10")
         if self.multi_turn and self.format != "sharegpt":
-            yield "multi_turn", self.multi_turn, "only ShareGPT has conversations: use format: sharegpt"
+            raise Problem("multi_turn", self.multi_turn, "only ShareGPT has conversations: use format: sharegpt")
+        return self
 
 
-@dataclass(frozen=True, kw_only=True)
+@spec
 class WorkloadSpec:
-    arrival: str = F("closed", choices=("closed", "poisson", "gamma", "offline", "trace"))
-    rate: float = F(0.0, lo=0.0, doc="requests/s for poisson and gamma")
-    burstiness: float = F(1.0, lo=0.01, doc="gamma shape as in vllm bench: 1 is Poisson, below 1 burstier")
-    concurrency: int = F(0, lo=0, doc="clients for closed")
-    per_server: bool = F(False, doc="rate/concurrency/num_prompts are per server")
-    num_prompts: int = F(0, lo=0, doc="offline: this many requests, all sent at t = 0 (vllm bench throughput)")
-    input: LengthSpec = F(LengthSpec(mean=1024))
-    output: LengthSpec = F(LengthSpec(mean=128))
-    trace: Optional[TraceSpec] = F(None, doc="arrival: trace: the file and how to replay it")
+    arrival: Literal["closed", "poisson", "gamma", "offline", "trace"] = "closed"
+    rate: Float = Field(0.0, ge=0.0, description="requests/s for poisson and gamma")
+    burstiness: Float = Field(1.0, ge=0.01, description="gamma shape as in vllm bench: 1 is Poisson, below 1 "
+                                                        "burstier")
+    concurrency: Int = Field(0, ge=0, description="clients for closed")
+    per_server: Bool = Field(False, description="rate/concurrency/num_prompts are per server")
+    num_prompts: Int = Field(0, ge=0, description="offline: this many requests, all sent at t = 0 (vllm bench "
+                                                  "throughput)")
+    input: LengthSpec = LengthSpec(mean=1024)
+    output: LengthSpec = LengthSpec(mean=128)
+    trace: Optional[TraceSpec] = Field(None, description="arrival: trace: the file and how to replay it")
+
+    @model_validator(mode="after")
+    def _arrivals_have_their_number(self):
+        if self.arrival == "trace" and self.trace is None:
+            raise Problem("trace", None, "arrival: trace needs a trace file: give trace:FORMAT:PATH or "
+                                         "workload.trace.path")
+        if self.arrival == "offline" and self.num_prompts <= 0:
+            raise Problem("num_prompts", self.num_prompts, "offline runs need num_prompts ≥ 1")
+        if self.arrival in ("poisson", "gamma") and self.rate <= 0:
+            raise Problem("rate", self.rate, f"{self.arrival} arrivals need a rate > 0 (requests/s)")
+        if self.arrival == "closed" and self.concurrency <= 0:
+            raise Problem("concurrency", self.concurrency, "a closed loop needs concurrency ≥ 1")
+        return self
 
 
-@dataclass(frozen=True, kw_only=True)
+@spec
 class CompilerSpec:
-    pipeline_chunks: int = F(1, lo=1, hi=16, doc="layer pipelining: chunks per step (1 = off)")
-    collective: str = F("auto", choices=("auto", "ring", "one_shot"))
+    pipeline_chunks: Int = Field(1, ge=1, le=16, description="layer pipelining: chunks per step (1 = off)")
+    collective: Literal["auto", "ring", "one_shot"] = "auto"
 
 
-@dataclass(frozen=True, kw_only=True)
+@spec
 class RunSpec:
-    """Everything one run needs, after presets are resolved."""
+    """Everything one run needs, after presets are resolved; its validator holds the rules across parts."""
     rack: RackSpec
     device: DeviceSpec
     model: ModelSpec
-    tp: int
+    tp: Int = Field(ge=1)
     engine: EngineSpec
     router: RouterSpec
     workload: WorkloadSpec
     compiler: CompilerSpec
-    duration_s: float
-    epoch_s: float
-    drain_s: float
-    seed: int
-    recover: bool = False       # a lost card's actor is restarted and its instance rejoins (faults.py)
+    duration_s: Float = Field(gt=0.0)
+    epoch_s: Float = Field(gt=0.0)
+    drain_s: Float = Field(ge=0.0)
+    seed: Int = Field(ge=0)
+    recover: Bool = Field(False, description="a lost card's actor is restarted and its instance rejoins (faults.py)")
+
+    @model_validator(mode="after")
+    def _parts_fit_together(self):
+        m, r, e, tp = self.model, self.rack, self.engine, self.tp
+        why = m.tp_problem(tp)
+        if why:
+            raise Problem("tp", tp, why)
+        total = r.servers * r.cards_per_server
+        if tp > total:
+            raise Problem("tp", tp, f"rack {r.name} has only {total} cards")
+        if tp > r.cards_per_server and tp % r.cards_per_server:
+            raise Problem("tp", tp, "a group spanning servers must use whole servers (a multiple of "
+                                    f"{r.cards_per_server})")
+        max_len = e.max_model_len or m.max_seq_len
+        if max_len > m.max_seq_len:
+            raise Problem("engine.max_model_len", max_len, f"≤ {m.max_seq_len} for {m.name}")
+        if not e.enable_chunked_prefill and e.max_num_batched_tokens < max_len:
+            raise Problem("engine.max_num_batched_tokens", e.max_num_batched_tokens,
+                          f"without chunked prefill a whole prompt must fit one step: use ≥ {max_len} or "
+                          "enable_chunked_prefill: true")
+        blocks = e.num_blocks_override
+        if blocks and blocks * e.block_size < max_len:
+            raise Problem("engine.num_blocks_override", blocks,
+                          f"{blocks} blocks of {e.block_size} tokens cannot hold one {max_len}-token sequence; "
+                          f"use ≥ {-(-max_len // e.block_size)} or 0 (from the memory plan)")
+        if self.epoch_s > self.duration_s:
+            raise Problem("epoch_s", self.epoch_s, f"must not exceed duration_s ({self.duration_s})")
+        return self

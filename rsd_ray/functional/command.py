@@ -7,7 +7,7 @@ import json
 import sys
 
 from rsd_ray.config import ConfigError
-from rsd_ray.config.schema import finite
+from rsd_ray.config.arguments import finite
 
 
 def add_make_model_arguments(p: argparse.ArgumentParser) -> None:

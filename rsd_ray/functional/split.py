@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from rsd_ray.config import ConfigError
-from rsd_ray.config.loader import check_tp as compiler_tp_rule
 from rsd_ray.functional.card_shard import CardShard, cut
 from rsd_ray.functional.checkpoint import load
 from rsd_ray.functional.kernels import sample
@@ -18,8 +17,10 @@ from rsd_ray.hardware.ledger import MemoryBudgetError
 
 
 def check_tp(config, tp: int) -> None:
-    """The degrees the compiler's split can cut exactly (the compiler's own rule)."""
-    compiler_tp_rule(config.model_spec("the checkpoint"), tp, "command line", "--tp")
+    """The degrees the compiler's split can cut exactly (the compiler's own rule, ``ModelSpec.tp_problem``)."""
+    why = config.model_spec("the checkpoint").tp_problem(tp)
+    if why:
+        raise ConfigError("command line", "--tp", tp, why)
 
 
 def card_shards(path, tp: int, budget: int, block_size: int = 16) -> list[CardShard]:

@@ -10,7 +10,6 @@ utilisation move. On Ray that makes one card call per epoch, not one per step.
 """
 from __future__ import annotations
 
-import dataclasses
 
 from dataclasses import dataclass
 
@@ -111,14 +110,12 @@ class Card:
         on the same cost model, given the same steps, end in the same state."""
         th = self.thermal
         return (self.clock, self.busy_s, self.last_busy_end, self.host_link_bytes, self.clock_factor,
-                self.sampled_at, th.temp_c, th.energy_j, th.throttled_s, th.thermal.ambient_c)
+                self.sampled_at, th.temp_c, th.energy_j, th.throttled_s, th.ambient_c)
 
     def set_state(self, state: tuple) -> None:
         th = self.thermal
         (self.clock, self.busy_s, self.last_busy_end, self.host_link_bytes, self.clock_factor,
-         self.sampled_at, th.temp_c, th.energy_j, th.throttled_s, ambient) = state
-        if ambient != th.thermal.ambient_c:
-            th.thermal = dataclasses.replace(th.thermal, ambient_c=ambient)
+         self.sampled_at, th.temp_c, th.energy_j, th.throttled_s, th.ambient_c) = state
 
     def restart(self, t: float, state: tuple | None = None) -> None:
         """Back at ``t`` after a loss (``--recover``), from its own state or ``state``, the one it had at its
@@ -130,8 +127,7 @@ class Card:
 
     def set_ambient(self, delta_c: float) -> None:
         """A fault: the card's inlet air changes by ``delta_c`` °C from now on."""
-        self.thermal.thermal = dataclasses.replace(self.thermal.thermal, ambient_c=self.thermal.thermal.ambient_c
-                                                   + delta_c)
+        self.thermal.ambient_c += delta_c
 
     def frame(self) -> CardFrame:
         """Telemetry; ``power_w`` is the mean since start (difference energies for a window)."""

@@ -22,7 +22,8 @@ class ThermalState:
     def __init__(self, device: DeviceSpec):
         self.power, self.thermal = device.power, device.thermal
         self.active_state = "P2" if device.pcie_gen >= 5 else "P4"
-        self.temp_c = device.thermal.ambient_c
+        self.ambient_c = device.thermal.ambient_c     # the inlet air as it is now (an ambient fault moves it)
+        self.temp_c = self.ambient_c
         self.energy_j = 0.0
         self.throttled_s = 0.0
 
@@ -41,7 +42,7 @@ class ThermalState:
         if self.throttled:
             self.throttled_s += seconds
         self.energy_j += watts * seconds
-        steady = self.thermal.ambient_c + self.thermal.resistance_c_per_w * watts
+        steady = self.ambient_c + self.thermal.resistance_c_per_w * watts
         self.temp_c = steady + (self.temp_c - steady) * math.exp(-seconds / self.thermal.tau_s)
 
     def p_state(self, idle_for: float, throttled: bool) -> str:

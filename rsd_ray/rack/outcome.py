@@ -73,7 +73,7 @@ class RunLog:
         """The run's Outcome: this log, the ``records`` of the request ledger, and the ``driver`` (the
         controller) for the spec as it ran, the plan, the links, the time, the source and the faults."""
         spec, ledger = driver.spec, driver.ledger
-        if driver.duration_s != spec.duration_s:                  # a served rack's window, as it ran
+        if driver.duration_s != spec.duration_s and driver.duration_s > 0:   # a served rack's window, as it ran
             spec = dataclasses.replace(spec, duration_s=driver.duration_s, drain_s=driver.drain_s)
         return Outcome(
             spec=spec, plan=driver.plan, records=records, offered=ledger.offered, refused=ledger.never_accepted,

@@ -26,7 +26,7 @@ READ_TIMEOUT_S = 600.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from rsd_ray.config.schema import finite
+    from rsd_ray.config.arguments import finite
     p.add_argument("--base-url", default="http://127.0.0.1:8000", help="the server (its /v1 is added)")
     p.add_argument("--endpoint", default="/v1/completions")
     p.add_argument("--model", help="model name (default: the server's first in /v1/models)")

@@ -17,7 +17,7 @@ LITELLM_STRATEGIES = ("simple-shuffle", "least-busy", "usage-based-routing", "la
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from rsd_ray.config.schema import finite
+    from rsd_ray.config.arguments import finite
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=finite(int, 1), default=8000, help="OpenAI-compatible HTTP port (default 8000)")
     p.add_argument("--grpc-port", type=finite(int, 0), default=50051, help="gRPC port (default 50051; 0: none)")
@@ -47,11 +47,11 @@ def _check(args) -> None:
 
 def serve_spec(spec, args):
     """``serve`` defaults to ``SERVE_EPOCH_S`` epochs unless --epoch or the config file says otherwise."""
-    import dataclasses
+    from rsd_ray.config import replace
     if args.epoch_s is None:
         config = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
         if not (isinstance(config, dict) and "epoch_s" in config):
-            spec = dataclasses.replace(spec, epoch_s=SERVE_EPOCH_S)
+            spec = replace(spec, "command line", epoch_s=SERVE_EPOCH_S)
     return spec
 
 
@@ -92,7 +92,7 @@ def run(spec, args) -> int:
     from rich.console import Console
 
     from rsd_ray import __version__
-    from rsd_ray.config.schema import writable
+    from rsd_ray.config.arguments import writable
     from rsd_ray.compiler import check_plan
     from rsd_ray.rack.outcome import EXIT_CODES
     from rsd_ray.rack.faults import from_args as faults_from_args

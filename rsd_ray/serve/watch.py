@@ -101,7 +101,7 @@ def add_smi_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_top_arguments(p: argparse.ArgumentParser) -> None:
-    from rsd_ray.config.schema import finite
+    from rsd_ray.config.arguments import finite
     add_connect(p)
     p.add_argument("--refresh", type=finite(float), default=1.0, help="seconds between frames (default 1)")
     p.add_argument("--metric", default="util", choices=("util", "power", "temp", "memory"),

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from rsd_ray.config.schema import finite
+from rsd_ray.config.arguments import finite
 from rsd_ray.plugins import renderer
 from rsd_ray.sweep import capacity_point, grid, parse_axis, parse_slo, run_points, run_sweep
 from rsd_ray.sweep.points import apply

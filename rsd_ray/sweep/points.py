@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 
 from rsd_ray.config import ConfigError, RunSpec, load_part, replace
-from rsd_ray.config.loader import run_number
+from rsd_ray.config.loader import PARTS
 from rsd_ray.config.schema import read_spec
 
-PARTS = {"rack": "racks", "model": "models", "engine": "engines", "router": "routers", "workload": "workloads"}
+SCALARS = ("tp", "duration_s", "epoch_s", "drain_s", "seed", "recover")
 
 
 def parse_axis(text: str) -> tuple[str, list[Any]]:
@@ -35,31 +35,40 @@ def grid(axes: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo)) for combo in itertools.product(*(values for _, values in axes))]
 
 
-def _set(obj, path: list[str], value, where: str):
-    head = path[0]
-    if not dataclasses.is_dataclass(obj) or head not in {f.name for f in dataclasses.fields(obj)}:
-        raise ConfigError(where, ".".join(path), value, f"no such field in {type(obj).__name__}")
-    if len(path) == 1:
-        data = dataclasses.asdict(obj) | {head: value}
-        return read_spec(type(obj), data, where)
-    return dataclasses.replace(obj, **{head: _set(getattr(obj, head), path[1:], value, where)})
-
-
 def apply(spec: RunSpec, point: dict[str, Any]) -> RunSpec:
-    """``spec`` with the point's overrides, validated again."""
+    """``spec`` with the point's overrides, validated once as a whole: a new rack is never checked against
+    the old TP, nor ``workload.arrival`` against the old rate, half-way through a point."""
+    where = "sweep point " + ", ".join(point)
+    changes: dict[str, Any] = {}
+    dotted: dict[str, dict] = {}
     for field, value in point.items():
-        where = f"sweep point {field}"
+        head, *rest = field.split(".")
         if field in PARTS:
-            spec = dataclasses.replace(spec, **{field: load_part(PARTS[field], value, where)})
+            changes[field] = load_part(PARTS[field], value, where)
             if field == "rack":
-                spec = dataclasses.replace(spec, device=load_part("devices", spec.rack.device, where))
-        elif field in ("tp", "duration_s", "epoch_s", "drain_s", "seed"):
-            number = run_number(point, field, type(getattr(spec, field)), where, allow_zero=field in ("drain_s", "seed"))
-            spec = dataclasses.replace(spec, **{field: number})
+                changes["device"] = load_part("devices", changes["rack"].device, where)
+        elif not rest and field in SCALARS:
+            changes[field] = value
+        elif rest and (head in PARTS or head == "device"):
+            _nest(dotted.setdefault(head, {}), rest, value)
         else:
-            head, *rest = field.split(".")
-            if not rest or not hasattr(spec, head):
-                raise ConfigError(where, field, value, "use a part (rack, model, ...), tp, or a dotted field "
-                                                      "such as engine.max_num_seqs or device.link.bandwidth_gbps")
-            spec = dataclasses.replace(spec, **{head: _set(getattr(spec, head), rest, value, where)})
-    return replace(spec)
+            raise ConfigError(where, field, value, "use a part (rack, model, ...), tp, or a dotted field "
+                                                  "such as engine.max_num_seqs or device.link.bandwidth_gbps")
+    for head, overrides in dotted.items():
+        part = changes.get(head, getattr(spec, head))
+        changes[head] = read_spec(type(part), _merged(dataclasses.asdict(part), overrides), where, head)
+    return replace(spec, where, **changes)
+
+
+def _nest(tree: dict, path: list[str], value) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _merged(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` laid over it, mapping by mapping."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from rsd_ray.config.schema import writable
+from rsd_ray.config.arguments import writable
 from rsd_ray.validation.suite import PRIMARY, compare, load_rows, summary
 
 

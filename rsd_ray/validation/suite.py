@@ -9,7 +9,6 @@ prefilled and samples once.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 from collections import defaultdict
@@ -61,7 +60,7 @@ def load_rows(path: str | Path | None = None) -> list[dict]:
 def row_spec(row: dict):
     """The run of one row: its rack cut to ``gpus`` cards in one server, its model, TP and engine."""
     spec = load_run(None, rack=row["rack"], model=row["model"], tp=row["tp"], duration_s=1.0, epoch_s=0.05)
-    rack = dataclasses.replace(spec.rack, servers=1, cards_per_server=row["gpus"], switches_per_server=1)
+    rack = replace(spec.rack, row["id"], servers=1, cards_per_server=row["gpus"], switches_per_server=1)
     max_len = row["engine"].get("max_model_len", spec.model.max_seq_len)
     engine = {"max_model_len": max_len, "enable_chunked_prefill": False,        # vLLM 0.5's defaults
               "max_num_batched_tokens": max(2048, max_len), **row["engine"]}
