@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import ray
 
+from rsd_ray import signals
 from rsd_ray.actors.card_group import first_line
 from rsd_ray.actors.controller_actor import CONTROLLER_NAME, NAMESPACE, ControllerActor
 from rsd_ray.actors.ray_executor import RackLost, check_capacity
@@ -20,7 +21,6 @@ from rsd_ray.rack.epoch import EpochOut
 from rsd_ray.report.timeline import write_trace
 
 POLL_S = 0.25
-STOP_WAIT_S = 30.0        # after Ctrl-C: how long the controller may take to finish its epoch and report
 PROBE_TIMEOUT_S = 5.0
 DIED_HINT = ("a cluster started with RAY_AUTH_MODE=disabled needs it set here too (with ~/.ray/auth_token present, "
              "token authentication is used, as `ray start` does); its logs say more")
@@ -66,12 +66,14 @@ def ray_session(address: str | None, cards: int):
             _probe(address)
         use_ray_token()
         try:
-            ray.init(address=address, **common)
+            with signals.ray_starting():
+                ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise ConfigError("command line", "--address", address,
                               f"cannot join ({str(err).strip().splitlines()[0]}); " + JOIN_HINT) from None
     else:
-        ray.init(address="local", resources={"atom_card": cards}, include_dashboard=False, **common)
+        with signals.ray_starting():
+            ray.init(address="local", resources={"atom_card": cards}, include_dashboard=False, **common)
     try:
         yield
     finally:
@@ -82,16 +84,20 @@ def run_on_ray(spec, sinks=(), fast: bool | None = None, show=None, faults=(), r
                trace=None):
     """Run ``spec`` under a named ControllerActor; returns the Outcome. Ray must be initialised.
     The sinks here see each epoch's time only (``EpochOut(t_end)``): whole epochs stay in the cluster.
-    Ctrl-C asks the controller to stop at its next epoch and still returns its Outcome. ``show``: a dashboard,
+    A stop signal during start-up raises ``signals.Interrupted``; while it runs, it asks the controller to
+    stop at its next epoch and still returns its Outcome. ``show``: a dashboard,
     handed the controller's telemetry frame at most every ``refresh_s``. ``trace``: (t0, t1, path) of a
     timeline the controller actor draws from its steps, written here."""
     check_capacity(spec.rack)
     controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(
         spec, fast, show is not None, tuple(faults), trace[:2] if trace else None)
     try:
-        ref, shown = controller.run.remote(), 0.0
-        try:
+        ray.get(controller.progress.remote())   # start-up (every card placed and started): a signal ends it
+        ref, shown, asked = controller.run.remote(), 0.0, []
+        with signals.graceful(asked.append):     # running: a signal asks the controller to stop at its epoch
             while not ray.wait([ref], timeout=POLL_S)[0]:
+                if asked:                       # told from here, not the handler: Ray is not re-entrant
+                    controller.stop.remote(asked.pop())
                 t, in_flight, _ = ray.get(controller.progress.remote())
                 for sink in sinks:
                     sink(EpochOut(t), in_flight)
@@ -99,9 +105,6 @@ def run_on_ray(spec, sinks=(), fast: bool | None = None, show=None, faults=(), r
                     shown = time.monotonic()
                     show(ray.get(controller.frame.remote()))
             outcome = ray.get(ref)
-        except KeyboardInterrupt:
-            controller.stop.remote("interrupted (Ctrl-C)")
-            outcome = ray.get(ref, timeout=STOP_WAIT_S)
         if trace:
             write_trace(trace[2], ray.get(controller.trace_events.remote()), trace[:2])
         return outcome

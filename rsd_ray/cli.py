@@ -6,9 +6,11 @@ import dataclasses
 import importlib
 import io
 import json
+import signal
 import sys
 from contextlib import nullcontext, redirect_stdout
 
+from rsd_ray import signals
 from rsd_ray.config import ConfigError, RunSpec, WorkloadSpec, load_run, presets, replace
 from rsd_ray.config.arguments import finite, writable
 from rsd_ray.config.schema import read_spec
@@ -116,10 +118,9 @@ def cmd_run(args) -> int:
     from rich.console import Console
 
     from rsd_ray.compiler import check_plan
-    from rsd_ray.rack.outcome import EXIT_CODES
     from rsd_ray.plugins import get_executor
     from rsd_ray.rack.faults import from_args as faults_from_args
-    from rsd_ray.report.results import build, dump, write_requests_csv
+    from rsd_ray.report.results import dump, not_run
 
     spec = _spec(args)
     writable(args.out, "--out")
@@ -135,11 +136,25 @@ def cmd_run(args) -> int:
     run_progress, render = renderer("run_progress"), renderer("render_run")
     dashboard = renderer("live_dashboard")(console) if args.dashboard else nullcontext()
     quiet = redirect_stdout(sys.stderr) if args.json else nullcontext()     # Ray's log lines stay off the JSON
-    with run_progress(console, spec.duration_s, enabled=not (args.no_progress or args.dashboard)) as on_epoch, \
-            dashboard as show, quiet:
-        outcome = get_executor(args.executor).run_session(spec, [on_epoch] if on_epoch else [], args.address,
-                                                           show=show, faults=faults, refresh_s=args.refresh,
-                                                           trace=trace)
+    try:
+        with run_progress(console, spec.duration_s, enabled=not (args.no_progress or args.dashboard)) as on_epoch, \
+                dashboard as show, quiet:
+            outcome = get_executor(args.executor).run_session(spec, [on_epoch] if on_epoch else [], args.address,
+                                                               show=show, faults=faults, refresh_s=args.refresh,
+                                                               trace=trace)
+    except KeyboardInterrupt:              # before the rack ran an epoch (or a second signal): say so, save that
+        if args.out:
+            dump(not_run(spec, args.executor, signals.reason(signals.first_received() or signal.SIGINT)), args.out)
+        raise
+    with signals.graceful(signals.RECORD):  # a signal now lets the results be written, then sets the exit status
+        return _report_run(args, outcome, console, render)
+
+
+def _report_run(args, outcome, console, render) -> int:
+    from rich.console import Console
+
+    from rsd_ray.rack.outcome import EXIT_CODES
+    from rsd_ray.report.results import build, dump, write_requests_csv
     doc = build(outcome)
     if args.out:
         dump(doc, args.out)
@@ -159,7 +174,7 @@ def cmd_run(args) -> int:
     if outcome.status != "completed":
         print(f"rsd-ray: run {outcome.status}: {outcome.reason}" + (f"; results so far in {args.out}" if args.out
                                                                       else ""), file=sys.stderr)
-    return EXIT_CODES[outcome.status]
+    return signals.exit_code(EXIT_CODES[outcome.status])
 
 
 def cmd_serve(args) -> int:
@@ -256,17 +271,19 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigError as err:
-        print(f"rsd-ray: config error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:      # e.g. the Ray executor could not start: say so, never hang
-        print(f"rsd-ray: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:        # before the run began (or a second Ctrl-C): nothing to save
-        print("rsd-ray: interrupted before any results were made", file=sys.stderr)
-        return 130
+    with signals.handled():          # SIGINT, SIGTERM and SIGHUP alike, in every phase (rsd_ray.signals)
+        try:
+            return args.func(args)
+        except ConfigError as err:
+            print(f"rsd-ray: config error: {err}", file=sys.stderr)
+            return 2
+        except RuntimeError as err:      # e.g. the Ray executor could not start: say so, never hang
+            print(f"rsd-ray: {type(err).__name__}: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:        # before the run began, or a second signal (Ray re-raises it bare)
+            signum = signals.first_received() or signal.SIGINT
+            print(f"rsd-ray: {signals.reason(signum)} before the run began; nothing ran", file=sys.stderr)
+            return 128 + signum
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from rsd_ray.config import ConfigError, load_run
 from rsd_ray.rack.controller import Controller
 from rsd_ray.report.results import build, without_wall_clock
 from tests.conftest import accounted, run_doc, with_token_times
+from tests.processes import descendants, marked, processes
 
 pytestmark = pytest.mark.slow          # the second tier: Ray, servers, installs, real clients
 
@@ -173,33 +174,6 @@ def test_kill_9_of_a_host_actor_mid_run(ray_session):
     assert [i["failed"] for i in doc["instances"]] == [False, False, True, True]
 
 
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid → (parent pid, command line) of every live process, from /proc (zombies left out)."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-                if state != "Z":
-                    out[int(entry.name)] = (int(ppid), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-            except (OSError, ValueError):
-                pass
-    return out
-
-
-def _descendants(pid: int) -> dict[int, str]:
-    """This process's children, grandchildren, ... (only what it started): pid → command line."""
-    procs, found, frontier = _processes(), {}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, (ppid, cmd) in procs.items():
-            if ppid == parent and child not in found:
-                found[child] = cmd
-                frontier.append(child)
-    return found
-
-
 def _sigint_as_a_terminal_would() -> None:
     """The child takes Ctrl-C as from a terminal, even when this test runs under nohup or as a
     background job (whose children start with SIGINT ignored, and Python then never raises it)."""
@@ -218,12 +192,12 @@ def test_sigint_saves_interrupted_results_and_leaves_no_ray_process(tmp_path, gr
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:              # wait for its 8 card actors and a host in an epoch
-            cmds = _descendants(proc.pid).values()
+            cmds = descendants(proc.pid).values()
             if sum("CardActor" in c for c in cmds) >= 8 and any("HostActor.run_epoch" in c for c in cmds):
                 break
             time.sleep(0.2)
         time.sleep(3)                                   # requests take ~0.25 s here: some have finished
-        ours = set(_descendants(proc.pid))
+        ours = set(descendants(proc.pid))
         assert len(ours) > 8
         if group:
             os.killpg(proc.pid, signal.SIGINT)           # what a terminal does: the driver and every Ray process
@@ -234,17 +208,64 @@ def test_sigint_saves_interrupted_results_and_leaves_no_ray_process(tmp_path, gr
         doc = json.loads(out.read_text())
         assert doc["status"] == "interrupted" and doc["emulator"]["executor"] == "ray"
         assert doc["requests"]["completed"] > 0 and accounted(doc)
-        assert eventually(lambda: not ours & set(_processes()), timeout=30), ours & set(_processes())
+        assert eventually(lambda: not ours & set(processes()), timeout=30), ours & set(processes())
         passed = True
     finally:
         if not passed:                                  # a failed check leaves nothing of the run behind
             running = {proc.pid} if proc.poll() is None else set()
-            for pid in (ours | set(_descendants(proc.pid)) | running) & set(_processes()):
+            for pid in (ours | set(descendants(proc.pid)) | running) & set(processes()):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
             proc.wait(timeout=30)
+
+
+PHASES = {   # how to tell, from the child's processes, that it is in the phase
+    "Ray starting": lambda cmds: any("raylet" in c for c in cmds),
+    "cards starting": lambda cmds: any("CardActor" in c for c in cmds) and not any("run_epoch" in c for c in cmds),
+    "mid-run": lambda cmds: any("HostActor.run_epoch" in c for c in cmds),
+}
+
+
+@pytest.mark.parametrize("signum,phase", [(signal.SIGINT, "Ray starting"), (signal.SIGTERM, "Ray starting"),
+                                          (signal.SIGHUP, "Ray starting"), (signal.SIGTERM, "cards starting"),
+                                          (signal.SIGTERM, "mid-run"), (signal.SIGHUP, "mid-run")],
+                         ids=lambda v: getattr(v, "name", v))
+def test_a_stop_signal_in_any_phase_saves_what_ran_and_leaves_no_process(tmp_path, signum, phase):
+    out, mark = tmp_path / "run.json", f"rsd-ray-test-{os.getpid()}-{signum}-{phase}".replace(" ", "-")
+    proc = subprocess.Popen([sys.executable, "-m", "rsd_ray.cli", "run", "--rack", "mini", "--model", "tiny-llama",
+                             "--tp", "2", "--duration", "600", "--no-progress", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "RSD_RAY_TEST_MARK": mark}, start_new_session=True,
+                            preexec_fn=_sigint_as_a_terminal_would)
+    try:
+        deadline = time.monotonic() + 180
+        while not PHASES[phase](descendants(proc.pid).values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if phase == "mid-run":
+            time.sleep(2)                                # some requests have finished
+        t0 = time.monotonic()
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+        assert proc.returncode == 128 + signum, err[-3000:]
+        assert took < 10, took                           # ~2.5 s here; the bound leaves room for a loaded machine
+        doc = json.loads(out.read_text())
+        assert doc["status"] == "interrupted" and signal.Signals(signum).name in doc["reason"]
+        assert "Traceback" not in err and signal.Signals(signum).name in err
+        if phase == "mid-run":
+            assert doc["requests"]["completed"] > 0 and accounted(doc)
+        else:
+            assert doc["requests"]["offered"] == 0 and "nothing ran" in err
+        assert eventually(lambda: not marked(mark), timeout=30), marked(mark)
+    finally:
+        for pid in marked(mark) | ({proc.pid} if proc.poll() is None else set()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        proc.wait(timeout=30)
 
 
 def test_card_server_and_thermal_faults_on_ray_kill_actors_and_lose_no_request(ray_session):

@@ -1,8 +1,10 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from rsd_ray.config import ConfigError, load_run
 from rsd_ray.sweep import apply, grid, parse_axis, search
 from rsd_ray.workload.synthetic import Workload
+from tests.processes import marked
 
 
 def test_a_small_sweep_writes_csv_json_and_png_that_agree(tmp_path):
@@ -65,3 +68,27 @@ def test_gamma_arrivals_are_burstier_than_poisson():
     assert abs(len(gamma) / 5000 - 1) < 0.1 and abs(len(poisson) / 5000 - 1) < 0.1     # same mean rate
     cv = lambda g: g.std() / g.mean()   # noqa: E731
     assert cv(poisson) == pytest.approx(1.0, abs=0.1) and cv(gamma) == pytest.approx(2.0, abs=0.2)
+
+
+@pytest.mark.slow
+def test_a_stop_signal_keeps_the_points_that_ran_and_ends_the_workers(tmp_path):
+    """Two 1-s points finish in ~2 s; two 600-s points would run for minutes: SIGTERM at 8 s keeps the first,
+    says the others did not run, and ends their worker processes."""
+    mark = f"rsd-ray-test-sweep-{os.getpid()}"
+    proc = subprocess.Popen([sys.executable, "-m", "rsd_ray.cli", "sweep", "--rack", "mini", "--model", "tiny-llama",
+                             "--tp", "2", "--grid", "duration_s=1,1,600,600", "--workers", "2", "--out-dir",
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "RSD_RAY_TEST_MARK": mark})
+    try:
+        time.sleep(8)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and time.monotonic() - t0 < 10, err[-2000:]
+        doc = json.loads((tmp_path / "sweep.json").read_text())
+        assert doc["status"] == "interrupted" and "SIGTERM" in doc["reason"]
+        assert [r.get("error", "ran") for r in doc["rows"]] == ["ran", "ran"] + ["not run: interrupted (SIGTERM)"] * 2
+        assert "Traceback" not in err and not marked(mark)
+    finally:
+        for pid in marked(mark) | ({proc.pid} if proc.poll() is None else set()):
+            os.kill(pid, signal.SIGKILL)

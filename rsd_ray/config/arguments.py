@@ -40,3 +40,15 @@ def writable(path: str | None, flag: str) -> None:
         raise ConfigError("command line", flag, path, f"folder {folder} does not exist; create it or choose another")
     if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise ConfigError("command line", flag, path, "is not writable here; choose another path")
+
+
+def writable_dir(path: str, flag: str) -> None:
+    """An output folder: made now if missing, and refused before anything runs when it cannot be written."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError("command line", flag, path, f"cannot be made ({err.strerror or err}); choose another "
+                                                      "folder") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError("command line", flag, path, "is not writable here; choose another folder")

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from rsd_ray import signals
 from rsd_ray.config import ConfigError
 from rsd_ray.config.arguments import finite
 
@@ -91,13 +92,17 @@ def generate(args) -> int:
     executor = get_executor(args.executor)
     with executor.session(None, args.tp):
         model = executor.split_model(args.model, args.tp, budget, timer=timer)
-        ids = model.generate([prompt], args.max_tokens, args.temperature, args.seed, stop=eos)[0][0]
-        cards = executor.card_memory(model)
+        with signals.graceful(signals.RECORD):      # a stop signal ends the text after the current token
+            ids = model.generate([prompt], args.max_tokens, args.temperature, args.seed, stop=eos,
+                                 halt=lambda: signals.first_received() is not None)[0][0]
+            cards = executor.card_memory(model)
     text = ckpt.tokenizer.decode(ids) if ckpt.tokenizer is not None else None
     times = model.durations
     virtual = {"ttft_s": times[0], "tpot_s": sum(times[1:]) / (len(times) - 1) if len(times) > 1 else None,
                "e2e_s": sum(times), "rack": args.rack}
-    doc = {"model": str(args.model), "tp": args.tp, "executor": args.executor, "prompt_ids": prompt, "ids": ids,
+    signum = signals.first_received()
+    doc = {"status": "interrupted" if signum else "completed", "reason": signals.reason(signum) if signum else None,
+           "model": str(args.model), "tp": args.tp, "executor": args.executor, "prompt_ids": prompt, "ids": ids,
            "text": text, "virtual": virtual, "cards": cards}
     if args.json:
         json.dump(doc, sys.stdout)
@@ -110,4 +115,6 @@ def generate(args) -> int:
         tpot = f", TPOT {virtual['tpot_s'] * 1e3:.3f} ms" if virtual["tpot_s"] else ""
         print(f"{len(ids)} tokens, TP {args.tp} on {args.executor}; on {args.rack}'s cards TTFT "
               f"{virtual['ttft_s'] * 1e3:.3f} ms{tpot} (virtual); weights held: {held}", file=sys.stderr)
-    return 0
+    if signum:
+        print(f"rsd-ray: generate {signals.reason(signum)} after {len(ids)} tokens", file=sys.stderr)
+    return signals.exit_code(0)

@@ -77,9 +77,9 @@ class SplitModel:
         self._all("release", seq)
 
     def generate(self, prompts: list[list[int]], max_tokens: int, temperature: float = 0.0, seed: int = 0,
-                 stop: int | None = None) -> tuple[list[list[int]], list[np.ndarray]]:
+                 stop: int | None = None, halt=lambda: False) -> tuple[list[list[int]], list[np.ndarray]]:
         """Prefill every prompt in one step, then decode them together; returns the new ids of each and
-        the logits of every step (for the tests)."""
+        the logits of every step (for the tests). ``halt()`` true: end after the current step (a stop signal)."""
         seqs = list(range(self.next_seq, self.next_seq + len(prompts)))
         self.next_seq += len(prompts)
         rngs = [np.random.default_rng([seed, i]) if temperature > 0 else None for i in range(len(prompts))]
@@ -91,7 +91,7 @@ class SplitModel:
             for row, i in enumerate(live):
                 out[i].append(sample(logits[row], temperature, rngs[i]))
             live = [i for i in live if len(out[i]) < max_tokens and out[i][-1] != stop]
-            if not live:
+            if not live or halt():
                 break
             logits = self.step([(seqs[i], [out[i][-1]], len(prompts[i]) + len(out[i]) - 1) for i in live])
         for s in seqs:

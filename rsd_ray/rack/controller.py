@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import queue
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from collections import defaultdict
 from functools import reduce
 
+from rsd_ray import signals
 from rsd_ray.compiler import compile_plan
 from rsd_ray.config import RunSpec
 from rsd_ray.interconnect.topology import Topology
@@ -34,23 +32,6 @@ from rsd_ray.router import Router
 
 NO_HEALTHY_INSTANCE = "no healthy instance can take it"
 OFFLINE_DRAIN_S = 1e6     # an offline run ends when its last request does; this only bounds a run that cannot
-
-
-@contextmanager
-def ctrl_c_stops(controller):
-    """In the main thread, Ctrl-C ends the run at the next epoch boundary, so every request stays accounted
-    for; a second Ctrl-C interrupts at once (``KeyboardInterrupt``)."""
-    def on_sigint(signum, frame):
-        if controller._stop:
-            raise KeyboardInterrupt
-        controller._stop = "interrupted (Ctrl-C)"
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if main else None
-    try:
-        yield
-    finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
 
 
 class Controller:
@@ -172,7 +153,7 @@ class Controller:
         wall0, status, reason = time.perf_counter(), "completed", None
         needs = reduce(lambda a, b: a | b, (getattr(s, "needs", Needs()) for s in sinks), Needs())
         try:
-            with ctrl_c_stops(self):
+            with signals.graceful(self.stop):        # a stop signal ends the run at the next epoch
                 while True:
                     self._read_inbox()
                     if self.finished:
@@ -183,8 +164,8 @@ class Controller:
                     out = self.step(needs)
                     for sink in sinks:
                         sink(out, len(self.ledger.in_flight))
-        except KeyboardInterrupt:
-            status, reason = "interrupted", "interrupted (Ctrl-C)"
+        except KeyboardInterrupt as err:                  # a second signal (Interrupted), or Ctrl-C unhandled
+            status, reason = "interrupted", str(err) or "interrupted (SIGINT, Ctrl-C)"
         except Exception as err:                          # noqa: BLE001  (reported in the results, not lost)
             status, reason = "failed", f"{type(err).__name__}: {err}"
         try:

@@ -112,6 +112,13 @@ def without_wall_clock(doc: dict) -> dict:
     return doc
 
 
+def not_run(spec, executor: str, reason: str) -> dict:
+    """The document of a run stopped before its first epoch: what was asked, why it did not run, no figures."""
+    return {"schema": SCHEMA, "status": "interrupted", "reason": reason, "config": dataclasses.asdict(spec),
+            "calibration": CALIBRATION, "summary": {}, "requests": {"offered": 0, "accepted": 0, "refused": 0},
+            "emulator": {"executor": executor, "epochs": 0}}
+
+
 def dump(doc: dict, path) -> None:
     with open(path, "w") as fh:
         json.dump(doc, fh, indent=1)

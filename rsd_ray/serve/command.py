@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import signal
+import dataclasses
 import sys
 import threading
 from pathlib import Path
 
 import yaml
 
+from rsd_ray import signals
 from rsd_ray.config import ConfigError
 
 SERVE_EPOCH_S = 0.01       # a served rack's default epoch: the most a request waits for the rack to see it
@@ -56,17 +57,10 @@ def serve_spec(spec, args):
 
 
 def _serve(server, args, console) -> object:
-    """Serve until Ctrl-C / SIGTERM (or the rack stops), then drain; returns the Outcome."""
-    stop, presses = threading.Event(), []
-
-    def on_signal(signum, frame):
-        presses.append(signum)
-        if len(presses) > 1:           # a second Ctrl-C: end the drain now
-            server.stop_now()
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    """Serve until a stop signal (or the rack stops), then drain; a second signal ends the drain now, a third
+    exits at once (``rsd_ray.signals``). Returns the Outcome."""
+    stop = threading.Event()
+    with signals.graceful(lambda reason: stop.set()):
         urls = server.start()
         console.print(f"[bold]rsd-ray serve[/]: OpenAI API at {urls['openai']}  ·  metrics {urls['metrics']}"
                       + (f"  ·  gRPC {urls['grpc']}" if "grpc" in urls else ""))
@@ -80,12 +74,11 @@ def _serve(server, args, console) -> object:
                 console.print(f"t={s['t']:.1f} s virtual · pace {s['pace']:g} · lag {s['lag_s']:.3f} s · "
                               f"in flight {s['in_flight']} · completed {s['completed']} · refused {s['refused']} · "
                               f"healthy instances {s['healthy']}/{s['instances']}")
-        if stop.is_set():
-            console.print(f"stopping: no new requests; draining for at most {args.drain:g} s (Ctrl-C again: now)")
-        return server.shutdown(args.drain, now=len(presses) > 1)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    if stop.is_set():
+        console.print(f"stopping: no new requests; draining for at most {args.drain:g} s (Ctrl-C again: now)")
+    now = threading.Event()
+    with signals.graceful(lambda reason: (now.set(), server.stop_now())):
+        return server.shutdown(args.drain, now=now.is_set())
 
 
 def run(spec, args) -> int:
@@ -94,10 +87,7 @@ def run(spec, args) -> int:
     from rsd_ray import __version__
     from rsd_ray.config.arguments import writable
     from rsd_ray.compiler import check_plan
-    from rsd_ray.rack.outcome import EXIT_CODES
     from rsd_ray.rack.faults import from_args as faults_from_args
-    from rsd_ray.plugins import renderer
-    from rsd_ray.report.results import build, dump
 
     _check(args)
     writable(args.out, "--out")
@@ -113,6 +103,16 @@ def run(spec, args) -> int:
     from rsd_ray.plugins import get_executor
     outcome = get_executor(args.executor).serve_session(spec, options, args.address, __version__,
                                                          lambda server: _serve(server, args, console), faults)
+    if signals.first_received():                                       # stopped by a signal (drained or not)
+        outcome = dataclasses.replace(outcome, status="interrupted", reason=signals.reason(signals.first_received()))
+    with signals.graceful(signals.RECORD):
+        return _report(outcome, spec, args, console)
+
+
+def _report(outcome, spec, args, console) -> int:
+    from rsd_ray.plugins import renderer
+    from rsd_ray.rack.outcome import EXIT_CODES
+    from rsd_ray.report.results import build, dump
     doc = build(outcome)
     doc["served"] = {"pace": args.pace, "epoch_s": spec.epoch_s, "executor": args.executor}
     if args.out:
@@ -122,7 +122,7 @@ def run(spec, args) -> int:
         console.print(f"results: {args.out}")
     if outcome.status != "completed":
         print(f"rsd-ray: serve {outcome.status}: {outcome.reason}", file=sys.stderr)
-    return EXIT_CODES[outcome.status]
+    return signals.exit_code(EXIT_CODES[outcome.status])
 
 
 def litellm_config(args) -> int:

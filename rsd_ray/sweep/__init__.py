@@ -1,4 +1,7 @@
 """Sweeps: grids of run configurations in parallel, and capacity search under SLOs."""
+import sys
+
+from rsd_ray import signals
 from rsd_ray.sweep.capacity import capacity_point, parse_slo, search
 from rsd_ray.sweep.points import apply, grid, parse_axis
 from rsd_ray.sweep.runner import run_point, run_points, run_spec
@@ -29,14 +32,24 @@ def run_sweep(spec, axes, out_dir, workers=None, parallel="processes", console=N
     with Progress(console=console, transient=True, disable=not progress) as bar:
         task = bar.add_task(f"{title}: {len(points)} points", total=len(points))
         results = run_points(run_point, spec, points, workers, parallel, on_done=lambda _: bar.advance(task))
-    table = rows(results, names)
-    write(table, results, out / "sweep.csv", out / "sweep.json")
-    render(table, names, console, title)
+    signum = signals.first_received()
+    with signals.graceful(signals.RECORD):      # what ran is written whatever comes now
+        table = rows(results, names)
+        write(table, results, out / "sweep.csv", out / "sweep.json", *(("interrupted", signals.reason(signum))
+                                                                      if signum else ()))
+        render(table, names, console, title)
+        _plot(plot, table, names, out, console)
+    if signum:
+        print(f"rsd-ray: sweep {signals.reason(signum)}; the points that ran are in {out / 'sweep.json'}",
+              file=sys.stderr)
+    return table
+
+
+def _plot(plot, table, names, out, console) -> None:
     if plot(table, names, out / "sweep.png"):
         console.print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.json'}, {out / 'sweep.png'}")
     else:
         console.print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.json'} (pip install 'rsd-ray[plot]' for PNG plots)")
-    return table
 
 
 def run_script(name: str, title: str, points: list[dict], argv=None, **base):

@@ -8,7 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from rsd_ray.config.arguments import finite
+from rsd_ray import signals
+from rsd_ray.config.arguments import finite, writable_dir
 from rsd_ray.plugins import renderer
 from rsd_ray.sweep import capacity_point, grid, parse_axis, parse_slo, run_points, run_sweep
 from rsd_ray.sweep.points import apply
@@ -40,9 +41,10 @@ def run(spec, args) -> int:
 
 
 def _run(spec, args, axes, console) -> int:
+    writable_dir(args.out_dir, "--out-dir")           # before any point runs, not after every one has
     if not args.capacity:
         run_sweep(spec, axes, args.out_dir, args.workers, args.parallel, console)
-        return 0
+        return signals.exit_code(0)
     render_capacity = renderer("render_capacity")
     slos = dict(parse_slo(s) for s in args.slo) or {"p99_ttft_ms": 2000.0, "p99_tpot_ms": 100.0}
     points = grid(axes)
@@ -52,9 +54,12 @@ def _run(spec, args, axes, console) -> int:
     with Progress(console=console, transient=True) as bar:
         t = bar.add_task(f"capacity search: {len(points)} configurations", total=len(points))
         results = run_points(task, spec, points, args.workers, args.parallel, on_done=lambda _: bar.advance(t))
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "capacity.json").write_text(json.dumps({"schema": "rsd-ray/capacity/v1", "results": results}, indent=1))
-    render_capacity(results, [name for name, _ in axes], console)
-    console.print(f"wrote {out / 'capacity.json'}")
-    return 0
+    out, signum = Path(args.out_dir), signals.first_received()
+    with signals.graceful(signals.RECORD):
+        (out / "capacity.json").write_text(json.dumps({"schema": "rsd-ray/capacity/v1",
+                                                       "status": "interrupted" if signum else "completed",
+                                                       "reason": signals.reason(signum) if signum else None,
+                                                       "results": results}, indent=1))
+        render_capacity(results, [name for name, _ in axes], console)
+        console.print(f"wrote {out / 'capacity.json'}")
+    return signals.exit_code(0)

@@ -39,11 +39,13 @@ def rows(results: list[dict], axes: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def write(rows_: list[dict], results: list[dict], csv_path, json_path) -> None:
+def write(rows_: list[dict], results: list[dict], csv_path, json_path, status: str = "completed",
+          reason: str | None = None) -> None:
     fields = list(dict.fromkeys(k for row in rows_ for k in row))    # error rows add an "error" column
     with open(csv_path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows_)
     with open(json_path, "w") as fh:
-        json.dump({"schema": "rsd-ray/sweep/v1", "rows": rows_, "results": results}, fh, indent=1)
+        json.dump({"schema": "rsd-ray/sweep/v1", "status": status, "reason": reason, "rows": rows_,
+                   "results": results}, fh, indent=1)

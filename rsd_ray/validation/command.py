@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from rsd_ray import signals
 from rsd_ray.config.arguments import writable
 from rsd_ray.validation.suite import PRIMARY, compare, load_rows, summary
 
@@ -19,7 +20,6 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     from rsd_ray.config import ConfigError
     writable(args.out, "--out")
@@ -27,17 +27,28 @@ def run(args) -> int:
     if not rows:
         raise ConfigError("command line", "--only", args.only, "no row's id contains it; see the suite's ids")
     console = Console(stderr=args.json)
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True) as progress, signals.graceful(signals.RECORD):
         task = progress.add_task("replaying published rows", total=len(rows))
         results = compare(rows, on_row=lambda r: progress.advance(task))
-    doc = {"schema": "rsd-ray/validate/v1", "results": results, "summary": summary(results)}
+    signum = signals.first_received()
+    with signals.graceful(signals.RECORD):
+        _report(args, console, results, signum)
+    if signum:
+        print(f"rsd-ray: validate {signals.reason(signum)} after {len(results)} of {len(rows)} rows", file=sys.stderr)
+    return signals.exit_code(0)
+
+
+def _report(args, console, results, signum) -> None:
+    from rich.table import Table
+    doc = {"schema": "rsd-ray/validate/v1", "status": "interrupted" if signum else "completed",
+           "reason": signals.reason(signum) if signum else None, "results": results, "summary": summary(results)}
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(doc, fh, indent=1)
     if args.json:
         json.dump(doc, sys.stdout)
         print()
-        return 0
+        return
     table = Table(title=f"validation: {PRIMARY} (tok/s), predicted against measured")
     table.add_column("row", no_wrap=True)
     for col in ("measured", "predicted", "error", "TTFT ms meas / pred"):
@@ -56,7 +67,7 @@ def run(args) -> int:
         pairs.add_row(g["device"], g["model"], str(g["rows"]), f"{g['median_abs_error']:.1%}",
                       f"{g['median_signed_error']:+.1%}")
     console.print(pairs)
-    console.print(f"suite: {s['rows']} rows, median absolute error of {PRIMARY} {s['median_abs_error']:.1%}")
+    if results:
+        console.print(f"suite: {s['rows']} rows, median absolute error of {PRIMARY} {s['median_abs_error']:.1%}")
     if args.out:
         console.print(f"results: {args.out}")
-    return 0

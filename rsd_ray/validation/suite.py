@@ -14,6 +14,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from rsd_ray import signals
 from rsd_ray.config import ConfigError, load_run, replace
 from rsd_ray.config.schema import read_spec
 from rsd_ray.config.loader import CONFIG_ROOT, read_yaml
@@ -84,11 +85,19 @@ def signed_error(predicted: float, measured: float) -> float:
 
 
 def compare(rows: list[dict], on_row=None) -> list[dict]:
-    """Predicted against measured for every row; ``on_row(result)`` after each (progress)."""
+    """Predicted against measured for every row; ``on_row(result)`` after each (progress). A stop signal ends
+    it after the rows done (the row it stopped is left out: its run did not finish)."""
     out = []
     for row in rows:
+        if signals.first_received():
+            break
         spec = row_spec(row)
-        p, m = predict(row, spec), row["measured"]
+        try:
+            p, m = predict(row, spec), row["measured"]
+        except RuntimeError:
+            if signals.first_received():
+                break
+            raise
         result = {"id": row["id"], "device": spec.device.name, "model": row["model"], "tp": row["tp"],
                   "source": row["source"], "measured": m, "predicted": p,
                   "error": {k: signed_error(p[k], m[k]) for k in p if k in m}}
