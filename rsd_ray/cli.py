@@ -47,6 +47,8 @@ def _load_args(p: argparse.ArgumentParser) -> None:
 
 
 SNAPSHOT_WIDTH = 110     # columns of a saved report
+DEFAULT_REFRESH_S = 0.5  # wall seconds between the live dashboard's frames
+DEFAULT_TRACE_WINDOW = "0:1"   # the virtual seconds a --trace timeline covers
 
 
 def trace_window(text: str) -> tuple[float, float]:
@@ -111,6 +113,10 @@ def _spec(args) -> RunSpec:
     if getattr(args, "enable_prefix_caching", False):
         engine = replace(spec.engine, "--enable-prefix-caching", enable_prefix_caching=True)
         spec = replace(spec, "command line", engine=engine)
+    trace = spec.workload.trace
+    if trace is not None:              # every row read now: a bad one is refused before anything runs
+        from rsd_ray.workload.trace_readers import check
+        check(trace.format, trace.path, trace.model)
     return spec
 
 
@@ -127,9 +133,10 @@ def cmd_run(args) -> int:
     writable(args.requests_csv, "--requests-csv")
     writable(args.snapshot, "--snapshot")
     writable(args.trace, "--trace")
-    trace = (*trace_window(args.trace_window), args.trace) if args.trace else None
-    if args.refresh <= 0:
-        raise ConfigError("command line", "--refresh", args.refresh, "seconds between dashboard frames must be > 0")
+    trace = (*trace_window(args.trace_window or DEFAULT_TRACE_WINDOW), args.trace) if args.trace else None
+    refresh = DEFAULT_REFRESH_S if args.refresh is None else args.refresh
+    if refresh <= 0:
+        raise ConfigError("command line", "--refresh", refresh, "seconds between dashboard frames must be > 0")
     check_plan(spec)                   # refuse here, before Ray starts, not inside the controller actor
     faults = faults_from_args(args, spec)
     console = Console(stderr=args.json)
@@ -140,7 +147,7 @@ def cmd_run(args) -> int:
         with run_progress(console, spec.duration_s, enabled=not (args.no_progress or args.dashboard)) as on_epoch, \
                 dashboard as show, quiet:
             outcome = get_executor(args.executor).run_session(spec, [on_epoch] if on_epoch else [], args.address,
-                                                               show=show, faults=faults, refresh_s=args.refresh,
+                                                               show=show, faults=faults, refresh_s=refresh,
                                                                trace=trace)
     except KeyboardInterrupt:              # before the rack ran an epoch (or a second signal): say so, save that
         if args.out:
@@ -171,6 +178,10 @@ def _report_run(args, outcome, console, render) -> int:
         record = Console(file=io.StringIO(), record=True, width=SNAPSHOT_WIDTH, force_terminal=True)
         render(doc, record)
         record.save_svg(args.snapshot, title="rsd-ray run")
+    if outcome.clipped:
+        print(f"rsd-ray: {outcome.clipped} requests were shortened to fit max_model_len "
+              f"{outcome.spec.engine.max_model_len or outcome.spec.model.max_seq_len} (counted as requests.clipped)",
+              file=sys.stderr)
     if outcome.status != "completed":
         print(f"rsd-ray: run {outcome.status}: {outcome.reason}" + (f"; results so far in {args.out}" if args.out
                                                                       else ""), file=sys.stderr)
@@ -236,10 +247,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the results JSON on stdout")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--dashboard", action="store_true", help="the live `rsd-ray top` dashboard while it runs")
-    run.add_argument("--refresh", type=finite(float), default=0.5, help="--dashboard: wall seconds between frames")
+    run.add_argument("--refresh", type=finite(float),
+                     help=f"--dashboard: wall seconds between frames (default {DEFAULT_REFRESH_S})")
     run.add_argument("--snapshot", help="save the final report as SVG here")
     run.add_argument("--trace", help="write a Perfetto-readable timeline (Chrome trace JSON) here")
-    run.add_argument("--trace-window", default="0:1", help="the virtual seconds it covers, START:END (default 0:1)")
+    run.add_argument("--trace-window", help=f"the virtual seconds it covers, START:END (default {DEFAULT_TRACE_WINDOW})")
     run.set_defaults(func=cmd_run)
     sweep = sub.add_parser("sweep", help="run a grid of configurations in parallel: CSV, JSON, table, PNG")
     _spec_args(sweep)
@@ -269,10 +281,26 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+ONLY_WITH = {   # an option that means something only beside another: (its flag, whether it applies, what it needs)
+    "address": ("--address", lambda a: getattr(a, "executor", None) == "ray" or getattr(a, "parallel", None) == "ray",
+                "applies to --executor ray (or sweep's --parallel ray) only"),
+    "trace_window": ("--trace-window", lambda a: a.trace, "applies with --trace only"),
+    "refresh": ("--refresh", lambda a: getattr(a, "dashboard", True), "applies with --dashboard (or to top) only"),
+}
+
+
+def refuse_what_does_not_apply(args) -> None:
+    """An option given where it does nothing is refused, not silently ignored."""
+    for dest, (flag, applies, needs) in ONLY_WITH.items():
+        if getattr(args, dest, None) is not None and not applies(args):
+            raise ConfigError("command line", flag, getattr(args, dest), needs)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     with signals.handled():          # SIGINT, SIGTERM and SIGHUP alike, in every phase (rsd_ray.signals)
         try:
+            refuse_what_does_not_apply(args)
             return args.func(args)
         except ConfigError as err:
             print(f"rsd-ray: config error: {err}", file=sys.stderr)

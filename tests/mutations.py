@@ -20,6 +20,7 @@ FAULTS = ["tests/test_faults.py", "tests/test_engine_oracle.py"]
 RECOVERY = ["tests/test_recovery.py", "tests/test_engine_oracle.py"]
 FIDELITY = ["tests/test_fidelity.py", "tests/test_rules.py", "tests/test_engine_oracle.py"]
 PREFIX = ["tests/test_prefix.py", "tests/test_traces.py"]
+INPUTS = ["tests/test_inputs.py", "tests/test_signals.py", "tests/test_faults.py"]
 CONFIG = ["tests/test_config.py", "tests/test_open_rack.py", "tests/test_sweep.py", "tests/test_rules.py"]
 WRONG = [
  ("rsd_ray/engine/kv_blocks.py", "return -(-tokens // block_size)", "return tokens // block_size"),
@@ -142,6 +143,19 @@ WRONG = [
   "value, fix = problem.value, problem.fix", CONFIG),
  ("rsd_ray/sweep/points.py", "out[key] = _merged(out[key], value) if", "out[key] = value if", CONFIG),
  ("rsd_ray/hardware/card.py", "self.thermal.ambient_c += delta_c", "pass", FAULTS),
+ # inputs refused before anything runs, and stop signals (issue "Nothing lost")
+ ("rsd_ray/config/loader.py", "            if key in seen:", "            if False:", INPUTS),
+ ("rsd_ray/config/loader.py", "return str(folder / ref) if", "return ref if", INPUTS),
+ ("rsd_ray/cli.py", "        check(trace.format, trace.path, trace.model)", "        pass", INPUTS),
+ ("rsd_ray/rack/faults.py", "    if at >= horizon_s:", "    if False:", INPUTS),
+ ("rsd_ray/config/specs.py", "fewest_in + fewest_out > max_len", "False", INPUTS),
+ ("rsd_ray/workload/synthetic.py", "self.clipped += (out, prompt) != (drawn_out, drawn_prompt)", "pass", INPUTS),
+ ("rsd_ray/cli.py", "if getattr(args, dest, None) is not None and not applies(args):", "if False:", INPUTS),
+ ("rsd_ray/config/arguments.py", "        with open(target, \"a\"):\n            pass", "        pass", INPUTS),
+ ("rsd_ray/signals.py", "if phase is None or phase[0] is None or phase[1]:", "if phase is None or phase[0] is None:",
+  INPUTS),
+ ("rsd_ray/signals.py", "    if phase[0] is not RECORD:\n        phase[0](reason(signum))", "    pass", INPUTS),
+ ("rsd_ray/signals.py", "    return 128 + signum if signum is not None else default", "    return default", INPUTS),
 ]
 HANG_S = 300
 TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_engine_oracle.py"]

@@ -21,16 +21,16 @@ MINI = dict(rack="mini", model="tiny-llama", tp=2, workload="poisson", duration_
 def test_fault_specs_parse():
     spec = load_run(None, **MINI)
     assert parse("card:3@1.5s", spec) == Fault("card", 3, 1.5)
-    assert parse("server:1@2", spec) == Fault("server", 1, 2.0)
+    assert parse("server:1@1.9", spec) == Fault("server", 1, 1.9)
     assert parse("ambient:server0=+15C@0.5s", spec) == Fault("ambient", 0, 0.5, 15.0)
-    assert parse("ambient:server1=-5C@3s", spec).value == -5.0
+    assert parse("ambient:server1=-5C@1s", spec).value == -5.0
     assert parse("link:card0->sw0.0=25%@1s", spec) == Fault("link", 0, 1.0, 25.0, "card0->sw0.0")
 
 
 @pytest.mark.parametrize("spec", ["card:x@1", "card:3", "card:8@1s", "server:2@1", "ambient:server0=15@1",
                                   "card:1@-1s", "card:1@nans", "disk:1@1", "ambient:server0=infC@1",
                                   "link:card9->sw0.0=25%@1s", "link:card0->sw0.0=0%@1s", "link:card0->sw0.0=150%@1s",
-                                  "link:card0->sw0.0=25@1s"])
+                                  "link:card0->sw0.0=25@1s", "card:1@2s"])      # the run's arrivals end at 2 s
 def test_bad_fault_specs_are_refused_with_the_syntax(spec):
     with pytest.raises(ConfigError) as err:
         parse(spec, load_run(None, **MINI))

@@ -46,7 +46,7 @@ def killed_at(spec, t_kill, card, executor="inline", **opts):
 
 def test_a_killed_card_fails_its_instance_and_its_requests_move():
     spec = make_spec(duration_s=2.0, workload={"concurrency": 24, "per_server": False,
-                                               "output": LengthSpec(mean=1500)})
+                                               "input": LengthSpec(mean=500), "output": LengthSpec(mean=1500)})
     doc, outcome = killed_at(spec, 0.5, card=1)                  # card 1 belongs to instance 0 (cards 0, 1)
     assert doc["status"] == "completed"
     (failure,) = doc["failures"]

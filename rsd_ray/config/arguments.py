@@ -38,8 +38,15 @@ def writable(path: str | None, flag: str) -> None:
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise ConfigError("command line", flag, path, f"folder {folder} does not exist; create it or choose another")
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise ConfigError("command line", flag, path, "is not writable here; choose another path")
+    existed = target.exists()
+    try:                             # tried, not inferred: permissions lie for root and for /proc-like folders
+        with open(target, "a"):
+            pass
+    except OSError as err:
+        raise ConfigError("command line", flag, path, f"cannot be written ({err.strerror or err}); choose "
+                                                      "another path") from None
+    if not existed:
+        target.unlink()
 
 
 def writable_dir(path: str, flag: str) -> None:

@@ -44,20 +44,67 @@ def presets(kind: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_ROOT / kind).glob("*.yaml"))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> Any:
+    """A YAML file's data, or a ``ConfigError`` naming the file and, for a syntax error, its line and column."""
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)   # noqa: S506  (a safe loader)
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "<file>", "not text", "a YAML file is UTF-8 text; is this the right file?") \
+            from None
+    except OSError as err:
+        raise ConfigError(str(path), "<file>", str(path), f"cannot be read ({err.strerror or err})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(str(path), "<file>", "unparseable YAML", str(err).splitlines()[0]) from err
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(str(path), where, "invalid YAML", problem) from None
 
 
-def load_part(kind: str, ref: Any, source: str):
-    """A preset name, a YAML path, or an inline mapping → the kind's spec."""
+def from_folder(ref: Any, folder: Path | None) -> Any:
+    """A path written inside a YAML file, read from that file's ``folder`` (not the current one) when it names
+    something there; a preset name, an absolute path or a mapping is returned as it is."""
+    if folder is None or not isinstance(ref, str):
+        return ref
+    if ref.startswith("trace:"):
+        fmt, _, path = ref[len("trace:"):].partition(":")
+        return f"trace:{fmt}:{from_folder(path, folder)}"
+    return str(folder / ref) if not Path(ref).is_absolute() and (folder / ref).exists() else ref
+
+
+def _paths_from(kind: str, data: Any, folder: Path | None) -> Any:
+    """A part's own paths (a rack's ``device``, a workload's ``trace.path``), read from ``folder``."""
+    if not isinstance(data, Mapping):
+        return data
+    if kind == "racks" and "device" in data:
+        return {**data, "device": from_folder(data["device"], folder)}
+    if kind == "workloads" and isinstance(data.get("trace"), Mapping) and "path" in data["trace"]:
+        return {**data, "trace": {**data["trace"], "path": from_folder(data["trace"]["path"], folder)}}
+    return data
+
+
+def load_part(kind: str, ref: Any, source: str, folder: Path | None = None):
+    """A preset name, a YAML path, or an inline mapping → the kind's spec. ``folder``: that of the file
+    that gave ``ref`` (its relative paths are read from there)."""
     cls = KINDS[kind]
     if isinstance(ref, cls):
         return ref
+    ref = from_folder(ref, folder)
     if isinstance(ref, Mapping):
-        data, where = ref, source
+        data, where = _paths_from(kind, ref, folder), source
     elif kind == "workloads" and isinstance(ref, str) and ref.startswith("trace:"):     # trace:FORMAT:PATH
         fmt, _, path = ref[len("trace:"):].partition(":")
         data, where = {"arrival": "trace", "trace": {"format": fmt, "path": path}}, source
@@ -70,7 +117,7 @@ def load_part(kind: str, ref: Any, source: str):
         if not path.exists():
             raise ConfigError(source, kind.rstrip("s"), str(ref),
                               f"no such file or preset; presets: {', '.join(presets(kind))}")
-        data, where = read_yaml(path), str(path)
+        data, where = _paths_from(kind, read_yaml(path), path.parent), str(path)
     else:
         raise ConfigError(source, kind.rstrip("s"), ref, "give a preset name, a YAML path or a mapping")
     spec = read_spec(cls, data, where, kind.rstrip("s") if isinstance(ref, Mapping) else "")
@@ -108,23 +155,25 @@ def _lookup(data, parts):
 
 def load_run(source: Any = None, **overrides) -> RunSpec:
     """Build a RunSpec from a run YAML (or defaults) plus explicit overrides."""
-    where = "<defaults>"
+    where, folder, loaded_fields = "<defaults>", None, set()
     data = dict(DEFAULT_RUN)
     if isinstance(source, (str, Path)):
-        where = str(source)
+        where, folder = str(source), Path(source).parent
         if not Path(source).is_file():
             raise ConfigError("command line", "--config", where, "no such file; give the path of a run YAML")
         loaded = read_yaml(Path(source))
         if not isinstance(loaded, Mapping):
             raise ConfigError(where, "<top>", loaded, "a run file is a mapping of " + ", ".join(DEFAULT_RUN))
         data.update(loaded)
+        loaded_fields = set(loaded)      # given by the file: its relative paths are from its folder
     elif isinstance(source, Mapping):
         data.update(source)
     data.update((key, value) for key, value in overrides.items() if value is not None)
     for key in data:
         if key not in DEFAULT_RUN:
             raise ConfigError(where, key, data[key], f"unknown run field; allowed: {', '.join(DEFAULT_RUN)}")
-    parts = {field: load_part(kind, data.pop(field), where) for field, kind in PARTS.items() if field in data}
+    parts = {field: load_part(kind, data.pop(field), where, folder if field in loaded_fields else None)
+             for field, kind in PARTS.items() if field in data}
     if "rack" in parts:
         parts["device"] = load_part("devices", parts["rack"].device, f"rack {parts['rack'].name}")
     spec = read_spec(RunSpec, {**data, **parts}, where)
@@ -137,4 +186,5 @@ def check_files(spec: RunSpec, where: str) -> None:
     trace = spec.workload.trace
     if trace is not None and not Path(trace.path).is_file():
         raise ConfigError(where, "workload.trace.path", trace.path,
-                          "arrival: trace needs a trace file: give trace:FORMAT:PATH or workload.trace.path")
+                          f"not found{'' if Path(trace.path).parent.is_dir() else ' (nor its folder)'}: "
+                          "give the path of a trace file, as trace:FORMAT:PATH or workload.trace.path")

@@ -17,6 +17,8 @@ from rsd_ray.config.schema import Bool, Float, Int, Problem, Str, spec
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
+MAX_REQUESTS = 1_000_000   # requests/s, clients or prompts of a workload: each request is a row held in memory
+                           # (a rack of 224 cards serves ~10^4 requests/s; 10^12 would exhaust this machine's RAM)
 
 
 @spec
@@ -218,6 +220,11 @@ class LengthSpec:
     max: Int = Field(0, ge=0, description="0 means no cap beyond the model length")
     sigma: Float = Field(0.5, ge=0.0)
 
+    @property
+    def shortest(self) -> tuple[str, int]:
+        """The field that sets the fewest tokens this distribution draws, and that number."""
+        return ("mean", self.mean) if self.dist == "fixed" else ("min", self.min)
+
 
 @spec
 class TraceSpec:
@@ -250,13 +257,13 @@ class TraceSpec:
 @spec
 class WorkloadSpec:
     arrival: Literal["closed", "poisson", "gamma", "offline", "trace"] = "closed"
-    rate: Float = Field(0.0, ge=0.0, description="requests/s for poisson and gamma")
+    rate: Float = Field(0.0, ge=0.0, le=MAX_REQUESTS, description="requests/s for poisson and gamma")
     burstiness: Float = Field(1.0, ge=0.01, description="gamma shape as in vllm bench: 1 is Poisson, below 1 "
                                                         "burstier")
-    concurrency: Int = Field(0, ge=0, description="clients for closed")
+    concurrency: Int = Field(0, ge=0, le=MAX_REQUESTS, description="clients for closed")
     per_server: Bool = Field(False, description="rate/concurrency/num_prompts are per server")
-    num_prompts: Int = Field(0, ge=0, description="offline: this many requests, all sent at t = 0 (vllm bench "
-                                                  "throughput)")
+    num_prompts: Int = Field(0, ge=0, le=MAX_REQUESTS, description="offline: this many requests, all sent at "
+                                                                   "t = 0 (vllm bench throughput)")
     input: LengthSpec = LengthSpec(mean=1024)
     output: LengthSpec = LengthSpec(mean=128)
     trace: Optional[TraceSpec] = Field(None, description="arrival: trace: the file and how to replay it")
@@ -322,6 +329,12 @@ class RunSpec:
             raise Problem("engine.num_blocks_override", blocks,
                           f"{blocks} blocks of {e.block_size} tokens cannot hold one {max_len}-token sequence; "
                           f"use ≥ {-(-max_len // e.block_size)} or 0 (from the memory plan)")
+        (in_field, fewest_in), (out_field, fewest_out) = self.workload.input.shortest, self.workload.output.shortest
+        if self.workload.arrival != "trace" and fewest_in + fewest_out > max_len:
+            blame = f"input.{in_field}" if fewest_in >= fewest_out else f"output.{out_field}"
+            raise Problem(f"workload.{blame}", max(fewest_in, fewest_out),
+                          f"the shortest request ({fewest_in} prompt + {fewest_out} output tokens) does not fit "
+                          f"max_model_len {max_len}: shorten it, or raise engine.max_model_len")
         if self.epoch_s > self.duration_s:
             raise Problem("epoch_s", self.epoch_s, f"must not exceed duration_s ({self.duration_s})")
         return self

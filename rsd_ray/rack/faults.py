@@ -96,9 +96,10 @@ def chaos(seed: int, run) -> list[Fault]:
             return faults
 
 
-def from_args(args, run) -> list[Fault]:
-    """The faults of ``--fault`` (each checked) and ``--chaos``, by time."""
-    faults = [parse(f, run) for f in args.fault]
+def from_args(args, run, horizon_s: float | None = None) -> list[Fault]:
+    """The faults of ``--fault`` (each checked) and ``--chaos``, by time. ``horizon_s``: until when requests
+    arrive (default the run's ``duration_s``; a server: until it is stopped, ``math.inf``)."""
+    faults = [parse(f, run, horizon_s) for f in args.fault]
     if args.chaos is not None:
         if args.chaos < 0:
             raise ConfigError("command line", "--chaos", args.chaos, "the seed is an integer >= 0")
@@ -106,8 +107,8 @@ def from_args(args, run) -> list[Fault]:
     return sorted(faults, key=lambda f: f.at_s)
 
 
-def parse(spec: str, run) -> Fault:
-    """One ``--fault`` spec, checked against the run's rack (``RunSpec``)."""
+def parse(spec: str, run, horizon_s: float | None = None) -> Fault:
+    """One ``--fault`` spec, checked against the run's rack (``RunSpec``) and ``horizon_s`` (``from_args``)."""
     rack = run.rack
     kind = spec.split(":", 1)[0]
     match = PATTERNS[kind].match(spec.strip()) if kind in PATTERNS else None
@@ -119,6 +120,10 @@ def parse(spec: str, run) -> Fault:
         raise ConfigError("command line", "--fault", spec, f"the time and value are numbers; write {SYNTAX}") from None
     if not (math.isfinite(at) and math.isfinite(value)) or at < 0:
         raise ConfigError("command line", "--fault", spec, "the time must be finite and >= 0 s, the value finite")
+    horizon_s = run.duration_s if horizon_s is None else horizon_s
+    if at >= horizon_s:               # after the arrivals, the run may already have drained and ended
+        raise ConfigError("command line", "--fault", spec, f"the run's requests arrive for {horizon_s:g} s; a "
+                          "fault after that may never happen: give an earlier time or a longer --duration")
     if kind == "link":
         links = {link.name for link in Topology(rack, run.device).links.values()}
         if match["name"] not in links:

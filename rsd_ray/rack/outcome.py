@@ -39,6 +39,7 @@ class Outcome:
     recoveries: tuple[Recovery, ...] = ()
     faults: tuple = ()                        # the rsd_ray.rack.faults.Fault injected, by time
     functional: dict | None = None            # --model DIR: tokens computed and a few requests' text
+    clipped: int = 0                          # requests the source shortened to fit max_model_len
     frontend: dict | None = None              # router.gateway_cores: the gateway's load and waits
 
 
@@ -83,4 +84,5 @@ class RunLog:
             end_s=driver.t, epochs=driver.epochs, wall_s=wall_s, executor=driver.executor.name, status=status,
             reason=reason, recoveries=tuple(self.recoveries), faults=tuple(driver.faults.injected),
             functional=getattr(driver.source, "functional", lambda: None)(),
+            clipped=getattr(driver.source, "clipped", 0),
             frontend=driver.frontend.summary(driver.t) if driver.frontend else None)

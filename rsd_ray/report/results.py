@@ -58,7 +58,8 @@ def build(outcome: Outcome) -> dict:
                 "errored": sum(r.error is not None for r in records),
                 "unfinished": sum(r.finish is None and r.error is None for r in records),
                 "retried": sum(r.retries > 0 for r in records),
-                "preemptions": sum(r.preemptions for r in records)}
+                "preemptions": sum(r.preemptions for r in records),
+                "clipped": outcome.clipped}       # shortened to fit max_model_len (vLLM would refuse or cut them)
     placement = outcome.plan.placement
     return {
         "schema": SCHEMA,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import threading
 from pathlib import Path
@@ -49,8 +50,9 @@ def _check(args) -> None:
 def serve_spec(spec, args):
     """``serve`` defaults to ``SERVE_EPOCH_S`` epochs unless --epoch or the config file says otherwise."""
     from rsd_ray.config import replace
+    from rsd_ray.config.loader import read_yaml
     if args.epoch_s is None:
-        config = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+        config = read_yaml(Path(args.config)) if args.config else {}
         if not (isinstance(config, dict) and "epoch_s" in config):
             spec = replace(spec, "command line", epoch_s=SERVE_EPOCH_S)
     return spec
@@ -93,7 +95,7 @@ def run(spec, args) -> int:
     writable(args.out, "--out")
     spec = serve_spec(spec, args)
     check_plan(spec)
-    faults = faults_from_args(args, spec)
+    faults = faults_from_args(args, spec, horizon_s=math.inf)     # a server runs until it is stopped
     from rsd_ray.serve.server import ServeOptions
     options = ServeOptions(args.host, args.port, args.grpc_port, args.pace, args.instance_ports,
                            args.served_model_name, args.tokenizer)

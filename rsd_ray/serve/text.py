@@ -71,9 +71,9 @@ class OutputLengths:
     """The emulated EOS: output lengths drawn from the workload's output distribution."""
 
     def __init__(self, spec, max_model_len: int, seed: int):
-        self.sample = LengthSampler(spec, max_model_len - 1, np.random.default_rng(seed))
+        self.sample, self.cap = LengthSampler(spec, np.random.default_rng(seed)), max_model_len - 1
 
     def __call__(self, max_tokens: int, min_tokens: int, ignore_eos: bool) -> int:
         if ignore_eos:
             return max_tokens
-        return max(min_tokens, min(max_tokens, self.sample()))
+        return max(min_tokens, min(max_tokens, self.sample(), self.cap))

@@ -9,8 +9,8 @@ finished, which is at the epoch boundary (the controller reports completions
 per epoch). A refused closed-loop client waits and sends the same request again,
 backing off exponentially (``RETRY_BACKOFF_S`` doubling to ``RETRY_BACKOFF_MAX_S``,
 as HTTP clients do on 429); a refused open-loop request is dropped. Either way a
-request is counted once. Lengths are fixed, uniform or lognormal, clipped so
-prompt + output fits the model length.
+request is counted once. Lengths are fixed, uniform or lognormal; one drawn
+longer than the model length allows is shortened to fit, and counted (``clipped``).
 """
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ RETRY_BACKOFF_MAX_S = 2.0    # the wait stops doubling here
 
 
 class LengthSampler:
-    def __init__(self, spec: LengthSpec, cap: int, rng: np.random.Generator):
-        self.spec, self.cap, self.rng = spec, min(cap, spec.max or cap), rng
+    """Token lengths drawn from a ``LengthSpec``, within its own ``min`` and ``max`` (0: no cap)."""
+
+    def __init__(self, spec: LengthSpec, rng: np.random.Generator):
+        self.spec, self.cap, self.rng = spec, spec.max or math.inf, rng
 
     def __call__(self) -> int:
         s = self.spec
@@ -50,8 +52,9 @@ class Workload:
         self.unsent = spec.num_prompts * scale if self.offline else 0
         self.rng = rng = np.random.default_rng(seed)
         self.max_model_len = max_model_len
-        self.output_len = LengthSampler(spec.output, max_model_len - 1, rng)
-        self.input_len = LengthSampler(spec.input, max_model_len - 1, rng)
+        self.output_len = LengthSampler(spec.output, rng)
+        self.input_len = LengthSampler(spec.input, rng)
+        self.clipped = 0                 # requests shortened to fit max_model_len (counted in the results)
         self.next_id = 0
         self.idle_clients = self.concurrency if spec.arrival == "closed" else 0
         self.backlog: list[tuple[float, int, list[Submit]]] = []   # (retry at, seq, refused requests)
@@ -67,8 +70,10 @@ class Workload:
         return float(self.rng.gamma(shape, 1.0 / (self.rate * shape)))
 
     def _new(self, t: float) -> Submit:
-        out = self.output_len()
-        prompt = min(self.input_len(), self.max_model_len - out)
+        drawn_out, drawn_prompt = self.output_len(), self.input_len()
+        out = min(drawn_out, self.max_model_len - 1)
+        prompt = min(drawn_prompt, self.max_model_len - out)
+        self.clipped += (out, prompt) != (drawn_out, drawn_prompt)
         self.next_id += 1
         return Submit(self.next_id - 1, t, prompt, out, -1)
 

@@ -188,3 +188,15 @@ def read(fmt: str, path, model: str = "") -> Iterator[TraceRow]:
     if fmt == "burstgpt":
         return burstgpt(path, model)
     return {"azure": azure, "mooncake": mooncake, "sharegpt": sharegpt}[fmt](path)
+
+
+def check(fmt: str, path, model: str = "") -> int:
+    """Read the whole trace once before a run starts, so a file that is not text or a malformed row is
+    refused (file and line) before anything runs, never part-way through; returns the rows read."""
+    try:
+        return sum(1 for _ in read(fmt, path, model))
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "<file>", "not text", f"a trace ({fmt}) is UTF-8 text; is this the "
+                                                           "right file?") from None
+    except OSError as err:
+        raise ConfigError(str(path), "<file>", str(path), f"cannot be read ({err.strerror or err})") from None

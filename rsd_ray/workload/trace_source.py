@@ -30,6 +30,7 @@ class TraceSource(OpenLoopSource):
         self.rng = np.random.default_rng(seed)
         self.clock = 0.0                     # ShareGPT's drawn arrival times
         self.next_id = 0
+        self.clipped = 0                     # rows shortened to fit max_model_len (counted in the results)
         self.ahead = self._next()
         self.conversations = 0
         self.next_turns: list[tuple] = []    # (time, conversation, row, turn): questions due once answered
@@ -62,9 +63,10 @@ class TraceSource(OpenLoopSource):
         return [self._submit(max(t, t0), conversation, row, turn) for t, conversation, row, turn in due]
 
     def _submit(self, t: float, conversation: int, row, turn: int) -> Submit:
-        prompt, output = (row.prompt, row.output) if turn == 0 else row.later[turn - 1]
-        output = max(1, min(output, self.max_len - 1))
-        prompt = max(1, min(prompt, self.max_len - output))
+        asked = (row.prompt, row.output) if turn == 0 else row.later[turn - 1]
+        output = max(1, min(asked[1], self.max_len - 1))
+        prompt = max(1, min(asked[0], self.max_len - output))
+        self.clipped += (prompt, output) != tuple(asked)
         hash_ids = row.hash_ids
         if self.spec.multi_turn:
             self.asking[self.next_id] = (conversation, row, turn)
