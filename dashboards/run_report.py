@@ -9,6 +9,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from rsd_ray.report.saturation import describe as describe_saturation
+
 INSTANCE_ROWS = 16      # a report lists this many instances (the busiest and the least busy), and counts the rest
 
 
@@ -90,6 +92,9 @@ def render(doc: dict, console: Console) -> None:
                       f"{list(r['cards'])}) after {r['duration_s']:.2f} s, {r['load_s']:.2f} s of it reloading shards")
     if doc["failures"] or doc.get("faults", {}).get("injected"):
         console.print(timeline(doc, console.width))
+    if "saturation" in doc:
+        colour = {"stable": "green", "backlogged": "yellow", "overloaded": "red"}[doc["saturation"]["verdict"]]
+        console.print(f"[bold {colour}]rack {describe_saturation(doc['saturation'])}[/]")
     console.print(f"emulator: {emu['executor']} executor, {emu['virtual_s']:.1f} virtual s in {emu['wall_s']:.2f} "
                   f"wall s ({emu['virtual_per_wall']:.1f}× real time)")
     if doc["status"] != "completed":

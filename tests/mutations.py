@@ -20,7 +20,7 @@ FAULTS = ["tests/test_faults.py", "tests/test_engine_oracle.py"]
 RECOVERY = ["tests/test_recovery.py", "tests/test_engine_oracle.py"]
 FIDELITY = ["tests/test_fidelity.py", "tests/test_rules.py", "tests/test_engine_oracle.py"]
 PREFIX = ["tests/test_prefix.py", "tests/test_traces.py"]
-INPUTS = ["tests/test_inputs.py", "tests/test_signals.py", "tests/test_faults.py"]
+INPUTS = ["tests/test_inputs.py", "tests/test_signals.py", "tests/test_faults.py", "tests/test_saturation.py"]
 CONFIG = ["tests/test_config.py", "tests/test_open_rack.py", "tests/test_sweep.py", "tests/test_rules.py"]
 WRONG = [
  ("rsd_ray/engine/kv_blocks.py", "return -(-tokens // block_size)", "return tokens // block_size"),
@@ -156,6 +156,10 @@ WRONG = [
   INPUTS),
  ("rsd_ray/signals.py", "    if phase[0] is not RECORD:\n        phase[0](reason(signum))", "    pass", INPUTS),
  ("rsd_ray/signals.py", "    return 128 + signum if signum is not None else default", "    return default", INPUTS),
+ ("rsd_ray/report/saturation.py", "if refused or unfinished:", "if refused:", INPUTS),
+ ("rsd_ray/report/saturation.py", "max(BACKLOG_SHARE * arrived, NOISE_SIGMAS * (2 * at_mid) ** 0.5)",
+  "BACKLOG_SHARE * arrived", INPUTS),
+ ("rsd_ray/report/saturation.py", "(arrival <= t) & (served > t)", "(arrival <= t)", INPUTS),
 ]
 HANG_S = 300
 TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_engine_oracle.py"]

@@ -40,6 +40,7 @@ class Outcome:
     faults: tuple = ()                        # the rsd_ray.rack.faults.Fault injected, by time
     functional: dict | None = None            # --model DIR: tokens computed and a few requests' text
     clipped: int = 0                          # requests the source shortened to fit max_model_len
+    closed_loop: bool = False                 # the source's clients wait for their answers (never backlogged)
     frontend: dict | None = None              # router.gateway_cores: the gateway's load and waits
 
 
@@ -84,5 +85,5 @@ class RunLog:
             end_s=driver.t, epochs=driver.epochs, wall_s=wall_s, executor=driver.executor.name, status=status,
             reason=reason, recoveries=tuple(self.recoveries), faults=tuple(driver.faults.injected),
             functional=getattr(driver.source, "functional", lambda: None)(),
-            clipped=getattr(driver.source, "clipped", 0),
+            clipped=getattr(driver.source, "clipped", 0), closed_loop=getattr(driver.source, "closed_loop", False),
             frontend=driver.frontend.summary(driver.t) if driver.frontend else None)

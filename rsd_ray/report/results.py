@@ -8,6 +8,7 @@ from collections import defaultdict
 from rsd_ray.calibration import ALL as CALIBRATION
 from rsd_ray.rack.outcome import Outcome
 from rsd_ray.report.metrics import offline_throughput, summarise, throughput_series
+from rsd_ray.report.saturation import saturation
 
 SCHEMA = "rsd-ray/run/v1"
 WALL_CLOCK_FIELDS = ("wall_s", "virtual_per_wall")   # the only fields that differ between equal runs
@@ -61,13 +62,15 @@ def build(outcome: Outcome) -> dict:
                 "preemptions": sum(r.preemptions for r in records),
                 "clipped": outcome.clipped}       # shortened to fit max_model_len (vLLM would refuse or cut them)
     placement = outcome.plan.placement
+    verdict = saturation(records, outcome.refused, window, closed_loop=outcome.closed_loop)
     return {
         "schema": SCHEMA,
         "status": outcome.status,
         "reason": outcome.reason,
         "config": dataclasses.asdict(spec),
         "calibration": CALIBRATION,
-        "summary": summary,
+        "summary": summary | {"saturation": verdict["verdict"]},
+        "saturation": verdict,
         "requests": requests,
         "placement": {"tp": placement.tp, "scope": placement.scope, "instances": len(placement.groups),
                       "groups": [list(g) for g in placement.groups], "idle_cards": list(placement.idle_cards)},

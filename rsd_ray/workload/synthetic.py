@@ -55,6 +55,7 @@ class Workload:
         self.output_len = LengthSampler(spec.output, rng)
         self.input_len = LengthSampler(spec.input, rng)
         self.clipped = 0                 # requests shortened to fit max_model_len (counted in the results)
+        self.closed_loop = spec.arrival == "closed"
         self.next_id = 0
         self.idle_clients = self.concurrency if spec.arrival == "closed" else 0
         self.backlog: list[tuple[float, int, list[Submit]]] = []   # (retry at, seq, refused requests)
