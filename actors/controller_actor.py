@@ -1,6 +1,8 @@
 """ControllerActor: the rack's controller as a named actor, so other processes can find a running rack.
 
-Threaded (``max_concurrency``) so ``progress`` and ``stop`` answer while ``run`` works.
+Threaded (``max_concurrency``) so ``progress`` and ``stop`` answer while ``run`` works. The rack is started
+by ``start``, not the constructor: what goes wrong while it starts (a card or host lost, a node gone)
+reaches the driver as the error it is, not as the death of this actor.
 """
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ CONTROLLER_NAME = "rsd-ray-controller"
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class ControllerActor:
-    def __init__(self, spec, fast: bool | None = None, telemetry: bool = False, faults=(), trace=None):
-        """``trace``: (t0, t1) of a Perfetto timeline drawn here from the run's step records."""
+    def start(self, spec, fast: bool | None = None, telemetry: bool = False, faults=(), trace=None) -> None:
+        """Place and start the rack. ``trace``: (t0, t1) of a Perfetto timeline drawn here from the run's step
+        records."""
         self.controller = Controller(spec, executor="ray", fast=fast)
         self.controller.inject(faults)
         self.telemetry = attach(self.controller) if telemetry else None

@@ -22,6 +22,7 @@ from rsd_ray.actors.card_actor import CardActor
 from rsd_ray.actors.host_actor import HostActor
 from rsd_ray.config import ConfigError
 from rsd_ray.rack.epoch import EpochIn, EpochOut, Failure, Kind, merge
+from rsd_ray.rack.executor import RackLost
 
 HOST_CPU = 0.01
 """CPU share reserved for a host actor's bundle. It only keeps the bundle non-empty:
@@ -40,21 +41,21 @@ def host_input(epoch: EpochIn, server: int) -> EpochIn:
     return dataclasses.replace(epoch, arrivals={server: epoch.arrivals.get(server, ())})
 
 
-class RackLost(RuntimeError):
-    """The rack could not be started (placement, start-up), so there is nothing to run."""
-
-
 def _get(refs, what: str, timeout: float = CALL_TIMEOUT_S):
     try:
         return ray.get(refs, timeout=timeout)
     except ray.exceptions.GetTimeoutError as err:
         raise RackLost(f"{what}: no answer within {timeout:.0f} s; a node may be lost") from err
     except ray.exceptions.RayError as err:
-        raise RackLost(f"{what} failed: {_reason(err)}") from err
+        raise RackLost(f"{what} failed: {ray_reason(err)}") from err
 
 
-def _reason(err: BaseException) -> str:
-    return f"{type(err).__name__}: {(str(err).strip().splitlines() or ['?'])[0]}"
+def ray_reason(err: BaseException) -> str:
+    """Ray's own words: the error's first line, and for a dead actor the node it was on and why it died."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or ["?"]
+    detail = [line.split(" Some common causes")[0] for line in lines[1:]      # what happened, not Ray's guesses
+              if line.startswith("ip:") or "exit" in line.lower()]
+    return f"{type(err).__name__}: {lines[0]}" + (f" ({'; '.join(detail)})" if detail else "")
 
 
 def check_capacity(rack) -> None:
@@ -104,13 +105,15 @@ class RayExecutor:
                     resources={"atom_card": 1}, max_restarts=-1 if spec.recover else 0,
                     scheduling_strategy=bundle).remote(c, spec.device, spec.model.dtype, spec.epoch_s)
         for group in plan.placement.groups:
-            loads += [self.cards[c].load.remote(blobs[rank], plan.memory) for rank, c in enumerate(group)]
-        _get(loads, "loading programs onto the cards", READY_TIMEOUT_S)
+            loads += [(c, self.cards[c].load.remote(blobs[rank], plan.memory)) for rank, c in enumerate(group)]
+        for c, ref in loads:                              # a card that dies while starting is named
+            _get(ref, f"starting card {c} (server {c // per}) and loading its program", READY_TIMEOUT_S)
         for s, pg in zip(self.setups, self.pgs):
             handles = {c: self.cards[c] for c in s.cards}
             self.hosts.append(HostActor.options(num_cpus=HOST_CPU, scheduling_strategy=PlacementGroupSchedulingStrategy(
                 pg, placement_group_bundle_index=0)).remote(spec, plan, s, handles, fast))
-        _get([h.ready.remote() for h in self.hosts], "starting the hosts", READY_TIMEOUT_S)
+        for s, ref in [(s, h.ready.remote()) for s, h in zip(self.setups, self.hosts)]:
+            _get(ref, f"starting the host of server {s.server}", READY_TIMEOUT_S)
 
     def _alive(self):
         return [(h, s) for h, s in zip(self.hosts, self.setups) if s.server not in self.dead]
@@ -124,7 +127,7 @@ class RayExecutor:
             try:
                 parts.append(ray.get(ref, timeout=max(0.0, deadline - time.monotonic())))
             except (ray.exceptions.RayError, TimeoutError) as err:
-                parts.append(self._host_lost(s, epoch.t_end, _reason(err)))
+                parts.append(self._host_lost(s, epoch.t_end, ray_reason(err)))
         return merge(epoch.t_end, parts)
 
     def _host_lost(self, setup, t: float, reason: str) -> EpochOut:

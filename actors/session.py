@@ -7,22 +7,23 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import time
 from contextlib import contextmanager
 
 import ray
 
 from rsd_ray import signals
-from rsd_ray.actors.card_group import first_line
 from rsd_ray.actors.controller_actor import CONTROLLER_NAME, NAMESPACE, ControllerActor
-from rsd_ray.actors.ray_executor import RackLost, check_capacity
+from rsd_ray.actors.ray_executor import ray_reason, check_capacity
+from rsd_ray.rack.executor import RackLost
 from rsd_ray.config import ConfigError
 from rsd_ray.rack.epoch import EpochOut
 from rsd_ray.report.timeline import write_trace
 
 POLL_S = 0.25
 PROBE_TIMEOUT_S = 5.0
-DIED_HINT = ("a cluster started with RAY_AUTH_MODE=disabled needs it set here too (with ~/.ray/auth_token present, "
+AUTH_HINT = ("a cluster started with RAY_AUTH_MODE=disabled needs it set here too (with ~/.ray/auth_token present, "
              "token authentication is used, as `ray start` does); its logs say more")
 JOIN_HINT = ("start one with `ray start --head --resources='{\"atom_card\": 16}'` (or `ray up`), "
              "or drop --address to run on a private embedded Ray")
@@ -60,7 +61,8 @@ def ray_session(address: str | None, cards: int):
     if ray.is_initialized():
         yield
         return
-    common = {"namespace": NAMESPACE, "logging_level": logging.WARNING}
+    # Ray's own warnings and its workers' output stay in its log folder, said once below, off the terminal
+    common = {"namespace": NAMESPACE, "logging_level": logging.ERROR, "log_to_driver": False}
     if address:
         if address != "auto":
             _probe(address)
@@ -74,6 +76,9 @@ def ray_session(address: str | None, cards: int):
     else:
         with signals.ray_starting():
             ray.init(address="local", resources={"atom_card": cards}, include_dashboard=False, **common)
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is not None:
+        print(f"rsd-ray: Ray's logs are in {node.get_logs_dir_path()}", file=sys.stderr)
     try:
         yield
     finally:
@@ -89,10 +94,9 @@ def run_on_ray(spec, sinks=(), fast: bool | None = None, show=None, faults=(), r
     handed the controller's telemetry frame at most every ``refresh_s``. ``trace``: (t0, t1, path) of a
     timeline the controller actor draws from its steps, written here."""
     check_capacity(spec.rack)
-    controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote(
-        spec, fast, show is not None, tuple(faults), trace[:2] if trace else None)
-    try:
-        ray.get(controller.progress.remote())   # start-up (every card placed and started): a signal ends it
+    controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote()
+    try:                                        # start-up (every card placed and started): a signal ends it
+        ray.get(controller.start.remote(spec, fast, show is not None, tuple(faults), trace[:2] if trace else None))
         ref, shown, asked = controller.run.remote(), 0.0, []
         with signals.graceful(asked.append):     # running: a signal asks the controller to stop at its epoch
             while not ray.wait([ref], timeout=POLL_S)[0]:
@@ -108,10 +112,13 @@ def run_on_ray(spec, sinks=(), fast: bool | None = None, show=None, faults=(), r
         if trace:
             write_trace(trace[2], ray.get(controller.trace_events.remote()), trace[:2])
         return outcome
-    except ray.exceptions.RayTaskError as err:
+    except ray.exceptions.RayTaskError as err:     # the error itself, in one line: not a remote traceback
+        if isinstance(err.cause, (RackLost, ConfigError)):
+            raise err.cause from None
         raise err.as_instanceof_cause() from None
     except ray.exceptions.RayActorError as err:
-        raise RackLost(f"the controller actor died ({first_line(err)}); {DIED_HINT}") from None
+        raise RackLost(f"the controller actor died: {ray_reason(err)}" + (f"; {AUTH_HINT}" if "auth" in str(err).lower()
+                                                                      else "")) from None
     finally:
         ray.kill(controller)
         time.sleep(0)   # let the kill be sent before a session shutdown

@@ -125,6 +125,7 @@ def cmd_run(args) -> int:
 
     from rsd_ray.compiler import check_plan
     from rsd_ray.plugins import get_executor
+    from rsd_ray.rack.executor import RackLost
     from rsd_ray.rack.faults import from_args as faults_from_args
     from rsd_ray.report.results import dump, not_run
 
@@ -152,6 +153,10 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt:              # before the rack ran an epoch (or a second signal): say so, save that
         if args.out:
             dump(not_run(spec, args.executor, signals.reason(signals.first_received() or signal.SIGINT)), args.out)
+        raise
+    except RackLost as err:                # a card, host or node lost while the rack started: nothing ran
+        if args.out:
+            dump(not_run(spec, args.executor, str(err), status="failed"), args.out)
         raise
     with signals.graceful(signals.RECORD):  # a signal now lets the results be written, then sets the exit status
         return _report_run(args, outcome, console, render)
@@ -305,8 +310,9 @@ def main(argv=None) -> int:
         except ConfigError as err:
             print(f"rsd-ray: config error: {err}", file=sys.stderr)
             return 2
-        except RuntimeError as err:      # e.g. the Ray executor could not start: say so, never hang
-            print(f"rsd-ray: {type(err).__name__}: {err}", file=sys.stderr)
+        except RuntimeError as err:      # e.g. the rack could not start (RackLost): say so in one line, never hang
+            print(f"rsd-ray: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",
+                  file=sys.stderr)
             return 1
         except KeyboardInterrupt:        # before the run began, or a second signal (Ray re-raises it bare)
             signum = signals.first_received() or signal.SIGINT

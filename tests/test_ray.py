@@ -1,6 +1,7 @@
 """The Ray executor: same results as inline, placement, capacity, lean cards, no leaks."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -266,6 +267,34 @@ def test_a_stop_signal_in_any_phase_saves_what_ran_and_leaves_no_process(tmp_pat
             except OSError:
                 pass
         proc.wait(timeout=30)
+
+
+def test_a_card_actor_killed_while_the_rack_starts_ends_failed_naming_it(tmp_path):
+    """kill -9 of the first card actor as soon as it runs: the run says which card, on which node, and Ray's
+    cause, in one line (no remote traceback, no guess), saves a results document saying so, and leaves
+    nothing running."""
+    out, mark = tmp_path / "run.json", f"rsd-ray-test-{os.getpid()}-card-at-start"
+    proc = subprocess.Popen([sys.executable, "-m", "rsd_ray.cli", "run", "--rack", "mini", "--model", "tiny-llama",
+                             "--tp", "2", "--duration", "5", "--no-progress", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "RSD_RAY_TEST_MARK": mark})
+    try:
+        deadline, card = time.monotonic() + 180, None
+        while card is None and time.monotonic() < deadline:
+            card = next((pid for pid, cmd in descendants(proc.pid).items() if "CardActor" in cmd), None)
+            time.sleep(0.02)
+        os.kill(card, signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1, err[-3000:]
+        doc = json.loads(out.read_text())
+        assert doc["status"] == "failed" and doc["requests"]["offered"] == 0
+        assert re.search(r"starting card \d+ \(server \d\) .*failed: ActorDiedError: .*\(ip: ", doc["reason"])
+        said = [line for line in err.splitlines() if line.startswith("rsd-ray: RackLost")]
+        assert len(said) == 1 and "Traceback" not in err and "RAY_AUTH_MODE" not in err, err[-3000:]
+        assert eventually(lambda: not marked(mark), timeout=30), marked(mark)
+    finally:
+        for pid in marked(mark) | ({proc.pid} if proc.poll() is None else set()):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_card_server_and_thermal_faults_on_ray_kill_actors_and_lose_no_request(ray_session):

@@ -21,6 +21,11 @@ from rsd_ray.interconnect.topology import Topology
 from rsd_ray.engine.request import RequestRecord
 
 
+class RackLost(RuntimeError):
+    """The rack could not be started (placement, a card, host or node lost while starting), so nothing ran.
+    Its message says what was lost and the cause the executor was given, and nothing it did not check."""
+
+
 def host_setups(spec: RunSpec, topology: Topology, plan: Plan) -> list[HostSetup]:
     """One host per server; a group is driven by the host of its first card, so each card has one host."""
     groups = plan.placement.groups

@@ -116,9 +116,10 @@ def without_wall_clock(doc: dict) -> dict:
     return doc
 
 
-def not_run(spec, executor: str, reason: str) -> dict:
-    """The document of a run stopped before its first epoch: what was asked, why it did not run, no figures."""
-    return {"schema": SCHEMA, "status": "interrupted", "reason": reason, "config": dataclasses.asdict(spec),
+def not_run(spec, executor: str, reason: str, status: str = "interrupted") -> dict:
+    """The document of a run that ended before its first epoch (stopped, or its rack lost while starting):
+    what was asked, why it did not run, no figures."""
+    return {"schema": SCHEMA, "status": status, "reason": reason, "config": dataclasses.asdict(spec),
             "calibration": CALIBRATION, "summary": {}, "requests": {"offered": 0, "accepted": 0, "refused": 0},
             "emulator": {"executor": executor, "epochs": 0}}
 
