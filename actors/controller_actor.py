@@ -21,11 +21,18 @@ class ControllerActor:
     def start(self, spec, fast: bool | None = None, telemetry: bool = False, faults=(), trace=None) -> None:
         """Place and start the rack. ``trace``: (t0, t1) of a Perfetto timeline drawn here from the run's step
         records."""
-        self.controller = Controller(spec, executor="ray", fast=fast)
+        self.controller = Controller(spec, executor="ray", fast=fast, report=self._report)
         self.controller.inject(faults)
         self.telemetry = attach(self.controller) if telemetry else None
         self.timeline = TraceSink(self.controller, *trace) if trace else None
         self.t, self.in_flight, self.done = 0.0, 0, False
+
+    def _report(self, phase: str, done: int = 0, total: int = 0) -> None:
+        self.phase = (phase, done, total)
+
+    def startup(self) -> tuple[str, int, int]:
+        """How start-up goes: (phase, done, total)."""
+        return getattr(self, "phase", ("placing servers", 0, 0))
 
     def _on_epoch(self, out, in_flight: int) -> None:
         self.t, self.in_flight = out.t_end, in_flight

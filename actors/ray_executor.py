@@ -72,10 +72,12 @@ def check_capacity(rack) -> None:
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, spec, plan, setups, topology=None, fast: bool | None = None):
+    def __init__(self, spec, plan, setups, topology=None, fast: bool | None = None, report=None):
         """``fast``: compiled graphs (True), plain calls (False), or by cards per CPU (None).
-        ``topology`` is not shared: each host actor builds its own, in its own process."""
+        ``topology`` is not shared: each host actor builds its own, in its own process. ``report(phase, done,
+        total)`` hears how start-up goes (placing servers, starting card actors n / N, starting hosts)."""
         self.setups = setups
+        self.report = report or (lambda phase, done=0, total=0: None)
         self.pgs, self.hosts, self.cards = [], [], {}
         self.dead: set[int] = set()          # servers whose host was lost
         check_capacity(spec.rack)
@@ -94,6 +96,7 @@ class RayExecutor:
         for _ in self.setups:
             bundles = [{"CPU": HOST_CPU}] + [{"atom_card": 1}] * per
             self.pgs.append(placement_group(bundles, strategy="STRICT_PACK"))
+        self.report("placing servers", 0, len(self.pgs))
         _get([pg.ready() for pg in self.pgs], "placing the servers", READY_TIMEOUT_S)
         blobs = [p.to_msgpack() for p in plan.programs]
         loads = []
@@ -106,13 +109,16 @@ class RayExecutor:
                     scheduling_strategy=bundle).remote(c, spec.device, spec.model.dtype, spec.epoch_s)
         for group in plan.placement.groups:
             loads += [(c, self.cards[c].load.remote(blobs[rank], plan.memory)) for rank, c in enumerate(group)]
-        for c, ref in loads:                              # a card that dies while starting is named
+        for n, (c, ref) in enumerate(loads):              # a card that dies while starting is named
+            self.report("starting card actors", n, len(loads))
             _get(ref, f"starting card {c} (server {c // per}) and loading its program", READY_TIMEOUT_S)
         for s, pg in zip(self.setups, self.pgs):
             handles = {c: self.cards[c] for c in s.cards}
             self.hosts.append(HostActor.options(num_cpus=HOST_CPU, scheduling_strategy=PlacementGroupSchedulingStrategy(
                 pg, placement_group_bundle_index=0)).remote(spec, plan, s, handles, fast))
-        for s, ref in [(s, h.ready.remote()) for s, h in zip(self.setups, self.hosts)]:
+        hosts = [(s, h.ready.remote()) for s, h in zip(self.setups, self.hosts)]
+        for n, (s, ref) in enumerate(hosts):
+            self.report("compiling graphs" if fast else "starting hosts", n, len(hosts))
             _get(ref, f"starting the host of server {s.server}", READY_TIMEOUT_S)
 
     def _alive(self):
@@ -155,8 +161,11 @@ class RayExecutor:
     @staticmethod
     def run_session(spec, sinks, address=None, show=None, faults=(), refresh_s: float = 1.0, trace=None):
         """``rsd-ray run`` on Ray: embedded (or joined) Ray around a controller actor; ``show`` gets
-        dashboard frames; ``trace``: (t0, t1, path), drawn in the controller actor, written here."""
+        dashboard frames; ``trace``: (t0, t1, path), drawn in the controller actor, written here. A sink with
+        a ``phase`` method is told the start-up phases."""
         from rsd_ray.actors.session import ray_session, run_on_ray
+        for sink in sinks:
+            getattr(sink, "phase", lambda *a: None)("starting Ray" if not address else "joining Ray")
         with ray_session(address, spec.rack.servers * spec.rack.cards_per_server):
             return run_on_ray(spec, sinks, show=show, faults=faults, refresh_s=refresh_s, trace=trace)
 

@@ -95,8 +95,16 @@ def run_on_ray(spec, sinks=(), fast: bool | None = None, show=None, faults=(), r
     timeline the controller actor draws from its steps, written here."""
     check_capacity(spec.rack)
     controller = ControllerActor.options(name=CONTROLLER_NAME, namespace=NAMESPACE).remote()
+    phases = [s.phase for s in sinks if hasattr(s, "phase")]
     try:                                        # start-up (every card placed and started): a signal ends it
-        ray.get(controller.start.remote(spec, fast, show is not None, tuple(faults), trace[:2] if trace else None))
+        started = controller.start.remote(spec, fast, show is not None, tuple(faults), trace[:2] if trace else None)
+        while not ray.wait([started], timeout=POLL_S)[0]:
+            now = ray.get(controller.startup.remote())
+            for phase in phases:
+                phase(*now)
+        ray.get(started)
+        for phase in phases:
+            phase("warming")                    # until the first epoch is back
         ref, shown, asked = controller.run.remote(), 0.0, []
         with signals.graceful(asked.append):     # running: a signal asks the controller to stop at its epoch
             while not ray.wait([ref], timeout=POLL_S)[0]:

@@ -24,12 +24,17 @@ def run_progress(console: Console, duration: float, enabled: bool = True):
                TextColumn("{task.completed:.1f}/{task.total:.0f} virtual s"), TextColumn("{task.fields[state]}"),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("emulating", total=duration, state="")
+        task = progress.add_task("starting", total=duration, state="")
 
         def on_epoch(out, in_flight: int) -> None:
             t = out.t_end
             state = f"{in_flight} in flight" + (" · draining" if t > duration else "")
-            progress.update(task, completed=min(t, duration), state=state)
+            progress.update(task, description="emulating", completed=min(t, duration), state=state)
+
+        def phase(name: str, done: int = 0, total: int = 0) -> None:
+            """A start-up phase (starting Ray, placing servers, starting card actors n / N, ...)."""
+            progress.update(task, description=name, state=f"{done} / {total}" if total else "")
+        on_epoch.phase = phase
         yield on_epoch
 
 

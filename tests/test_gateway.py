@@ -53,6 +53,21 @@ def test_requests_keep_their_own_virtual_arrival_and_wait_for_their_epoch():
     asyncio.run(main())
 
 
+def test_a_rack_that_cannot_keep_its_pace_is_re_anchored_not_left_behind_for_ever():
+    """Pace 1000, the rack at virtual 5 s while its clock says 3000 s (3 wall s behind, over MAX_LAG_S):
+    the clock is moved to the rack, so a request arriving now is in the next epoch, not 2995 s later."""
+    async def main():
+        g, _ = gateway(pace=1000.0)
+        g.pacer.wall0 = time.monotonic() - 3.0
+        g.arrivals(5.0, 5.01)
+        assert g.pace_resets == 1 and g.pacer.virtual() == pytest.approx(5.0, abs=1.0)   # 1 virtual s = 1 ms
+        now = g.submit(100, 5)
+        assert [s.rid for s in g.arrivals(5.01, 6.0)] == [now.rid]
+        g.arrivals(6.0, 6.01)
+        assert g.pace_resets == 1                       # a rack keeping up is left alone
+    asyncio.run(main())
+
+
 def test_the_queue_before_the_next_epoch_is_bounded_and_a_closed_gateway_refuses():
     async def main():
         g, _ = gateway(pace=1.0, max_queued=2)

@@ -297,6 +297,22 @@ def test_a_card_actor_killed_while_the_rack_starts_ends_failed_naming_it(tmp_pat
             os.kill(pid, signal.SIGKILL)
 
 
+def test_start_up_shows_its_phases_with_counts(ray_session):
+    from rsd_ray.actors.session import run_on_ray
+    seen = []
+
+    def sink(out, in_flight):
+        seen.append(("emulating", 0, 0))
+    sink.phase = lambda name, done=0, total=0: seen.append((name, done, total))
+    outcome = run_on_ray(load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=0.3), [sink])
+    order = [name for i, (name, _, _) in enumerate(seen) if i == 0 or seen[i - 1][0] != name]
+    canonical = ["placing servers", "starting card actors", "compiling graphs", "starting hosts", "warming",
+                 "emulating"]                     # polled every 0.25 s: a quick phase may be missed, never reordered
+    assert outcome.status == "completed" and order == [p for p in canonical if p in order]
+    assert "starting card actors" in order and order[-2:] == ["warming", "emulating"]
+    assert {total for name, _, total in seen if name == "starting card actors"} == {8}   # n / 8 cards
+
+
 def test_card_server_and_thermal_faults_on_ray_kill_actors_and_lose_no_request(ray_session):
     """Here, not in test_faults: a test session's Ray must not be up while test_open_rack looks for none."""
     from rsd_ray.actors.session import run_on_ray

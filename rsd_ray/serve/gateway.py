@@ -12,7 +12,10 @@ reaches t0, and a token reaches its client at its own virtual time mapped to
 wall time. A request keeps the virtual time it reached the gateway, so its wait
 for the next epoch is part of the TTFT the emulation reports, as it is part of
 what the client measures. When the
-rack falls behind, ``lag_s`` says by how much, and nothing is hidden.
+rack falls behind, ``lag_s`` says by how much, and nothing is hidden. A rack that cannot keep its pace
+at all (more than ``MAX_LAG_S`` behind: an emulation slower than the pace asked) is re-anchored to where
+it is, so requests are served as fast as the emulation runs instead of waiting for a clock it never
+reaches; each time is counted (``pace_resets``, in the status and the metrics).
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field
 
 from rsd_ray.rack.epoch import Control, EpochOut, Kind, Needs, Submit
 from rsd_ray.serve.text import stop_index
+
+MAX_LAG_S = 1.0      # wall seconds the rack may run behind its paced clock before the clock is re-anchored
 
 
 class Pacer:
@@ -94,6 +99,7 @@ class Gateway:
         self.next_id = 0
         self.closed: str | None = None
         self.lag_s = 0.0
+        self.pace_resets = 0                    # times the paced clock was re-anchored to a rack behind it
         self.t = 0.0
         self.controller = None
         self.health: tuple[bool, ...] = ()      # each instance's, as of the last epoch
@@ -162,6 +168,9 @@ class Gateway:
         if delay > 0:
             time.sleep(delay)
         self.lag_s = max(0.0, time.monotonic() - self.pacer.wall(t0))
+        if self.lag_s > MAX_LAG_S:           # the emulation cannot keep this pace: serve as fast as it runs
+            self.pacer.set_pace(self.pacer.pace, at=t0)
+            self.pace_resets += 1
         self.t = t0
         with self.lock:
             for rid in self.aborts:

@@ -83,7 +83,9 @@ class RackMetrics:
         for name, doc, value in (("rsd_ray_virtual_time_seconds", "The rack's virtual clock.", g.t),
                                  ("rsd_ray_pace", "Virtual seconds per wall second.", g.pacer.pace),
                                  ("rsd_ray_lag_seconds", "How far the rack runs behind its paced clock (wall s).",
-                                  g.lag_s)):
+                                  g.lag_s),
+                                 ("rsd_ray_pace_resets", "Times the paced clock was re-anchored to a rack that "
+                                  "could not keep the pace.", g.pace_resets)):
             m = GaugeMetricFamily(name, doc)
             m.add_metric([], value)
             yield m

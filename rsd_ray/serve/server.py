@@ -163,7 +163,7 @@ class RackServer:
 
     def status(self) -> dict:
         g, c = self.gateway, self.controller
-        return {"pid": os.getpid(), "t": g.t, "pace": g.pacer.pace, "lag_s": g.lag_s, "in_flight": len(c.ledger.in_flight),
+        return {"pid": os.getpid(), "t": g.t, "pace": g.pacer.pace, "lag_s": g.lag_s, "pace_resets": g.pace_resets, "in_flight": len(c.ledger.in_flight),
                 "instances": self.ctx.instances, "healthy": sum(g.health), **g.counts}
 
     def frame(self) -> dict:
