@@ -19,6 +19,8 @@ GIB = 1024 ** 3
 MIB = 1024 ** 2
 MAX_REQUESTS = 1_000_000   # requests/s, clients or prompts of a workload: each request is a row held in memory
                            # (a rack of 224 cards serves ~10^4 requests/s; 10^12 would exhaust this machine's RAM)
+MAX_VIRTUAL_S = 1e10       # a run's duration or drain, in virtual s: above any trace (BurstGPT spans 121 days) and
+                           # a served rack's open window (1e9 s); 1e300 is a typo, and a run that never ends
 
 
 @spec
@@ -299,9 +301,9 @@ class RunSpec:
     router: RouterSpec
     workload: WorkloadSpec
     compiler: CompilerSpec
-    duration_s: Float = Field(gt=0.0)
+    duration_s: Float = Field(gt=0.0, le=MAX_VIRTUAL_S)
     epoch_s: Float = Field(gt=0.0)
-    drain_s: Float = Field(ge=0.0)
+    drain_s: Float = Field(ge=0.0, le=MAX_VIRTUAL_S)
     seed: Int = Field(ge=0)
     recover: Bool = Field(False, description="a lost card's actor is restarted and its instance rejoins (faults.py)")
 
