@@ -161,6 +161,9 @@ WRONG = [
   "BACKLOG_SHARE * arrived", INPUTS),
  ("rsd_ray/report/saturation.py", "(arrival <= t) & (served > t)", "(arrival <= t)", INPUTS),
  ("rsd_ray/serve/gateway.py", "if self.lag_s > MAX_LAG_S:", "if False:", ["tests/test_gateway.py"]),
+ ("rsd_ray/functional/split.py", "if not live or halt():", "if not live:", ["tests/test_functional.py"]),
+ ("rsd_ray/validation/suite.py", "    for row in rows:\n        if signals.first_received():\n            break",
+  "    for row in rows:", INPUTS),
 ]
 HANG_S = 300
 TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_engine_oracle.py"]

@@ -240,3 +240,14 @@ def test_the_timer_and_the_split_check_tp_against_the_checkpoint_not_a_preset(tm
         card_shards(tmp_path, 4, GIB)
     with pytest.raises(ConfigError, match=r"tp = 4 .*tp must divide both: \[1, 2, 3, 6\]"):
         StepTimer(ckpt.config, "six", 4)
+
+
+def test_generation_halted_by_a_stop_signal_ends_after_the_current_token(gqa):
+    """``rsd-ray generate`` passes ``halt`` = "a stop signal came": the text so far is kept, the cards freed."""
+    ckpt = load(gqa)
+    model = SplitModel(ckpt.config, card_shards(gqa, 2, GIB))
+    steps = []
+    ids, _ = model.generate([PROMPTS[0]], 32, halt=lambda: steps.append(1) or len(steps) >= 3)
+    assert len(ids[0]) == 3                                   # the prefill's token and two decode steps
+    again, _ = model.generate([PROMPTS[0]], 5)                # its KV was released: the cards serve again
+    assert again[0][:3] == ids[0]

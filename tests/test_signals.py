@@ -51,3 +51,15 @@ def test_a_signal_mid_run_ends_it_at_the_next_epoch_with_everything_accounted():
     assert len(epochs) == 20                                          # not one epoch more
     doc = build(outcome)
     assert doc["requests"]["completed"] > 0 and accounted(doc)
+
+
+def test_validate_stops_after_the_row_a_signal_came_in_and_keeps_the_rows_done():
+    from rsd_ray.validation.suite import compare, load_rows
+    rows, sent = load_rows(None)[:3], []
+
+    def first_row_done(result):
+        if not sent:                                                          # one signal, after row 1
+            sent.append(_send(signal.SIGTERM))
+    with signals.handled(), signals.graceful(signals.RECORD):
+        done = compare(rows, on_row=first_row_done)
+        assert [r["id"] for r in done] == [rows[0]["id"]] and signals.exit_code(0) == 143
