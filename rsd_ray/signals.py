@@ -134,6 +134,13 @@ def first_received() -> int | None:
     return _State.received[0] if _State.received else None
 
 
+def status() -> dict:
+    """A command's ``status`` and ``reason`` for its results: interrupted by the first stop signal, or
+    completed."""
+    signum = first_received()
+    return {"status": "interrupted", "reason": reason(signum)} if signum else {"status": "completed", "reason": None}
+
+
 def exit_code(default: int) -> int:
     """``default``, or the first stop signal's status when one came (130, 143, 129)."""
     signum = first_received()

@@ -79,9 +79,6 @@ def from_folder(ref: Any, folder: Path | None) -> Any:
     something there; a preset name, an absolute path or a mapping is returned as it is."""
     if folder is None or not isinstance(ref, str):
         return ref
-    if ref.startswith("trace:"):
-        fmt, _, path = ref[len("trace:"):].partition(":")
-        return f"trace:{fmt}:{from_folder(path, folder)}"
     return str(folder / ref) if not Path(ref).is_absolute() and (folder / ref).exists() else ref
 
 
@@ -107,7 +104,7 @@ def load_part(kind: str, ref: Any, source: str, folder: Path | None = None):
         data, where = _paths_from(kind, ref, folder), source
     elif kind == "workloads" and isinstance(ref, str) and ref.startswith("trace:"):     # trace:FORMAT:PATH
         fmt, _, path = ref[len("trace:"):].partition(":")
-        data, where = {"arrival": "trace", "trace": {"format": fmt, "path": path}}, source
+        data, where = _paths_from(kind, {"arrival": "trace", "trace": {"format": fmt, "path": path}}, folder), source
     elif kind == "models" and isinstance(ref, (str, Path)) and (Path(ref) / "config.json").is_file():   # HF dir
         return read_config(ref).model_spec(Path(ref).resolve().name, checkpoint=str(Path(ref).resolve()))
     elif isinstance(ref, (str, Path)):

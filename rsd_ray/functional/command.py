@@ -101,9 +101,8 @@ def generate(args) -> int:
     virtual = {"ttft_s": times[0], "tpot_s": sum(times[1:]) / (len(times) - 1) if len(times) > 1 else None,
                "e2e_s": sum(times), "rack": args.rack}
     signum = signals.first_received()
-    doc = {"status": "interrupted" if signum else "completed", "reason": signals.reason(signum) if signum else None,
-           "model": str(args.model), "tp": args.tp, "executor": args.executor, "prompt_ids": prompt, "ids": ids,
-           "text": text, "virtual": virtual, "cards": cards}
+    doc = {**signals.status(), "model": str(args.model), "tp": args.tp, "executor": args.executor,
+           "prompt_ids": prompt, "ids": ids, "text": text, "virtual": virtual, "cards": cards}
     if args.json:
         json.dump(doc, sys.stdout)
         print()

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-BACKLOG_SHARE = 0.05   # growth of the requests in the system, as a share of those that arrived meanwhile, that
-                       # counts as falling behind: 1 request in 20 left waiting
+BACKLOG_SHARE = 0.05   # growth of the requests queued, as a share of those that arrived meanwhile, that counts
+                       # as falling behind: 1 request in 20 left waiting
 NOISE_SIGMAS = 3.0     # ... and growth beyond chance: a queue in balance holding n requests has a near-Poisson
                        # count (standard deviation √n), so the difference of two counts moves by √(2n)
 

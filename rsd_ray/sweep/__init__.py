@@ -35,8 +35,7 @@ def run_sweep(spec, axes, out_dir, workers=None, parallel="processes", console=N
     signum = signals.first_received()
     with signals.graceful(signals.RECORD):      # what ran is written whatever comes now
         table = rows(results, names)
-        write(table, results, out / "sweep.csv", out / "sweep.json", *(("interrupted", signals.reason(signum))
-                                                                      if signum else ()))
+        write(table, results, out / "sweep.csv", out / "sweep.json", **signals.status())
         render(table, names, console, title)
         _plot(plot, table, names, out, console)
     if signum:

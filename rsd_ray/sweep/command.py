@@ -54,11 +54,9 @@ def _run(spec, args, axes, console) -> int:
     with Progress(console=console, transient=True) as bar:
         t = bar.add_task(f"capacity search: {len(points)} configurations", total=len(points))
         results = run_points(task, spec, points, args.workers, args.parallel, on_done=lambda _: bar.advance(t))
-    out, signum = Path(args.out_dir), signals.first_received()
+    out = Path(args.out_dir)
     with signals.graceful(signals.RECORD):
-        (out / "capacity.json").write_text(json.dumps({"schema": "rsd-ray/capacity/v1",
-                                                       "status": "interrupted" if signum else "completed",
-                                                       "reason": signals.reason(signum) if signum else None,
+        (out / "capacity.json").write_text(json.dumps({"schema": "rsd-ray/capacity/v1", **signals.status(),
                                                        "results": results}, indent=1))
         render_capacity(results, [name for name, _ in axes], console)
         console.print(f"wrote {out / 'capacity.json'}")

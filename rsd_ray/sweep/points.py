@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 
 from rsd_ray.config import ConfigError, RunSpec, load_part, replace
-from rsd_ray.config.loader import PARTS
+from rsd_ray.config.loader import DEFAULT_RUN, PARTS
 from rsd_ray.config.schema import read_spec
 
-SCALARS = ("tp", "duration_s", "epoch_s", "drain_s", "seed", "recover")
+SCALARS = tuple(field for field in DEFAULT_RUN if field not in PARTS)     # tp, duration_s, ..., recover
 
 
 def parse_axis(text: str) -> tuple[str, list[Any]]:

@@ -32,16 +32,15 @@ def run(args) -> int:
         results = compare(rows, on_row=lambda r: progress.advance(task))
     signum = signals.first_received()
     with signals.graceful(signals.RECORD):
-        _report(args, console, results, signum)
+        _report(args, console, results)
     if signum:
         print(f"rsd-ray: validate {signals.reason(signum)} after {len(results)} of {len(rows)} rows", file=sys.stderr)
     return signals.exit_code(0)
 
 
-def _report(args, console, results, signum) -> None:
+def _report(args, console, results) -> None:
     from rich.table import Table
-    doc = {"schema": "rsd-ray/validate/v1", "status": "interrupted" if signum else "completed",
-           "reason": signals.reason(signum) if signum else None, "results": results, "summary": summary(results)}
+    doc = {"schema": "rsd-ray/validate/v1", **signals.status(), "results": results, "summary": summary(results)}
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(doc, fh, indent=1)
