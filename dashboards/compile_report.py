@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
+from rsd_ray.dashboards.tables import Folding
 
 GIB = 1024 ** 3
 
@@ -18,7 +18,7 @@ def render(d: dict, console: Console) -> None:
     p = d["placement"]
     console.print(f"[bold]{d['model']}[/] at TP {d['tp']} on [bold]{d['rack']}[/] ({d['device']}): "
                   f"{p['instances']} instances, groups under one {p['scope']}, idle cards {p['idle_cards'] or 'none'}")
-    t = Table(title="tensor-parallel split (per card)")
+    t = Folding(title="tensor-parallel split (per card)")
     for col in ("tensor", "full shape", "split", "card shape", "×", "then"):
         t.add_column(col)
     for s in d["shards"]:
@@ -26,7 +26,7 @@ def render(d: dict, console: Console) -> None:
                   s["collective"] or "")
     console.print(t)
     m = d["memory"]
-    t = Table(title="memory plan of every card")
+    t = Folding(title="memory plan of every card")
     t.add_column("region")
     t.add_column("size", justify="right")
     for region in ("weights", "workspace", "comm_buffers", "kv_cache"):
@@ -37,7 +37,7 @@ def render(d: dict, console: Console) -> None:
     console.print(t)
     console.print("command stream: " + ", ".join(f"{k} ×{v}" for k, v in d["commands"].items())
                   + f"; layer pipelining chunks {d['pipeline_chunks']}; msgpack {_bytes(d['program_bytes'])}")
-    t = Table(title="one step, per card")
+    t = Folding(title="one step, per card")
     for col in ("step", "FLOPs", "DRAM bytes", "host link", "compute", "collectives", "step", "tokens/s"):
         t.add_column(col, justify="right")
     for s in d["steps"]:
@@ -46,7 +46,7 @@ def render(d: dict, console: Console) -> None:
                   f"{s['step_s'] * 1e3:.2f} ms", f"{s['tokens_per_s']:,.0f}")
     console.print(t)
     for s in d["steps"]:
-        t = Table(title=f"collective volume per link, {s['step']} (instance 0)")
+        t = Folding(title=f"collective volume per link, {s['step']} (instance 0)")
         t.add_column("link")
         t.add_column("bytes", justify="right")
         for name, n in s["link_bytes"].items():

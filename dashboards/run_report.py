@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.panel import Panel
-from rich.table import Table
+from rsd_ray.dashboards.tables import Folding
 from rich.text import Text
 
 from rsd_ray.report.saturation import describe as describe_saturation
@@ -44,7 +44,7 @@ def render(doc: dict, console: Console) -> None:
                   f"{emu['servers']} servers, {emu['cards']} cards, {emu['instances']} instances · "
                   f"router {cfg['router']['policy']} · "
                   + ("served to live clients" if doc.get("served") else f"{cfg['workload']['arrival']} workload"))
-    t = Table(title="serving (benchmark %.1f virtual s; window %.1f s)" % (s["duration"], s["window_s"]),
+    t = Folding(title="serving (benchmark %.1f virtual s; window %.1f s)" % (s["duration"], s["window_s"]),
               show_header=False)
     t.add_column(style="bold")
     t.add_column(justify="right")
@@ -140,7 +140,7 @@ def averages_frame(doc: dict) -> dict:
 
 def _servers(doc: dict, console: Console) -> None:
     per = doc["config"]["rack"]["cards_per_server"]
-    t = Table(title="servers (window averages)")
+    t = Folding(title="servers (window averages)")
     for name in ("server", "cards", "power W", "card util", "hottest °C", "lost"):
         t.add_column(name, justify="right")
     for s in doc["servers"]:
@@ -155,7 +155,7 @@ def _servers(doc: dict, console: Console) -> None:
 def _instances(doc: dict, console: Console) -> None:
     insts = sorted(doc["instances"], key=lambda i: -i["output_tokens"])
     shown = insts if len(insts) <= INSTANCE_ROWS else insts[:INSTANCE_ROWS // 2] + insts[-INSTANCE_ROWS // 2:]
-    t = Table(title="instances" + (f" (the {INSTANCE_ROWS // 2} busiest and least busy of {len(insts)})"
+    t = Folding(title="instances" + (f" (the {INSTANCE_ROWS // 2} busiest and least busy of {len(insts)})"
                                    if len(shown) < len(insts) else ""))
     for name in ("instance", "output tokens", "steps", "busy", "preemptions", "KV at end", "state"):
         t.add_column(name, justify="right")

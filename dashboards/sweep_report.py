@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from rich.console import Console
-from rich.table import Table
+from rsd_ray.dashboards.tables import Folding
 
 COLUMNS = (("cards", "{:,}"), ("window_output_throughput", "{:,.0f}"), ("scaling_efficiency", "{:.1%}"),
            ("output_tokens_per_s_per_watt", "{:.3f}"), ("p99_ttft_ms", "{:,.0f}"), ("p99_tpot_ms", "{:,.1f}"),
@@ -15,7 +15,7 @@ HEADERS = {"prefix_cache_hit_rate": "prefix hits", "window_output_throughput": "
 
 
 def render(rows: list[dict], axes: list[str], console: Console, title: str = "sweep") -> None:
-    t = Table(title=title)
+    t = Folding(title=title)
     columns = COLUMNS + tuple(c for c in OPTIONAL_COLUMNS if any(c[0] in row for row in rows))
     for name in axes:
         t.add_column(name)
@@ -32,7 +32,7 @@ def render(rows: list[dict], axes: list[str], console: Console, title: str = "sw
 
 
 def render_capacity(results: list[dict], axes: list[str], console: Console) -> None:
-    t = Table(title="capacity: highest request rate meeting the SLOs")
+    t = Folding(title="capacity: highest request rate meeting the SLOs")
     for name in axes + ["capacity req/s", "out tok/s there", "first failing req/s", "runs"]:
         t.add_column(name, justify="right")
     for res in results:

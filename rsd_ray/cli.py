@@ -17,28 +17,78 @@ from rsd_ray.config.schema import read_spec
 from rsd_ray.plugins import renderer
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help says its default (where it has one and does not say it already)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+# vLLM's engine options → (EngineSpec field, type, what it does): the same field as the engine YAML sets
+VLLM_ENGINE_OPTIONS = (
+    ("--max-num-seqs", "max_num_seqs", int, "the most sequences in a step's batch"),
+    ("--max-num-batched-tokens", "max_num_batched_tokens", int, "the most tokens in one step"),
+    ("--max-model-len", "max_model_len", int, "context length: prompt + output tokens (0: the model's)"),
+    ("--block-size", "block_size", int, "tokens per KV-cache block"),
+    ("--gpu-memory-utilization", "kv_cache_fraction", float,
+     "the share of each card's memory the instance may use (weights, workspace, KV cache)"),
+    ("--num-gpu-blocks-override", "num_blocks_override", int, "KV blocks per instance instead of the plan's"),
+    ("--enable-chunked-prefill", "enable_chunked_prefill", bool, "split long prompts over steps"),
+    ("--enable-prefix-caching", "enable_prefix_caching", bool,
+     "automatic prefix caching: a prompt's cached leading blocks are not computed again"),
+    ("--async-scheduling", "async_scheduling", bool, "schedule step n+1 while step n runs"),
+)
+VLLM_DTYPES = {"auto": None, "half": "fp16", "float16": "fp16", "fp16": "fp16", "bfloat16": "bf16", "bf16": "bf16",
+               "float": "fp32", "float32": "fp32", "fp32": "fp32", "int8": "int8", "int4": "int4"}
+
+
 def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a run YAML (rack, model, tp, engine, router, workload, ...)")
-    p.add_argument("--rack", help=f"preset or YAML path (presets: {', '.join(presets('racks'))})")
-    p.add_argument("--model", help=f"preset or YAML path (presets: {', '.join(presets('models'))})")
-    p.add_argument("--tp", type=finite(int), help="tensor-parallel degree (cards per instance)")
-    p.add_argument("--engine", help="engine preset or YAML path")
+    from rsd_ray.config.loader import DEFAULT_RUN, load_part
+    p.add_argument("--rack", help=f"preset or YAML path (presets: {', '.join(presets('racks'))}; default "
+                                  f"{DEFAULT_RUN['rack']})")
+    p.add_argument("--model", help=f"preset or YAML path (presets: {', '.join(presets('models'))}; default "
+                                   f"{DEFAULT_RUN['model']})")
+    p.add_argument("--tp", "--tensor-parallel-size", "-tp", dest="tp", type=finite(int),
+                   help=f"tensor-parallel degree: cards per instance (default {DEFAULT_RUN['tp']})")
+    p.add_argument("--dtype", choices=list(VLLM_DTYPES), help="the weights' data type (model.dtype; vLLM's names or "
+                   "ours; default: the model preset's)")
+    p.add_argument("--engine", help=f"engine preset or YAML path (presets: {', '.join(presets('engines'))}; "
+                                    f"default {DEFAULT_RUN['engine']})")
     p.add_argument("--pipeline-chunks", type=finite(int), help="layer pipelining: chunks per step (1 = off)")
-    p.add_argument("--enable-prefix-caching", action="store_true",
-                   help="vLLM's automatic prefix caching (engine.enable_prefix_caching): a prompt's cached leading "
-                        "blocks are shared, not computed again")
+    engine = p.add_argument_group("engine options, as vLLM names them (each sets the engine YAML's field)")
+    defaults = load_part("engines", DEFAULT_RUN["engine"], "the default engine")
+    for flag, name, kind, what in VLLM_ENGINE_OPTIONS:
+        default = getattr(defaults, name)
+        text = f"{what} (engine.{name}; default {default})"
+        if kind is bool:
+            engine.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            engine.add_argument(flag, dest=name, type=finite(kind), help=text)
 
 
-def _load_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--router", help="router preset or YAML path")
-    p.add_argument("--workload", help="workload preset or YAML path")
-    p.add_argument("--duration", dest="duration_s", type=finite(float), help="virtual seconds of arrivals")
+def _load_args(p: argparse.ArgumentParser, epoch_default: float = 0.05) -> None:
+    from rsd_ray.config.loader import DEFAULT_RUN
+    for part in ("router", "workload"):
+        p.add_argument(f"--{part}", help=f"{part} preset or YAML path (presets: {', '.join(presets(part + 's'))}; "
+                                         f"default {DEFAULT_RUN[part]})")
+    p.add_argument("--duration", dest="duration_s", type=finite(float),
+                   help=f"virtual seconds of arrivals (default {DEFAULT_RUN['duration_s']:g})")
     p.add_argument("--epoch", dest="epoch_s", type=finite(float),
-                   help="virtual seconds per epoch (default 0.05): routing staleness, closed-loop reaction and the "
-                        "governor's sampling period; longer runs faster, see the README")
+                   help=f"virtual seconds per epoch (default {epoch_default:g}): routing staleness, closed-loop "
+                        "reaction and the governor's sampling period; longer runs faster, see the README")
     p.add_argument("--rate", type=finite(float), help="Poisson arrivals, requests/s for the whole rack")
     p.add_argument("--concurrency", type=finite(int), help="closed loop: concurrent clients for the whole rack")
-    p.add_argument("--seed", type=finite(int))
+    p.add_argument("--seed", type=finite(int), help=f"the run's random seed (default {DEFAULT_RUN['seed']})")
     p.add_argument("--num-prompts", type=finite(int),
                    help="offline, as `vllm bench throughput`: this many requests all at t = 0, run until the last "
                         "finishes (throughput over the makespan)")
@@ -110,9 +160,15 @@ def _spec(args) -> RunSpec:
     if change:
         data = {**dataclasses.asdict(spec.workload), **change}
         spec = replace(spec, "command line", workload=read_spec(WorkloadSpec, data, "command line", "workload"))
-    if getattr(args, "enable_prefix_caching", False):
-        engine = replace(spec.engine, "--enable-prefix-caching", enable_prefix_caching=True)
+    engine = spec.engine
+    for flag, name, _, _ in VLLM_ENGINE_OPTIONS:        # one at a time: an error names its flag
+        if getattr(args, name, None) is not None:
+            engine = replace(engine, flag, **{name: getattr(args, name)})
+    if engine is not spec.engine:
         spec = replace(spec, "command line", engine=engine)
+    dtype = VLLM_DTYPES.get(getattr(args, "dtype", None) or "auto")
+    if dtype:
+        spec = replace(spec, "command line", model=replace(spec.model, "--dtype", dtype=dtype))
     trace = spec.workload.trace
     if trace is not None:              # every row read now: a bad one is refused before anything runs
         from rsd_ray.workload.trace_readers import check
@@ -242,8 +298,17 @@ CLIENT_COMMANDS = (   # commands with a module of their own: (name, help, module
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="rsd-ray", description="Emulate a rack of Rebellions ATOM cards.")
-    sub = top.add_subparsers(dest="command", required=True)
+    from importlib.metadata import PackageNotFoundError, version
+
+    from rsd_ray import __version__
+    top = Parser(prog="rsd-ray", description="Emulate a rack of Rebellions ATOM cards.")
+    try:
+        ray_version = version("ray")
+    except PackageNotFoundError:
+        ray_version = "not installed"
+    top.add_argument("--version", action="version", version=f"rsd-ray {__version__} (Ray {ray_version}, Python "
+                     f"{sys.version.split()[0]})")
+    sub = top.add_subparsers(dest="command", required=True)           # each command a Parser too
     run = sub.add_parser("run", help="run a scenario and print its summary")
     _spec_args(run)
     _load_args(run)
@@ -270,7 +335,8 @@ def parser() -> argparse.ArgumentParser:
     comp.set_defaults(func=cmd_compile)
     serve = sub.add_parser("serve", help="serve the rack: OpenAI-compatible HTTP, gRPC and Prometheus, in paced time")
     _spec_args(serve)
-    _load_args(serve)
+    from rsd_ray.serve.command import SERVE_EPOCH_S
+    _load_args(serve, SERVE_EPOCH_S)
     _rack_args(serve, "write the results JSON here when the server stops")
     serve.add_argument("--no-progress", action="store_true", help="no periodic status lines")
     from rsd_ray.serve.command import add_arguments as add_serve_arguments

@@ -118,7 +118,7 @@ def test_tokens_and_ends_reach_their_tickets():
         t = g.submit(10, 3, max_tokens=3)
         g.arrivals(0.0, math.inf)
         ended = []
-        g.on_end = lambda record, reason: ended.append(reason)
+        g.on_end = lambda record, ticket, reason: ended.append(reason)
         record = RequestRecord(t.rid, 0, 0.0, 10, 3, (0.1, 0.2, 0.3), 0, 0.3)
         g(EpochOut(1.0, tokens=((t.rid, (0.1, 0.2)),), finished=(record,)), 0)
         await asyncio.sleep(0)

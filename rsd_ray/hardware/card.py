@@ -10,6 +10,8 @@ utilisation move. On Ray that makes one card call per epoch, not one per step.
 """
 from __future__ import annotations
 
+import dataclasses
+
 
 from dataclasses import dataclass
 
@@ -41,6 +43,19 @@ class CardFrame:
     throttled_s: float
     host_link_bytes: float
     lost: bool = False          # the card died; these are its last known figures
+    since_s: float = 0.0        # utilisation and power are means over [since_s, clock_s] (0: since the start)
+
+
+def windowed(before: CardFrame | None, now: CardFrame) -> CardFrame:
+    """``now`` with its utilisation and power over the interval since ``before`` (the card's previous frame;
+    both as the card gives them, means since the start): what the card does now, as rbln-smi shows it. The
+    results keep the means."""
+    span = now.clock_s - before.clock_s if before is not None else 0.0
+    if span <= 0:
+        return now
+    busy = now.utilisation * now.clock_s - before.utilisation * before.clock_s
+    return dataclasses.replace(now, utilisation=min(1.0, max(0.0, busy / span)),
+                               power_w=max(0.0, (now.energy_j - before.energy_j) / span), since_s=before.clock_s)
 
 
 class Card:

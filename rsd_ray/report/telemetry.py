@@ -16,6 +16,7 @@ from collections import deque
 
 import numpy as np
 
+from rsd_ray.hardware.card import windowed
 from rsd_ray.rack.epoch import Needs
 
 RATE_WINDOW_S = 1.0          # tokens/s, utilisation and link use are measured over at least this (virtual s)
@@ -65,7 +66,7 @@ class Telemetry:
         self.cards: dict[int, dict] = {}
         self.links: list[tuple[str, float]] = []
         self.samples: deque = deque()              # (t, tokens per instance) for tokens/s
-        self.card_sample = None                    # (t, busy per card, link bytes) at the last card frames
+        self.card_sample = None                    # (t, frame per card, link bytes) at the last card frames
         self.rates: dict[int, float] = {}
         self.recent: deque = deque()               # (finish, ttft, tpot) of requests that finished recently
         self.completed = self.errored = 0
@@ -102,12 +103,11 @@ class Telemetry:
             self.rates = {i: (n - before.get(i, 0)) / (t - t0) for i, n in tokens.items()}
 
     def _cards(self, t: float, frames, link_bytes: dict[str, float]) -> None:
-        busy = {f.card: f.utilisation * f.clock_s for f in frames}
         last = self.card_sample
         span = t - last[0] if last else 0.0
         for f in frames:
-            recent = (busy[f.card] - last[1].get(f.card, 0.0)) / span if last and span > 0 else f.utilisation
-            self.cards[f.card] = {"card": f.card, "util": min(1.0, max(0.0, recent)), "power_w": f.power_w,
+            w = windowed(last[1].get(f.card) if last else None, f)
+            self.cards[f.card] = {"card": f.card, "util": w.utilisation, "power_w": w.power_w,
                                   "temperature_c": f.temperature_c, "memory_used": f.memory_used,
                                   "memory_total": f.memory_total, "p_state": f.p_state,
                                   "throttled": f.p_state == "P10", "lost": f.lost or f.card in self.failed_cards}
@@ -116,7 +116,7 @@ class Telemetry:
                    for name, b in link_bytes.items()}
             self.links = sorted(use.items(), key=lambda kv: -kv[1])[:TOP_LINKS]
         if not last or span >= RATE_WINDOW_S:
-            self.card_sample = (t, busy, link_bytes)
+            self.card_sample = (t, {f.card: f for f in frames}, link_bytes)
 
     def frame(self, **extra) -> dict:
         """The rack now; ``extra``: what the caller knows besides (pace, lag_s, refused, routed per instance)."""

@@ -15,7 +15,10 @@ from rsd_ray.config import ConfigError
 
 SERVE_EPOCH_S = 0.01       # a served rack's default epoch: the most a request waits for the rack to see it
 STATUS_EVERY_S = 10.0      # how often the serving process prints the rack's state
-LITELLM_STRATEGIES = ("simple-shuffle", "least-busy", "usage-based-routing", "latency-based-routing")
+LITELLM_STRATEGIES = ("simple-shuffle", "least-busy", "usage-based-routing", "usage-based-routing-v2",
+                      "latency-based-routing", "cost-based-routing")     # LiteLLM's router, as it names them
+MASTER_KEY_ENV = "LITELLM_MASTER_KEY"      # where LiteLLM's proxy reads its master key
+PUBLIC_MASTER_KEYS = ("sk-1234",)          # LiteLLM's documentation example: the proxy refuses it
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -128,22 +131,38 @@ def _report(outcome, spec, args, console) -> int:
 
 
 def litellm_config(args) -> int:
-    """Write a LiteLLM proxy config.yaml with one ``hosted_vllm/`` deployment per instance of a running rack."""
+    """Write a LiteLLM proxy config.yaml: one ``hosted_vllm/`` deployment per instance of a running rack (at
+    its own port with --instance-ports, else at /instances/i/v1), LiteLLM's routing strategy among them, and
+    the master key as LiteLLM documents it (the proxy refuses to start without one)."""
+    import secrets
+
     import httpx
+    from urllib.parse import urlsplit
     base = args.base_url.rstrip("/")
     if base.endswith("/v1"):
         base = base[:-3]
+    key = args.master_key or f"os.environ/{MASTER_KEY_ENV}"
+    if not key.startswith(("sk-", "os.environ/")) or key.strip() in PUBLIC_MASTER_KEYS:
+        raise ConfigError("command line", "--master-key", args.master_key,
+                          "LiteLLM's keys start with sk- and must not be a published example; leave it out to read "
+                          f"it from ${MASTER_KEY_ENV}")
     try:
         model = httpx.get(f"{base}/v1/models", timeout=10).json()["data"][0]["id"]
         instances = httpx.get(f"{base}/v1/instances", timeout=10).json()["data"]
     except (httpx.HTTPError, KeyError, IndexError, ValueError) as err:
         raise ConfigError("command line", "--base-url", args.base_url,
                           f"no rsd-ray server answers there ({type(err).__name__}: {err}); start `rsd-ray serve`") from None
+    url = urlsplit(base)
+
+    def api_base(inst):
+        if inst.get("port"):
+            return f"{url.scheme}://{url.hostname}:{inst['port']}/v1"
+        return f"{base}{inst['api_base']}"
     deployments = [{"model_name": args.model_name or model,
-                    "litellm_params": {"model": f"hosted_vllm/{model}", "api_base": f"{base}{inst['api_base']}",
-                                       "api_key": "none"},
+                    "litellm_params": {"model": f"hosted_vllm/{model}", "api_base": api_base(inst), "api_key": "none"},
                     "model_info": {"id": f"rsd-ray-instance-{inst['instance']}"}} for inst in instances]
-    config = {"model_list": deployments, "router_settings": {"routing_strategy": args.routing_strategy}}
+    config = {"model_list": deployments, "router_settings": {"routing_strategy": args.routing_strategy},
+              "general_settings": {"master_key": key}}
     text = yaml.safe_dump(config, sort_keys=False)
     if args.out:
         Path(args.out).write_text(text)
@@ -151,11 +170,19 @@ def litellm_config(args) -> int:
               file=sys.stderr)
     else:
         sys.stdout.write(text)
+    if not args.master_key:
+        print(f"the proxy reads its master key from ${MASTER_KEY_ENV}; clients send it as their API key. A new "
+              f"one:\n  export {MASTER_KEY_ENV}=sk-{secrets.token_hex(24)}\n"
+              f"  litellm --config {args.out or 'config.yaml'}", file=sys.stderr)
     return 0
 
 
 def add_litellm_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base-url", default="http://127.0.0.1:8000", help="the running rack's URL")
-    p.add_argument("--routing-strategy", default="simple-shuffle", choices=LITELLM_STRATEGIES)
+    p.add_argument("--base-url", default="http://127.0.0.1:8000", help="the running rack's URL "
+                   "(default http://127.0.0.1:8000)")
+    p.add_argument("--routing-strategy", default="simple-shuffle", choices=LITELLM_STRATEGIES,
+                   help="LiteLLM's router among the instances (default simple-shuffle)")
     p.add_argument("--model-name", help="the name LiteLLM clients use (default: the served model's)")
+    p.add_argument("--master-key", help=f"the proxy's master key, sk-… (default: read from ${MASTER_KEY_ENV} by the "
+                   "proxy, as LiteLLM recommends)")
     p.add_argument("--out", help="write here (default: stdout)")

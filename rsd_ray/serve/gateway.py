@@ -24,10 +24,36 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from rsd_ray.hardware.card import windowed
 from rsd_ray.rack.epoch import Control, EpochOut, Kind, Needs, Submit
 from rsd_ray.serve.text import stop_index
 
 MAX_LAG_S = 1.0      # wall seconds the rack may run behind its paced clock before the clock is re-anchored
+DELIVERY_WINDOW_S = 1.0   # the delivery delay reported now is the worst of the last window of this many wall s
+
+
+class Delivery:
+    """How late tokens reach their clients: a token's due wall time to the moment the server wrote it. The
+    rack can keep its pace while the server cannot write as fast (a busy event loop, slow clients); this is
+    where that shows. ``now_s`` is the worst delay of the last full window (0 when nothing was written)."""
+
+    def __init__(self):
+        self.start, self.worst, self.last_worst = time.monotonic(), 0.0, 0.0
+        self.observe_hook = None                 # the metrics' histogram: called with (delay_s, first)
+
+    def observe(self, delay_s: float, first: bool) -> None:
+        delay_s, now = max(0.0, delay_s), time.monotonic()
+        if now - self.start > DELIVERY_WINDOW_S:
+            self.last_worst = self.worst if now - self.start < 2 * DELIVERY_WINDOW_S else 0.0
+            self.start, self.worst = now, 0.0
+        self.worst = max(self.worst, delay_s)
+        if self.observe_hook:
+            self.observe_hook(delay_s, first)
+
+    @property
+    def now_s(self) -> float:
+        age = time.monotonic() - self.start
+        return self.last_worst if age < DELIVERY_WINDOW_S else self.worst if age < 2 * DELIVERY_WINDOW_S else 0.0
 
 
 class Pacer:
@@ -77,6 +103,9 @@ class Ticket:
     ended: bool = False
     session: str = ""                     # the client's ``user``: session-affinity routing
     hash_ids: tuple[int, ...] = ()        # the prompt's chained block hashes: prefix caching and routing
+    send_stop: bool = False               # the stop word is sent to the client too
+    n: int = 1                            # the client's request asked for this many sequences (vLLM's n)
+    head: bool = True                     # the first sequence of the client's request
 
     def finish_reason(self, generated: int) -> str:
         return "stop" if self.stop_at is not None or generated < self.max_tokens else "length"
@@ -98,23 +127,30 @@ class Gateway:
         self.aborts: list[int] = []
         self.next_id = 0
         self.closed: str | None = None
-        self.lag_s = 0.0
+        self.lag_s = 0.0                        # how far the rack runs behind its paced clock
+        self.delivery = Delivery()
         self.pace_resets = 0                    # times the paced clock was re-anchored to a rack behind it
         self.t = 0.0
         self.controller = None
         self.health: tuple[bool, ...] = ()      # each instance's, as of the last epoch
         self.counts = {"accepted": 0, "refused": 0, "completed": 0, "errored": 0, "aborted": 0}
         self.last: EpochOut | None = None       # the last epoch (its instance frames), for the metrics
-        self.cards: tuple = ()                  # the last card frames (they come every few epochs)
-        self.on_end = None                      # called with (record, finish_reason) as each request finishes
+        self.cards: tuple = ()                  # the last card frames, over the last interval (every few epochs)
+        self.raw_cards: dict = {}               # the same as the cards give them (means since the start)
+        self.on_end = None                      # called with (record, ticket, finish_reason) as each request ends
+        self.on_abort = None                    # called with the ticket of each request its client abandoned
+        self.on_error = None                    # called with the ticket of each request the rack lost
+        self.on_steps = None                    # called with each epoch's engine steps
 
     # --- the handlers' side ---------------------------------------------------------------------------
     def submit(self, prompt_len: int, output_len: int, instance: int = -1, max_tokens: int | None = None,
                arrival_wall: float | None = None, stops: tuple[str, ...] = (), pieces: list[str] | None = None,
-               session: str = "", hash_ids: tuple[int, ...] = ()) -> Ticket:
+               session: str = "", hash_ids: tuple[int, ...] = (), send_stop: bool = False, n: int = 1,
+               head: bool = True) -> Ticket:
         """A request that reached the server at ``arrival_wall`` (monotonic; default now). With ``stops``, the
         rack is asked for the tokens up to the first stop word (the text is known in advance here: ``pieces``,
-        each token's, in functional mode; performance mode's words otherwise)."""
+        each token's, in functional mode; performance mode's words otherwise); ``send_stop``: the stop word is
+        sent to the client (vLLM's include_stop_str_in_output)."""
         loop = asyncio.get_running_loop()
         with self.lock:
             if self.closed:
@@ -126,7 +162,7 @@ class Gateway:
             stop_at = stop_index(rid, output_len, stops, pieces)
             ticket = Ticket(rid, prompt_len, output_len if stop_at is None else stop_at + 1, instance,
                             max_tokens or output_len, stop_at, arrival_wall or time.monotonic(), loop, session=session,
-                            hash_ids=hash_ids)
+                            hash_ids=hash_ids, send_stop=send_stop, n=n, head=head)
             self.next_id += 1
             self.incoming.append(ticket)
         return ticket
@@ -138,10 +174,21 @@ class Gateway:
                 return
             ticket.ended = True
             self.counts["aborted"] += 1
+            if self.on_abort:
+                self.on_abort(ticket)
             if ticket in self.incoming:
                 self.incoming.remove(ticket)
             else:
                 self.aborts.append(ticket.rid)
+
+    def delivered(self, delay_s: float, first: bool = False) -> None:
+        """A token was written to its client ``delay_s`` wall seconds after its due time."""
+        self.delivery.observe(delay_s, first)
+
+    @property
+    def behind_s(self) -> float:
+        """What a client sees: the rack's lag behind its paced clock plus the server's delivery delay."""
+        return self.lag_s + self.delivery.now_s
 
     def healthy(self, instance: int | None = None) -> bool:
         """Whether any instance (or this one) can take requests, as of the last epoch."""
@@ -207,13 +254,16 @@ class Gateway:
     def waiting_to_retry(self) -> int:
         return 0
 
-    needs = Needs(tokens=True)
+    needs = Needs(tokens=True, steps=True)
 
     def __call__(self, out: EpochOut, in_flight: int) -> None:
         """A sink of the controller: every token and every end goes to its ticket."""
         self.last, self.health = out, out.healthy or self.health
-        if out.cards:
-            self.cards = out.cards
+        if out.cards:                           # now-values: each card over the interval since its last frame
+            self.cards = tuple(windowed(self.raw_cards.get(f.card), f) for f in out.cards)
+            self.raw_cards = {f.card: f for f in out.cards}
+        if out.steps and self.on_steps:
+            self.on_steps(out.steps)
         with self.lock:
             live = self.live
             for ticket in self.fresh:
@@ -231,12 +281,14 @@ class Gateway:
                         self.counts["completed"] += 1
                         ticket.push(("end", record))
                         if self.on_end:
-                            self.on_end(record, ticket.finish_reason(record.output_len))
+                            self.on_end(record, ticket, ticket.finish_reason(record.output_len))
             for rid, reason in out.errored:
                 ticket = live.pop(rid, None)
                 if ticket is not None:
                     self.counts["errored"] += 1
                     ticket.push(("error", 503, reason))
+                    if self.on_error:
+                        self.on_error(ticket)
 
     def fail_all(self, reason: str) -> None:
         """The rack stopped: every request still open ends with an explicit error."""

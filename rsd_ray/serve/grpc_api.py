@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import time
 
 import grpc
 import msgpack
@@ -74,9 +75,10 @@ class RackService:
         done = False
         try:
             await accepted(job)
-            async for kind, value in job.tokens():
+            async for choice, kind, value, due in job.events():
                 if kind == "token":
-                    yield {"index": value, "text": job.piece(value)}
+                    yield {"index": value, "text": choice.piece(value)}
+                    self.server.gateway.delivered(time.monotonic() - due, first=value == 0)
                 else:
                     done = True
                     yield {"finish_reason": value, "usage": job.usage()}
@@ -85,7 +87,7 @@ class RackService:
             await context.abort(STATUS[err.status], err.message)
         finally:
             if not done:
-                self.server.gateway.abort(job.ticket)
+                job.abort()
 
     async def Telemetry(self, request: dict, context):
         interval = max(TELEMETRY_MIN_INTERVAL_S, float(request.get("interval_s", 0.5)))

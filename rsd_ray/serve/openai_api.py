@@ -14,6 +14,7 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rsd_ray.serve.jobs import Job, ServeContext, accepted, admit
 from rsd_ray.serve.protocol import ApiError, ChatBody, CompletionBody
@@ -34,17 +35,21 @@ class ArrivalStamp:
         await self.app(scope, receive, send)
 
 
-async def _stream(job: Job, body):
-    gateway, done = job.ctx.gateway, False
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+async def _stream(job: Job, include_usage: bool):
+    """Server-sent events as vLLM writes them: a first chunk per choice (a chat's role, an echoed prompt), a
+    chunk per token at its paced time, the finish reason, the usage when asked, then ``[DONE]``. Each token's
+    delivery delay (its due wall time to the moment its chunk was written) is measured as the next one is
+    asked for, which is when the server has written the previous."""
+    gateway, done, due = job.ctx.gateway, False, None
     try:
-        if job.kind == "chat":
-            yield job.chunk([job.choice(None, None, first=True)])
-        async for kind, value in job.tokens():
+        if job.kind == "chat" or job.echo:
+            yield job.chunk([job.delta(c, None, None, first=True) for c in job.choices])
+        async for choice, kind, value, due_now in job.events():
             if kind == "token":
-                yield job.chunk([job.choice(job.piece(value), None)])
+                yield job.chunk([job.delta(choice, value, None)])
+                gateway.delivered(time.monotonic() - due_now, first=value == 0)
             else:
-                yield job.chunk([job.choice(None if job.kind == "chat" else "", value)])
+                yield job.chunk([job.delta(choice, None, value)])
         if include_usage:
             yield job.chunk([], job.usage())
         done = True
@@ -55,36 +60,42 @@ async def _stream(job: Job, body):
         yield "data: [DONE]\n\n"
     finally:
         if not done:
-            gateway.abort(job.ticket)       # the client went away: free its request
+            job.abort()                     # the client went away: free its requests
 
 
 async def _whole(job: Job, request: Request) -> JSONResponse:
     async def collect():
-        sent, finish = [], None
-        async for kind, value in job.tokens():
+        sent: dict[int, list[int]] = {c.index: [] for c in job.choices}
+        last = time.monotonic()
+        async for choice, kind, value, due in job.events():
             if kind == "token":
-                sent.append(value)
-            else:
-                finish = value
-        return sent, finish
+                sent[choice.index].append(value)
+            last = due
+        return sent, last
 
     task = asyncio.ensure_future(collect())
     while not task.done():
         await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
         if not task.done() and await request.is_disconnected():
             task.cancel()
-            job.ctx.gateway.abort(job.ticket)
+            job.abort()
             return ApiError(400, "the client disconnected").response()
-    sent, finish = task.result()
-    text = "".join(job.piece(i) for i in sent)
-    if job.kind == "chat":
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                  "finish_reason": finish}
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+    sent, last = task.result()
+    job.ctx.gateway.delivered(time.monotonic() - last, first=True)
     return JSONResponse({"id": job.id, "object": "chat.completion" if job.kind == "chat" else "text_completion",
                          "created": job.created, "model": job.ctx.model, "system_fingerprint": job.ctx.fingerprint,
-                         "choices": [choice], "usage": job.usage()})
+                         "choices": [job.whole(c, sent[c.index]) for c in job.choices], "usage": job.usage()})
+
+
+def _validation_error(err: RequestValidationError) -> ApiError:
+    """pydantic's first complaint as OpenAI's 400: the field it names, or where the JSON broke."""
+    first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        at = first.get("loc", ("body", "?"))[-1]
+        return ApiError(400, f"the body is not valid JSON (at character {at}: "
+                             f"{(first.get('ctx') or {}).get('error', 'decode error')})")
+    where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+    return ApiError(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")), where or None)
 
 
 def make_app(ctx: ServeContext, instance: int | None = None) -> FastAPI:
@@ -103,19 +114,24 @@ def make_app(ctx: ServeContext, instance: int | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, err: RequestValidationError):
-        first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-        return ApiError(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")), where or None).response()
+        return _validation_error(err).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):
+        message = (f"no route {request.method} {request.url.path}" if err.status_code in (404, 405)
+                   else str(err.detail))
+        return ApiError(err.status_code, message).response()
 
     async def serve(request: Request, body, kind: str):
         job = admit(ctx, body, kind, instance, request.scope.get(ARRIVAL))
         try:
             await accepted(job)
         except asyncio.CancelledError:
-            ctx.gateway.abort(job.ticket)
+            job.abort()
             raise
         if body.stream:
-            return StreamingResponse(_stream(job, body), media_type="text/event-stream")
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(_stream(job, include_usage), media_type="text/event-stream")
         return await _whole(job, request)
 
     @app.post("/v1/completions")
@@ -143,8 +159,9 @@ def make_app(ctx: ServeContext, instance: int | None = None) -> FastAPI:
     if instance is None:
         @app.get("/v1/instances")
         async def instances():
-            """Each instance's own OpenAI base URL (relative), for an external router."""
+            """Each instance's own OpenAI base URL (relative) and, with --instance-ports, its own port."""
             return {"object": "list", "data": [{"instance": i, "api_base": f"/instances/{i}/v1",
+                                                "port": ctx.instance_ports + i if ctx.instance_ports else None,
                                                 "healthy": ctx.gateway.healthy(i)} for i in range(ctx.instances)]}
 
         @app.get("/metrics")

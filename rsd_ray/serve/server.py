@@ -67,10 +67,14 @@ class RackServer:
         self.controller.inject(faults)
         self.gateway.attach(self.controller)
         model = options.served_model_name or spec.model.name
-        self.metrics = RackMetrics(self.gateway, model, spec.device.name, spec.rack.cards_per_server)
-        self.gateway.on_end = self.metrics.request_done
-        self.telemetry = attach(self.controller)
         max_len = spec.engine.max_model_len or spec.model.max_seq_len
+        memory = self.controller.plan.memory
+        cache_info = {"block_size": str(memory.block_size), "num_gpu_blocks": str(memory.num_blocks),
+                      "cache_dtype": spec.model.dtype, "gpu_memory_utilization": str(spec.engine.kv_cache_fraction),
+                      "enable_prefix_caching": str(spec.engine.enable_prefix_caching)}
+        self.metrics = RackMetrics(self.gateway, model, spec.device.name, spec.rack.cards_per_server,
+                                   len(self.controller.instance_server), max_len, cache_info)
+        self.telemetry = attach(self.controller)
         writer = None
         if spec.model.checkpoint:                        # --model DIR: its split weights write the text
             from rsd_ray.functional.writer import FunctionalWriter
@@ -81,7 +85,8 @@ class RackServer:
         hashing = spec.engine.enable_prefix_caching or getattr(POLICIES[spec.router.policy], "uses_prefix", False)
         self.ctx = ServeContext(self.gateway, model, max_len, len(self.controller.instance_server),
                                 Tokens(options.tokenizer), OutputLengths(spec.workload.output, max_len, spec.seed + 2),
-                                version, self.metrics, writer, spec.engine.hash_block_tokens if hashing else 0)
+                                version, self.metrics, writer, spec.engine.hash_block_tokens if hashing else 0,
+                                options.instance_ports)
         self.spec = spec
         self.outcome = None
         self.failed: BaseException | None = None
@@ -163,8 +168,10 @@ class RackServer:
 
     def status(self) -> dict:
         g, c = self.gateway, self.controller
-        return {"pid": os.getpid(), "t": g.t, "pace": g.pacer.pace, "lag_s": g.lag_s, "pace_resets": g.pace_resets, "in_flight": len(c.ledger.in_flight),
-                "instances": self.ctx.instances, "healthy": sum(g.health), **g.counts}
+        return {"pid": os.getpid(), "t": g.t, "pace": g.pacer.pace, "lag_s": g.behind_s, "rack_lag_s": g.lag_s,
+                "delivery_lag_s": g.delivery.now_s, "pace_resets": g.pace_resets,
+                "in_flight": len(c.ledger.in_flight), "instances": self.ctx.instances, "healthy": sum(g.health),
+                **g.counts}
 
     def frame(self) -> dict:
         """The dashboard's frame (``rsd_ray.report.telemetry``) with what the gateway and router know."""

@@ -7,11 +7,18 @@
   its role header and ``CHAT_REPLY_TOKENS`` for the assistant's header, as Llama 3's template does.
 - **Output text.** No weights run in performance mode: token *i* of request *r* is a word of
   ``WORDS``, chosen by (r + i), and every response's ``system_fingerprint`` says so.
+- **Log-probabilities.** Asked for (``logprobs``), each written token gets a synthetic one, a
+  function of the token's text and position alone (``logprob``): the written token is always the
+  most likely, its alternatives are other words of ``WORDS`` with smaller shares, and the shares
+  of a position sum to less than 1 — well-formed and the same for the same text, but not a model's.
 - **When it ends.** A model stops at its EOS token; here the EOS is emulated by drawing the output
   length from the run's workload output distribution (seeded), kept within ``[min_tokens,
   max_tokens]``. ``ignore_eos`` (as vLLM's benchmarks send it) generates exactly ``max_tokens``.
 """
 from __future__ import annotations
+
+import math
+import zlib
 
 import numpy as np
 
@@ -65,6 +72,34 @@ def stop_index(rid: int, n: int, stops: tuple[str, ...], pieces: list[str] | Non
             if (pieces[i] if pieces is not None else word(rid, i)).strip() in stops:
                 return i
     return None
+
+
+def _share(text: str, position: int) -> float:
+    """A deterministic number in [0, 1) for (text, position)."""
+    return zlib.crc32(f"{position}:{text}".encode()) / 2 ** 32
+
+
+def logprob(text: str, position: int) -> float:
+    """The synthetic log-probability of ``text`` written at ``position``: its probability is in [0.5, 0.99)."""
+    return math.log(0.5 + 0.49 * _share(text, position))
+
+
+def top_logprobs(text: str, position: int, k: int) -> list[tuple[str, float]]:
+    """The ``k`` most likely tokens at ``position``, most likely first: the written one, then other words
+    sharing what it leaves (halving each time)."""
+    if k <= 0:
+        return []
+    lp = logprob(text, position)
+    rest, out = 1.0 - math.exp(lp), [(text, lp)]
+    start = int(_share(text, position) * len(WORDS))
+    for j in range(len(WORDS)):
+        if len(out) >= k:
+            break
+        other = " " + WORDS[(start + j) % len(WORDS)]
+        if other.strip() != text.strip():
+            rest /= 2
+            out.append((other, math.log(rest)))
+    return out
 
 
 class OutputLengths:

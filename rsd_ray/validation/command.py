@@ -39,7 +39,7 @@ def run(args) -> int:
 
 
 def _report(args, console, results) -> None:
-    from rich.table import Table
+    from rsd_ray.dashboards.tables import Folding
     doc = {"schema": "rsd-ray/validate/v1", **signals.status(), "results": results, "summary": summary(results)}
     if args.out:
         with open(args.out, "w") as fh:
@@ -48,7 +48,7 @@ def _report(args, console, results) -> None:
         json.dump(doc, sys.stdout)
         print()
         return
-    table = Table(title=f"validation: {PRIMARY} (tok/s), predicted against measured")
+    table = Folding(title=f"validation: {PRIMARY} (tok/s), predicted against measured")
     table.add_column("row", no_wrap=True)
     for col in ("measured", "predicted", "error", "TTFT ms meas / pred"):
         table.add_column(col, justify="right")
@@ -59,7 +59,7 @@ def _report(args, console, results) -> None:
                       f"{m['mean_ttft_ms']:,.0f} / {p['mean_ttft_ms']:,.0f}")
     console.print(table)
     s = summary(results)
-    pairs = Table(title="median absolute error by device and model")
+    pairs = Folding(title="median absolute error by device and model")
     for col in ("device", "model", "rows", "median |error|", "median signed"):
         pairs.add_column(col, justify="left" if col in ("device", "model") else "right")
     for g in s["by_pair"]:
