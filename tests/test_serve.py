@@ -106,8 +106,15 @@ def test_litellm_config_deploys_every_instance(server, tmp_path):
 
 BAD = [
     (b"{not json", 400, None),
+    (b"\xff\xfe not text", 400, None),
     (json.dumps({"model": MODEL, "prompt": "x", "temperature": -1}), 400, "temperature"),
-    (json.dumps({"model": MODEL, "prompt": "x", "n": 2}), 400, "n"),
+    (json.dumps({"model": MODEL, "prompt": "x", "best_of": 3}), 400, "best_of"),
+    (json.dumps({"model": MODEL, "prompt": "x", "logprobs": 21}), 400, "logprobs"),
+    (json.dumps({"model": MODEL, "prompt": "x", "logit_bias": {"5": 10}}), 400, "logit_bias"),
+    (json.dumps({"model": MODEL, "prompt": "x", "suffix": "y"}), 400, "suffix"),
+    (json.dumps({"model": MODEL, "prompt": "x", "response_format": {"type": "json_object"}}), 400, "response_format"),
+    (json.dumps({"model": MODEL, "prompt": "x", "tools": [{"type": "function", "function": {"name": "f"}}]}), 400,
+     "tools"),
     (json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 0}), 400, "max_tokens"),
     ('{"model": "llama3-8b", "prompt": "x", "top_p": NaN}', 400, "top_p"),
     (json.dumps({"model": MODEL, "prompt": "x", "min_tokens": 9, "max_tokens": 3}), 400, "min_tokens"),
@@ -126,13 +133,17 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(server, bod
     assert error["code"] == status and error["message"] and error["type"]
     if param:
         assert param in (error["param"] or "")
+    else:
+        assert error["param"] is None and "JSON" in error["message"]
     ok = httpx.post(f"{server.base}/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 1})
     assert ok.status_code == 200
 
 
-def test_an_instance_that_does_not_exist_is_404(server):
-    r = httpx.post(f"{server.base}/instances/9/v1/completions", json={"model": MODEL, "prompt": "x"})
-    assert r.status_code == 404
+def test_an_instance_or_route_that_does_not_exist_is_an_openai_404(server):
+    for r in (httpx.post(f"{server.base}/instances/9/v1/completions", json={"model": MODEL, "prompt": "x"}),
+              httpx.get(f"{server.base}/v1/nothing-here"), httpx.post(f"{server.base}/v2/completions", json={})):
+        assert r.status_code == 404
+        assert r.json()["error"]["type"] == "NotFoundError" and r.json()["error"]["code"] == 404
 
 
 def test_ttft_the_client_measures_matches_the_emulation_on_an_idle_rack(server):
@@ -231,7 +242,8 @@ def test_metrics_have_vllm_and_rbln_names(server):
                  "rsd_ray_virtual_time_seconds", "rsd_ray_pace", "rsd_ray_lag_seconds"):
         assert name in names, name
     queued = server.total("vllm:request_queue_time_seconds_count")
-    assert queued == server.total("vllm:request_success_total") and queued > 200
+    finished = sum(server.total("vllm:request_success_total", finished_reason=r) for r in ("stop", "length"))
+    assert queued == finished and queued > 200
     assert 0 < server.total("vllm:request_queue_time_seconds_sum") < server.total("vllm:e2e_request_latency_seconds_sum")
     temps = [v for (n, labels), v in m.items() if n == "RBLN_DEVICE_STATUS:TEMPERATURE"]
     assert len(temps) == 16 and all(20 < t < 110 for t in temps)
@@ -345,6 +357,8 @@ async def _flood(base: str, n: int) -> list[int]:
     for r in replies:
         if r.status_code != 200:
             assert r.json()["error"]["code"] == r.status_code
+        if r.status_code == 429:
+            assert int(r.headers["retry-after"]) >= 1            # when to come back, as OpenAI's API says
     return [r.status_code for r in replies]
 
 

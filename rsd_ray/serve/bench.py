@@ -62,24 +62,28 @@ def _lengths(rng, mean: int, ratio: float, n: int) -> list[int]:
     return rng.integers(lo, hi + 1, size=n).tolist()
 
 
-async def _one(client, url: str, payload: dict, sem) -> dict:
-    """One streamed request: TTFT, ITLs, latency, tokens; an error is a value, never an exception."""
+async def _one(session, url: str, payload: dict, sem) -> dict:
+    """One streamed request: TTFT, ITLs, latency, tokens, and how it ended: ``finish`` (the server's
+    finish_reason), an ``error`` the server sent (an HTTP status or an error event), or a ``transport`` error
+    (the connection failed: nothing the server said). Never an exception."""
+    import aiohttp
     out = {"success": False, "ttft": 0.0, "itl": [], "latency": 0.0, "output_tokens": 0, "prompt_tokens": None,
-           "error": ""}
+           "error": "", "finish": None, "transport": False}
     async with sem:
         start = last = time.perf_counter()
         chunks = 0
         try:
-            async with client.stream("POST", url, json=payload) as resp:
-                if resp.status_code != 200:
-                    body = (await resp.aread()).decode(errors="replace")
-                    out["error"] = f"HTTP {resp.status_code}: {body[:200]}"
+            async with session.post(url, json=payload) as resp:
+                if resp.status != 200:
+                    body = await resp.text(errors="replace")
+                    out["error"] = f"HTTP {resp.status}: {body[:200]}"
                     return out
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data: "):
+                async for raw in resp.content:
+                    line = raw.strip()
+                    if not line.startswith(b"data: "):
                         continue
-                    data = line[6:].strip()
-                    if data == "[DONE]":
+                    data = line[6:]
+                    if data == b"[DONE]":
                         break
                     msg = json.loads(data)
                     if "error" in msg:
@@ -96,11 +100,14 @@ async def _one(client, url: str, payload: dict, sem) -> dict:
                             else:
                                 out["itl"].append(now - last)
                             last, chunks = now, chunks + 1
+                        out["finish"] = choice.get("finish_reason") or out["finish"]
             out["latency"] = time.perf_counter() - start
             out["output_tokens"] = out["output_tokens"] or chunks
             out["success"] = chunks > 0
             if not chunks:
                 out["error"] = "no tokens came back"
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as err:
+            out["error"], out["transport"] = f"{type(err).__name__}: {err}", True
         except Exception as err:       # noqa: BLE001  (a failed request is counted, not fatal)
             out["error"] = f"{type(err).__name__}: {err}"
         return out
@@ -130,11 +137,11 @@ def _payload(model: str, prompt: str, out_len: int) -> dict:
 
 
 async def _bench(args, model: str, prompts: list[str], outputs: list[int], gaps: list[float]) -> tuple[list, float]:
-    import httpx
+    import aiohttp
     url = args.base_url.rstrip("/").removesuffix("/v1") + args.endpoint
     sem = asyncio.Semaphore(args.max_concurrency or len(prompts))
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(READ_TIMEOUT_S, connect=30.0), limits=limits) as client:
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=READ_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as client:
         tasks = []
         start = time.perf_counter()
         for prompt, out_len, gap in zip(prompts, outputs, gaps):
@@ -164,7 +171,9 @@ def summarise(args, model: str, input_lens: list[int], results: list[dict], dura
            "total_output_tokens": int(sum(outputs)), "request_throughput": len(ok) / duration,
            "output_throughput": sum(outputs) / duration, "total_token_throughput": (sum(inputs) + sum(outputs)) / duration,
            "input_lens": inputs, "output_lens": outputs, "ttfts": [r["ttft"] for r in ok],
-           "itls": [r["itl"] for r in ok], "errors": [r["error"] for r in results if not r["success"]]}
+           "itls": [r["itl"] for r in ok], "errors": [r["error"] for r in results if not r["success"]],
+           "transport_errors": sum(r["transport"] for r in results),
+           "finish_reasons": {k: sum(r["finish"] == k for r in results) for k in {r["finish"] for r in results} if k}}
     doc.update(_stats("ttft", [r["ttft"] for r in ok]))
     doc.update(_stats("tpot", tpots))
     doc.update(_stats("itl", [x for r in ok for x in r["itl"]]))

@@ -15,6 +15,7 @@ from rsd_ray.config import ConfigError
 
 SERVE_EPOCH_S = 0.01       # a served rack's default epoch: the most a request waits for the rack to see it
 STATUS_EVERY_S = 10.0      # how often the serving process prints the rack's state
+BEHIND_WARN_S = 0.1        # the status line warns when clients are served this far (wall s) behind the pace
 LITELLM_STRATEGIES = ("simple-shuffle", "least-busy", "usage-based-routing", "usage-based-routing-v2",
                       "latency-based-routing", "cost-based-routing")     # LiteLLM's router, as it names them
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"      # where LiteLLM's proxy reads its master key
@@ -50,6 +51,21 @@ def _check(args) -> None:
         raise ConfigError("command line", "--instance-ports", args.instance_ports, "a port is at most 65535")
 
 
+def status_line(s: dict) -> str:
+    """The periodic status of a served rack; it says so when clients are served behind the paced clock."""
+    line = (f"t={s['t']:.1f} s virtual · pace {s['pace']:g} · lag {s['lag_s']:.3f} s · in flight {s['in_flight']} · "
+            f"completed {s['completed']} · refused {s['refused']} · healthy instances {s['healthy']}/{s['instances']}")
+    server_lag = max(s["delivery_lag_s"], s["loop_lag_s"])
+    if server_lag > BEHIND_WARN_S:
+        line += (f"\n[yellow]delivery behind[/]: tokens reach clients up to {s['delivery_lag_s']:.3f} s late and new "
+                 f"requests wait up to {s['loop_lag_s']:.3f} s to be read — the server process cannot write as "
+                 "fast as the rack makes tokens (fewer concurrent streams keep it up)")
+    if s["rack_lag_s"] > BEHIND_WARN_S:
+        line += (f"\n[yellow]rack behind[/]: the emulation runs {s['rack_lag_s']:.3f} s behind its paced clock; "
+                 "a lower --pace keeps up")
+    return line
+
+
 def serve_spec(spec, args):
     """``serve`` defaults to ``SERVE_EPOCH_S`` epochs unless --epoch or the config file says otherwise."""
     from rsd_ray.config import replace
@@ -75,10 +91,7 @@ def _serve(server, args, console) -> object:
             if not server.running:
                 break
             if not args.no_progress:
-                s = server.status()
-                console.print(f"t={s['t']:.1f} s virtual · pace {s['pace']:g} · lag {s['lag_s']:.3f} s · "
-                              f"in flight {s['in_flight']} · completed {s['completed']} · refused {s['refused']} · "
-                              f"healthy instances {s['healthy']}/{s['instances']}")
+                console.print(status_line(server.status()))
     if stop.is_set():
         console.print(f"stopping: no new requests; draining for at most {args.drain:g} s (Ctrl-C again: now)")
     now = threading.Event()

@@ -32,23 +32,19 @@ MAX_LAG_S = 1.0      # wall seconds the rack may run behind its paced clock befo
 DELIVERY_WINDOW_S = 1.0   # the delivery delay reported now is the worst of the last window of this many wall s
 
 
-class Delivery:
-    """How late tokens reach their clients: a token's due wall time to the moment the server wrote it. The
-    rack can keep its pace while the server cannot write as fast (a busy event loop, slow clients); this is
-    where that shows. ``now_s`` is the worst delay of the last full window (0 when nothing was written)."""
+class RecentWorst:
+    """The worst of a delay observed over the last full window of ``DELIVERY_WINDOW_S`` wall seconds (0 when
+    nothing was observed lately): what a status line or a gauge shows now."""
 
     def __init__(self):
         self.start, self.worst, self.last_worst = time.monotonic(), 0.0, 0.0
-        self.observe_hook = None                 # the metrics' histogram: called with (delay_s, first)
 
-    def observe(self, delay_s: float, first: bool) -> None:
-        delay_s, now = max(0.0, delay_s), time.monotonic()
+    def observe(self, delay_s: float) -> None:
+        now = time.monotonic()
         if now - self.start > DELIVERY_WINDOW_S:
             self.last_worst = self.worst if now - self.start < 2 * DELIVERY_WINDOW_S else 0.0
             self.start, self.worst = now, 0.0
         self.worst = max(self.worst, delay_s)
-        if self.observe_hook:
-            self.observe_hook(delay_s, first)
 
     @property
     def now_s(self) -> float:
@@ -110,9 +106,30 @@ class Ticket:
     def finish_reason(self, generated: int) -> str:
         return "stop" if self.stop_at is not None or generated < self.max_tokens else "length"
 
-    def push(self, event: tuple) -> None:
-        """From the controller's thread: hand an event to the client's coroutine."""
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+def _deliver(batch: list) -> None:
+    """On the servers' event loop: each (ticket, event) of an epoch to its client's coroutine."""
+    for ticket, event in batch:
+        ticket.events.put_nowait(event)
+
+
+class Outbox:
+    """The controller thread's events for the clients, handed to their event loop once per epoch (one wake-up
+    of the loop, not one per token: at 200 streams that was thousands of cross-thread calls a second)."""
+
+    def __init__(self):
+        self.batches: dict = {}
+
+    def post(self, ticket: Ticket, event: tuple) -> None:
+        self.batches.setdefault(ticket.loop, []).append((ticket, event))
+
+    def send(self) -> None:
+        batches, self.batches = self.batches, {}
+        for loop, batch in batches.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:                 # that loop is closed: its clients are gone
+                pass
 
 
 class Gateway:
@@ -121,6 +138,7 @@ class Gateway:
         self.pacer = Pacer(pace)
         self.max_queued = max_queued
         self.lock = threading.Lock()
+        self.outbox = Outbox()
         self.incoming: list[Ticket] = []
         self.live: dict[int, Ticket] = {}
         self.fresh: list[Ticket] = []           # handed to the rack this epoch: accepted unless refused
@@ -128,7 +146,10 @@ class Gateway:
         self.next_id = 0
         self.closed: str | None = None
         self.lag_s = 0.0                        # how far the rack runs behind its paced clock
-        self.delivery = Delivery()
+        self.delivery = RecentWorst()           # a token's due wall time to its write to the client
+        self.loop_lag = RecentWorst()           # how late the servers' event loop runs what is due on it
+        self.on_delivered = None                # the metrics' histogram: called with (delay_s, first)
+        self.on_loop_lag = None                 # the metrics' histogram: called with each probe's lateness
         self.pace_resets = 0                    # times the paced clock was re-anchored to a rack behind it
         self.t = 0.0
         self.controller = None
@@ -138,7 +159,6 @@ class Gateway:
         self.cards: tuple = ()                  # the last card frames, over the last interval (every few epochs)
         self.raw_cards: dict = {}               # the same as the cards give them (means since the start)
         self.on_end = None                      # called with (record, ticket, finish_reason) as each request ends
-        self.on_abort = None                    # called with the ticket of each request its client abandoned
         self.on_error = None                    # called with the ticket of each request the rack lost
         self.on_steps = None                    # called with each epoch's engine steps
 
@@ -174,8 +194,6 @@ class Gateway:
                 return
             ticket.ended = True
             self.counts["aborted"] += 1
-            if self.on_abort:
-                self.on_abort(ticket)
             if ticket in self.incoming:
                 self.incoming.remove(ticket)
             else:
@@ -183,12 +201,23 @@ class Gateway:
 
     def delivered(self, delay_s: float, first: bool = False) -> None:
         """A token was written to its client ``delay_s`` wall seconds after its due time."""
-        self.delivery.observe(delay_s, first)
+        delay_s = max(0.0, delay_s)
+        self.delivery.observe(delay_s)
+        if self.on_delivered:
+            self.on_delivered(delay_s, first)
+
+    def loop_probed(self, late_s: float) -> None:
+        """The event loop woke a sleeper ``late_s`` wall seconds late."""
+        self.loop_lag.observe(late_s)
+        if self.on_loop_lag:
+            self.on_loop_lag(late_s)
 
     @property
     def behind_s(self) -> float:
-        """What a client sees: the rack's lag behind its paced clock plus the server's delivery delay."""
-        return self.lag_s + self.delivery.now_s
+        """How far behind their paced clock clients are served: the rack's lag, then the server's: a request
+        waits up to the event loop's lag before it is even read, and a token is written its delivery delay
+        after it is due."""
+        return self.lag_s + max(self.delivery.now_s, self.loop_lag.now_s)
 
     def healthy(self, instance: int | None = None) -> bool:
         """Whether any instance (or this one) can take requests, as of the last epoch."""
@@ -243,9 +272,10 @@ class Gateway:
                 self.counts["refused"] += 1
                 self.counts["accepted"] -= 1
                 if not any(healthy) or (s.instance >= 0 and not healthy[s.instance]):
-                    ticket.push(("refused", 503, "no healthy instance can take the request"))
+                    self.outbox.post(ticket, ("refused", 503, "no healthy instance can take the request"))
                 else:
-                    ticket.push(("refused", 429, "the rack's admission queues are full; retry later"))
+                    self.outbox.post(ticket, ("refused", 429, "the rack's admission queues are full; retry later"))
+            self.outbox.send()
         return len(subs)
 
     def done(self, records: list) -> None:
@@ -268,31 +298,34 @@ class Gateway:
             live = self.live
             for ticket in self.fresh:
                 if not ticket.ended:
-                    ticket.push(("accepted",))
+                    self.outbox.post(ticket, ("accepted",))
             self.fresh = []
             for rid, times in out.tokens:
                 ticket = live.get(rid)
                 if ticket is not None:
-                    ticket.push(("tokens", times))
+                    self.outbox.post(ticket, ("tokens", times))
             for record in out.finished:
                 ticket = live.pop(record.rid, None)
                 if ticket is not None:
                     if record.error is None:
                         self.counts["completed"] += 1
-                        ticket.push(("end", record))
-                        if self.on_end:
-                            self.on_end(record, ticket, ticket.finish_reason(record.output_len))
+                        self.outbox.post(ticket, ("end", record))
+                    if self.on_end:                 # an aborted request ends here too, as vLLM counts it
+                        self.on_end(record, ticket, ticket.finish_reason(record.output_len) if record.error is None
+                                    else "abort")
             for rid, reason in out.errored:
                 ticket = live.pop(rid, None)
                 if ticket is not None:
                     self.counts["errored"] += 1
-                    ticket.push(("error", 503, reason))
+                    self.outbox.post(ticket, ("error", 503, reason))
                     if self.on_error:
                         self.on_error(ticket)
+            self.outbox.send()
 
     def fail_all(self, reason: str) -> None:
         """The rack stopped: every request still open ends with an explicit error."""
         with self.lock:
             for ticket in list(self.live.values()) + self.incoming:
-                ticket.push(("error", 503, reason))
+                self.outbox.post(ticket, ("error", 503, reason))
+            self.outbox.send()
             self.live, self.incoming = {}, []

@@ -12,7 +12,8 @@ last epoch's frames at scrape time. ``request_success`` counts every end: ``stop
 ``uuid``) are now-values: the card's state over the last telemetry interval.
 
 **The emulator's** ``rsd_ray_*``: the virtual clock, the pace, how far clients are behind it
-(``rsd_ray_lag_seconds`` = the rack's lag + the delivery delay) and the delivery delay itself.
+(``rsd_ray_lag_seconds`` = the rack's lag + the server's: its delivery delay or event-loop lag) and each
+of those.
 """
 from __future__ import annotations
 
@@ -102,15 +103,18 @@ class RackMetrics:
             for reason in FINISH_REASONS:
                 self.success.labels(self.model, engine, reason)
             info.labels(**cache_info, engine=engine).set(1)
+        self.loop_lag = Histogram("rsd_ray_event_loop_lag_probe_seconds", "How late the server's event loop wakes a "
+                                  "sleeper, probed every 10 ms: a new request waits about this long to be read.",
+                                  buckets=DELIVERY_BUCKETS, registry=r)
         for token in ("first", "later"):
             self.delivery.labels(token)
         r.register(self)
-        gateway.on_end, gateway.on_abort, gateway.on_error = self.request_done, self.request_aborted, self.request_errored
-        gateway.on_steps = self.steps
-        gateway.delivery.observe_hook = self.delivered
+        gateway.on_end, gateway.on_error = self.request_done, self.request_errored
+        gateway.on_steps, gateway.on_delivered = self.steps, self.delivered
+        gateway.on_loop_lag = self.loop_lag.observe
 
     def request_done(self, record, ticket, finish_reason: str) -> None:
-        """A request finished (called by the gateway, which knows the reason the client was given)."""
+        """A request ended: finished (with the reason the client was given) or aborted (its client went away)."""
         engine = str(record.instance)
 
         def at(metric):
@@ -139,12 +143,9 @@ class RackMetrics:
         if record.scheduled is not None:
             at(self.queue).observe(record.scheduled - record.arrival)
 
-    def request_aborted(self, ticket) -> None:
-        engine = str(ticket.instance) if ticket.instance >= 0 else "0"
-        self.success.labels(self.model, engine, "abort").inc()
-
     def request_errored(self, ticket) -> None:
-        engine = str(ticket.instance) if ticket.instance >= 0 else "0"
+        """The rack lost the request (no healthy instance could finish it): its instance is unknown here."""
+        engine = str(max(0, ticket.instance))
         self.success.labels(self.model, engine, "error").inc()
 
     def steps(self, steps) -> None:
@@ -189,6 +190,9 @@ class RackMetrics:
                                   g.lag_s),
                                  ("rsd_ray_delivery_lag_seconds", "The worst delay, over the last second, from a "
                                   "token's due time to its write (wall s).", g.delivery.now_s),
+                                 ("rsd_ray_event_loop_lag_seconds", "The worst lateness, over the last second, of the "
+                                  "server's event loop: how long a new request may wait to be read (wall s).",
+                                  g.loop_lag.now_s),
                                  ("rsd_ray_pace_resets", "Times the paced clock was re-anchored to a rack that "
                                   "could not keep the pace.", g.pace_resets)):
             m = GaugeMetricFamily(name, doc)

@@ -25,7 +25,8 @@ ARRIVAL = "rsd_ray.arrival"          # the ASGI scope key of a request's arrival
 
 class ArrivalStamp:
     """ASGI middleware: the wall time a request reached the server, before its body is read and checked, so the
-    rack's TTFT starts when the client's does (vLLM's starts after parsing)."""
+    rack's TTFT starts when the client's does (vLLM's starts after parsing). The server's HTTP protocol stamps
+    earlier where it can (``server._http_protocol``: as the first bytes are parsed); this is the fallback."""
 
     def __init__(self, app):
         self.app = app
@@ -46,7 +47,7 @@ async def _stream(job: Job, include_usage: bool):
             yield job.chunk([job.delta(c, None, None, first=True) for c in job.choices])
         async for choice, kind, value, due_now in job.events():
             if kind == "token":
-                yield job.chunk([job.delta(choice, value, None)])
+                yield job.chunk([job.delta(choice, value, None)])[:-3] + f', "due": {due_now}}}\n\n'
                 gateway.delivered(time.monotonic() - due_now, first=value == 0)
             else:
                 yield job.chunk([job.delta(choice, None, value)])
@@ -131,7 +132,7 @@ def make_app(ctx: ServeContext, instance: int | None = None) -> FastAPI:
             raise
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_stream(job, include_usage), media_type="text/event-stream")
+            return StreamingResponse(_stream(job, include_usage), media_type="text/event-stream", headers={"x-arrival": str(request.scope.get(ARRIVAL))})
         return await _whole(job, request)
 
     @app.post("/v1/completions")

@@ -21,13 +21,17 @@ from rsd_ray.router import POLICIES
 from rsd_ray.serve.gateway import Gateway
 from rsd_ray.serve.metrics import RackMetrics
 from rsd_ray.serve.jobs import ServeContext
-from rsd_ray.serve.openai_api import make_app
+from rsd_ray.serve.openai_api import ARRIVAL, make_app
 from rsd_ray.serve.text import OutputLengths, Tokens
 from rsd_ray.report.telemetry import attach
 
 SERVE_HORIZON_S = 1e9           # a served rack's window stays open until the server is shut down
 FLUSH_MAX_S = 5.0               # after the rack stopped: the longest wait for paced tokens to reach clients
 MAX_QUEUED_PER_INSTANCE = 4     # gateway queue before the next epoch, in multiples of the rack's admission bound
+LOOP_PROBE_S = 0.01             # how often the event loop's lateness is measured
+KEEP_ALIVE_S = 75.0             # an idle client connection is kept this long: longer than clients keep theirs
+                                # (httpx 5 s, aiohttp 15 s, LiteLLM's), so a client never reuses one the server
+                                # is closing (uvicorn's 5 s default raced httpx's 5 s: a transport error in ~1,000)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,32 @@ def _bind(host: str, port: int, flag: str) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def _http_protocol():
+    """uvicorn's httptools protocol, stamping each request's arrival as its first bytes are parsed: under load
+    a request waits for the event loop between that and the app's first line, and the client counts that wait
+    in its TTFT, so the rack does too. Without httptools, uvicorn's default (the app stamps, later)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return "auto"
+
+    class Stamping(HttpToolsProtocol):
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.scope[ARRIVAL] = time.monotonic()
+    return Stamping
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (uvicorn[standard], as vLLM serves): every token is a write on
+    this loop, and uvloop makes each about twice as cheap; asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 class RackServer:
@@ -125,7 +155,7 @@ class RackServer:
 
     def _serve(self, socks, ready: threading.Event) -> None:
         import uvicorn
-        loop = self._loop = asyncio.new_event_loop()
+        loop = self._loop = _event_loop()
         asyncio.set_event_loop(loop)
 
         async def main():
@@ -138,13 +168,17 @@ class RackServer:
                     ready.set()
                     return
             self._servers = [uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                                           lifespan="off", timeout_graceful_shutdown=2))
+                                                           lifespan="off", timeout_graceful_shutdown=2,
+                                                           timeout_keep_alive=KEEP_ALIVE_S,
+                                                           http=_http_protocol()))
                              for _, app in socks]
             tasks = [asyncio.ensure_future(s.serve(sockets=[sock])) for s, (sock, _) in zip(self._servers, socks)]
+            probe = asyncio.ensure_future(self._probe_loop())
             while not all(s.started for s in self._servers) and not any(t.done() for t in tasks):
                 await asyncio.sleep(0.01)
             ready.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            probe.cancel()
             if self._grpc is not None:
                 await self._grpc.stop(1)
 
@@ -153,6 +187,13 @@ class RackServer:
         finally:
             ready.set()
             loop.close()
+
+    async def _probe_loop(self) -> None:
+        """How late the event loop wakes a sleeper: the wait a new request has before it is read and stamped."""
+        while True:
+            due = time.monotonic() + LOOP_PROBE_S
+            await asyncio.sleep(LOOP_PROBE_S)
+            self.gateway.loop_probed(max(0.0, time.monotonic() - due))
 
     def _run_rack(self) -> None:
         try:
@@ -169,14 +210,14 @@ class RackServer:
     def status(self) -> dict:
         g, c = self.gateway, self.controller
         return {"pid": os.getpid(), "t": g.t, "pace": g.pacer.pace, "lag_s": g.behind_s, "rack_lag_s": g.lag_s,
-                "delivery_lag_s": g.delivery.now_s, "pace_resets": g.pace_resets,
+                "delivery_lag_s": g.delivery.now_s, "loop_lag_s": g.loop_lag.now_s, "pace_resets": g.pace_resets,
                 "in_flight": len(c.ledger.in_flight), "instances": self.ctx.instances, "healthy": sum(g.health),
                 **g.counts}
 
     def frame(self) -> dict:
         """The dashboard's frame (``rsd_ray.report.telemetry``) with what the gateway and router know."""
         g = self.gateway
-        return self.telemetry.frame(pace=g.pacer.pace, lag_s=g.lag_s, refused=g.counts["refused"],
+        return self.telemetry.frame(pace=g.pacer.pace, lag_s=g.behind_s, refused=g.counts["refused"],
                                     routed=self.controller.router.sent.tolist())
 
     def contexts(self) -> list[dict]:
