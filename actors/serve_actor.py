@@ -16,7 +16,10 @@ SERVE_ACTOR_NAME = "rsd-ray-serve"
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class ServeActor:
-    def __init__(self, spec, options, version: str, faults=(), fast: bool | None = None):
+    def __init__(self, spec, options, version: str, faults=(), fast: bool = False):
+        """``fast`` False: plain actor calls, not compiled graphs. A served rack is idle much of the time, and
+        a compiled graph's member polls its channel even then (8 % of a core per card actor, measured by
+        ``benchmarks/idle_serve.py``); a plain call costs nothing idle, and a paced epoch leaves it the time."""
         self.server = RackServer(spec, "ray", options, version, faults, fast=fast)
 
     def start(self) -> dict:

@@ -34,6 +34,10 @@ NO_HEALTHY_INSTANCE = "no healthy instance can take it"
 OFFLINE_DRAIN_S = 1e6     # an offline run ends when its last request does; this only bounds a run that cannot
 
 
+IDLE_TELEMETRY_FACTOR = 5   # an idle rack's card telemetry comes this many times less often (each is a call
+                            # to every card actor on Ray; an idle served rack's cost, benchmarks/idle_serve.py)
+
+
 class Controller:
     def __init__(self, spec: RunSpec, executor: str = "inline", source=None, **executor_options):
         """``source``: where requests come from (default: the spec's workload; ``rsd-ray serve`` passes its
@@ -95,8 +99,12 @@ class Controller:
         return t >= end - 1e-9 and (self.ledger.idle or t >= end + self.drain_s - 1e-9)
 
     def step(self, needs: Needs = Needs()) -> EpochOut:
-        """One epoch: route, run every host to its end, book what came back."""
+        """One epoch: route, run every host to its end, book what came back. An epoch with nothing for the
+        hosts to do (no request in flight or arriving, no control, no telemetry due) calls none: each host
+        catches up the idle time at its next epoch (its cards' heat and energy integrate any span exactly),
+        so an idle served rack costs its Ray actors nothing between telemetry samples."""
         self._read_inbox()
+        self._skip_quiet(needs)
         t0, end = self.t, self.duration_s
         t_end = (self.epochs + 1) * self.spec.epoch_s
         if t0 < end < t_end:
@@ -114,13 +122,40 @@ class Controller:
         window = not self.log.window_cards and t_end >= end - 1e-9 and not self.offline   # offline: the whole run
         every = needs.telemetry_every_s
         controls, self.controls = tuple(self.controls + self.faults.due(t_end)), []
-        out = self.executor.run_epoch(EpochIn(
-            t_end=t_end, arrivals={s: tuple(v) for s, v in arrivals.items()}, controls=controls,
-            telemetry=window or bool(every and (self.epochs == 0 or t_end // every > t0 // every)),
-            tokens=needs.tokens, trace=needs.steps))
+        if every and self.ledger.idle and not arrivals:
+            every *= IDLE_TELEMETRY_FACTOR                # an idle rack's cards only cool: sample them less
+        faulted = any(c.kind != Kind.ABORT for c in controls)     # a lost card reads lost at once
+        telemetry = window or faulted or bool(every and (self.epochs == 0 or t_end // every > t0 // every))
+        if not (arrivals or controls or telemetry) and self.ledger.idle:
+            out = EpochOut(t_end=t_end, instances=self.log.last_frames)    # an idle rack: no host has work
+        else:
+            out = self.executor.run_epoch(EpochIn(
+                t_end=t_end, arrivals={s: tuple(v) for s, v in arrivals.items()}, controls=controls,
+                telemetry=telemetry, tokens=needs.tokens, trace=needs.steps))
         self.t, self.epochs = t_end, self.epochs + 1
         self._book(out, window)
         return dataclasses.replace(out, errored=self.ledger.take_errored(), healthy=tuple(self.router.healthy.tolist()))
+
+    def _skip_quiet(self, needs: Needs) -> None:
+        """An idle rack whose source can wait for its next request (a served rack's gateway: ``quiet_until``)
+        jumps over the epochs in which nothing happens: no request in flight, no control or fault due, no
+        telemetry due. Nothing would have run in them (``step``), so no figure changes; a served rack idles
+        at a few steps a second instead of a hundred."""
+        quiet = getattr(self.source, "quiet_until", None)
+        if quiet is None or not self.ledger.idle or self.controls or self.epochs == 0 or self.t >= self.duration_s:
+            return
+        epoch, limit = self.spec.epoch_s, self.duration_s
+        every = needs.telemetry_every_s
+        if every:                                         # the epoch that crosses a telemetry boundary runs
+            every *= IDLE_TELEMETRY_FACTOR
+            limit = min(limit, (self.t // every + 1) * every - epoch)
+        if self.faults.pending:
+            limit = min(limit, self.faults.pending[0].at_s)
+        reached = quiet(self.t, limit)
+        epochs = int(reached / epoch + 1e-9)
+        if epochs > self.epochs + 1:                      # leave the epoch that holds ``reached`` to run
+            self.epochs = epochs
+            self.t = epochs * epoch
 
     def _place(self, sub: Submit, arrivals, force: bool = False) -> bool:
         """Route one request at the arrival time its source gave it; a new request that names its instance

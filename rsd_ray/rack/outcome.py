@@ -58,6 +58,11 @@ class RunLog:
         self.window_cards: tuple[CardFrame, ...] = ()
         self.window_s = 0.0
 
+    @property
+    def last_frames(self) -> tuple:
+        """Every instance's last frame, as the router and the sinks last saw them."""
+        return tuple(self.frames[i] for i in sorted(self.frames))
+
     def book(self, out: EpochOut, window: bool = False) -> None:
         self.recoveries += out.recoveries
         self.failures += out.failures

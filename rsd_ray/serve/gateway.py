@@ -29,6 +29,8 @@ from rsd_ray.rack.epoch import Control, EpochOut, Kind, Needs, Submit
 from rsd_ray.serve.text import stop_index
 
 MAX_LAG_S = 1.0      # wall seconds the rack may run behind its paced clock before the clock is re-anchored
+QUIET_WAIT_MAX_S = 0.2   # an idle rack waits at most this long (wall) for a client before it steps again: how
+                         # soon it sees a control, a stop or a shutdown while nothing else happens
 DELIVERY_WINDOW_S = 1.0   # the delivery delay reported now is the worst of the last window of this many wall s
 
 
@@ -138,6 +140,7 @@ class Gateway:
         self.pacer = Pacer(pace)
         self.max_queued = max_queued
         self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)   # notified by each submit: wakes an idle rack
         self.outbox = Outbox()
         self.incoming: list[Ticket] = []
         self.live: dict[int, Ticket] = {}
@@ -185,6 +188,7 @@ class Gateway:
                             hash_ids=hash_ids, send_stop=send_stop, n=n, head=head)
             self.next_id += 1
             self.incoming.append(ticket)
+            self.arrived.notify_all()
         return ticket
 
     def abort(self, ticket: Ticket) -> None:
@@ -262,6 +266,20 @@ class Gateway:
             self.counts["accepted"] += len(due)
         return [Submit(k.rid, self.pacer.virtual(k.arrival_wall), k.prompt_len, k.output_len, k.instance,
                        hash_ids=k.hash_ids, session=k.session) for k in due]
+
+    def quiet_until(self, t0: float, limit: float) -> float:
+        """The rack is idle at virtual ``t0``: wait until a client sends a request, the paced clock reaches
+        ``limit`` or ``QUIET_WAIT_MAX_S`` passes; returns the virtual time reached (at most ``limit``, never
+        past a waiting request's arrival)."""
+        with self.lock:
+            if not self.incoming and not self.aborts:
+                wait = min(QUIET_WAIT_MAX_S, self.pacer.wall(limit) - time.monotonic())
+                if wait > 0:
+                    self.arrived.wait(wait)
+            reached = min(limit, self.pacer.virtual())
+            if self.incoming:
+                reached = min(reached, min(self.pacer.virtual(k.arrival_wall) for k in self.incoming))
+        return max(t0, reached)
 
     def refused(self, subs: list[Submit], t: float) -> int:
         healthy = self.health

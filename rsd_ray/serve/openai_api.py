@@ -120,7 +120,7 @@ def make_app(ctx: ServeContext, instance: int | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException):
         message = (f"no route {request.method} {request.url.path}" if err.status_code in (404, 405)
-                   else str(err.detail))
+                   else f"the body is not valid JSON ({err.detail})" if err.status_code == 400 else str(err.detail))
         return ApiError(err.status_code, message).response()
 
     async def serve(request: Request, body, kind: str):

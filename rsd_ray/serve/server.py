@@ -28,7 +28,7 @@ from rsd_ray.report.telemetry import attach
 SERVE_HORIZON_S = 1e9           # a served rack's window stays open until the server is shut down
 FLUSH_MAX_S = 5.0               # after the rack stopped: the longest wait for paced tokens to reach clients
 MAX_QUEUED_PER_INSTANCE = 4     # gateway queue before the next epoch, in multiples of the rack's admission bound
-LOOP_PROBE_S = 0.01             # how often the event loop's lateness is measured
+LOOP_PROBE_S = 0.05             # how often the event loop's lateness is measured (often enough for its mean)
 KEEP_ALIVE_S = 75.0             # an idle client connection is kept this long: longer than clients keep theirs
                                 # (httpx 5 s, aiohttp 15 s, LiteLLM's), so a client never reuses one the server
                                 # is closing (uvicorn's 5 s default raced httpx's 5 s: a transport error in ~1,000)
