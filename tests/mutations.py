@@ -15,6 +15,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SERVE = ["tests/test_gateway.py", "tests/test_serve.py"]
+SERVE_VLLM = ["tests/test_serve_metrics.py", "tests/test_serve_fields.py"]
 ORACLE = ["tests/test_engine_oracle.py"]
 FAULTS = ["tests/test_faults.py", "tests/test_engine_oracle.py"]
 RECOVERY = ["tests/test_recovery.py", "tests/test_engine_oracle.py"]
@@ -119,7 +120,8 @@ WRONG = [
  ("rsd_ray/engine/scheduler.py", "self.caches[i].trim(int(self.free[i]))", "pass", PREFIX),
  ("rsd_ray/engine/scheduler.py", "int(t.prompt[r] + t.max_tokens[r]) - cached, reclaim)",
   "int(t.prompt[r] + t.max_tokens[r]) - cached, 0)", PREFIX),
- ("rsd_ray/serve/jobs.py", "_prompt_hashes(ctx, body, ids) if ctx.hash_block_tokens else ())", "())", PREFIX),
+ ("rsd_ray/serve/jobs.py", "hashes = chain_hashes(prompt.units, ctx.hash_block_tokens) if ctx.hash_block_tokens else ()",
+  "hashes = ()", PREFIX),
  ("rsd_ray/engine/prefix_cache.py", "blake2b(prev + block,", "blake2b(block,", PREFIX),
  ("rsd_ray/serve/text.py", "out += [(\"header\", role)] * CHAT_TOKENS_PER_MESSAGE + self.units(content)",
   "out += self.units(content)", PREFIX),
@@ -161,6 +163,20 @@ WRONG = [
   "BACKLOG_SHARE * arrived", INPUTS),
  ("rsd_ray/report/saturation.py", "(arrival <= t) & (served > t)", "(arrival <= t)", INPUTS),
  ("rsd_ray/serve/gateway.py", "if self.lag_s > MAX_LAG_S:", "if False:", ["tests/test_gateway.py"]),
+ # serving like vLLM: the metric set, the request fields, the delays, the now-values, the idle rack
+ ("rsd_ray/serve/metrics.py", "if ticket.head:", "if True:", SERVE_VLLM),
+ ("rsd_ray/serve/metrics.py", ".observe(shape[1])", ".observe(shape[0])", SERVE_VLLM),
+ ("rsd_ray/serve/metrics.py", "at(self.prefill).observe(times[0] - record.scheduled)",
+  "at(self.prefill).observe(times[0] - record.arrival)", SERVE_VLLM),
+ ("rsd_ray/serve/protocol.py", "lambda v: v is not None and v > 1", "lambda v: v is not None and v > 2", SERVE_VLLM),
+ ("rsd_ray/serve/jobs.py", "for c in self.choices if c.counts_prompt)", "for c in self.choices)", SERVE_VLLM),
+ ("rsd_ray/serve/jobs.py", "return [(t, None if k == 0 else -k)", "return [(t, -k)", SERVE_VLLM),
+ ("rsd_ray/hardware/card.py", "utilisation=min(1.0, max(0.0, busy / span))", "utilisation=now.utilisation",
+  ["tests/test_gateway.py"]),
+ ("rsd_ray/serve/gateway.py", "return self.lag_s + max(self.delivery.now_s, self.loop_lag.now_s)",
+  "return self.lag_s", ["tests/test_gateway.py"]),
+ ("rsd_ray/serve/gateway.py", "reached = min(reached, min(self.pacer.virtual(k.arrival_wall) for k in self.incoming))",
+  "pass", ["tests/test_gateway.py"]),
  ("rsd_ray/functional/split.py", "if not live or halt():", "if not live:", ["tests/test_functional.py"]),
  ("rsd_ray/validation/suite.py", "    for row in rows:\n        if signals.first_received():\n            break",
   "    for row in rows:", INPUTS),

@@ -126,3 +126,57 @@ def test_tokens_and_ends_reach_their_tickets():
         assert [e[0] for e in events] == ["accepted", "tokens", "end"]
         assert events[1][1] == (0.1, 0.2) and ended == ["length"] and g.counts["completed"] == 1
     asyncio.run(main())
+
+
+def test_card_gauges_are_over_the_last_interval_and_the_means_stay_the_card_s():
+    from rsd_ray.hardware.card import CardFrame, windowed
+    # before: 10 s, busy 8 s (80 %), 1,000 J; now: 20 s, busy still 8 s (the mean falls to 40 %), 1,500 J
+    before = CardFrame(3, 10.0, 0.8, 0, 16, 50.0, 1000.0, 100.0, "P0", 0.0, 0.0)
+    now = CardFrame(3, 20.0, 0.4, 0, 16, 45.0, 1500.0, 75.0, "P2", 0.0, 0.0)
+    w = windowed(before, now)
+    assert w.utilisation == pytest.approx(0.0) and w.power_w == pytest.approx(500.0 / 10.0)   # idle, 50 W
+    assert w.since_s == 10.0 and w.temperature_c == 45.0
+    assert windowed(None, now) == now                                   # the first frame: its own means
+    g, _ = gateway()
+    g(EpochOut(t_end=10.0, cards=(before,)), 0)
+    g(EpochOut(t_end=20.0, cards=(now,)), 0)
+    assert g.cards[0].utilisation == pytest.approx(0.0) and g.cards[0].power_w == pytest.approx(50.0)
+    assert now.utilisation == 0.4 and now.power_w == 75.0              # what the results keep: since the start
+
+
+def test_the_status_line_says_when_delivery_or_the_rack_falls_behind():
+    from rsd_ray.serve.command import BEHIND_WARN_S, status_line
+    base = {"t": 1.0, "pace": 1.0, "lag_s": 0.0, "in_flight": 0, "completed": 0, "refused": 0, "healthy": 4,
+            "instances": 4, "delivery_lag_s": 0.0, "loop_lag_s": 0.0, "rack_lag_s": 0.0}
+    assert "behind" not in status_line(base)
+    assert "delivery behind" in status_line({**base, "delivery_lag_s": BEHIND_WARN_S * 2})
+    assert "delivery behind" in status_line({**base, "loop_lag_s": BEHIND_WARN_S * 2})
+    assert "rack behind" in status_line({**base, "rack_lag_s": BEHIND_WARN_S * 2})
+
+
+def test_delivery_and_loop_lag_count_in_how_far_behind_clients_are():
+    g, _ = gateway()
+    g.lag_s = 0.05
+    g.delivered(0.3, first=True)
+    g.loop_probed(0.1)
+    assert g.behind_s == pytest.approx(0.05 + 0.3)
+    seen = []
+    g.on_delivered = lambda delay, first: seen.append((delay, first))
+    g.delivered(-1.0)                                  # early is on time
+    assert seen == [(0.0, False)]
+
+
+def test_an_idle_rack_waits_for_a_client_and_wakes_when_one_comes():
+    async def main():
+        g, _ = gateway(pace=1.0)
+        t0 = g.pacer.virtual()
+        start = time.monotonic()
+        reached = await asyncio.to_thread(g.quiet_until, t0, t0 + 10.0)
+        assert 0.15 < time.monotonic() - start < 1.0                  # at most QUIET_WAIT_MAX_S, then steps
+        assert t0 < reached < t0 + 1.0
+        waiter = asyncio.ensure_future(asyncio.to_thread(g.quiet_until, reached, reached + 10.0))
+        await asyncio.sleep(0.05)
+        ticket = g.submit(4, 2)
+        woke = await waiter
+        assert woke <= g.pacer.virtual(ticket.arrival_wall) + 1e-9    # never past the request's arrival
+    asyncio.run(main())

@@ -87,6 +87,13 @@ def test_values_are_what_the_clients_sent(server):
             model=MODEL, prompt="w " * words, max_tokens=out, extra_body={"ignore_eos": True})
         assert c.usage.prompt_tokens == words and c.usage.completion_tokens == out
         sent.append((str(engine), words, out, out))
+    def long_prompt(_):                                # two at once on one instance: the second queues
+        return openai_client(f"{server.base}/instances/0").completions.create(
+            model=MODEL, prompt="w " * 2000, max_tokens=2, extra_body={"ignore_eos": True})
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:
+        assert all(c.usage.completion_tokens == 2 for c in pool.map(long_prompt, range(2)))
+    sent += [("0", 2000, 2, 2)] * 2
     pair = openai_client(f"{server.base}/instances/3").completions.create(model=MODEL, prompt="a b c", max_tokens=4, n=2, extra_body={"ignore_eos": True})
     assert len(pair.choices) == 2 and pair.usage.completion_tokens == 8 and pair.usage.prompt_tokens == 3
     f = scrape(server)
@@ -99,33 +106,33 @@ def test_values_are_what_the_clients_sent(server):
     total_prompt = sum(x[1] for x in sent) + 3 * 2               # each of n=2's sequences prefills its prompt
     total_out = sum(x[2] for x in sent) + 8
     assert value(f, "vllm:prompt_tokens", "vllm:prompt_tokens_total") == total_prompt
-    assert value(f, "vllm:request_success", "vllm:request_success_total", finished_reason="length") == 6
+    assert value(f, "vllm:request_success", "vllm:request_success_total", finished_reason="length") == 8
     assert value(f, "vllm:request_success", "vllm:request_success_total", finished_reason="abort") == 0
     assert value(f, "vllm:request_success", "vllm:request_success_total", finished_reason="stop") == 0
     assert value(f, "vllm:request_prompt_tokens", "vllm:request_prompt_tokens_sum") == total_prompt
     assert value(f, "vllm:request_generation_tokens", "vllm:request_generation_tokens_sum") == total_out
     assert value(f, "vllm:request_params_max_tokens", "vllm:request_params_max_tokens_sum") == \
         sum(x[3] for x in sent) + 4 * 2
-    assert value(f, "vllm:request_params_n", "vllm:request_params_n_count") == 5        # once per client request
-    assert value(f, "vllm:request_params_n", "vllm:request_params_n_sum") == 4 + 2
+    assert value(f, "vllm:request_params_n", "vllm:request_params_n_count") == 7        # once per client request
+    assert value(f, "vllm:request_params_n", "vllm:request_params_n_sum") == 6 + 2
     # TPOT: one observation per request of more than one token (the 1-token request has none)
     assert value(f, "vllm:request_time_per_output_token_seconds",
-                 "vllm:request_time_per_output_token_seconds_count") == 5
+                 "vllm:request_time_per_output_token_seconds_count") == 7
     ttft = value(f, "vllm:time_to_first_token_seconds", "vllm:time_to_first_token_seconds_sum")
     queue = value(f, "vllm:request_queue_time_seconds", "vllm:request_queue_time_seconds_sum")
     prefill = value(f, "vllm:request_prefill_time_seconds", "vllm:request_prefill_time_seconds_sum")
     decode = value(f, "vllm:request_decode_time_seconds", "vllm:request_decode_time_seconds_sum")
     inference = value(f, "vllm:request_inference_time_seconds", "vllm:request_inference_time_seconds_sum")
     e2e = value(f, "vllm:e2e_request_latency_seconds", "vllm:e2e_request_latency_seconds_sum")
-    assert ttft > 0 and abs(queue + prefill - ttft) < 1e-9           # first token = waiting + prefill
+    assert queue > 0.01 and ttft > 0 and abs(queue + prefill - ttft) < 1e-9   # first token = waiting + prefill
     assert abs(prefill + decode - inference) < 1e-9                  # running = prefill + decode
     assert abs(queue + inference - e2e) < 1e-9
     # every computed token is in a step: a request computes its prompt and all but its last output token
-    assert value(f, "vllm:iteration_tokens_total", "vllm:iteration_tokens_total_sum") == total_prompt + total_out - 6
+    assert value(f, "vllm:iteration_tokens_total", "vllm:iteration_tokens_total_sum") == total_prompt + total_out - 8
     assert value(f, "vllm:iteration_tokens_total", "vllm:iteration_tokens_total_count") > 0
     assert value(f, "vllm:generation_tokens", "vllm:generation_tokens_total") == total_out
     assert value(f, "vllm:num_requests_running") + value(f, "vllm:num_requests_waiting") == 0
-    assert value(f, "rsd_ray_delivery_delay_seconds", "rsd_ray_delivery_delay_seconds_count") == 5   # a response each
+    assert value(f, "rsd_ray_delivery_delay_seconds", "rsd_ray_delivery_delay_seconds_count") == 7   # a response each
     # a client that goes away: its request ends as an abort, on its instance
     with httpx.stream("POST", f"{server.base}/instances/3/v1/completions",
                       json={"model": MODEL, "prompt": "x", "max_tokens": 2000, "ignore_eos": True, "stream": True}) as r:
@@ -136,4 +143,4 @@ def test_values_are_what_the_clients_sent(server):
     time.sleep(0.5)
     g = scrape(server)
     assert value(g, "vllm:request_success", "vllm:request_success_total", engine="3", finished_reason="abort") == 1
-    assert value(g, "vllm:request_success", "vllm:request_success_total", finished_reason="length") == 6
+    assert value(g, "vllm:request_success", "vllm:request_success_total", finished_reason="length") == 8

@@ -35,8 +35,8 @@ DELIVERY_WINDOW_S = 1.0   # the delivery delay reported now is the worst of the 
 
 
 class RecentWorst:
-    """The worst of a delay observed over the last full window of ``DELIVERY_WINDOW_S`` wall seconds (0 when
-    nothing was observed lately): what a status line or a gauge shows now."""
+    """The worst of a delay observed over the last one to two windows of ``DELIVERY_WINDOW_S`` wall seconds (0
+    when nothing was observed lately): what a status line or a gauge shows now."""
 
     def __init__(self):
         self.start, self.worst, self.last_worst = time.monotonic(), 0.0, 0.0
@@ -51,7 +51,9 @@ class RecentWorst:
     @property
     def now_s(self) -> float:
         age = time.monotonic() - self.start
-        return self.last_worst if age < DELIVERY_WINDOW_S else self.worst if age < 2 * DELIVERY_WINDOW_S else 0.0
+        if age < DELIVERY_WINDOW_S:                  # this window so far, and the one before
+            return max(self.worst, self.last_worst)
+        return self.worst if age < 2 * DELIVERY_WINDOW_S else 0.0
 
 
 class Pacer:
