@@ -41,7 +41,7 @@ async def _stream(job: Job, include_usage: bool):
     chunk per token at its paced time, the finish reason, the usage when asked, then ``[DONE]``. Each token's
     delivery delay (its due wall time to the moment its chunk was written) is measured as the next one is
     asked for, which is when the server has written the previous."""
-    gateway, done, due = job.ctx.gateway, False, None
+    gateway, done = job.ctx.gateway, False
     try:
         if job.kind == "chat" or job.echo:
             yield job.chunk([job.delta(c, None, None, first=True) for c in job.choices])

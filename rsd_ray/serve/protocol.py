@@ -15,7 +15,7 @@ Fields no version of the API defines are ignored, as vLLM ignores them.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -138,5 +138,3 @@ def refused_field(body: BaseModel) -> ApiError | None:
             return ApiError(400, why, name)
     return None
 
-
-Kind = Literal["completion", "chat"]
