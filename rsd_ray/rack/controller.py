@@ -120,10 +120,8 @@ class Controller:
         if refused:
             self.ledger.refuse(refused, t0)
         window = not self.log.window_cards and t_end >= end - 1e-9 and not self.offline   # offline: the whole run
-        every = needs.telemetry_every_s
+        every = self._telemetry_every(needs, idle=self.ledger.idle and not arrivals)
         controls, self.controls = tuple(self.controls + self.faults.due(t_end)), []
-        if every and self.ledger.idle and not arrivals:
-            every *= IDLE_TELEMETRY_FACTOR                # an idle rack's cards only cool: sample them less
         faulted = any(c.kind != Kind.ABORT for c in controls)     # a lost card reads lost at once
         telemetry = window or faulted or bool(every and (self.epochs == 0 or t_end // every > t0 // every))
         if not (arrivals or controls or telemetry) and self.ledger.idle:
@@ -136,6 +134,13 @@ class Controller:
         self._book(out, window)
         return dataclasses.replace(out, errored=self.ledger.take_errored(), healthy=tuple(self.router.healthy.tolist()))
 
+    @staticmethod
+    def _telemetry_every(needs: Needs, idle: bool) -> float | None:
+        """Virtual seconds between card telemetry samples: what the sinks ask, less often while the rack is
+        idle (its cards only cool)."""
+        every = needs.telemetry_every_s
+        return every * IDLE_TELEMETRY_FACTOR if every and idle else every
+
     def _skip_quiet(self, needs: Needs) -> None:
         """An idle rack whose source can wait for its next request (a served rack's gateway: ``quiet_until``)
         jumps over the epochs in which nothing happens: no request in flight, no control or fault due, no
@@ -145,9 +150,8 @@ class Controller:
         if quiet is None or not self.ledger.idle or self.controls or self.epochs == 0 or self.t >= self.duration_s:
             return
         epoch, limit = self.spec.epoch_s, self.duration_s
-        every = needs.telemetry_every_s
+        every = self._telemetry_every(needs, idle=True)
         if every:                                         # the epoch that crosses a telemetry boundary runs
-            every *= IDLE_TELEMETRY_FACTOR
             limit = min(limit, (self.t // every + 1) * every - epoch)
         if self.faults.pending:
             limit = min(limit, self.faults.pending[0].at_s)
