@@ -64,3 +64,30 @@ def test_other_collectives(topo):
     assert bc.time(m) == pytest.approx(rd.time(m))     # root link carries 3 messages either way
     assert bc.time(m) == pytest.approx(COLLECTIVE_FIXED_S + 3 * m / (64e9 * LINK_EFFICIENCY) + 2e-6)
     assert collective_cost(topo, "all_reduce", "ring", [5]).time(m) == 0.0
+
+
+# published NCCL measurements the collective model is held to (nothing in it is fitted to them)
+NCCL_RING_LATENCY_US = {2: 10.0, 3: 13.76, 4: 16.88, 5: 20.8, 6: 25.2, 7: 29.5, 8: 33.7}
+"""NVIDIA/nccl-tests issue #123: DGX-A100, NCCL_ALGO=Ring, one channel, all_reduce of 8-128 B across 2-8
+GPUs (µs). Latency grows by one hop per ring step, 2(n - 1) of them, on top of a fixed start."""
+
+
+def test_a_small_ring_all_reduce_costs_what_nccl_measures_on_a_dgx_a100():
+    spec = load_run(None, rack="dgx-a100")
+    topo = Topology(spec.rack, spec.device)
+    for n, measured in NCCL_RING_LATENCY_US.items():
+        alpha = collective_cost(topo, "all_reduce", "ring", list(range(n))).alpha
+        assert alpha == pytest.approx(COLLECTIVE_FIXED_S + 2 * (n - 1) * 2e-6)     # two 1 µs hops a step
+        assert alpha * 1e6 == pytest.approx(measured, rel=0.10), n
+
+
+def test_a_large_ring_all_reduce_reaches_the_bus_bandwidth_nccl_measures_on_a_dgx_h100():
+    """NVIDIA/nccl issue #1455: 8 x H100 SXM, NCCL_ALGO=RING, 2-4 GB all-reduces: bus bandwidth 365-370 GB/s
+    from 2 to 8 GPUs, ~80 % of NVLink 4's 450 GB/s. The model's: the fabric at ``LINK_EFFICIENCY``."""
+    spec = load_run(None, rack="dgx-h100")
+    topo = Topology(spec.rack, spec.device)
+    m = 2 ** 31
+    for n in (2, 4, 8):
+        t = collective_cost(topo, "all_reduce", "ring", list(range(n))).time(m)
+        busbw = m / t * 2 * (n - 1) / n
+        assert 0.95 * 365e9 <= busbw <= 1.05 * 370e9, (n, busbw)

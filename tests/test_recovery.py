@@ -27,27 +27,29 @@ def steady_run(recover: bool, faults=(Fault("card", 5, FAULT_AT),), executor: st
     return json.loads(json.dumps(build(controller.run())))
 
 
-def levels(doc) -> tuple[float, float]:
-    """Mean output tokens/s over the 10 s before the fault and the last 10 s of the window (the closed loop's
-    1 s bins swing by ±15 %, so 5 s averages differ by as much as the effect measured)."""
+def level(doc) -> float:
+    """Mean output tokens/s over the last 10 s of the window, 10-20 s after the fault (the closed loop's 1 s
+    bins swing by ±15 %, and it is still ramping up over its first 20 s: only a run of the same load
+    without the fault says what the level should be)."""
     series = np.array(doc["timeline"]["output_tokens_per_s"])
-    assert doc["timeline"]["bin_s"] == 1.0
-    return series[10:20].mean(), series[30:40].mean()
+    assert doc["timeline"]["bin_s"] == 1.0 and len(series) >= 40
+    return series[30:40].mean()
 
 
 def test_after_a_card_fault_recovery_brings_throughput_back_within_5_percent():
+    unharmed = level(steady_run(False, faults=()))
     for recover in (False, True):
         doc = steady_run(recover)
-        before, after = levels(doc)
+        after = level(doc)
         assert accounted(doc) and doc["requests"]["unfinished"] == 0 and doc["requests"]["retried"] > 0
         if recover:
-            assert abs(after / before - 1) < 0.05, (before, after)
+            assert abs(after / unharmed - 1) < 0.05, (unharmed, after)
             (r,) = doc["recoveries"]
             assert r["instance"] == 1 and r["cards"] == [5] and r["t_failed"] == FAULT_AT
             assert doc["faults"]["recoveries"] == 1 and doc["faults"]["mean_recovery_s"] == r["duration_s"]
             assert not any(c["lost"] for c in doc["cards"]) and not any(i["failed"] for i in doc["instances"])
         else:                                       # the control: one instance of four gone for good
-            assert after / before < 0.95, (before, after)
+            assert after / unharmed < 0.95, (unharmed, after)
             assert doc["recoveries"] == [] and doc["cards"][5]["lost"] and doc["instances"][1]["failed"]
 
 

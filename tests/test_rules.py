@@ -284,14 +284,16 @@ def test_results_power_and_price_follow_their_formulas():
     assert doc["requests"]["accepted"] == doc["requests"]["completed"] + doc["requests"]["unfinished"]
 
 
-@pytest.mark.parametrize("overlap", [False, True])
-def test_host_time_per_step_is_base_plus_per_sampled_sequence(overlap):
-    """A step is its host time then its device time; with async scheduling the longer of the two."""
-    from rsd_ray.calibration import HOST_STEP_BASE_S, HOST_STEP_PER_SEQ_S
+@pytest.mark.parametrize("overlap,generation", [(False, "v1"), (True, "v1"), (False, "v0")])
+def test_host_time_per_step_is_base_plus_per_sampled_sequence(overlap, generation):
+    """A step is its host time then its device time; with async scheduling the longer of the two. vLLM's
+    V0 engine adds its per-sequence work and, driving a TP group (2 cards here), its broadcast."""
+    from rsd_ray.calibration import (HOST_STEP_BASE_S, HOST_STEP_PER_SEQ_S, V0_HOST_PER_SEQ_S, V0_TP_PER_SEQ_S,
+                                     V0_TP_STEP_S)
     from rsd_ray.compiler import compile_plan
     from rsd_ray.rack.controller import host_setups
     from rsd_ray.rack.host import Host
-    spec = make_spec(engine={"async_scheduling": overlap})
+    spec = make_spec(engine={"async_scheduling": overlap, "vllm_engine": generation})
     topo = Topology(spec.rack, spec.device)
     plan = compile_plan(spec, topo)
     host = Host.local(spec, plan, host_setups(spec, topo, plan)[:1])
@@ -303,6 +305,25 @@ def test_host_time_per_step_is_base_plus_per_sampled_sequence(overlap):
                      dict(host_setups(spec, topo, plan)[0].shared_links))
     seg = StepCost(plan.programs[0], spec.device, "fp16").segments(x)     # both ranks cost the same
     device = device_time(seg, sync.times(x)[0], 1)[0]
+    assert len(plan.placement.groups[0]) == 2
     host_s = HOST_STEP_BASE_S + 3 * HOST_STEP_PER_SEQ_S
+    if generation == "v0":                                  # 1.3 ms + 3 × (35 + 25) µs more
+        host_s += V0_TP_STEP_S + 3 * (V0_HOST_PER_SEQ_S + V0_TP_PER_SEQ_S)
     assert done.token_times[0] == pytest.approx(max(host_s, device) if overlap else host_s + device)
     assert min(device, host_s) > 0                           # so the two rules differ here
+
+
+def test_attention_is_charged_for_at_least_the_heads_floor_per_card():
+    """Decode attention stops shrinking with TP below ``ATTENTION_HEADS_FLOOR`` query heads a card: Llama 3 8B
+    (32 heads) reads its KV at 1x on one card, at 16 heads a card 20/16 = 1.25x, at 8 heads 20/8 = 2.5x the
+    bytes its KV heads hold; the weights and every other term are untouched."""
+    from rsd_ray.calibration import ATTENTION_HEADS_FLOOR
+    from rsd_ray.compiler.program import TERMS, compile_program
+    assert ATTENTION_HEADS_FLOOR == 20
+    model = load_run(None, model="llama3-8b").model
+    kv = TERMS.index("kv_tokens")
+    for tp, factor in ((1, 1.0), (2, 1.25), (4, 2.5)):
+        attn = next(c for c in compile_program(model, tp, 0).commands if c.name == "attention")
+        kv_heads = 8 // tp
+        assert attn.dram[kv] == pytest.approx(2 * kv_heads * 128 * 2 * factor), tp    # K and V, fp16
+        assert attn.flops[TERMS.index("attn_pairs")] == pytest.approx(4 * (32 // tp) * 128)

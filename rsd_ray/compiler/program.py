@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import msgpack
 import numpy as np
 
+from rsd_ray.calibration import ATTENTION_HEADS_FLOOR
 from rsd_ray.compiler.shard import DTYPE_BYTES, act_bytes, kv_heads_per_card, padded_vocab, shard_plan
 from rsd_ray.config import ModelSpec
 
@@ -98,6 +99,7 @@ def compile_program(model: ModelSpec, tp: int, rank: int, chunks: int = 1) -> Pr
     act = act_bytes(model)                                # activations, messages and the KV cache
     q, kv = model.num_heads // tp * d, kv_heads_per_card(model, tp) * d
     inter, vocab = model.intermediate_size // tp, padded_vocab(model, tp) // tp
+    heads_floor = max(1.0, ATTENTION_HEADS_FLOOR / (model.num_heads // tp))  # KV reads as if ≥ that many heads
 
     def ne(name, flops, dram):
         return (NEURAL_ENGINE, name, flops, dram, _v())
@@ -113,7 +115,7 @@ def compile_program(model: ModelSpec, tp: int, rank: int, chunks: int = 1) -> Pr
             ne("embedding", _v(), _v(tokens=h * (b + act)))]
     attn = [norm("input_layernorm"), matmul("qkv_proj", h, q + 2 * kv),
             ne("rope", _v(tokens=6 * (q + kv)), _v(tokens=2 * (q + kv) * act)),
-            ne("attention", _v(pairs=4 * q), _v(tokens=2 * kv * act + 2 * q * act, kv=2 * kv * act)),
+            ne("attention", _v(pairs=4 * q), _v(tokens=2 * kv * act + 2 * q * act, kv=2 * kv * act * heads_floor)),
             matmul("o_proj", q, h)]
     mlp = [norm("post_attention_layernorm"), matmul("gate_up_proj", h, 2 * inter),
            ne("silu_mul", _v(tokens=4 * inter), _v(tokens=3 * inter * act)), matmul("down_proj", inter, h)]

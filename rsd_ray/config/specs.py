@@ -176,6 +176,11 @@ class EngineSpec:
     async_scheduling: Bool = Field(False, description="the host schedules step n+1 while step n runs on the cards "
                                                       "(vLLM --async-scheduling, TensorRT-LLM's overlap scheduler): "
                                                       "a step takes max(host, device) instead of host + device")
+    vllm_engine: Literal["v1", "v0"] = Field(
+        "v1", description="v1: vLLM's V1 engine (host work per step off the critical path but for "
+                          "calibration.HOST_STEP_*); v0: vLLM ≤ 0.6, whose per-sequence Python work and, with TP, "
+                          "the driver's broadcast of every step's inputs sit on each step's critical path "
+                          "(calibration.V0_HOST_PER_SEQ_S, V0_TP_STEP_S)")
     admission: Literal["preempt", "reserve"] = Field(
         "preempt", description="preempt: vLLM's (admit while the prompt fits; on KV exhaustion preempt and "
                                "recompute); reserve: TensorRT-LLM's GUARANTEED_NO_EVICT (admit only when the whole "

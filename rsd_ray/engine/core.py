@@ -16,6 +16,7 @@ import numpy as np
 
 from rsd_ray.hardware.card_group import CardLost, slowest
 from rsd_ray.engine.prefix_cache import make_caches
+from rsd_ray.calibration import HostCost
 from rsd_ray.engine.pricing import collective_times, count_sent, step_times
 from rsd_ray.hardware.costmodel import linear
 from rsd_ray.engine.frames import InstanceFrame
@@ -39,7 +40,7 @@ class EngineCore:
         n = len(instances)
         self.table = RequestTable()
         self.sched = Scheduler(engine, [num_blocks] * n, self.table, make_caches(engine, n))
-        self.overlap = engine.async_scheduling
+        self.host = HostCost.of(engine, len(self.groups[0].card_ids) if n else 1)
         self.clock, self.busy = np.zeros(n), np.zeros(n)
         self.steps, self.out_tokens, self.computed = (np.zeros(n, dtype=np.int64) for _ in range(3))
         self.failed = np.zeros(n, dtype=bool)
@@ -120,7 +121,7 @@ class EngineCore:
             inst, tokens, rows, shapes, starts, segments = (a[keep] for a in (inst, tokens, rows, shapes, starts,
                                                                                segments))
             lost = [(self.iids[k], err, t) for k, err, t in lost]
-        ends = starts + step_times(shapes, segments, self._collectives(inst, shapes), self.chunks, self.overlap)
+        ends = starts + step_times(shapes, segments, self._collectives(inst, shapes), self.chunks, self.host)
         for j, k in enumerate(inst.tolist()):
             self.groups[k].accept(starts[j:j + 1].tolist(), shapes[j:j + 1], busy[j])
             if trace is not None:

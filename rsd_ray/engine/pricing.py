@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from rsd_ray.calibration import step_s
+from rsd_ray.calibration import HostCost
 from rsd_ray.interconnect.collectives import ALGORITHMS, collective_cost
 from rsd_ray.compiler.program import DEVICE_SYNC, Program
 from rsd_ray.hardware.costmodel import linear
@@ -66,11 +66,11 @@ def device_time(segments: np.ndarray, coll: np.ndarray, chunks: int) -> np.ndarr
 
 
 def step_times(shapes: np.ndarray, segments: np.ndarray, coll: np.ndarray, chunks: int,
-               overlap: bool) -> np.ndarray:
-    """The price of k steps: host time (``calibration.step_s``) and device time, from their batch shapes,
+               host: HostCost) -> np.ndarray:
+    """The price of k steps: host time (``calibration.HostCost``) and device time, from their batch shapes,
     the slowest card's segments and the collectives' times. Every engine step, functional step and
     compile-report step is priced here."""
-    return step_s(shapes[:, 2], device_time(segments, coll, chunks), overlap)
+    return host.step_s(shapes[:, 2], device_time(segments, coll, chunks))
 
 
 class GroupSync:
@@ -105,7 +105,7 @@ class GroupSync:
         times, pick = collective_times(self.alpha[None], self.beta[None], msg)
         return times, pick, msg
 
-    def run_steps(self, shapes: np.ndarray, segments: np.ndarray, overlap: bool) -> tuple[np.ndarray, np.ndarray]:
+    def run_steps(self, shapes: np.ndarray, segments: np.ndarray, host: HostCost) -> tuple[np.ndarray, np.ndarray]:
         """k steps of this group alone ran, from their slowest card's ``segments``: their seconds
         (``step_times``) and collective times; their bytes are counted on the links, step by step. (The
         engine prices many groups' steps at once with the same functions.)"""
@@ -114,7 +114,7 @@ class GroupSync:
             row = np.zeros(1, dtype=int)
             for j in range(len(msg)):
                 count_sent(self.sent[None], row, pick[j:j + 1], msg[j:j + 1])
-        return step_times(shapes, segments, coll, self.chunks, overlap), coll
+        return step_times(shapes, segments, coll, self.chunks, host), coll
 
     def link_bytes(self) -> dict[str, float]:
         """Bytes carried by each directed link so far."""

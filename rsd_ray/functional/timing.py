@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rsd_ray.calibration import HostCost
 from rsd_ray.hardware.card_group import LocalCardGroup
 from rsd_ray.compiler import compile_plan
 from rsd_ray.config import load_run
@@ -36,6 +37,7 @@ class StepTimer:
         self.group = LocalCardGroup(self.cards, spec.device, spec.model.dtype, spec.epoch_s)
         self.group.load(plan.programs, plan.memory)
         self.sync = GroupSync(plan.programs[0], self.cards, self.topology, "one_shot", {})
+        self.host = HostCost.of(spec.engine, tp)
         self.clock = 0.0
 
     def step(self, batch) -> float:
@@ -43,7 +45,7 @@ class StepTimer:
         x = shape(batch)
         self.group.begin_epoch(self.clock)
         segments = self.group.propose(x, self.clock)
-        duration = float(self.sync.run_steps(x, segments, False)[0][0])
+        duration = float(self.sync.run_steps(x, segments, self.host)[0][0])
         self.group.accept([self.clock], x)
         self.clock += duration
         return duration

@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 
+from rsd_ray.calibration import HostCost
 from rsd_ray.interconnect.collectives import sharers
 from rsd_ray.compiler import compile_plan
 from rsd_ray.config import RunSpec
@@ -36,7 +37,7 @@ def describe(spec: RunSpec) -> dict:
     for name, x in example_shapes(spec).items():
         sync = GroupSync(program, group, topology, spec.compiler.collective, shared)
         segments = cost.segments(x)           # every rank costs the same
-        seconds, collectives = sync.run_steps(x[None], segments, spec.engine.async_scheduling)
+        seconds, collectives = sync.run_steps(x[None], segments, HostCost.of(spec.engine, len(group)))
         took, collectives = float(seconds[0]), collectives[0]
         steps.append({"step": name, **cost.totals(x), "compute_s": float(segments[0].sum()),
                       "collective_s": float(collectives.sum()), "step_s": took,

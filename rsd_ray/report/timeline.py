@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 
-from rsd_ray.calibration import host_step_s
+from rsd_ray.calibration import HostCost
 from rsd_ray.interconnect.collectives import sharers
 from rsd_ray.compiler.program import DEVICE_SYNC
 from rsd_ray.hardware.costmodel import StepCost
@@ -33,6 +33,7 @@ class TraceSink:
         self.t0, self.t1 = t0, t1
         spec, plan, topology = controller.spec, controller.plan, controller.topology
         self.groups = plan.placement.groups
+        self.host = HostCost.of(spec.engine, len(self.groups[0]))
         self.server_of = topology.server_of
         self.costs = [StepCost(p, spec.device, spec.model.dtype) for p in plan.programs]
         shared = sharers(topology, [list(g) for g in self.groups])
@@ -55,7 +56,7 @@ class TraceSink:
 
     def _step(self, iid: int, t0: float, t1: float, shape: np.ndarray) -> None:
         group = self.groups[iid]
-        host = host_step_s(shape[2])
+        host = float(self.host.seconds(shape[2]))
         pid = self.server_of(group[0])
         self._x(f"step {int(shape[1])} tokens", "host", t0, host, pid, HOST_TID + iid,
                 {"tokens": int(shape[1]), "sampled": int(shape[2])})

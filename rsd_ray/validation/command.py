@@ -54,19 +54,27 @@ def _report(args, console, results) -> None:
         table.add_column(col, justify="right")
     for r in results:
         m, p, e = r["measured"], r["predicted"], r["error"][PRIMARY]
-        table.add_row(r["id"], f"{m[PRIMARY]:,.1f}", f"{p[PRIMARY]:,.1f}",
-                      f"[{'green' if abs(e) <= 0.10 else 'yellow' if abs(e) <= 0.15 else 'red'}]{e:+.1%}",
-                      f"{m['mean_ttft_ms']:,.0f} / {p['mean_ttft_ms']:,.0f}")
+        ttft = f"{m['mean_ttft_ms']:,.0f} / {p['mean_ttft_ms']:,.0f}" if "mean_ttft_ms" in m else "—"
+        table.add_row(r["id"], f"{m[PRIMARY]:,.1f}", f"{p[PRIMARY]:,.1f}", _error(e), ttft)
     console.print(table)
     s = summary(results)
-    pairs = Folding(title="median absolute error by device and model")
-    for col in ("device", "model", "rows", "median |error|", "median signed"):
-        pairs.add_column(col, justify="left" if col in ("device", "model") else "right")
-    for g in s["by_pair"]:
-        pairs.add_row(g["device"], g["model"], str(g["rows"]), f"{g['median_abs_error']:.1%}",
-                      f"{g['median_signed_error']:+.1%}")
-    console.print(pairs)
+    for title, key, names in (("median error by source", "by_source", ("source",)),
+                              ("median error by device, model and TP", "by_group", ("device", "model", "tp"))):
+        groups = Folding(title=title)
+        for col in (*names, "rows", "median |error|", "median signed"):
+            groups.add_column(col, justify="left" if col in names else "right")
+        for g in s[key]:
+            groups.add_row(*(str(g[n]) for n in names), str(g["rows"]), _error(g["median_abs_error"], signed=False),
+                           f"{g['median_signed_error']:+.1%}")
+        console.print(groups)
     if results:
-        console.print(f"suite: {s['rows']} rows, median absolute error of {PRIMARY} {s['median_abs_error']:.1%}")
+        console.print(f"suite: {s['rows']} rows from {len(s['by_source'])} sources, median absolute error of "
+                      f"{PRIMARY} {s['median_abs_error']:.1%}")
     if args.out:
         console.print(f"results: {args.out}")
+
+
+def _error(e: float, signed: bool = True) -> str:
+    """An error coloured by what it allows: green within 5 %, yellow within 10 %, red beyond."""
+    colour = "green" if abs(e) <= 0.05 else "yellow" if abs(e) <= 0.10 else "red"
+    return f"[{colour}]{e:+.1%}" if signed else f"[{colour}]{e:.1%}"

@@ -1,11 +1,14 @@
 """The validation suite: each published row replayed on its GPU preset, predicted against measured.
 
-A row's requests (its published prompt and output lengths) are sent at t = 0 to one instance of ``tp``
-cards of the row's rack, with the row's engine settings; the prediction is the emulator's output
-throughput (tokens over first send to last completion, as ``vllm bench serve`` counts it) and mean TTFT.
-Nothing here is fitted: the device files and ``rsd_ray.calibration`` are the same for every row and for
-ATOM. A published output length of 0 (an empty answer) is replayed as 1 token: every request is
-prefilled and samples once.
+A row's requests (its published prompt and output lengths, each sent ``repeat`` times) are sent at t = 0
+to one instance of ``tp`` cards of the row's rack, with the row's engine settings; the prediction is the
+emulator's output throughput (tokens over first send to last completion, as ``vllm bench serve`` and
+``benchmark_throughput.py`` count it) and mean TTFT (scored nowhere; compared where published). A row's
+source is its suite file: the errors are summarised per source and per (device, model, TP) group. The
+device files and ``rsd_ray.calibration`` are the same for every row and for ATOM; a constant informed by
+one source's rows says so, and ``benchmarks/validate_sources.py`` replays the suite without it. A
+published output length of 0 (an empty answer) is replayed as 1 token: every request is prefilled and
+samples once.
 """
 from __future__ import annotations
 
@@ -46,6 +49,10 @@ def load_rows(path: str | Path | None = None) -> list[dict]:
             ins, outs = row["input_lens"], row["output_lens"]
             if not (isinstance(ins, list) and isinstance(outs, list)) or len(ins) != len(outs) or not ins:
                 raise ConfigError(str(p), row["id"], outs, "one output length per input length, as lists")
+            repeat = row.get("repeat", 1)
+            if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+                raise ConfigError(str(p), f"{row['id']}.repeat", repeat, "how many times each listed request is "
+                                  "sent: a whole number ≥ 1")
             if not all(isinstance(n, int) and n >= lo for lens, lo in ((ins, 1), (outs, 0)) for n in lens):
                 raise ConfigError(str(p), f"{row['id']}.input_lens/output_lens", (ins, outs),
                                   "whole token counts: prompts ≥ 1, outputs ≥ 0")
@@ -54,7 +61,7 @@ def load_rows(path: str | Path | None = None) -> list[dict]:
                                                   for v in m.values()):
                 raise ConfigError(str(p), f"{row['id']}.measured", m, "finite positive figures, e.g. "
                                   "{duration_s: 5.4, output_throughput: 340.0, mean_ttft_ms: 62.0}")
-            rows.append(row)
+            rows.append({**row, "suite": p.stem, "input_lens": ins * repeat, "output_lens": outs * repeat})
     return rows
 
 
@@ -99,7 +106,7 @@ def compare(rows: list[dict], on_row=None) -> list[dict]:
                 break
             raise
         result = {"id": row["id"], "device": spec.device.name, "model": row["model"], "tp": row["tp"],
-                  "source": row["source"], "measured": m, "predicted": p,
+                  "suite": row["suite"], "source": row["source"], "measured": m, "predicted": p,
                   "error": {k: signed_error(p[k], m[k]) for k in p if k in m}}
         out.append(result)
         if on_row:
@@ -108,13 +115,15 @@ def compare(rows: list[dict], on_row=None) -> list[dict]:
 
 
 def summary(results: list[dict]) -> dict:
-    """Median absolute error of the primary figure over the suite and per device–model pair."""
-    def mae(rs):
-        return statistics.median(abs(r["error"][PRIMARY]) for r in rs)
-    groups = defaultdict(list)
+    """Median absolute (and signed) error of the primary figure over the suite, per source (suite file) and
+    per device–model–TP group: a constant taken from one source shows up as that source's error alone."""
+    def stats(rs):
+        return {"rows": len(rs), "median_abs_error": statistics.median(abs(r["error"][PRIMARY]) for r in rs),
+                "median_signed_error": statistics.median(r["error"][PRIMARY] for r in rs)}
+    by_source, by_group = defaultdict(list), defaultdict(list)
     for r in results:
-        groups[(r["device"], r["model"])].append(r)
-    return {"metric": PRIMARY, "rows": len(results), "median_abs_error": mae(results) if results else None,
-            "by_pair": [{"device": d, "model": m, "rows": len(rs), "median_abs_error": mae(rs),
-                         "median_signed_error": statistics.median(r["error"][PRIMARY] for r in rs)}
-                        for (d, m), rs in sorted(groups.items())]}
+        by_source[r["suite"]].append(r)
+        by_group[(r["device"], r["model"], r["tp"])].append(r)
+    return {"metric": PRIMARY, "rows": len(results), "median_abs_error": stats(results)["median_abs_error"] if results else None,
+            "by_source": [{"source": k, **stats(rs)} for k, rs in sorted(by_source.items())],
+            "by_group": [{"device": d, "model": m, "tp": tp, **stats(rs)} for (d, m, tp), rs in sorted(by_group.items())]}
