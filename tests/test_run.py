@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from rsd_ray.config import LengthSpec, load_run
+from rsd_ray.config import LengthSpec, load_part, load_run
+from rsd_ray.config.loader import presets
 from rsd_ray.rack.controller import Controller
 from rsd_ray.report.results import build, without_wall_clock
 from tests.conftest import accounted, make_spec, run_doc, with_token_times
@@ -29,12 +30,21 @@ def test_fourteen_servers_scale_linearly_under_proportional_load():
     assert ratio >= 13.5
 
 
-@pytest.mark.parametrize("rack,tp", [("atom-server", 4), ("dgx-h100", 2), ("l40s-server", 1)])
-def test_decode_never_beats_dram_bandwidth_or_peak_flops(rack, tp):
-    """Bounds from the architecture numbers and the device sheet alone, not the cost model."""
-    spec = make_spec(rack=rack, model="llama3-8b", tp=tp, duration_s=4.0,
+BOUND_TP = {"atom-server": 4, "rsd-rack": 4, "l40s-server": 1}     # Llama 3 8B fits every other rack at TP 2
+RACK_OF_DEVICE = {load_part("racks", r, "test").device: r for r in presets("racks")}
+
+
+@pytest.mark.parametrize("rack,device", [(r, None) for r in presets("racks")] +
+                         [(RACK_OF_DEVICE.get(d, "atom-server"), d) for d in presets("devices")
+                          if d not in RACK_OF_DEVICE])
+def test_decode_never_beats_dram_bandwidth_or_peak_flops(rack, device):
+    """Bounds from the architecture numbers and the device sheet alone, not the cost model: on every rack
+    preset, and every device preset no rack names (in an ATOM server)."""
+    spec = make_spec(rack=rack, model="llama3-8b", tp=BOUND_TP.get(rack, 2), duration_s=4.0,
                      workload={"concurrency": 256, "per_server": False, "input": LengthSpec(mean=32),
                                "output": LengthSpec(mean=300)})
+    if device:
+        spec = dataclasses.replace(spec, device=load_part("devices", device, "test"))
     m, dev, tp = spec.model, spec.device, spec.tp
     h, inter, kv_dim = m.hidden_size, m.intermediate_size, m.num_kv_heads * m.hidden_size // m.num_heads
     layer_params = h * h * 2 + 2 * h * kv_dim + 3 * h * inter
