@@ -57,7 +57,7 @@ def _report(args, console, results) -> None:
         ttft = f"{m['mean_ttft_ms']:,.0f} / {p['mean_ttft_ms']:,.0f}" if "mean_ttft_ms" in m else "—"
         table.add_row(r["id"], f"{m[PRIMARY]:,.1f}", f"{p[PRIMARY]:,.1f}", _error(e), ttft)
     console.print(table)
-    s = summary(results)
+    s = doc["summary"]
     for title, key, names in (("median error by source", "by_source", ("source",)),
                               ("median error by device, model and TP", "by_group", ("device", "model", "tp"))):
         groups = Folding(title=title)

@@ -124,6 +124,8 @@ def summary(results: list[dict]) -> dict:
     for r in results:
         by_source[r["suite"]].append(r)
         by_group[(r["device"], r["model"], r["tp"])].append(r)
-    return {"metric": PRIMARY, "rows": len(results), "median_abs_error": stats(results)["median_abs_error"] if results else None,
+    return {"metric": PRIMARY, "rows": len(results),
+            "median_abs_error": stats(results)["median_abs_error"] if results else None,
             "by_source": [{"source": k, **stats(rs)} for k, rs in sorted(by_source.items())],
-            "by_group": [{"device": d, "model": m, "tp": tp, **stats(rs)} for (d, m, tp), rs in sorted(by_group.items())]}
+            "by_group": [{"device": d, "model": m, "tp": tp, **stats(rs)}
+                         for (d, m, tp), rs in sorted(by_group.items())]}
