@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 
 from rich.console import Console
 from rich.table import Table
@@ -20,7 +19,7 @@ from rich.table import Table
 from rsd_ray import calibration
 from rsd_ray.compiler import program
 from rsd_ray.config import replace
-from rsd_ray.validation.suite import PRIMARY, load_rows, predict, row_spec, signed_error
+from rsd_ray.validation.suite import PRIMARY, compare, load_rows, row_spec, summary
 
 INFORMED = {
     "argonne-llm-inference-bench": {
@@ -52,19 +51,14 @@ def without(source: str):
             setattr(module, name, value)
 
 
-def errors(rows: list[dict], device_changes: dict) -> dict[str, float]:
-    """Each row's signed error of the primary figure, with ``device_changes`` made to every GPU profile."""
-    out = {}
-    for row in rows:
+def replay(rows: list[dict], device_changes: dict) -> dict:
+    """``suite.summary`` of the suite replayed with ``device_changes`` made to every GPU profile."""
+    def spec_of(row):
         spec = row_spec(row)
         if device_changes and spec.device.name != "atom":
             spec = replace(spec, row["id"], device=replace(spec.device, row["id"], **device_changes))
-        out[row["id"]] = signed_error(predict(row, spec)[PRIMARY], row["measured"][PRIMARY])
-    return out
-
-
-def median_abs(errs) -> float:
-    return statistics.median(abs(e) for e in errs)
+        return spec
+    return summary(compare(rows, spec_of=spec_of))
 
 
 def main() -> int:
@@ -74,23 +68,23 @@ def main() -> int:
     console = Console()
     rows = load_rows()
     with console.status("replaying the suite as it is"):
-        base = errors(rows, {})
+        base = replay(rows, {})
     table = Table(title=f"each source left out of what it informed: median |error| of {PRIMARY}")
     for col in ("source left out", "rows", "its rows", "without", "suite", "suite without"):
         table.add_column(col, justify="left" if col.startswith("source") else "right")
-    doc = {"suite": median_abs(base.values()), "sources": []}
+    doc = {"suite": base["median_abs_error"], "sources": []}
     for source, informed in INFORMED.items():
-        mine = [r["id"] for r in rows if r["suite"] == source]
         if informed:
             with console.status(f"replaying the suite without {source}"), without(source) as device_changes:
-                left = errors(rows, device_changes)
+                left = replay(rows, device_changes)
         else:
             left = base
-        entry = {"source": source, "constants": sorted(informed), "rows": len(mine),
-                 "its_rows": median_abs(base[i] for i in mine), "its_rows_without": median_abs(left[i] for i in mine),
-                 "suite_without": median_abs(left.values())}
+        mine, mine_left = (next(g for g in s["by_source"] if g["source"] == source) for s in (base, left))
+        entry = {"source": source, "constants": sorted(informed), "rows": mine["rows"],
+                 "its_rows": mine["median_abs_error"], "its_rows_without": mine_left["median_abs_error"],
+                 "suite_without": left["median_abs_error"]}
         doc["sources"].append(entry)
-        table.add_row(source, str(len(mine)), f"{entry['its_rows']:.1%}", f"{entry['its_rows_without']:.1%}",
+        table.add_row(source, str(entry["rows"]), f"{entry['its_rows']:.1%}", f"{entry['its_rows_without']:.1%}",
                       f"{doc['suite']:.1%}", f"{entry['suite_without']:.1%}")
     console.print(table)
     for source, informed in INFORMED.items():

@@ -91,14 +91,15 @@ def signed_error(predicted: float, measured: float) -> float:
     return (predicted - measured) / measured
 
 
-def compare(rows: list[dict], on_row=None) -> list[dict]:
-    """Predicted against measured for every row; ``on_row(result)`` after each (progress). A stop signal ends
-    it after the rows done (the row it stopped is left out: its run did not finish)."""
+def compare(rows: list[dict], on_row=None, spec_of=row_spec) -> list[dict]:
+    """Predicted against measured for every row, each on ``spec_of(row)`` (``row_spec``, or a variant of it:
+    benchmarks/validate_sources.py); ``on_row(result)`` after each (progress). A stop signal ends it after
+    the rows done (the row it stopped is left out: its run did not finish)."""
     out = []
     for row in rows:
         if signals.first_received():
             break
-        spec = row_spec(row)
+        spec = spec_of(row)
         try:
             p, m = predict(row, spec), row["measured"]
         except RuntimeError:
