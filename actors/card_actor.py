@@ -1,10 +1,11 @@
 """CardActor: one ATOM card in its own process, wrapping the plain ``Card``.
 
 Lean on purpose: it imports the card, its cost model and numpy/msgpack, never
-rich, aiohttp or grpc. It is called once per epoch in which its instance runs:
-``epoch`` accounts the steps the host ran on it since the last call and returns
-its governor's clock factor for the new epoch; it takes one argument so it can
-sit in a compiled graph.
+rich, aiohttp or grpc. It is called when its governor samples (``epoch``: it
+accounts the steps the host ran on it since the last call and returns its clock
+factor for the new epoch and whether it is steady; one argument, so it can sit
+in a compiled graph), when its telemetry is read (``frame``), and between those
+to take a long run of steps (``account``) or answer that it is alive (``ping``).
 """
 from __future__ import annotations
 
@@ -29,10 +30,16 @@ class CardActor:
         self.card.load(Program.from_msgpack(program), memory)
         return self.card.ledger.used
 
-    def epoch(self, message) -> float:
+    def epoch(self, message) -> tuple[float, bool]:
         starts, shapes, t = message
         self.card.accept(starts, shapes)
-        return self.card.sample(t)
+        return self.card.sample(t), self.card.steady()
+
+    def account(self, starts, shapes) -> None:
+        self.card.accept(starts, shapes)
+
+    def ping(self) -> bool:
+        return True
 
     def state(self) -> tuple:
         return self.card.state()

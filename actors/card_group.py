@@ -1,13 +1,16 @@
-"""``RayCardGroup``: an instance's cards as actors, one call each per epoch.
+"""``RayCardGroup``: an instance's cards as actors, called when their governor samples.
 
 The host prices steps with replicas of the cards' cost models (the same
-programs on the same device profile), so steps cost no call; once per epoch in
-which the instance runs, each card is told the steps it ran and answers its
-governor's clock factor. The fast path is a Ray compiled graph (input → every
-card's ``epoch`` → gather); ``fast=False`` keeps plain actor calls.
+programs on the same device profile), so steps cost no call; when the governor
+samples (``hardware.card_group``: once per epoch in which the instance runs,
+until its cards are steady) each card is told the steps it ran and answers its
+clock factor. The fast path is a Ray compiled graph (input → every card's
+``epoch`` → gather); ``fast=False`` keeps plain actor calls.
 
 A card actor that dies (killed, its node lost) surfaces as ``CardLost``, the
-core's value for it; its last telemetry is kept and reported as lost.
+core's value for it; its last telemetry is kept and reported as lost. A steady
+group's cards are not called every epoch, so it asks them whether they are
+alive at most every ``LIVENESS_S`` of wall time.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from rsd_ray.hardware.card_group import CardGroup, CardLost, shared_cost
 
 CARD_CALL_TIMEOUT_S = 60.0   # a card that does not answer in this long is declared lost
 RESTART_POLL_S = 0.05        # --recover: how often to ask whether a restarting card actor is up
+LIVENESS_S = 0.5             # a steady group asks its card actors whether they are alive this often (wall s)
 
 
 def first_line(err: BaseException) -> str:
@@ -28,11 +32,12 @@ def first_line(err: BaseException) -> str:
 
 
 class RayCardGroup(CardGroup):
-    def __init__(self, handles: dict, programs=(), device=None, dtype: str = "fp16", fast: bool = True,
-                 costs: dict | None = None, memory=None):
+    def __init__(self, handles: dict, epoch_s: float, programs=(), device=None, dtype: str = "fp16",
+                 fast: bool = True, costs: dict | None = None, memory=None):
         """``costs``: cost models shared with the host's other groups (one per distinct program);
         ``programs`` and ``memory`` are loaded again into a restarted card."""
-        super().__init__()
+        super().__init__(epoch_s)
+        self.pinged = time.monotonic()
         self.card_ids, self.handles = list(handles), list(handles.values())
         self.programs, self.memory = programs, memory
         self.saved: dict[int, tuple] = {}        # a killed card's state, handed to its restarted process
@@ -45,8 +50,9 @@ class RayCardGroup(CardGroup):
             with InputNode() as message:
                 self.dag = MultiOutputNode([h.epoch.bind(message) for h in self.handles]).experimental_compile()
 
-    def _sync(self, t: float, starts, shapes, busy=None) -> list[float]:
-        """Each card prices its own steps (``busy`` is not sent: one card, one cost model)."""
+    def _sync(self, t: float, starts, shapes) -> list[tuple[float, bool]]:
+        """Each card prices its own steps and samples its governor at ``t``."""
+        self.pinged = time.monotonic()
         message = (starts, shapes, t)
         if self.dag is not None:
             try:
@@ -55,15 +61,27 @@ class RayCardGroup(CardGroup):
                 self.dag = None                            # a broken graph cannot be torn down cleanly
                 self._find_lost(first_line(err))
                 raise CardLost(self.card_ids, f"compiled graph failed: {first_line(err)}") from None
-        refs = [h.epoch.remote(message) for h in self.handles]
-        factors = []
+        return self._call_each([h.epoch.remote(message) for h in self.handles])
+
+    def _call_each(self, refs: list) -> list:
+        """Each card's answer, in rank order; the first card that does not answer is lost."""
+        answers = []
         for card, ref in zip(self.card_ids, refs):
             try:
-                factors.append(ray.get(ref, timeout=CARD_CALL_TIMEOUT_S))
+                answers.append(ray.get(ref, timeout=CARD_CALL_TIMEOUT_S))
             except (ray.exceptions.RayError, TimeoutError) as err:
                 self._mark_lost(card)
                 raise CardLost([card], f"card {card} lost: {first_line(err)}") from None
-        return factors
+        return answers
+
+    def _flush(self, starts, shapes) -> None:
+        if not self.lost:                          # a group with a lost card steps no more
+            self._call_each([h.account.remote(starts, shapes) for h in self.handles])
+
+    def _alive(self) -> None:
+        if time.monotonic() - self.pinged > LIVENESS_S:
+            self.pinged = time.monotonic()
+            self._call_each([h.ping.remote() for h in self.handles])
 
     def _mark_lost(self, card: int) -> None:
         """Keep the card's last telemetry (or, never heard from, zeros) as its lost frame."""
@@ -108,14 +126,15 @@ class RayCardGroup(CardGroup):
                     time.sleep(RESTART_POLL_S)
             self.lost.pop(card, None)
             self.last.pop(card, None)
-        self.factors = []
+        self.forget_sample()
 
     def set_ambient(self, card_id: int, delta_c: float) -> None:
         if card_id not in self.lost:
             ray.get(self.handles[self.card_ids.index(card_id)].set_ambient.remote(delta_c))
+        self.forget_sample()
 
     def frames(self, t: float) -> list:
-        starts, shapes, _ = self._take_steps()
+        starts, shapes = self._take_steps()
         refs = {c: h.frame.remote(t, starts, shapes) for c, h in zip(self.card_ids, self.handles) if c not in self.lost}
         for card, ref in refs.items():
             try:

@@ -36,7 +36,7 @@ def _run(spec, faults=(), trace=None) -> dict:
     doc = without_wall_clock(json.loads(json.dumps(build(outcome))))
     doc["records"] = [dataclasses.asdict(r) for r in outcome.records]
     if trace:
-        doc["trace_events"] = sinks[0].events
+        doc["trace_events"] = sinks[0].timeline()
     return json.loads(json.dumps(doc))
 
 

@@ -19,6 +19,7 @@ from rsd_ray.rack.host import Host, HostSetup
 
 class InlineExecutor:
     name = "inline"
+    one_host = True          # the controller may run it over quiet epochs in one call (``Controller._horizon``)
 
     def __init__(self, spec: RunSpec, plan: Plan, setups: list[HostSetup], topology=None):
         """One host drives every server, so the engine steps the whole rack together."""

@@ -254,13 +254,23 @@ class OracleEngine:
     def is_failed(self, iid: int) -> bool:
         return self.instances[iid].failed
 
-    def run_until(self, t0: float, t_end: float, trace=None):
+    def run_until(self, t_end: float, trace=None, later=(), stop: str = ""):
+        """To ``t_end``, then on epoch by epoch as the controller asks (``EngineCore.run_until``)."""
+        lost, reached = self.advance(t_end, trace), t_end
+        for boundary in later:
+            finished = any(inst.finished for inst in self.instances.values())
+            empty = not any(inst.held() for inst in self.instances.values())
+            if lost or (stop == "answer" and finished) or (stop == "empty" and empty):
+                break
+            lost, reached = self.advance(boundary, trace), boundary
+        return reached, lost
+
+    def advance(self, t_end: float, trace) -> list:
         lost = []
         for iid, inst in self.instances.items():
             if inst.failed:
                 continue
             inst.trace = trace
-            inst.group.begin_epoch(t0)
             try:
                 inst.advance(t_end)
             except CardLost as err:

@@ -25,6 +25,9 @@ from rsd_ray.engine.scheduler import Scheduler
 from rsd_ray.engine.table import RequestTable
 
 
+SPAN_FIRST_GUESS = 8
+"""Steps in an instance's first span, before its pace is known (a span cut short is taken up next round)."""
+
 MAX_STALLED_ROUNDS = 3
 """Rounds in a row in which no clock moves before the engine gives up. One is normal (every running
 request of an instance preempted: it re-admits them next round); more means a rule is broken."""
@@ -42,6 +45,8 @@ class EngineCore:
         self.sched = Scheduler(engine, [num_blocks] * n, self.table, make_caches(engine, n))
         self.host = HostCost.of(engine, len(self.groups[0].card_ids) if n else 1)
         self.clock, self.busy = np.zeros(n), np.zeros(n)
+        self.last_step = np.zeros(n)                 # each instance's last step's seconds: a span's pace
+        self.decoded = np.zeros(n, dtype=bool)       # its last step: one token for every request it ran
         self.steps, self.out_tokens, self.computed = (np.zeros(n, dtype=np.int64) for _ in range(3))
         self.failed = np.zeros(n, dtype=bool)
         self.halted = np.zeros(n, dtype=bool)      # lost a card: steps no more (the host evacuates it)
@@ -72,10 +77,26 @@ class EngineCore:
         return bool(self.failed[self.index[iid]])
 
     # --- running an epoch ---------------------------------------------------------------------------
-    def run_until(self, t0: float, t_end: float, trace: list | None = None) -> list[tuple[int, CardLost, float]]:
-        """Run every healthy instance to ``t_end``; returns (instance, loss, time) of each that lost a card."""
-        for k in np.flatnonzero(~self.failed).tolist():
-            self.groups[k].begin_epoch(t0)            # the governor samples once, at the epoch's start
+    def run_until(self, t_end: float, trace: list | None = None, later=(), stop: str = "") -> tuple[float, list]:
+        """Run every healthy instance to ``t_end``, then epoch by epoch to each of the ``later`` boundaries,
+        stopping at the first that ends an epoch with a lost card or, by ``stop``, in which a request
+        finished (``"answer"``) or after which the engine holds none (``"empty"``). Returns the boundary
+        reached and (instance, loss, time) of each instance that lost a card."""
+        lost, reached = self._run(t_end, trace), t_end
+        for boundary in later:
+            if lost or (stop == "answer" and any(self.finished)) or (stop == "empty" and self.empty()):
+                break
+            lost, reached = self._run(boundary, trace), boundary
+        if trace is not None:
+            trace.sort(key=lambda step: (self.index[step[0]], step[1]))
+        return reached, sorted(lost, key=lambda x: self.index[x[0]])
+
+    def empty(self) -> bool:
+        s = self.sched
+        return not s.nrun.any() and not any(s.waiting) and not any(s.pending)
+
+    def _run(self, t_end: float, trace: list | None) -> list[tuple[int, CardLost, float]]:
+        """Run every healthy instance to ``t_end`` (its last step may end after it)."""
         sched, arrival, lost, stalled = self.sched, self.table.arrival, [], 0
         while True:
             active = np.flatnonzero(~self.failed & ~self.halted & (self.clock < t_end)).tolist()
@@ -92,15 +113,21 @@ class EngineCore:
                     nxt = arrival[pending[0]] if pending else t_end
                     self.clock[k] = nxt if nxt < t_end else t_end
             if work:
-                lost += self._step(np.array(work), trace)
+                lost += self._step(np.array(work), t_end, trace)
             stalled = stalled + 1 if (self.clock[active] == before).all() else 0
             if stalled > MAX_STALLED_ROUNDS:             # a broken rule, not a state: fail, never hang
                 raise RuntimeError(f"no instance's clock moved in {stalled} rounds at t={before.min():.6f}")
-        if trace is not None:
-            trace.sort(key=lambda step: (self.index[step[0]], step[1]))
-        return sorted(lost, key=lambda x: self.index[x[0]])
+        return lost
 
-    def _step(self, inst: np.ndarray, trace: list | None) -> list:
+    def _step(self, inst: np.ndarray, t_end: float, trace: list | None) -> list:
+        """One round: instances whose batch cannot change for a while take a span of decode steps
+        (``_spans``), the others one step each."""
+        k = self._span_lengths(inst, t_end)
+        lost = self._spans(inst[k > 1], k[k > 1], t_end, trace) if (k > 1).any() else []
+        rest = inst[k <= 1]
+        return lost + (self._one_step(rest, trace) if len(rest) else [])
+
+    def _one_step(self, inst: np.ndarray, trace: list | None) -> list:
         tokens, rows, preempted = self.sched.schedule(inst)
         stepping = tokens.any(axis=1)
         stuck = inst[~stepping & (preempted == 0)]
@@ -113,57 +140,137 @@ class EngineCore:
         r, at = rows[took], np.broadcast_to(starts[:, None], tokens.shape)[took]
         new = np.isnan(self.table.scheduled[r])
         self.table.scheduled[r[new]] = at[new]
-        segments, busy, lost = self._price(inst, shapes, starts)
-        if lost:
-            self.halted[[k for k, _, _ in lost]] = True
-            keep = ~self.halted[inst]
-            busy = [b for b, kept in zip(busy, keep) if kept]
-            inst, tokens, rows, shapes, starts, segments = (a[keep] for a in (inst, tokens, rows, shapes, starts,
-                                                                               segments))
-            lost = [(self.iids[k], err, t) for k, err, t in lost]
-        ends = starts + step_times(shapes, segments, self._collectives(inst, shapes), self.chunks, self.host)
+        inst, keep, lost = self._ready(inst)
+        tokens, rows, shapes, starts = tokens[keep], rows[keep], shapes[keep], starts[keep]
+        at = np.arange(len(inst))
+        coll, pick, msg = self._collectives(inst, shapes)
+        ends = starts + step_times(shapes, self._segments(at, shapes), coll, self.chunks, self.host)
+        self._count_sent(inst, pick, msg)
         for j, k in enumerate(inst.tolist()):
-            self.groups[k].accept(starts[j:j + 1].tolist(), shapes[j:j + 1], busy[j])
+            self.groups[k].accept(starts[j:j + 1].tolist(), shapes[j:j + 1])
             if trace is not None:
                 trace.append((self.iids[k], float(starts[j]), float(ends[j]), tuple(shapes[j].tolist())))
         self.clock[inst] = ends
         self.steps[inst] += 1
         self.busy[inst] += ends - starts
+        self.last_step[inst] = ends - starts
+        self.decoded[inst] = shapes[:, 1] == shapes[:, 2]
         self.out_tokens[inst] += shapes[:, 2].astype(np.int64)
         self.computed[inst] += shapes[:, 1].astype(np.int64)
         for k, done in zip(inst.tolist(), self.sched.update(inst, tokens, rows, ends)):
             self.finished[k] += done
         return lost
 
-    def _price(self, inst: np.ndarray, shapes: np.ndarray, starts: np.ndarray):
-        """The slowest card's segments of each step (steps × syncs+1) and each step's busy seconds for
-        the cards' accounts (``card_group.slowest``); groups that share every (cost model, clock factor)
-        are priced in one call. A group with a lost card is left out."""
-        by_pricing: dict[tuple, list[int]] = {}
-        lost = []
+    def _span_lengths(self, inst: np.ndarray, t_end: float) -> np.ndarray:
+        """How many decode steps each instance takes in one span this round: what its batch allows
+        (``Scheduler.span_limits``), about as many as reach ``t_end`` at its last step's pace, and none
+        when its KV blocks would run short on the way."""
+        k = np.zeros(len(inst), dtype=np.int64)
+        maybe = self.decoded[inst]                   # its last step decoded every running request, nothing else
+        if not maybe.any():
+            return k
+        inst, k_all = inst[maybe], k
+        limit = self.sched.span_limits(inst)
+        pace = self.last_step[inst]
+        guess = np.where(pace > 0, np.ceil((t_end - self.clock[inst]) / np.where(pace > 0, pace, 1.0)) + 1,
+                         SPAN_FIRST_GUESS)
+        k = np.minimum(limit, guess).astype(np.int64)
+        k[k > 1] = np.where(self.sched.span_fits(inst[k > 1], k[k > 1]), k[k > 1], 0)
+        k_all[maybe] = k
+        return k_all
+
+    def _spans(self, inst: np.ndarray, k: np.ndarray, t_end: float, trace: list | None) -> list:
+        """``k`` decode steps of each of ``inst`` at once, in closed form. While no request joins, finishes or
+        is preempted, each step computes one token of every running request, so step j's shape is the
+        first's with j·n more context (n requests); its time follows from the cost terms, its start is the
+        cumulative sum of the steps before it (in order, as one step at a time), and the steps that start
+        at or after ``t_end`` or an arrival waiting for this instance are left for later rounds. Every
+        figure equals stepping one at a time (``tests/test_engine_oracle.py``)."""
+        inst, keep, lost = self._ready(inst)
+        k = k[keep]
+        if not len(inst):
+            return lost
+        width, n = int(k.max()), self.sched.nrun[inst].astype(float)
+        j = np.arange(width)
+        context = self.sched.context(inst).astype(float)
+        shapes = np.empty((len(inst), width, 5))
+        shapes[..., 0] = 1.0
+        shapes[..., 1] = shapes[..., 2] = n[:, None]
+        shapes[..., 3] = shapes[..., 4] = context[:, None] + n[:, None] * (j[None, :] + 1)
+        flat = shapes.reshape(-1, 5)
+        of = np.repeat(np.arange(len(inst)), width)
+        coll, pick, msg = self._collectives(inst[of], flat)
+        took = step_times(flat, self._segments(of, flat), coll, self.chunks, self.host).reshape(len(inst), width)
+        clock = self.clock[inst]
+        ends = np.cumsum(np.column_stack([clock, took]), axis=1)[:, 1:]
+        starts = np.column_stack([clock, ends[:, :-1]])
+        stop = np.minimum(t_end, self.sched.next_arrival(inst))
+        ran = (j[None, :] < k[:, None]) & (starts < stop[:, None])
+        k = ran.sum(axis=1)
+        self._count_sent(inst[of][ran.reshape(-1)], pick[ran.reshape(-1)] if pick is not None else None,
+                         msg[ran.reshape(-1)], repeated=True)
+        for a, i in enumerate(inst.tolist()):
+            self.groups[i].accept(starts[a, :k[a]].tolist(), shapes[a, :k[a]])
+            if trace is not None:
+                trace += [(self.iids[i], s, e, tuple(x)) for s, e, x in
+                          zip(starts[a, :k[a]].tolist(), ends[a, :k[a]].tolist(), shapes[a, :k[a]].tolist())]
+        last = ends[np.arange(len(inst)), k - 1]
+        self.busy[inst] = np.cumsum(np.column_stack([self.busy[inst], np.where(ran, ends - starts, 0.0)]),
+                                    axis=1)[:, -1]
+        self.last_step[inst] = last - starts[np.arange(len(inst)), k - 1]
+        self.clock[inst] = last
+        self.steps[inst] += k
+        self.out_tokens[inst] += k * self.sched.nrun[inst]
+        self.computed[inst] += k * self.sched.nrun[inst]
+        self.sched.decode(inst, k, ends)
+        return lost
+
+    def _ready(self, inst: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+        """The instances whose cards price their step from their clock now (``CardGroup.ready``), as a mask
+        of ``inst``; those with a lost card halt (the host evacuates them) and are reported."""
+        self.pricing, lost = [], []
+        keep = np.ones(len(inst), dtype=bool)
         for j, k in enumerate(inst.tolist()):
             try:
-                by_pricing.setdefault(self.groups[k].ready(starts[j]), []).append(j)
+                self.pricing.append(self.groups[k].ready(self.clock[k]))
             except CardLost as err:
-                lost.append((k, err, float(starts[j])))
-        segments = np.zeros((len(inst), len(self.message) + 1))
-        busy: list = [None] * len(inst)
-        for pricing, js in by_pricing.items():
-            segments[js], sums = slowest(pricing, shapes[js])
-            for n, j in enumerate(js):
-                busy[j] = {key: s[n:n + 1] for key, s in sums.items()}
-        return segments, busy, lost
+                keep[j] = False
+                lost.append((self.iids[k], err, float(self.clock[k])))
+                self.halted[k] = True
+        return inst[keep], keep, lost
 
-    def _collectives(self, inst: np.ndarray, shapes: np.ndarray) -> np.ndarray:
-        """Each step's collective times (``pricing.collective_times``); their bytes are counted on the links."""
+    def _segments(self, of: np.ndarray, shapes: np.ndarray) -> np.ndarray:
+        """The slowest card's segments of each step (steps × syncs+1, ``card_group.slowest``), step i run by
+        the ``of[i]``-th instance readied (``_ready``); instances that share every (cost model, clock factor)
+        are priced in one call."""
+        kinds = list(dict.fromkeys(self.pricing))
+        if len(kinds) == 1:
+            return slowest(kinds[0], shapes)
+        segments = np.zeros((len(shapes), len(self.message) + 1))
+        kind_of = np.array([kinds.index(p) for p in self.pricing])[of]
+        for n, pricing in enumerate(kinds):
+            segments[kind_of == n] = slowest(pricing, shapes[kind_of == n])
+        return segments
+
+    def _collectives(self, rows: np.ndarray, shapes: np.ndarray):
+        """Each step's collective times (``pricing.collective_times``), step i run by instance ``rows[i]``;
+        with the algorithm picked and the message bytes, for ``_count_sent``."""
         msg = linear(shapes, self.message)
         coll = np.zeros_like(msg)
-        act = self.active[inst]
+        act = self.active[rows]
+        pick = None
         if act.any():
-            a = inst[act]
-            coll[act], pick = collective_times(self.alpha[a], self.beta[a], msg[act])
-            count_sent(self.sent, a, pick, msg[act])
-        return coll
+            coll[act], pick_act = collective_times(self.alpha[rows[act]], self.beta[rows[act]], msg[act])
+            pick = np.full(msg.shape, -1)
+            pick[act] = pick_act
+        return coll, pick, msg
+
+    def _count_sent(self, rows: np.ndarray, pick, msg: np.ndarray, repeated: bool = False) -> None:
+        """The bytes of the steps that ran, on their groups' links (``pricing.count_sent``, in step order;
+        ``repeated``: an instance may have run several)."""
+        if pick is not None:
+            act = self.active[rows]
+            count_sent(self.sent, rows[act], pick[act], msg[act], repeated)
 
     # --- what the host reads ------------------------------------------------------------------------
     def token_events(self) -> list[tuple[int, tuple[float, ...]]]:

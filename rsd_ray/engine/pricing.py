@@ -27,10 +27,14 @@ def collective_times(alpha: np.ndarray, beta: np.ndarray, msg: np.ndarray) -> tu
     return np.take_along_axis(t, pick[:, None, :], axis=1)[:, 0, :], pick
 
 
-def count_sent(sent: np.ndarray, rows: np.ndarray, pick: np.ndarray, msg: np.ndarray) -> None:
-    """Add each step's message bytes to ``sent[row, algorithm picked, sync]``; one step per row (the rows are
-    distinct), so one indexed addition does it."""
-    sent[rows[:, None], pick, np.arange(msg.shape[1])[None, :]] += msg
+def count_sent(sent: np.ndarray, rows: np.ndarray, pick: np.ndarray, msg: np.ndarray, repeated: bool = False) -> None:
+    """Add each step's message bytes to ``sent[row, algorithm picked, sync]``, step after step; ``repeated``:
+    a row may come more than once (an instance's span), added in order, as one step at a time would."""
+    at = (rows[:, None], pick, np.arange(msg.shape[1])[None, :])
+    if repeated:
+        np.add.at(sent, at, msg)
+    else:
+        sent[at] += msg
 
 
 def pipeline(segments: np.ndarray, coll: np.ndarray, chunks: int) -> tuple[np.ndarray, np.ndarray]:

@@ -257,6 +257,67 @@ class Scheduler:
         p = np.where(took, t.computed[safe], 0)
         return batch_shape(p, tokens, p + tokens == t.prompt[safe] + t.output[safe])
 
+    # --- spans: decode steps of a batch that cannot change ---------------------------------------------
+    def _running(self, inst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        width = int(self.nrun[inst].max()) if len(inst) else 0
+        rows = self.run[inst, :width]
+        valid = rows >= 0
+        return rows, valid, np.where(valid, rows, 0)
+
+    def span_limits(self, inst: np.ndarray) -> np.ndarray:
+        """Decode steps each instance may take before its batch can change: every running request lacks
+        just its next token (it is decoding), none waits to join, the batch fits the token budget — and
+        then as many steps as come before the first request samples its last token (0: none)."""
+        t = self.table
+        rows, valid, safe = self._running(inst)
+        decoding = (np.where(valid, t.prompt[safe] + t.output[safe] - t.computed[safe], 1) == 1).all(axis=1)
+        most = np.iinfo(np.int64).max
+        before_last = np.where(valid, t.max_tokens[safe] - t.output[safe], most).min(axis=1, initial=most) - 1
+        nrun = self.nrun[inst]
+        quiet = np.array([not self.waiting[i] for i in inst.tolist()], dtype=bool)
+        return np.where(decoding & quiet & (nrun > 0) & (nrun <= self.budget), np.maximum(before_last, 0), 0)
+
+    def _span_blocks(self, inst: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """KV blocks each running request takes for ``k`` more tokens (rows × slots)."""
+        t = self.table
+        rows, valid, safe = self._running(inst)
+        need = blocks_to_add(t.computed[safe], k[:, None], t.blocks[safe] + t.shared[safe], self.block)
+        return np.where(valid, np.maximum(need, 0), 0)
+
+    def span_fits(self, inst: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Whether ``k`` decode steps of each instance find their KV blocks without preempting."""
+        return self._span_blocks(inst, k).sum(axis=1) <= self.free[inst]
+
+    def context(self, inst: np.ndarray) -> np.ndarray:
+        """Tokens computed by each instance's running requests (the attention context of its next step)."""
+        rows, valid, safe = self._running(inst)
+        return np.where(valid, self.table.computed[safe], 0).sum(axis=1)
+
+    def next_arrival(self, inst: np.ndarray) -> np.ndarray:
+        """The arrival time of each instance's next pending request (inf: none)."""
+        arrival = self.table.arrival
+        return np.array([arrival[p[0]] if p else np.inf for p in (self.pending[i] for i in inst.tolist())])
+
+    def decode(self, inst: np.ndarray, k: np.ndarray, ends: np.ndarray) -> None:
+        """Each instance ran ``k`` decode steps ending at ``ends`` (rows of instances): every running request
+        computed and sampled ``k`` tokens, stamped with those ends, and took the KV blocks they need."""
+        t = self.table
+        need = self._span_blocks(inst, k)
+        rows, valid, _ = self._running(inst)
+        r = rows[valid]
+        t.blocks[r] += need[valid]
+        self.free[inst] -= need.sum(axis=1)
+        of = np.broadcast_to(np.arange(len(inst))[:, None], rows.shape)[valid]     # each row's instance
+        steps = k[of]
+        first = np.repeat(np.cumsum(steps) - steps, steps)
+        j = np.arange(int(steps.sum())) - first                                   # each token's step
+        t.times[np.repeat(t.offset[r] + t.output[r], steps) + j] = ends[np.repeat(of, steps), j]
+        t.output[r] += steps
+        t.computed[r] += steps
+        if self.caches:
+            for i in inst.tolist():
+                self.caches[i].trim(int(self.free[i]))
+
     def update(self, inst: np.ndarray, tokens: np.ndarray, rows: np.ndarray, ends: np.ndarray) -> list[list[int]]:
         """The step of each of ``inst`` ended at ``ends``: advance computed tokens, stamp sampled ones;
         returns each instance's finished rows (in running order), gone from the matrix."""

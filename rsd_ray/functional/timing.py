@@ -43,7 +43,6 @@ class StepTimer:
     def step(self, batch) -> float:
         """Price one step from the current virtual time; returns its duration."""
         x = shape(batch)
-        self.group.begin_epoch(self.clock)
         segments = self.group.propose(x, self.clock)
         duration = float(self.sync.run_steps(x, segments, self.host)[0][0])
         self.group.accept([self.clock], x)

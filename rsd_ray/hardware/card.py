@@ -4,9 +4,11 @@
 Its clock (P2 or the throttled P10) is set by a governor that samples the
 temperature once per epoch, at the epoch's start (``sample``), so a step's
 timing is a pure function of its shape and that clock factor: the host prices
-its steps with the card's cost model (``segments``) and, once per epoch, tells
-the card which steps ran and when (``accept``); only then do energy, heat and
-utilisation move. On Ray that makes one card call per epoch, not one per step.
+its steps with the card's cost model (``segments``) and tells the card which
+steps ran and when (``accept``) at the next sample or telemetry; only then do
+energy, heat and utilisation move. A card that is ``steady`` (it cannot reach
+its throttle temperature in its air) needs no sample, so on Ray a busy card is
+called when its telemetry is read, not once per step or per epoch.
 """
 from __future__ import annotations
 
@@ -87,24 +89,43 @@ class Card:
         self.clock_factor, self.sampled_at = ABORTED_CLOCK if aborted else self.thermal.clock, t
         return self.clock_factor
 
+    def steady(self) -> bool:
+        """Below its throttle temperature and unable to reach it even at full power in its air: its
+        temperature only moves towards the steady states of idle and full power, both below, so its
+        governor answers full clock until its air changes."""
+        th, limits = self.thermal, self.thermal.thermal
+        hottest = th.ambient_c + limits.resistance_c_per_w * self.device.power.max_w
+        return th.temp_c < limits.throttle_c and hottest < limits.throttle_c
+
     def busy(self, shapes: np.ndarray) -> np.ndarray:
         """Seconds of compute of each step at this epoch's clock."""
         if self.clock_factor == ABORTED_CLOCK:
             raise RuntimeError(f"card {self.card_id} has aborted at its abort temperature; it runs nothing more")
         return self.cost.segments(shapes, self.clock_factor).sum(axis=1)
 
-    def accept(self, starts, shapes: np.ndarray, busy_s: np.ndarray | None = None) -> None:
-        """These steps ran on this card from these start times, at this epoch's clock: account them.
-        ``busy_s`` (from ``busy``) may be given by a caller that priced them already."""
+    def accept(self, starts, shapes: np.ndarray) -> None:
+        """These steps ran on this card from these start times, at this epoch's clock: account them, each
+        after the idle time before it. A steady card (it cannot throttle) takes them as arrays
+        (``ThermalState.run_steps``); one that may throttle, interval by interval, as its P-state may
+        change between any two."""
         if not len(starts):
             return
-        busy_s = self.busy(shapes) if busy_s is None else busy_s
-        for start, busy, x in zip(starts, busy_s.tolist(), shapes):
-            self.advance_to(start)
-            self.thermal.run(busy, active=True)
-            self.busy_s += busy
-            self.clock = self.last_busy_end = start + busy
-            self.host_link_bytes += float(self._hdma @ x)
+        busy = self.busy(shapes)
+        if not self.steady():
+            for start, b, x in zip(starts, busy.tolist(), shapes):
+                self.advance_to(start)
+                self.thermal.run(b, active=True)
+                self.busy_s += b
+                self.clock = self.last_busy_end = start + b
+                self.host_link_bytes += float(self._hdma @ x)
+            return
+        starts = np.asarray(starts, dtype=float)
+        ends = starts + busy
+        idle = np.maximum(starts - np.concatenate(([self.clock], ends[:-1])), 0.0)
+        self.thermal.run_steps(idle, busy)
+        self.busy_s = float(np.cumsum(np.concatenate(([self.busy_s], busy)))[-1])     # in order, as one by one
+        self.host_link_bytes = float(np.cumsum(np.concatenate(([self.host_link_bytes], shapes @ self._hdma)))[-1])
+        self.clock = self.last_busy_end = float(ends[-1])
 
     def execute(self, x: np.ndarray, start: float) -> np.ndarray:
         """One step from ``start`` (sampling the governor when a new epoch begins); returns its segments."""

@@ -1,13 +1,19 @@
 """The cards of one instance, as the host sees them.
 
 The host prices every step with each card's cost model at the card's clock
-factor for this epoch (``propose``), so a step costs no call to a card. Once
-per epoch (lazily, when the instance first runs a step in it) the group
-``sync``s: it hands each card the steps it ran since the last sync and reads
-its governor's clock factor for the new epoch. ``LocalCardGroup`` holds plain
-``Card`` objects (inline executor); the Ray executor's group
-(``rsd_ray.actors.card_group``) does the same sync with card actors. Callers
-never branch on which.
+factor for this epoch (``propose``), so a step costs no call to a card. The
+governor samples once per epoch of the controller's grid (boundaries at
+k · epoch_s), at the start of the first epoch in which the group runs a step:
+the group ``sync``s there, handing each card the steps it ran since the last
+sync and reading its clock factor. A group whose cards are all ``steady``
+(below their throttle temperature and unable to reach it even at full power)
+needs no sample — the answer cannot change until their air does — so it syncs
+no more: its steps are handed over with the next telemetry (or every
+``FLUSH_STEPS``). A card accounts its steps in order whenever it is told them,
+so when that happens changes no figure; only a sample or a frame splits its
+idle time. ``LocalCardGroup`` holds plain ``Card`` objects (inline executor);
+the Ray executor's group (``rsd_ray.actors.card_group``) does the same with card
+actors. Callers never branch on which.
 """
 from __future__ import annotations
 
@@ -18,6 +24,19 @@ import numpy as np
 from rsd_ray.hardware.card import ABORTED_CLOCK, Card, CardFrame
 from rsd_ray.compiler import MemoryPlan, Program
 from rsd_ray.hardware.costmodel import StepCost
+
+FLUSH_STEPS = 4096
+"""Steps a group buffers before handing them to its cards between syncs (bounds a steady group's memory
+and, on Ray, the size of one message); when changes no figure."""
+
+
+def grid_epoch(t: float, epoch_s: float) -> int:
+    """The epoch of the controller's grid that holds ``t``: its boundaries are k · epoch_s, computed as the
+    controller computes them, so a time on a boundary belongs to the epoch it starts."""
+    k = int(t // epoch_s)
+    if (k + 1) * epoch_s <= t:
+        return k + 1
+    return k - 1 if k * epoch_s > t else k
 
 
 def shared_cost(costs: dict, program: Program, device, dtype: str) -> StepCost:
@@ -31,14 +50,14 @@ def shared_cost(costs: dict, program: Program, device, dtype: str) -> StepCost:
     return seen[1]
 
 
-def slowest(pricing: tuple, shapes: np.ndarray) -> tuple[np.ndarray, dict]:
+def slowest(pricing: tuple, shapes: np.ndarray) -> np.ndarray:
     """A group's k steps as its slowest card runs them: each step's segments (k × syncs+1, the largest of
-    every card's, as a collective waits for its last participant) and each step's busy seconds per
-    (cost model id, clock factor), for the cards' accounts. ``pricing``: the group's distinct
+    every card's, as a collective waits for its last participant). ``pricing``: the group's distinct
     (cost model, clock factor) pairs (``CardGroup.ready``)."""
-    parts = [cost.segments(shapes, factor) for cost, factor in pricing]
-    busy = {(id(cost), factor): part.sum(axis=1) for (cost, factor), part in zip(pricing, parts)}
-    return np.max(parts, axis=0), busy
+    if len(pricing) == 1:
+        cost, factor = pricing[0]
+        return cost.segments(shapes, factor)
+    return np.max([cost.segments(shapes, factor) for cost, factor in pricing], axis=0)
 
 
 class CardLost(RuntimeError):
@@ -59,41 +78,39 @@ class CardGroup:
     card_ids: list[int]
     costs: list[StepCost]
 
-    def __init__(self):
+    def __init__(self, epoch_s: float):
         self.card_ids: list[int] = []           # in rank order (set by each kind of group)
+        self.epoch_s = epoch_s
         self.factors: list[float] = []          # each card's clock factor this epoch
-        self.epoch_start: float | None = None   # the epoch to sync for before the next step
+        self.sampled: int | None = None         # the grid epoch of the governor's last sample (None: never)
+        self.steady = False                     # every card steady: the governor's answer cannot change
         self.starts: list[float] = []           # steps run since the last sync
         self.shapes: list[np.ndarray] = []
-        self.busy: list[dict | None] = []       # per accepted batch: (cost model id, clock) → each step's busy s
         self.lost: dict[int, CardFrame] = {}    # card id → its last frame, once it died
         self.pricing: tuple = ()                # distinct (cost model, clock factor) of the cards, this epoch
 
-    def begin_epoch(self, t: float) -> None:
-        self.epoch_start = t
-
-    def _take_steps(self) -> tuple[list[float], np.ndarray, dict | None]:
-        """The steps run since the last sync: starts, shapes, and (when every batch came with it) each
-        step's busy seconds per (cost model id, clock factor), so the cards need not price them again."""
-        starts, parts, busy = self.starts, self.shapes, None
+    def _take_steps(self) -> tuple[list[float], np.ndarray]:
+        """The steps run since the last sync: their starts and shapes (the cards price them)."""
+        starts, parts = self.starts, self.shapes
         shapes = parts[0] if len(parts) == 1 else np.vstack(parts) if parts else np.zeros((0, 5))
-        if len(self.busy) == 1:
-            busy = self.busy[0]
-        elif self.busy and all(b is not None for b in self.busy):
-            busy = {key: np.concatenate([b[key] for b in self.busy]) for key in self.busy[0]}
-        self.starts, self.shapes, self.busy = [], [], []
-        return starts, shapes, busy
+        self.starts, self.shapes = [], []
+        return starts, shapes
 
     def ready(self, start: float) -> tuple:
-        """Sync if this epoch has not yet; the distinct (cost model, clock factor) pairs of the cards,
-        which price a step from ``start`` (a group's step waits for the slowest of them)."""
+        """Sample the governor if the grid epoch holding ``start`` has not been (and the cards are not
+        steady); the distinct (cost model, clock factor) pairs of the cards, which price a step from
+        ``start`` (a group's step waits for the slowest of them)."""
         if self.lost:
             raise CardLost(self.lost, f"card {min(self.lost)} is lost")
-        if self.epoch_start is None and not self.factors:     # never synced: the epoch starts here
-            self.epoch_start = start
-        if self.epoch_start is not None:
-            t, self.epoch_start = self.epoch_start, None
-            self.factors = self._sync(t, *self._take_steps())
+        if self.steady:
+            self._alive()
+            return self.pricing
+        epoch = grid_epoch(start, self.epoch_s)
+        if epoch != self.sampled:
+            t, self.sampled = epoch * self.epoch_s, epoch
+            answers = self._sync(t, *self._take_steps())
+            self.factors = [factor for factor, _ in answers]
+            self.steady = all(steady for _, steady in answers)
             hot = [c for c, factor in zip(self.card_ids, self.factors) if factor == ABORTED_CLOCK]
             if hot:                                    # thermal runaway: the card aborts, its group fails
                 for card in hot:
@@ -102,21 +119,28 @@ class CardGroup:
             self.pricing = tuple(dict.fromkeys(zip(self.costs, self.factors)))
         return self.pricing
 
+    def _alive(self) -> None:
+        """A steady group's cards are not called each epoch; a group whose cards may die unseen checks here."""
+
     def propose(self, shapes: np.ndarray, start: float) -> np.ndarray:
         """The slowest card's segments for k steps from ``start`` (k × syncs+1)."""
-        return slowest(self.ready(start), shapes)[0]
+        return slowest(self.ready(start), shapes)
 
-    def accept(self, starts: list[float], shapes: np.ndarray, busy: dict | None = None) -> None:
-        """The first ``len(starts)`` proposed steps ran, from these times (told to the cards at the next sync);
-        ``busy``: their busy seconds per (cost model id, clock factor), when the caller priced them."""
-        self.starts += list(starts)
+    def accept(self, starts: list[float], shapes: np.ndarray) -> None:
+        """The first ``len(starts)`` proposed steps ran, from these times (told to the cards at the next sync)."""
+        self.starts += starts
         self.shapes.append(shapes[:len(starts)])
-        self.busy.append(busy)
+        if len(self.starts) >= FLUSH_STEPS:
+            self._flush(*self._take_steps())
+
+    def forget_sample(self) -> None:
+        """The cards' state changed under the governor (their air, a restart): sample before the next step."""
+        self.steady, self.sampled = False, None
 
 
 class LocalCardGroup(CardGroup):
     def __init__(self, card_ids, device, dtype: str, epoch_s: float):
-        super().__init__()
+        super().__init__(epoch_s)
         self.cards = [Card(c, device, dtype, epoch_s) for c in card_ids]
         self.card_ids = list(card_ids)
 
@@ -132,26 +156,29 @@ class LocalCardGroup(CardGroup):
         for card, program in zip(self.cards, programs):
             card.load(program, memory, shared_cost(costs, program, card.device, card.dtype))
 
-    def _account(self, starts, shapes, busy, cards, t: float, sample: bool) -> None:
+    def _account(self, starts, shapes, cards, t: float | None, sample: bool = False) -> None:
         """Hand the steps to the cards, then bring each to ``t`` (sampling its governor there, for a
-        sync). The cards of a group usually share a state and a cost model, so they end in the same
-        state: it is worked out once and copied."""
+        sync; ``None``: leave them at their last step). The cards of a group usually share a state and a
+        cost model, so they end in the same state: it is worked out once and copied."""
         done: dict = {}
         for card in cards:
             key = (id(card.cost), card.state())
             if key in done:
                 card.set_state(done[key])
                 continue
-            card.accept(starts, shapes, busy.get((id(card.cost), card.clock_factor)) if busy else None)
+            card.accept(starts, shapes)
             if sample:
                 card.sample(t)
-            else:
+            elif t is not None:
                 card.advance_to(t)
             done[key] = card.state()
 
-    def _sync(self, t: float, starts, shapes, busy) -> list[float]:
-        self._account(starts, shapes, busy, self.cards, t, sample=True)
-        return [card.clock_factor for card in self.cards]
+    def _sync(self, t: float, starts, shapes) -> list[tuple[float, bool]]:
+        self._account(starts, shapes, self.cards, t, sample=True)
+        return [(card.clock_factor, card.steady()) for card in self.cards]
+
+    def _flush(self, starts, shapes) -> None:
+        self._account(starts, shapes, [c for c in self.cards if c.card_id not in self.lost], None)
 
     def kill(self, card_id: int, t: float) -> None:
         """A fault: every card accounts up to ``t``, then this one dies; its figures freeze there
@@ -165,10 +192,11 @@ class LocalCardGroup(CardGroup):
             if card.card_id in card_ids:
                 card.restart(t)
                 self.lost.pop(card.card_id, None)
-        self.factors = []
+        self.forget_sample()
 
     def set_ambient(self, card_id: int, delta_c: float) -> None:
         next(card for card in self.cards if card.card_id == card_id).set_ambient(delta_c)
+        self.forget_sample()
 
     def frames(self, t: float) -> list[CardFrame]:
         alive = [card for card in self.cards if card.card_id not in self.lost]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from rsd_ray.config import DeviceSpec
 
 P_STATES = {"P2": "nominal clock, PCIe Gen5", "P4": "nominal clock, PCIe Gen4", "P6": "half clock, PCIe Gen4",
@@ -44,6 +46,20 @@ class ThermalState:
         self.energy_j += watts * seconds
         steady = self.ambient_c + self.thermal.resistance_c_per_w * watts
         self.temp_c = steady + (self.temp_c - steady) * math.exp(-seconds / self.thermal.tau_s)
+
+    def run_steps(self, idle: np.ndarray, busy: np.ndarray) -> None:
+        """``run`` for k (idle, then busy) interval pairs at once, for a card that cannot throttle: energy
+        is added in order (a cumulative sum, as one by one) and the temperature is the first-order model's
+        closed form, T = T0·e^(−D/τ) + Σ steady_n·(1 − e^(−d_n/τ))·e^(−(D − D_n)/τ), D_n the time through
+        interval n (equal to stepping to rounding)."""
+        seconds = np.column_stack([idle, busy]).reshape(-1)
+        watts = np.tile([self.power.idle_w, self.power.max_w], len(idle))
+        self.energy_j = float(np.cumsum(np.concatenate(([self.energy_j], watts * seconds)))[-1])
+        tau, through = self.thermal.tau_s, np.cumsum(seconds)
+        steady = self.ambient_c + self.thermal.resistance_c_per_w * watts
+        total = through[-1]
+        self.temp_c = float(self.temp_c * math.exp(-total / tau)
+                            + np.sum(steady * -np.expm1(-seconds / tau) * np.exp((through - total) / tau)))
 
     def p_state(self, idle_for: float, throttled: bool) -> str:
         if throttled:

@@ -10,6 +10,7 @@ A run stopped early (``stop()``, Ctrl-C) or by a fatal error still returns what 
 from __future__ import annotations
 
 import dataclasses
+import math
 import queue
 import time
 from collections import defaultdict
@@ -18,6 +19,7 @@ from functools import reduce
 from rsd_ray import signals
 from rsd_ray.compiler import compile_plan
 from rsd_ray.config import RunSpec
+from rsd_ray.hardware.card_group import grid_epoch
 from rsd_ray.interconnect.topology import Topology
 from rsd_ray.plugins import get_executor
 from rsd_ray.rack.epoch import Control, EpochIn, EpochOut, Kind, Needs, Submit
@@ -33,6 +35,8 @@ from rsd_ray.router import Router
 NO_HEALTHY_INSTANCE = "no healthy instance can take it"
 OFFLINE_DRAIN_S = 1e6     # an offline run ends when its last request does; this only bounds a run that cannot
 
+
+SKIP_MAX_S = 10.0   # the most virtual seconds one call may run over quiet epochs (a progress bar still moves)
 
 IDLE_TELEMETRY_FACTOR = 5   # an idle rack's card telemetry comes this many times less often (each is a call
                             # to every card actor on Ray; an idle served rack's cost, benchmarks/idle_serve.py)
@@ -127,12 +131,40 @@ class Controller:
         if not (arrivals or controls or telemetry) and self.ledger.idle:
             out = EpochOut(t_end=t_end, instances=self.log.last_frames)    # an idle rack: no host has work
         else:
+            horizon, stop = (t_end, "") if telemetry or window else self._horizon(needs, t_end)
             out = self.executor.run_epoch(EpochIn(
                 t_end=t_end, arrivals={s: tuple(v) for s, v in arrivals.items()}, controls=controls,
-                telemetry=telemetry, tokens=needs.tokens, trace=needs.steps))
-        self.t, self.epochs = t_end, self.epochs + 1
+                telemetry=telemetry, tokens=needs.tokens, trace=needs.steps, horizon=horizon, stop=stop))
+        self.t = out.t_end
+        self.epochs = self.epochs + 1 if out.t_end <= t_end else grid_epoch(out.t_end, self.spec.epoch_s)
         self._book(out, window)
         return dataclasses.replace(out, errored=self.ledger.take_errored(), healthy=tuple(self.router.healthy.tolist()))
+
+    def _horizon(self, needs: Needs, t_end: float) -> tuple[float, str]:
+        """How far the host may run in this call beyond ``t_end``: over the epochs in which nothing would be
+        routed, controlled, sampled or shown, to the boundary before the next arrival, fault, telemetry
+        sample or the measurement window's end (``SKIP_MAX_S`` at most), and what ends it early: the
+        epoch in which a request finishes when that brings a new one (``"answer"``: a closed loop), or,
+        draining, the one after which the rack is empty (``"empty"``). Every figure is the one of running
+        each epoch (``tests/test_engine_oracle.py``). Only on one host (inline): several hosts could not
+        agree where to stop without a round trip; nor while a failed instance may come back
+        (``--recover``), which its host alone knows when."""
+        next_arrival = getattr(self.source, "next_arrival", None)
+        if (next_arrival is None or needs.every_epoch or not getattr(self.executor, "one_host", False)
+                or self.ledger.retry or self.controls or not self.inbox.empty()
+                or (self.spec.recover and not self.router.healthy.all())):
+            return t_end, ""
+        epoch, end = self.spec.epoch_s, self.duration_s
+        draining = t_end >= end - 1e-9
+        limit = min(t_end + SKIP_MAX_S, end + self.drain_s if draining else min(next_arrival(t_end), end - 1e-9))
+        if self.faults.pending:
+            limit = min(limit, self.faults.pending[0].at_s)
+        every = self._telemetry_every(needs, idle=False)
+        if every:
+            limit = min(limit, (t_end // every + 1) * every - 1e-9)
+        horizon = grid_epoch(limit, epoch) * epoch if limit < math.inf else t_end
+        stop = "empty" if draining else "answer" if getattr(self.source, "follows_answers", False) else ""
+        return (horizon, stop) if horizon > t_end else (t_end, "")
 
     @staticmethod
     def _telemetry_every(needs: Needs, idle: bool) -> float | None:

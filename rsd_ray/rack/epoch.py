@@ -76,15 +76,19 @@ class Sink(Protocol):
 @dataclass(frozen=True)
 class Needs:
     """What a sink asks of every epoch beyond the default (finished requests, instance frames, failures):
-    ``tokens`` every token's time as it happens (streaming), ``steps`` every step (a timeline), and card
-    frames and link counters every ``telemetry_every_s`` (they cost a round trip to every card on Ray)."""
+    ``tokens`` every token's time as it happens (streaming), ``steps`` every step (a timeline), card
+    frames and link counters every ``telemetry_every_s`` (they cost a round trip to every card on Ray), and
+    ``every_epoch``: to be called at every epoch boundary, even those in which nothing happens (a sink that
+    acts on the rack at given times; otherwise the controller may run over quiet epochs in one call)."""
     tokens: bool = False
     steps: bool = False
     telemetry_every_s: float | None = None
+    every_epoch: bool = False
 
     def __or__(self, other: "Needs") -> "Needs":
         every = [e for e in (self.telemetry_every_s, other.telemetry_every_s) if e]
-        return Needs(self.tokens or other.tokens, self.steps or other.steps, min(every) if every else None)
+        return Needs(self.tokens or other.tokens, self.steps or other.steps, min(every) if every else None,
+                     self.every_epoch or other.every_epoch)
 
 
 @dataclass(frozen=True)
@@ -117,13 +121,19 @@ class Recovery:
 class EpochIn:
     """One epoch's input. ``telemetry``: also return card frames and link counters (they cost a round
     trip to every card on Ray, so the controller asks for them when a sink needs them); ``tokens``:
-    return every token's timestamp as it happens (for streaming); ``trace``: every step's batch shape."""
+    return every token's timestamp as it happens (for streaming); ``trace``: every step's batch shape.
+    ``horizon`` (> ``t_end``): the host may go on over the epochs up to it, in which nothing is routed,
+    controlled or sampled, stopping at the end of the first epoch that ends in a loss or, by ``stop``, in
+    which a request finished (``"answer"``: it brings a new one) or after which the host holds none
+    (``"empty"``); the ``EpochOut``'s ``t_end`` says where it stopped."""
     t_end: float
     arrivals: dict[int, tuple[Submit, ...]] = field(default_factory=dict)   # server → its arrivals
     controls: tuple[Control, ...] = ()
     telemetry: bool = False
     tokens: bool = False
     trace: bool = False                                       # return every step (instance, t0, t1, shape)
+    horizon: float | None = None
+    stop: str = ""                                            # "", "answer" or "empty" (with ``horizon``)
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ class EpochOut:
 
 
 def merge(t_end: float, parts: list[EpochOut]) -> EpochOut:
-    """The rack's epoch from its hosts' (link counters summed over hosts)."""
+    """The rack's epoch from its hosts' (link counters summed over hosts); it ends where they stopped."""
     links: dict[str, float] = {}
     for p in parts:
         for name, value in p.link_bytes:
@@ -153,6 +163,7 @@ def merge(t_end: float, parts: list[EpochOut]) -> EpochOut:
 
     def cat(name):
         return tuple(x for p in parts for x in getattr(p, name))
+    t_end = max([p.t_end for p in parts], default=t_end)
     return EpochOut(t_end=t_end, finished=cat("finished"), errored=cat("errored"), orphans=cat("orphans"),
                     tokens=cat("tokens"), instances=tuple(sorted(cat("instances"), key=lambda f: f.instance)),
                     cards=tuple(sorted(cat("cards"), key=lambda f: f.card)), link_bytes=tuple(sorted(links.items())),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from rsd_ray.calibration import CARD_RESTART_S
 from rsd_ray.hardware.card import CardFrame
-from rsd_ray.hardware.card_group import CardLost, LocalCardGroup
+from rsd_ray.hardware.card_group import CardLost, LocalCardGroup, grid_epoch
 from rsd_ray.compiler import Plan
 from rsd_ray.config import RunSpec
 from rsd_ray.rack.epoch import EpochIn, EpochOut, Failure, Kind, Recovery
@@ -48,7 +48,7 @@ class Host:
         self.servers = [s.server for s in setups]
         self.groups = groups
         self.topology = topology or Topology(spec.rack, spec.device)
-        self.epoch_end = 0.0
+        self.epoch_end, self.epoch_s = 0.0, spec.epoch_s
         self.recover, self.weight_bytes = spec.recover, plan.memory.weights
         self.restarts: dict[int, tuple[float, float, float, tuple[int, ...]]] = {}  # iid → failed, back, load s, cards
         shared = dict(setups[0].shared_links)
@@ -104,17 +104,25 @@ class Host:
                     orphans.append(dataclasses.replace(s, retries=s.retries + 1))
         aborted = [self.core.abort(c.target, ABORTED) for c in epoch.controls if c.kind == Kind.ABORT]
         steps = [] if epoch.trace else None
-        for iid, lost, t in self.core.run_until(self.epoch_end, epoch.t_end, steps):
+        reached, losses = self.core.run_until(epoch.t_end, steps, self._boundaries(epoch), epoch.stop)
+        for iid, lost, t in losses:
             failures.append(self._fail(lost.cards[0] if lost.cards else None, iid, lost, orphans, t))
         tokens = self.core.token_events() if epoch.tokens else []
         finished = [r for r in aborted if r is not None] + self.core.take_finished()
-        self.epoch_end = epoch.t_end
-        cards = tuple(self.card_frames(epoch.t_end)) if epoch.telemetry else ()
+        self.epoch_end = reached
+        cards = tuple(self.card_frames(reached)) if epoch.telemetry else ()
         links = tuple(self.link_bytes(cards).items()) if epoch.telemetry else ()
-        return EpochOut(t_end=epoch.t_end, server=self.server, finished=tuple(finished), orphans=tuple(orphans),
+        return EpochOut(t_end=reached, server=self.server, finished=tuple(finished), orphans=tuple(orphans),
                         tokens=tuple(tokens), instances=tuple(self.core.frames()), cards=cards, link_bytes=links,
                         failures=tuple(f for f in failures if f is not None), steps=tuple(steps or ()),
                         recoveries=tuple(recoveries))
+
+    def _boundaries(self, epoch: EpochIn):
+        """The epoch boundaries after ``t_end`` up to the horizon, on the controller's grid (k · epoch_s)."""
+        if epoch.horizon is None or epoch.horizon <= epoch.t_end:
+            return ()
+        first, last = grid_epoch(epoch.t_end, self.epoch_s) + 1, grid_epoch(epoch.horizon, self.epoch_s)
+        return (k * self.epoch_s for k in range(first, last + 1))
 
     def _on_server(self, server: int) -> list[int]:
         """The cards this host holds that sit in ``server``."""

@@ -29,6 +29,13 @@ class Source(Protocol):
     def waiting_to_retry(self) -> int:
         """Refused requests whose clients will send them again."""
 
+    def next_arrival(self, t: float) -> float:
+        """Optional: the earliest time from ``t`` at which a request may arrive that no answer brings (inf:
+        none). A source that has it lets the controller run the rack over epochs in which nothing arrives;
+        one without it (a served rack's gateway) is asked every epoch."""
+
+    follows_answers: bool           # with ``next_arrival``: a finished request may bring a new one (closed loop)
+
 
 def request_source(spec: RunSpec):
     max_len = spec.engine.max_model_len or spec.model.max_seq_len

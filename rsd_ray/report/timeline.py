@@ -94,8 +94,12 @@ class TraceSink:
         self.events.append({"name": name, "cat": cat, "ph": "X", "ts": t * US, "dur": dur * US, "pid": pid,
                             "tid": tid, "args": args})
 
+    def timeline(self) -> list[dict]:
+        """The events in time order (an epoch's come host by host, and a call may hold many epochs)."""
+        return sorted(self.events, key=lambda e: (e["ts"], e["pid"], e["tid"], e["ph"], e["name"], e.get("id", 0)))
+
     def write(self, path) -> None:
-        write_trace(path, self.events, (self.t0, self.t1))
+        write_trace(path, self.timeline(), (self.t0, self.t1))
 
 
 def write_trace(path, events: list[dict], window: tuple[float, float]) -> None:

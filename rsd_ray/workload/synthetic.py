@@ -61,7 +61,7 @@ class Workload:
         self.backlog: list[tuple[float, int, list[Submit]]] = []   # (retry at, seq, refused requests)
         self.attempts: dict[int, int] = {}                          # rid → refusals so far (closed loop)
         self._seq = 0                                               # tie-break of the backlog heap
-        self.next_arrival = self._gap() if spec.arrival in ("poisson", "gamma") else 0.0
+        self.next_open = self._gap() if spec.arrival in ("poisson", "gamma") else 0.0
 
     def _gap(self) -> float:
         """Seconds to the next open-loop arrival; gamma with shape 1 would equal Poisson in law."""
@@ -91,10 +91,24 @@ class Workload:
             reqs, self.unsent = [self._new(t0) for _ in range(self.unsent)], 0
             return reqs
         reqs = []
-        while self.next_arrival < t1:
-            reqs.append(self._new(max(self.next_arrival, t0)))
-            self.next_arrival += self._gap()
+        while self.next_open < t1:
+            reqs.append(self._new(max(self.next_open, t0)))
+            self.next_open += self._gap()
         return reqs
+
+    def next_arrival(self, t: float) -> float:
+        """The earliest time from ``t`` at which a request may arrive that no answer brings (a closed-loop
+        client's next request follows its answer: ``follows_answers``)."""
+        if self.spec.arrival == "closed":
+            return t if self.idle_clients else self.backlog[0][0] if self.backlog else math.inf
+        if self.offline:
+            return t if self.unsent else math.inf
+        return max(t, self.next_open)
+
+    @property
+    def follows_answers(self) -> bool:
+        """An answer brings a new request (the closed loop's clients)."""
+        return self.closed_loop
 
     def done(self, records: list[RequestRecord]) -> None:
         """These accepted requests ended (finished or errored): their clients are free."""
@@ -125,6 +139,7 @@ class OpenLoopSource:
     """What a source of given requests shares: its clients never wait on an answer, and a refused request
     is dropped (counted as refused)."""
     offline = False
+    follows_answers = False
 
     def done(self, records: list[RequestRecord]) -> None:
         pass
@@ -144,6 +159,9 @@ class Replay(OpenLoopSource):
 
     def __init__(self, lengths: list[tuple[int, int]]):
         self.lengths, self.next_id = list(lengths), 0
+
+    def next_arrival(self, t: float) -> float:
+        return t if self.lengths else math.inf
 
     def arrivals(self, t0: float, t1: float) -> list[Submit]:
         subs = [Submit(self.next_id + i, t0, p, o, -1) for i, (p, o) in enumerate(self.lengths)]

@@ -14,6 +14,7 @@ and their place in it (``hash_block_tokens`` each): a later turn finds its histo
 from __future__ import annotations
 
 import heapq
+import math
 
 import numpy as np
 
@@ -61,6 +62,15 @@ class TraceSource(OpenLoopSource):
             due.append(heapq.heappop(self.next_turns))
         due.sort(key=lambda d: d[:2])
         return [self._submit(max(t, t0), conversation, row, turn) for t, conversation, row, turn in due]
+
+    def next_arrival(self, t: float) -> float:
+        """The earliest time from ``t`` at which a row or a due turn arrives (later turns follow answers)."""
+        due = [x[0] for x in (self.ahead, self.next_turns[0] if self.next_turns else None) if x is not None]
+        return max(t, min(due)) if due else math.inf
+
+    @property
+    def follows_answers(self) -> bool:
+        return self.spec.multi_turn
 
     def _submit(self, t: float, conversation: int, row, turn: int) -> Submit:
         asked = (row.prompt, row.output) if turn == 0 else row.later[turn - 1]
