@@ -27,7 +27,6 @@ from rsd_ray.rack.executor import RackLost
 HOST_CPU = 0.01
 """CPU share reserved for a host actor's bundle. It only keeps the bundle non-empty:
 hosts and cards take CPU as they run (num_cpus=0), which lets a 224-card rack run on a laptop."""
-GRAPH_MAX_CARDS_PER_CPU = 8
 """Above this many card actors per CPU of the cluster, plain calls replace compiled graphs.
 Measured here: an idle card actor inside a compiled graph spends ~12 % of a core polling its
 channel (0.7 % outside one), so 224 of them on 2 cores would starve the emulation itself."""
@@ -73,7 +72,9 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, spec, plan, setups, topology=None, fast: bool | None = None, report=None):
-        """``fast``: compiled graphs (True), plain calls (False), or by cards per CPU (None).
+        """``fast``: a compiled graph per instance for its governor's samples (True), or plain calls (False, or
+        None: a card that cannot throttle is not sampled, so a graph's members would poll their channels, ~12 %
+        of a core each, for the few calls it would carry).
         ``topology`` is not shared: each host actor builds its own, in its own process. ``report(phase, done,
         total)`` hears how start-up goes (placing servers, starting card actors n / N, starting hosts)."""
         self.setups = setups
@@ -81,10 +82,7 @@ class RayExecutor:
         self.pgs, self.hosts, self.cards = [], [], {}
         self.dead: set[int] = set()          # servers whose host was lost
         check_capacity(spec.rack)
-        if fast is None:
-            cards = spec.rack.servers * spec.rack.cards_per_server
-            fast = cards <= GRAPH_MAX_CARDS_PER_CPU * ray.cluster_resources().get("CPU", 1)
-        self.fast = fast and not spec.recover      # a compiled graph does not outlive one of its actors
+        self.fast = bool(fast) and not spec.recover      # a compiled graph does not outlive one of its actors
         try:
             self._start(spec, plan, self.fast)
         except BaseException:

@@ -1,14 +1,16 @@
-"""Emulation speed, side by side in one run: virtual seconds per wall second.
+"""Emulation speed, side by side in one run: virtual seconds per wall second, and offline requests per
+wall second.
 
-    python benchmarks/speed.py [--duration 300] [--ray-duration 30] [--ray-rack] [--scaling]
+    python benchmarks/speed.py [--duration 300] [--prompts 100000] [--ray-duration 30] [--ray-rack] [--scaling]
 
-Rows: the inline executor as a whole process (`rsd-ray run --executor inline`,
-start-up, compile and results included) and its run loop alone; the Ray
-executor (embedded Ray, in this process): start-up, card-actor memory (PSS) and
-its run loop. Each at the default epoch and at a batch run's longer epoch. ``--ray-rack`` adds the 224-card rack on Ray (minutes to start on a
-laptop); ``--scaling`` adds wall time per virtual second per card for 1, 2, 4,
-7 and 14 servers and for 15 → 120 virtual seconds: flat when cost grows
-linearly with cards and with time.
+Rows, each a whole process (`rsd-ray run --executor inline`: start-up, compile and results included) with
+its run loop alone beside it: the 224-card rack at the default load (256 closed-loop clients a server)
+and lightly loaded (448 clients in all, 8 an instance), one ATOM server, and one H100 instance (a rack of
+one card) on ``--prompts`` offline requests of 512 in / 128 out (requests per wall second, as simulators
+of vLLM are compared). Then the Ray executor (embedded Ray, in this process): start-up, card-actor memory
+(PSS) and its run loop. ``--ray-rack`` adds the 224-card rack on Ray (minutes to start on a laptop);
+``--scaling`` adds wall time per virtual second per card for 1, 2, 4, 7 and 14 servers and for
+15 → 120 virtual seconds: flat when cost grows linearly with cards and with time.
 """
 from __future__ import annotations
 
@@ -27,16 +29,17 @@ from rsd_ray.rack.controller import Controller
 from rsd_ray.report.results import build
 
 
-def inline_process(rack: str, duration: float, epoch: float) -> dict:
+def inline_process(label: str, rack: str, *args: str) -> dict:
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "run", "--executor", "inline", "--rack", rack,
-                          "--duration", str(duration), "--epoch", str(epoch), "--json",
-                          "--no-progress"], capture_output=True, text=True, check=True)
+                          *args, "--json", "--no-progress"], capture_output=True, text=True, check=True)
     whole = time.perf_counter() - t0
-    emu = json.loads(out.stdout)["emulator"]
-    return {"rack": rack, "executor": "inline", "epoch": epoch, "cards": emu["cards"],
-            "virtual_s": emu["virtual_s"], "start_s": whole - emu["wall_s"], "whole": emu["virtual_s"] / whole,
-            "loop": emu["virtual_per_wall"], "pss_gb": None}
+    doc = json.loads(out.stdout)
+    emu = doc["emulator"]
+    offline = doc.get("offline")
+    return {"rack": rack, "load": label, "executor": "inline", "cards": emu["cards"], "virtual_s": emu["virtual_s"],
+            "start_s": whole - emu["wall_s"], "whole": emu["virtual_s"] / whole, "loop": emu["virtual_per_wall"],
+            "requests_per_s": offline["num_requests"] / whole if offline else None, "pss_gb": None}
 
 
 def ray_in_process(rack: str, duration: float, epoch: float) -> dict:
@@ -53,9 +56,9 @@ def ray_in_process(rack: str, duration: float, epoch: float) -> dict:
     finally:
         ray.shutdown()
     whole = time.perf_counter() - t0
-    return {"rack": rack, "executor": "ray", "epoch": epoch, "cards": emu["cards"],
+    return {"rack": rack, "load": f"default, epoch {epoch:g} s", "executor": "ray", "cards": emu["cards"],
             "virtual_s": emu["virtual_s"], "start_s": start, "whole": emu["virtual_s"] / whole,
-            "loop": emu["virtual_per_wall"], "pss_gb": pss}
+            "loop": emu["virtual_per_wall"], "requests_per_s": None, "pss_gb": pss}
 
 
 def run_loop_ms(servers: int, duration: float) -> float:
@@ -78,28 +81,32 @@ def scaling_table(title: str, label: str, points: list[tuple[int, float]]) -> Ta
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=300.0, help="virtual seconds of arrivals, inline")
+    ap.add_argument("--prompts", type=int, default=100_000, help="offline requests on one H100 instance")
     ap.add_argument("--ray-duration", type=float, default=30.0, help="virtual seconds of arrivals, on Ray")
-    ap.add_argument("--epoch", type=float, default=0.05, help="epoch of every row (the default run's)")
-    ap.add_argument("--long-epoch", type=float, default=1.0, help="also every row at this epoch (batch runs)")
+    ap.add_argument("--epoch", type=float, default=0.05, help="epoch of the Ray rows (the default run's)")
+    ap.add_argument("--long-epoch", type=float, default=1.0, help="also the Ray row at this epoch (batch runs)")
     ap.add_argument("--ray-rack", action="store_true", help="also the 224-card rack on Ray (minutes to start)")
     ap.add_argument("--scaling", action="store_true", help="also cost against cards (1 → 14 servers) and time")
     args = ap.parse_args()
     console = Console(width=max(120, Console().width))
-    rows = []
-    for rack in ("atom-server", "rsd-rack"):
-        rows.append(inline_process(rack, args.duration, args.epoch))
-        rows.append(inline_process(rack, args.duration, args.long_epoch))
-    rows.append(ray_in_process("atom-server", args.ray_duration, args.epoch))
-    rows.append(ray_in_process("atom-server", args.ray_duration, args.long_epoch))
+    duration = ("--duration", str(args.duration))
+    rows = [inline_process("default (256 clients a server)", "rsd-rack", *duration),
+            inline_process("448 clients", "rsd-rack", *duration, "--concurrency", "448"),
+            inline_process("default", "atom-server", *duration),
+            inline_process(f"{args.prompts:,} offline 512/128", "h100-single", "--tp", "1", "--num-prompts",
+                           str(args.prompts), "--input-len", "512", "--output-len", "128"),
+            ray_in_process("atom-server", args.ray_duration, args.epoch),
+            ray_in_process("atom-server", args.ray_duration, args.long_epoch)]
     if args.ray_rack:
         rows.append(ray_in_process("rsd-rack", args.ray_duration, args.long_epoch))
-    t = Table(title="virtual seconds per wall second (default workload)")
-    for col in ("rack", "executor", "epoch s", "cards", "virtual s", "start-up s", "whole process",
-                "run loop", "card PSS GB"):
+    t = Table(title="emulation speed: virtual seconds per wall second (× real time)")
+    for col in ("rack", "load", "executor", "cards", "virtual s", "start-up s", "whole process", "run loop",
+                "requests / wall s", "card PSS GB"):
         t.add_column(col, justify="right")
     for r in rows:
-        t.add_row(r["rack"], r["executor"], f"{r['epoch']:g}", str(r["cards"]), f"{r['virtual_s']:.0f}",
-                  f"{r['start_s']:.1f}", f"{r['whole']:.1f}×", f"{r['loop']:.1f}×",
+        t.add_row(r["rack"], r["load"], r["executor"], str(r["cards"]), f"{r['virtual_s']:.0f}", f"{r['start_s']:.1f}",
+                  f"{r['whole']:.1f}×", f"{r['loop']:.1f}×",
+                  "—" if r["requests_per_s"] is None else f"{r['requests_per_s']:,.0f}",
                   "—" if r["pss_gb"] is None else f"{r['pss_gb']:.2f}")
     console.print(t)
     if args.scaling:

@@ -40,9 +40,11 @@ def run(spec, oracle: bool, kill=None, slow_card=None, silent=None, aborts=None,
             group = controller.executor.hosts[0].groups[0]
             seen["silent"] = group.lost.setdefault(silent[1], group.frames(out.t_end)[silent[1]])
     collect.needs = Needs(tokens=True, steps=True, every_epoch=oracle or bool(kill or aborts or silent))
-    outcome = controller.run([collect])
+    calls, core = [], controller.executor.hosts[0].core
+    outcome = controller.run([collect, lambda out, in_flight: calls.append(out.t_end)])
     doc = without_wall_clock(build(outcome))
-    return doc | {"records": [dataclasses.asdict(r) for r in outcome.records],
+    return doc | {"records": [dataclasses.asdict(r) for r in outcome.records], "calls": len(calls),
+                  "span_steps": getattr(core, "span_steps", 0),
                   "token_events": streamed(seen["tokens"]), "trace": sorted(seen["steps"])}
 
 
@@ -54,12 +56,14 @@ def streamed(events) -> list:
     return sorted(times.items())
 
 
-def assert_same(spec, **kw):
+def assert_same(spec, spans: bool = True, **kw):
+    """Every figure equal; and the engine took spans (unless the case's batches never rest: ``spans``)."""
     oracle, engine = run(spec, True, **kw), run(spec, False, **kw)
     assert oracle["requests"]["completed"] > 0
-    for key in oracle:                             # name the part that differs, not just "not equal"
+    for key in set(oracle) - {"calls", "span_steps"}:   # name the part that differs, not just "not equal"
         assert engine[key] == oracle[key], key
-    return oracle
+    assert (engine["span_steps"] > 0) == spans, engine["span_steps"]
+    return oracle | {"skipped": oracle["calls"] - engine["calls"]}
 
 
 def hot(spec):
@@ -80,7 +84,8 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES)
 def test_engine_equals_oracle(case):
-    assert_same(load_run(None, **CASES[case]))
+    doc = assert_same(load_run(None, **CASES[case]))
+    assert doc["skipped"] > 0                         # the engine's controller ran over quiet epochs
 
 
 def test_engine_equals_oracle_when_cards_throttle():

@@ -47,6 +47,7 @@ class EngineCore:
         self.clock, self.busy = np.zeros(n), np.zeros(n)
         self.last_step = np.zeros(n)                 # each instance's last step's seconds: a span's pace
         self.decoded = np.zeros(n, dtype=bool)       # its last step: one token for every request it ran
+        self.span_steps = 0                          # steps taken in spans (closed form), of ``steps``
         self.steps, self.out_tokens, self.computed = (np.zeros(n, dtype=np.int64) for _ in range(3))
         self.failed = np.zeros(n, dtype=bool)
         self.halted = np.zeros(n, dtype=bool)      # lost a card: steps no more (the host evacuates it)
@@ -220,6 +221,7 @@ class EngineCore:
         self.last_step[inst] = last - starts[np.arange(len(inst)), k - 1]
         self.clock[inst] = last
         self.steps[inst] += k
+        self.span_steps += int(k.sum())
         self.out_tokens[inst] += k * self.sched.nrun[inst]
         self.computed[inst] += k * self.sched.nrun[inst]
         self.sched.decode(inst, k, ends)

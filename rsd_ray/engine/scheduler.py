@@ -149,11 +149,15 @@ class Scheduler:
             i = int(inst[k])
             if self.waiting[i]:
                 self._admit(i, int(budget[k]), tokens[k])
+        self._trim(inst)
+        width = int(self.nrun[inst].max()) if len(inst) else 0
+        return tokens[:, :width], self.run[inst, :width], preempted
+
+    def _trim(self, inst: np.ndarray) -> None:
+        """Each instance's prefix cache keeps no more free cached blocks than it has free blocks."""
         if self.caches:
             for i in inst.tolist():
                 self.caches[i].trim(int(self.free[i]))
-        width = int(self.nrun[inst].max()) if len(inst) else 0
-        return tokens[:, :width], self.run[inst, :width], preempted
 
     def _schedule_preempting(self, i: int) -> tuple[list[int], int]:
         """The running phase, request by request, for an instance that must preempt."""
@@ -314,9 +318,7 @@ class Scheduler:
         t.times[np.repeat(t.offset[r] + t.output[r], steps) + j] = ends[np.repeat(of, steps), j]
         t.output[r] += steps
         t.computed[r] += steps
-        if self.caches:
-            for i in inst.tolist():
-                self.caches[i].trim(int(self.free[i]))
+        self._trim(inst)
 
     def update(self, inst: np.ndarray, tokens: np.ndarray, rows: np.ndarray, ends: np.ndarray) -> list[list[int]]:
         """The step of each of ``inst`` ended at ``ends``: advance computed tokens, stamp sampled ones;
