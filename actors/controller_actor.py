@@ -9,6 +9,7 @@ from __future__ import annotations
 import ray
 
 from rsd_ray.rack.controller import Controller
+from rsd_ray.rack.epoch import Needs
 from rsd_ray.report.telemetry import attach, controller_frame
 from rsd_ray.report.timeline import TraceSink
 
@@ -36,6 +37,7 @@ class ControllerActor:
 
     def _on_epoch(self, out, in_flight: int) -> None:
         self.t, self.in_flight = out.t_end, in_flight
+    _on_epoch.needs = Needs()                     # it only shows progress
 
     def run(self):
         try:
@@ -49,7 +51,7 @@ class ControllerActor:
         return controller_frame(self.controller, self.telemetry)
 
     def trace_events(self) -> list[dict]:
-        return self.timeline.events if self.timeline else []
+        return self.timeline.timeline() if self.timeline else []
 
     def progress(self) -> tuple[float, int, bool]:
         return self.t, self.in_flight, self.done

@@ -9,6 +9,7 @@ from rich.panel import Panel
 from rsd_ray.dashboards.tables import Folding
 from rich.text import Text
 
+from rsd_ray.rack.epoch import Needs
 from rsd_ray.report.saturation import describe as describe_saturation
 
 INSTANCE_ROWS = 16      # a report lists this many instances (the busiest and the least busy), and counts the rest
@@ -34,7 +35,7 @@ def run_progress(console: Console, duration: float, enabled: bool = True):
         def phase(name: str, done: int = 0, total: int = 0) -> None:
             """A start-up phase (starting Ray, placing servers, starting card actors n / N, ...)."""
             progress.update(task, description=name, state=f"{done} / {total}" if total else "")
-        on_epoch.phase = phase
+        on_epoch.phase, on_epoch.needs = phase, Needs()       # it only shows: quiet epochs may pass unseen
         yield on_epoch
 
 

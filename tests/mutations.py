@@ -141,7 +141,7 @@ WRONG = [
  ("rsd_ray/rack/controller.py", 'else "answer" if getattr(self.source, "follows_answers", False) else ""', 'else ""', ORACLE),
  ("rsd_ray/rack/controller.py", "min(next_arrival(t_end), end - 1e-9)", "end - 1e-9", ORACLE),
  ("rsd_ray/hardware/card.py", "and hottest < limits.throttle_c", "", ORACLE),
- ("rsd_ray/hardware/power.py", "-np.expm1(-seconds / tau)", "-np.expm1(-seconds * tau)"),
+ ("rsd_ray/hardware/power.py", "(temp - steady) * math.exp(-s / tau)", "(temp - steady) * math.exp(-s * tau)"),
  ("rsd_ray/hardware/card_group.py", "epoch = grid_epoch(start, self.epoch_s)", "epoch = grid_epoch(start, 10 * self.epoch_s)", ORACLE),
  ("rsd_ray/engine/scheduler.py", "int(t.prompt[r] + t.max_tokens[r]) - cached, reclaim)",
   "int(t.prompt[r] + t.max_tokens[r]) - cached, 0)", PREFIX),

@@ -41,7 +41,11 @@ def run(spec, oracle: bool, kill=None, slow_card=None, silent=None, aborts=None,
             seen["silent"] = group.lost.setdefault(silent[1], group.frames(out.t_end)[silent[1]])
     collect.needs = Needs(tokens=True, steps=True, every_epoch=oracle or bool(kill or aborts or silent))
     calls, core = [], controller.executor.hosts[0].core
-    outcome = controller.run([collect, lambda out, in_flight: calls.append(out.t_end)])
+
+    def count(out, in_flight):
+        calls.append(out.t_end)
+    count.needs = Needs()
+    outcome = controller.run([collect, count])
     doc = without_wall_clock(build(outcome))
     return doc | {"records": [dataclasses.asdict(r) for r in outcome.records], "calls": len(calls),
                   "span_steps": getattr(core, "span_steps", 0),

@@ -30,7 +30,7 @@ def test_fourteen_servers_scale_linearly_under_proportional_load():
     assert ratio >= 13.5
 
 
-BOUND_TP = {"atom-server": 4, "rsd-rack": 4, "l40s-server": 1}     # Llama 3 8B fits every other rack at TP 2
+BOUND_TP = {"atom-server": 4, "rsd-rack": 4, "l40s-server": 1, "h100-single": 1}   # the others: TP 2
 RACK_OF_DEVICE = {load_part("racks", r, "test").device: r for r in presets("racks")}
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from rsd_ray.compiler import MemoryPlan, Program
 from rsd_ray.config import DeviceSpec
-from rsd_ray.hardware.costmodel import StepCost
+from rsd_ray.hardware.costmodel import StepCost, linear
 from rsd_ray.hardware.ledger import MemoryLedger
 from rsd_ray.hardware.power import ThermalState
 
@@ -107,24 +107,23 @@ class Card:
         """These steps ran on this card from these start times, at this epoch's clock: account them, each
         after the idle time before it. A steady card (it cannot throttle) takes them as arrays
         (``ThermalState.run_steps``); one that may throttle, interval by interval, as its P-state may
-        change between any two."""
+        change between any two. Either way the figures do not depend on how the steps were handed over."""
         if not len(starts):
             return
-        busy = self.busy(shapes)
+        busy, hdma = self.busy(shapes), linear(shapes, self._hdma[None, :])[:, 0]
         if not self.steady():
-            for start, b, x in zip(starts, busy.tolist(), shapes):
+            for start, b, nbytes in zip(starts, busy.tolist(), hdma.tolist()):
                 self.advance_to(start)
                 self.thermal.run(b, active=True)
                 self.busy_s += b
                 self.clock = self.last_busy_end = start + b
-                self.host_link_bytes += float(self._hdma @ x)
+                self.host_link_bytes += nbytes
             return
         starts = np.asarray(starts, dtype=float)
         ends = starts + busy
-        idle = np.maximum(starts - np.concatenate(([self.clock], ends[:-1])), 0.0)
-        self.thermal.run_steps(idle, busy)
+        self.thermal.run_steps(starts - np.concatenate(([self.clock], ends[:-1])), busy)
         self.busy_s = float(np.cumsum(np.concatenate(([self.busy_s], busy)))[-1])     # in order, as one by one
-        self.host_link_bytes = float(np.cumsum(np.concatenate(([self.host_link_bytes], shapes @ self._hdma)))[-1])
+        self.host_link_bytes = float(np.cumsum(np.concatenate(([self.host_link_bytes], hdma)))[-1])
         self.clock = self.last_busy_end = float(ends[-1])
 
     def execute(self, x: np.ndarray, start: float) -> np.ndarray:

@@ -48,18 +48,18 @@ class ThermalState:
         self.temp_c = steady + (self.temp_c - steady) * math.exp(-seconds / self.thermal.tau_s)
 
     def run_steps(self, idle: np.ndarray, busy: np.ndarray) -> None:
-        """``run`` for k (idle, then busy) interval pairs at once, for a card that cannot throttle: energy
-        is added in order (a cumulative sum, as one by one) and the temperature is the first-order model's
-        closed form, T = T0·e^(−D/τ) + Σ steady_n·(1 − e^(−d_n/τ))·e^(−(D − D_n)/τ), D_n the time through
-        interval n (equal to stepping to rounding)."""
+        """``run`` for k (idle, then busy) interval pairs at once, for a card that cannot throttle (its
+        ``throttled_s`` cannot grow): the same sums and the same relaxation, interval after interval, so the
+        figures are those of ``run`` one by one, however the steps are handed over."""
         seconds = np.column_stack([idle, busy]).reshape(-1)
         watts = np.tile([self.power.idle_w, self.power.max_w], len(idle))
+        ran = seconds > 0
+        seconds, watts = seconds[ran], watts[ran]
         self.energy_j = float(np.cumsum(np.concatenate(([self.energy_j], watts * seconds)))[-1])
-        tau, through = self.thermal.tau_s, np.cumsum(seconds)
-        steady = self.ambient_c + self.thermal.resistance_c_per_w * watts
-        total = through[-1]
-        self.temp_c = float(self.temp_c * math.exp(-total / tau)
-                            + np.sum(steady * -np.expm1(-seconds / tau) * np.exp((through - total) / tau)))
+        temp, tau = self.temp_c, self.thermal.tau_s
+        for steady, s in zip((self.ambient_c + self.thermal.resistance_c_per_w * watts).tolist(), seconds.tolist()):
+            temp = steady + (temp - steady) * math.exp(-s / tau)
+        self.temp_c = temp
 
     def p_state(self, idle_for: float, throttled: bool) -> str:
         if throttled:

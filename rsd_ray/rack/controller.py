@@ -220,9 +220,11 @@ class Controller:
 
     def run(self, sinks=()) -> Outcome:
         """Run to the end (or ``stop()``, Ctrl-C, a fatal error); every sink (``rack.epoch.Sink``) is called
-        with each EpochOut and the number of requests in flight. The executor is shut down in every case."""
+        with each EpochOut and the number of requests in flight. A sink that does not say what it ``needs`` is
+        called at every epoch boundary (it may act on the rack at given times). The executor is shut down in
+        every case."""
         wall0, status, reason = time.perf_counter(), "completed", None
-        needs = reduce(lambda a, b: a | b, (getattr(s, "needs", Needs()) for s in sinks), Needs())
+        needs = reduce(lambda a, b: a | b, (getattr(s, "needs", Needs(every_epoch=True)) for s in sinks), Needs())
         try:
             with signals.graceful(self.stop):        # a stop signal ends the run at the next epoch
                 while True:

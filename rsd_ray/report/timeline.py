@@ -95,8 +95,9 @@ class TraceSink:
                             "tid": tid, "args": args})
 
     def timeline(self) -> list[dict]:
-        """The events in time order (an epoch's come host by host, and a call may hold many epochs)."""
-        return sorted(self.events, key=lambda e: (e["ts"], e["pid"], e["tid"], e["ph"], e["name"], e.get("id", 0)))
+        """The events in time order, track by track (an epoch's come host by host, and a call may hold many
+        epochs); a track's events at one time keep the order they were drawn in, then requests by id."""
+        return sorted(self.events, key=lambda e: (e["ts"], e["pid"], e["tid"], "id" in e, e.get("id", 0)))
 
     def write(self, path) -> None:
         write_trace(path, self.timeline(), (self.t0, self.t1))
