@@ -53,19 +53,24 @@ class EngineCore:
         self.halted = np.zeros(n, dtype=bool)      # lost a card: steps no more (the host evacuates it)
         self.finished: list[list[int]] = [[] for _ in range(n)]
         if n:                                        # every group runs the same program: one message matrix
-            self.message, self.chunks = self.syncs[0].message, self.syncs[0].chunks
+            first = self.syncs[0]
+            self.message, self.chunks = first.message, first.chunks
+            keys = [(tuple(row), kind) for row, kind in zip(first.message.tolist(), first.kinds)]
+            distinct = list(dict.fromkeys(keys))     # every layer's collectives are alike: price each kind once
+            self.distinct = np.array([keys.index(key) for key in distinct], dtype=np.int64)
+            self.as_synced = np.array([distinct.index(key) for key in keys], dtype=np.int64)
             self.active = np.array([s.active for s in self.syncs])
-            self.alpha = np.stack([s.alpha for s in self.syncs])
-            self.beta = np.stack([s.beta for s in self.syncs])
             self.sent = np.stack([s.sent for s in self.syncs])
             for k, s in enumerate(self.syncs):
                 s.sent = self.sent[k]                # the group's link counters read the shared array
+            self.reprice()
 
     def reprice(self) -> None:
-        """The groups' collectives were priced again (a link degraded): take their α and β."""
+        """The groups' collectives were priced again (a link degraded): take their α and β (each distinct
+        collective's)."""
         if self.syncs:
-            self.alpha = np.stack([s.alpha for s in self.syncs])
-            self.beta = np.stack([s.beta for s in self.syncs])
+            self.alpha = np.stack([s.alpha for s in self.syncs])[:, :, self.distinct]
+            self.beta = np.stack([s.beta for s in self.syncs])[:, :, self.distinct]
 
     def submit(self, s: Submit) -> bool:
         k = self.index.get(s.instance)
@@ -256,8 +261,9 @@ class EngineCore:
 
     def _collectives(self, rows: np.ndarray, shapes: np.ndarray):
         """Each step's collective times (``pricing.collective_times``), step i run by instance ``rows[i]``;
-        with the algorithm picked and the message bytes, for ``_count_sent``."""
-        msg = linear(shapes, self.message)
+        with the algorithm picked and the message bytes, for ``_count_sent``. Each distinct collective is
+        priced once and laid out over the program's syncs (the same numbers as pricing every one)."""
+        msg = linear(shapes, self.message[self.distinct])
         coll = np.zeros_like(msg)
         act = self.active[rows]
         pick = None
@@ -265,7 +271,8 @@ class EngineCore:
             coll[act], pick_act = collective_times(self.alpha[rows[act]], self.beta[rows[act]], msg[act])
             pick = np.full(msg.shape, -1)
             pick[act] = pick_act
-        return coll, pick, msg
+            pick = pick[:, self.as_synced]
+        return np.ascontiguousarray(coll[:, self.as_synced]), pick, msg[:, self.as_synced]   # summed as before
 
     def _count_sent(self, rows: np.ndarray, pick, msg: np.ndarray, repeated: bool = False) -> None:
         """The bytes of the steps that ran, on their groups' links (``pricing.count_sent``, in step order;

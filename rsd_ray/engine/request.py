@@ -46,9 +46,13 @@ class Submit:
                              max_tokens=self.max_tokens, token_times=self.token_times, preemptions=self.preemptions,
                              finish=None, retries=self.retries, error=error)
 
+    def replaced(self, **changes) -> "Submit":
+        """``dataclasses.replace`` at a tenth of the cost (every field is a plain value: nothing to check),
+        which every routed request and a million backing-off clients' retries pay."""
+        new = object.__new__(Submit)
+        new.__dict__.update(self.__dict__, **changes)
+        return new
+
     def sent_again(self, t: float) -> "Submit":
-        """The same request sent again at ``t`` (a refused client's retry). ``dataclasses.replace`` would do,
-        at ten times the cost — which a million backing-off clients pay every epoch."""
-        again = object.__new__(Submit)
-        again.__dict__.update(self.__dict__, arrival=t)
-        return again
+        """The same request sent again at ``t`` (a refused client's retry)."""
+        return self.replaced(arrival=t)

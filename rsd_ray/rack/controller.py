@@ -201,10 +201,10 @@ class Controller:
             if force:
                 self.ledger.error(sub, NO_HEALTHY_INSTANCE)
             return force
-        sub = dataclasses.replace(sub, instance=i)
+        sub = sub.replaced(instance=i)
         if self.frontend and sub.retries == 0:            # through the gateway and the network to its server
             self.ledger.sent_at[sub.rid] = sub.arrival
-            sub = dataclasses.replace(sub, arrival=self.frontend.reach(sub, self.instance_server[i]))
+            sub = sub.replaced(arrival=self.frontend.reach(sub, self.instance_server[i]))
         self.ledger.placed(sub)
         arrivals[self.instance_server[i]].append(sub)
         return True
