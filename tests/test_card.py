@@ -80,3 +80,40 @@ def test_idle_card_reports_p14_and_idle_power():
     idle_power = (frame.energy_j - before.energy_j) / (frame.clock_s - before.clock_s)
     assert idle_power == pytest.approx(spec.device.power.idle_w)
     assert frame.memory_used <= frame.memory_total
+
+
+def test_an_epoch_boundary_belongs_to_the_epoch_it_starts_as_the_controller_computes_it():
+    from rsd_ray.hardware.card_group import grid_epoch
+    for epoch in (0.05, 0.1, 0.25, 1.0):
+        for k in range(0, 200_000, 7):
+            boundary = k * epoch                       # the controller's t_end: (epochs + 1) * epoch_s
+            assert grid_epoch(boundary, epoch) == k
+            assert grid_epoch(boundary + epoch / 2, epoch) == k
+            if k:
+                assert grid_epoch(np.nextafter(boundary, 0.0), epoch) == k - 1
+
+
+def test_a_card_that_cannot_reach_its_throttle_temperature_is_sampled_once_until_its_air_warms():
+    """ATOM at 35 °C: idle or flat out it settles at 35 + 0.25 °C/W × 130 W = 67.5 °C < 75 °C, so after its
+    first sample the governor cannot answer anything but full clock and is asked no more. In 10 °C warmer air
+    full power settles at 77.5 °C ≥ 75 °C: it is sampled again, once per epoch in which it runs."""
+    from rsd_ray.hardware.card_group import LocalCardGroup
+    spec = load_run(None)
+    group = LocalCardGroup(range(4), spec.device, "fp16", spec.epoch_s)
+    group.load(tuple(compile_program(spec.model, 4, r) for r in range(4)), plan_memory(spec.model, 4, spec.device,
+                                                                                        spec.engine))
+    samples = []
+    sync = group._sync
+    group._sync = lambda t, starts, shapes: samples.append(t) or sync(t, starts, shapes)
+    x = decode(8)[None, :]
+    for i in range(20):                                # a step every 0.05 s: each in its own epoch
+        group.propose(x, i * 0.05 + 0.01)
+        group.accept([i * 0.05 + 0.01], x)
+    assert samples == [0.0]
+    group.set_ambient(0, 10.0)
+    for i in range(20, 30):
+        group.propose(x, i * 0.05 + 0.01)
+        group.accept([i * 0.05 + 0.01], x)
+    assert samples == [0.0] + [pytest.approx(i * 0.05) for i in range(20, 30)]
+    frames = group.frames(1.5)
+    assert frames[0].clock_s == 1.5 and frames[0].energy_j > 0

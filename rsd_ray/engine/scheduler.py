@@ -269,17 +269,21 @@ class Scheduler:
         return rows, valid, np.where(valid, rows, 0)
 
     def span_limits(self, inst: np.ndarray) -> np.ndarray:
-        """Decode steps each instance may take before its batch can change: every running request lacks
-        just its next token (it is decoding), none waits to join, the batch fits the token budget — and
+        """Decode steps each instance may take before its batch can change: none waits to join, every
+        running request lacks just its next token (it is decoding), the batch fits the token budget — and
         then as many steps as come before the first request samples its last token (0: none)."""
-        t = self.table
+        limits = np.zeros(len(inst), dtype=np.int64)
+        quiet = np.array([not self.waiting[i] for i in inst.tolist()], dtype=bool)
+        if not quiet.any():
+            return limits
+        t, inst = self.table, inst[quiet]
         rows, valid, safe = self._running(inst)
         decoding = (np.where(valid, t.prompt[safe] + t.output[safe] - t.computed[safe], 1) == 1).all(axis=1)
         most = np.iinfo(np.int64).max
         before_last = np.where(valid, t.max_tokens[safe] - t.output[safe], most).min(axis=1, initial=most) - 1
         nrun = self.nrun[inst]
-        quiet = np.array([not self.waiting[i] for i in inst.tolist()], dtype=bool)
-        return np.where(decoding & quiet & (nrun > 0) & (nrun <= self.budget), np.maximum(before_last, 0), 0)
+        limits[quiet] = np.where(decoding & (nrun > 0) & (nrun <= self.budget), np.maximum(before_last, 0), 0)
+        return limits
 
     def _span_blocks(self, inst: np.ndarray, k: np.ndarray) -> np.ndarray:
         """KV blocks each running request takes for ``k`` more tokens (rows × slots)."""
