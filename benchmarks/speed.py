@@ -56,7 +56,7 @@ def ray_in_process(rack: str, duration: float, epoch: float) -> dict:
     finally:
         ray.shutdown()
     whole = time.perf_counter() - t0
-    return {"rack": rack, "load": f"default, epoch {epoch:g} s", "executor": "ray", "cards": emu["cards"],
+    return {"rack": rack, "load": f"epoch {epoch:g} s", "executor": "ray", "cards": emu["cards"],
             "virtual_s": emu["virtual_s"], "start_s": start, "whole": emu["virtual_s"] / whole,
             "loop": emu["virtual_per_wall"], "requests_per_s": None, "pss_gb": pss}
 
@@ -88,20 +88,19 @@ def main() -> None:
     ap.add_argument("--ray-rack", action="store_true", help="also the 224-card rack on Ray (minutes to start)")
     ap.add_argument("--scaling", action="store_true", help="also cost against cards (1 → 14 servers) and time")
     args = ap.parse_args()
-    console = Console(width=max(120, Console().width))
+    console = Console(width=max(100, Console().width))
     duration = ("--duration", str(args.duration))
-    rows = [inline_process("default (256 clients a server)", "rsd-rack", *duration),
+    rows = [inline_process("256/server", "rsd-rack", *duration),
             inline_process("448 clients", "rsd-rack", *duration, "--concurrency", "448"),
-            inline_process("default", "atom-server", *duration),
-            inline_process(f"{args.prompts:,} offline 512/128", "h100-single", "--tp", "1", "--num-prompts",
+            inline_process("256/server", "atom-server", *duration),
+            inline_process(f"{args.prompts:,} offline", "h100-single", "--tp", "1", "--num-prompts",
                            str(args.prompts), "--input-len", "512", "--output-len", "128"),
             ray_in_process("atom-server", args.ray_duration, args.epoch),
             ray_in_process("atom-server", args.ray_duration, args.long_epoch)]
     if args.ray_rack:
         rows.append(ray_in_process("rsd-rack", args.ray_duration, args.long_epoch))
-    t = Table(title="emulation speed: virtual seconds per wall second (× real time)")
-    for col in ("rack", "load", "executor", "cards", "virtual s", "start-up s", "whole process", "run loop",
-                "requests / wall s", "card PSS GB"):
+    t = Table(title="emulation speed: virtual seconds per wall second (× real time); offline: requests per wall s")
+    for col in ("rack", "load", "exec", "cards", "virtual s", "start s", "whole", "loop", "req/s", "PSS GB"):
         t.add_column(col, justify="right")
     for r in rows:
         t.add_row(r["rack"], r["load"], r["executor"], str(r["cards"]), f"{r['virtual_s']:.0f}", f"{r['start_s']:.1f}",
