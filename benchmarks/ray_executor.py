@@ -4,8 +4,9 @@
 
 A 4-card group loaded with Llama 3 8B TP 4 programs: each epoch the host tells
 every card the step it ran and reads back its governor's clock factor — the
-only card call an epoch costs. Whole-rack speed, start-up and memory are in
-``benchmarks/speed.py``.
+call a card that may throttle costs each epoch in which it runs (a steady card
+is not sampled: ``hardware/card_group.py``). Whole-rack speed, start-up and
+memory are in ``benchmarks/speed.py``; CPU-seconds in ``benchmarks/ray_cpu.py``.
 """
 from __future__ import annotations
 
