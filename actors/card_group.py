@@ -50,8 +50,8 @@ class RayCardGroup(CardGroup):
             with InputNode() as message:
                 self.dag = MultiOutputNode([h.epoch.bind(message) for h in self.handles]).experimental_compile()
 
-    def _sync(self, t: float, starts, shapes) -> list[tuple[float, bool]]:
-        """Each card prices its own steps and samples its governor at ``t``."""
+    def _sync(self, t: float, starts, shapes, busy=None) -> list[tuple[float, bool]]:
+        """Each card prices its own steps (``busy`` is not sent) and samples its governor at ``t``."""
         self.pinged = time.monotonic()
         message = (starts, shapes, t)
         if self.dag is not None:
@@ -74,7 +74,7 @@ class RayCardGroup(CardGroup):
                 raise CardLost([card], f"card {card} lost: {first_line(err)}") from None
         return answers
 
-    def _flush(self, starts, shapes) -> None:
+    def _flush(self, starts, shapes, busy=None) -> None:
         if not self.lost:                          # a group with a lost card steps no more
             self._call_each([h.account.remote(starts, shapes) for h in self.handles])
 
@@ -134,7 +134,7 @@ class RayCardGroup(CardGroup):
         self.forget_sample()
 
     def frames(self, t: float) -> list:
-        starts, shapes = self._take_steps()
+        starts, shapes, _ = self._take_steps()
         refs = {c: h.frame.remote(t, starts, shapes) for c, h in zip(self.card_ids, self.handles) if c not in self.lost}
         for card, ref in refs.items():
             try:

@@ -137,7 +137,7 @@ WRONG = [
  ("rsd_ray/engine/scheduler.py", "<= self.free[inst]", "<= self.free[inst] + 10_000", ORACLE),
  ("rsd_ray/engine/scheduler.py", "quiet = np.array([not self.waiting[i]", "quiet = np.array([True or self.waiting[i]", ORACLE),
  ("rsd_ray/rack/controller.py", "limit = min(limit, self.faults.pending[0].at_s)\n        every = self._telemetry_every(needs, idle=False)",
-  "every = self._telemetry_every(needs, idle=False)", ORACLE),
+  "limit = limit\n        every = self._telemetry_every(needs, idle=False)", ORACLE),
  ("rsd_ray/rack/controller.py", 'else "answer" if getattr(self.source, "follows_answers", False) else ""', 'else ""', ORACLE),
  ("rsd_ray/rack/controller.py", "min(next_arrival(t_end), end - 1e-9)", "end - 1e-9", ORACLE),
  ("rsd_ray/hardware/card.py", "and hottest < limits.throttle_c", "", ORACLE),

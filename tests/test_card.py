@@ -104,7 +104,7 @@ def test_a_card_that_cannot_reach_its_throttle_temperature_is_sampled_once_until
                                                                                         spec.engine))
     samples = []
     sync = group._sync
-    group._sync = lambda t, starts, shapes: samples.append(t) or sync(t, starts, shapes)
+    group._sync = lambda t, *steps: samples.append(t) or sync(t, *steps)
     x = decode(8)[None, :]
     for i in range(20):                                # a step every 0.05 s: each in its own epoch
         group.propose(x, i * 0.05 + 0.01)

@@ -61,7 +61,7 @@ def test_a_collective_starts_when_the_slowest_card_arrives():
     from rsd_ray.hardware.card_group import CardGroup
     group = CardGroup(epoch_s=0.05)
     group.costs = [FixedCost([1, 1]), FixedCost([3, 3]), FixedCost([1, 1]), FixedCost([1, 1])]   # card 1: 3x slower
-    group._sync = lambda t, starts, shapes: [(1.0, True)] * 4
+    group._sync = lambda t, starts, shapes, busy: [(1.0, True)] * 4
     seg = group.propose(np.zeros((1, 5)), 0.0)
     # step = max over cards of segment 0 + collective + max of segment 1 = 3 + 0.5 + 3
     assert device_time(seg, np.array([[0.5]]), 1)[0] == pytest.approx(6.5)

@@ -148,12 +148,13 @@ class EngineCore:
         self.table.scheduled[r[new]] = at[new]
         inst, keep, lost = self._ready(inst)
         tokens, rows, shapes, starts = tokens[keep], rows[keep], shapes[keep], starts[keep]
-        at = np.arange(len(inst))
         coll, pick, msg = self._collectives(inst, shapes)
-        ends = starts + step_times(shapes, self._segments(at, shapes), coll, self.chunks, self.host)
+        segments = self._segments(np.arange(len(inst)), shapes)
+        ends = starts + step_times(shapes, segments, coll, self.chunks, self.host)
         self._count_sent(inst, pick, msg)
+        busy, alike = segments.sum(axis=1), self._alike()
         for j, k in enumerate(inst.tolist()):
-            self.groups[k].accept(starts[j:j + 1].tolist(), shapes[j:j + 1])
+            self.groups[k].accept(starts[j:j + 1].tolist(), shapes[j:j + 1], busy[j:j + 1] if alike[j] else None)
             if trace is not None:
                 trace.append((self.iids[k], float(starts[j]), float(ends[j]), tuple(shapes[j].tolist())))
         self.clock[inst] = ends
@@ -206,7 +207,9 @@ class EngineCore:
         flat = shapes.reshape(-1, 5)
         of = np.repeat(np.arange(len(inst)), width)
         coll, pick, msg = self._collectives(inst[of], flat)
-        took = step_times(flat, self._segments(of, flat), coll, self.chunks, self.host).reshape(len(inst), width)
+        segments = self._segments(of, flat)
+        took = step_times(flat, segments, coll, self.chunks, self.host).reshape(len(inst), width)
+        busy = segments.sum(axis=1).reshape(len(inst), width)
         clock = self.clock[inst]
         ends = np.cumsum(np.column_stack([clock, took]), axis=1)[:, 1:]
         starts = np.column_stack([clock, ends[:, :-1]])
@@ -215,8 +218,9 @@ class EngineCore:
         k = ran.sum(axis=1)
         self._count_sent(inst[of][ran.reshape(-1)], pick[ran.reshape(-1)] if pick is not None else None,
                          msg[ran.reshape(-1)], repeated=True)
+        alike = self._alike()
         for a, i in enumerate(inst.tolist()):
-            self.groups[i].accept(starts[a, :k[a]].tolist(), shapes[a, :k[a]])
+            self.groups[i].accept(starts[a, :k[a]].tolist(), shapes[a, :k[a]], busy[a, :k[a]] if alike[a] else None)
             if trace is not None:
                 trace += [(self.iids[i], s, e, tuple(x)) for s, e, x in
                           zip(starts[a, :k[a]].tolist(), ends[a, :k[a]].tolist(), shapes[a, :k[a]].tolist())]
@@ -258,6 +262,12 @@ class EngineCore:
         for n, pricing in enumerate(kinds):
             segments[kind_of == n] = slowest(pricing, shapes[kind_of == n])
         return segments
+
+    def _alike(self) -> list[bool]:
+        """Whether every card of each instance readied (``_ready``) runs a step alike (one cost model and
+        clock): then a step's segments' sum is each card's busy seconds, handed to the cards' accounts so
+        they need not price the step again."""
+        return [len(p) == 1 for p in self.pricing]
 
     def _collectives(self, rows: np.ndarray, shapes: np.ndarray):
         """Each step's collective times (``pricing.collective_times``), step i run by instance ``rows[i]``;

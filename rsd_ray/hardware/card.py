@@ -103,14 +103,16 @@ class Card:
             raise RuntimeError(f"card {self.card_id} has aborted at its abort temperature; it runs nothing more")
         return self.cost.segments(shapes, self.clock_factor).sum(axis=1)
 
-    def accept(self, starts, shapes: np.ndarray) -> None:
+    def accept(self, starts, shapes: np.ndarray, busy: np.ndarray | None = None) -> None:
         """These steps ran on this card from these start times, at this epoch's clock: account them, each
         after the idle time before it. A steady card (it cannot throttle) takes them as arrays
         (``ThermalState.run_steps``); one that may throttle, interval by interval, as its P-state may
-        change between any two. Either way the figures do not depend on how the steps were handed over."""
+        change between any two. Either way the figures do not depend on how the steps were handed over.
+        ``busy`` (from ``busy``) may be given by a caller that priced the steps already."""
         if not len(starts):
             return
-        busy, hdma = self.busy(shapes), linear(shapes, self._hdma[None, :])[:, 0]
+        busy = self.busy(shapes) if busy is None else busy
+        hdma = linear(shapes, self._hdma[None, :])[:, 0]
         if not self.steady():
             for start, b, nbytes in zip(starts, busy.tolist(), hdma.tolist()):
                 self.advance_to(start)

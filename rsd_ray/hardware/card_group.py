@@ -86,15 +86,19 @@ class CardGroup:
         self.steady = False                     # every card steady: the governor's answer cannot change
         self.starts: list[float] = []           # steps run since the last sync
         self.shapes: list[np.ndarray] = []
+        self.busy: list[np.ndarray | None] = []  # each batch's busy seconds a card, when the host priced them
         self.lost: dict[int, CardFrame] = {}    # card id → its last frame, once it died
         self.pricing: tuple = ()                # distinct (cost model, clock factor) of the cards, this epoch
 
-    def _take_steps(self) -> tuple[list[float], np.ndarray]:
-        """The steps run since the last sync: their starts and shapes (the cards price them)."""
-        starts, parts = self.starts, self.shapes
+    def _take_steps(self) -> tuple[list[float], np.ndarray, np.ndarray | None]:
+        """The steps run since the last sync: their starts, shapes and (when the host priced every batch)
+        each step's busy seconds a card, so the cards need not price them again."""
+        starts, parts, busy = self.starts, self.shapes, None
         shapes = parts[0] if len(parts) == 1 else np.vstack(parts) if parts else np.zeros((0, 5))
-        self.starts, self.shapes = [], []
-        return starts, shapes
+        if self.busy and all(b is not None for b in self.busy):
+            busy = np.concatenate(self.busy)
+        self.starts, self.shapes, self.busy = [], [], []
+        return starts, shapes, busy
 
     def ready(self, start: float) -> tuple:
         """Sample the governor if the grid epoch holding ``start`` has not been (and the cards are not
@@ -126,10 +130,13 @@ class CardGroup:
         """The slowest card's segments for k steps from ``start`` (k × syncs+1)."""
         return slowest(self.ready(start), shapes)
 
-    def accept(self, starts: list[float], shapes: np.ndarray) -> None:
-        """The first ``len(starts)`` proposed steps ran, from these times (told to the cards at the next sync)."""
+    def accept(self, starts: list[float], shapes: np.ndarray, busy: np.ndarray | None = None) -> None:
+        """The first ``len(starts)`` proposed steps ran, from these times (told to the cards at the next sync).
+        ``busy``: each step's busy seconds, when every card of the group runs it alike (one cost model and
+        clock) and the caller priced it."""
         self.starts += starts
         self.shapes.append(shapes[:len(starts)])
+        self.busy.append(None if busy is None else busy[:len(starts)])
         if len(self.starts) >= FLUSH_STEPS:
             self._flush(*self._take_steps())
 
@@ -156,7 +163,7 @@ class LocalCardGroup(CardGroup):
         for card, program in zip(self.cards, programs):
             card.load(program, memory, shared_cost(costs, program, card.device, card.dtype))
 
-    def _account(self, starts, shapes, cards, t: float | None, sample: bool = False) -> None:
+    def _account(self, starts, shapes, busy, cards, t: float | None, sample: bool = False) -> None:
         """Hand the steps to the cards, then bring each to ``t`` (sampling its governor there, for a
         sync; ``None``: leave them at their last step). The cards of a group usually share a state and a
         cost model, so they end in the same state: it is worked out once and copied."""
@@ -166,19 +173,19 @@ class LocalCardGroup(CardGroup):
             if key in done:
                 card.set_state(done[key])
                 continue
-            card.accept(starts, shapes)
+            card.accept(starts, shapes, busy)
             if sample:
                 card.sample(t)
             elif t is not None:
                 card.advance_to(t)
             done[key] = card.state()
 
-    def _sync(self, t: float, starts, shapes) -> list[tuple[float, bool]]:
-        self._account(starts, shapes, self.cards, t, sample=True)
+    def _sync(self, t: float, starts, shapes, busy) -> list[tuple[float, bool]]:
+        self._account(starts, shapes, busy, self.cards, t, sample=True)
         return [(card.clock_factor, card.steady()) for card in self.cards]
 
-    def _flush(self, starts, shapes) -> None:
-        self._account(starts, shapes, [c for c in self.cards if c.card_id not in self.lost], None)
+    def _flush(self, starts, shapes, busy) -> None:
+        self._account(starts, shapes, busy, [c for c in self.cards if c.card_id not in self.lost], None)
 
     def kill(self, card_id: int, t: float) -> None:
         """A fault: every card accounts up to ``t``, then this one dies; its figures freeze there
