@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from rsd_ray.hardware.card_group import CardLost, slowest
+from rsd_ray.hardware.card_group import CardLost, grid_epoch, slowest
 from rsd_ray.engine.prefix_cache import make_caches
 from rsd_ray.calibration import HostCost
 from rsd_ray.engine.pricing import collective_times, count_sent, step_times
@@ -88,14 +88,55 @@ class EngineCore:
         stopping at the first that ends an epoch with a lost card or, by ``stop``, in which a request
         finished (``"answer"``) or after which the engine holds none (``"empty"``). Returns the boundary
         reached and (instance, loss, time) of each instance that lost a card."""
-        lost, reached = self._run(t_end, trace), t_end
-        for boundary in later:
-            if lost or (stop == "answer" and any(self.finished)) or (stop == "empty" and self.empty()):
-                break
-            lost, reached = self._run(boundary, trace), boundary
+        lost, reached, later = self._run(t_end, trace), t_end, list(later)
+        while later and not (lost or (stop == "answer" and any(self.finished)) or (stop == "empty" and self.empty())):
+            boundary = self._leap(later, stop)
+            lost, reached, later = self._run(boundary, trace), boundary, [b for b in later if b > boundary]
         if trace is not None:
             trace.sort(key=lambda step: (self.index[step[0]], step[1]))
         return reached, sorted(lost, key=lambda x: self.index[x[0]])
+
+    def _leap(self, later: list[float], stop: str) -> float:
+        """The furthest of the ``later`` boundaries the instances may run to in one go, every check between
+        passing by itself: the next one, unless every card is steady (no sample to take, no card to lose,
+        inline) — then the last, or, when a finish would stop the run, the last before the first epoch in
+        which one can happen (``_no_finish_before``). Cards of instances with nothing to do are not asked."""
+        s = self.sched
+        live = np.flatnonzero(~self.failed & ~self.halted)
+        busy = live[(s.nrun[live] > 0) | ~s.quiet(live) | np.array([bool(s.pending[k]) for k in live.tolist()],
+                                                                    dtype=bool)]
+        if not all(self.groups[k].steady for k in busy.tolist()):   # an idle one takes no step to sample
+            return later[0]
+        if not stop:
+            return later[-1]
+        quiet = self._no_finish_before(live)
+        return max([b for b in later if b <= quiet], default=later[0])
+
+    def _no_finish_before(self, live: np.ndarray) -> float:
+        """A boundary before whose epoch no request can finish and no batch change: every instance that
+        holds requests decodes a batch that cannot change for ``Scheduler.span_limits`` steps, each no
+        shorter than its next (a decode step's context only grows), so its first finishing step starts no
+        sooner than its clock plus that many of them; an arrival for an instance changes its batch."""
+        s, epoch = self.sched, self.groups[0].epoch_s
+        bound = float(s.next_arrival(live).min()) if len(live) else np.inf
+        holding = live[(s.nrun[live] > 0) | ~s.quiet(live)]
+        if len(holding):
+            steps = s.span_limits(holding)
+            first = self._first_step_times(holding[steps > 0])
+            ahead = np.zeros(len(holding))
+            ahead[steps > 0] = steps[steps > 0] * first * (1.0 - 1e-9)     # a margin for the sums' rounding
+            bound = min(bound, float((self.clock[holding] + ahead).min()))
+        return (grid_epoch(bound, epoch) + 1) * epoch if bound < np.inf else np.inf
+
+    def _first_step_times(self, inst: np.ndarray) -> np.ndarray:
+        """The seconds of each instance's next decode step (priced as ``_spans`` prices it; nothing counted)."""
+        if not len(inst):
+            return np.zeros(0)
+        n = self.sched.nrun[inst].astype(float)
+        shapes = np.column_stack([np.ones(len(inst)), n, n, self.sched.context(inst) + n, self.sched.context(inst) + n])
+        self.pricing = [self.groups[k].ready(self.clock[k]) for k in inst.tolist()]
+        coll, _, _ = self._collectives(inst, shapes)
+        return step_times(shapes, self._segments(np.arange(len(inst)), shapes), coll, self.chunks, self.host)
 
     def empty(self) -> bool:
         s = self.sched

@@ -273,7 +273,7 @@ class Scheduler:
         running request lacks just its next token (it is decoding), the batch fits the token budget — and
         then as many steps as come before the first request samples its last token (0: none)."""
         limits = np.zeros(len(inst), dtype=np.int64)
-        quiet = np.array([not self.waiting[i] for i in inst.tolist()], dtype=bool)
+        quiet = self.quiet(inst)
         if not quiet.any():
             return limits
         t, inst = self.table, inst[quiet]
@@ -284,6 +284,10 @@ class Scheduler:
         nrun = self.nrun[inst]
         limits[quiet] = np.where(decoding & (nrun > 0) & (nrun <= self.budget), np.maximum(before_last, 0), 0)
         return limits
+
+    def quiet(self, inst: np.ndarray) -> np.ndarray:
+        """Whether no request waits to join each instance."""
+        return np.array([not self.waiting[i] for i in inst.tolist()], dtype=bool)
 
     def _span_blocks(self, inst: np.ndarray, k: np.ndarray) -> np.ndarray:
         """KV blocks each running request takes for ``k`` more tokens (rows × slots)."""
