@@ -149,6 +149,15 @@ def test_engine_equals_oracle_without_chunked_prefill():
     assert_same(spec)
 
 
+def test_engine_equals_oracle_offline_when_faults_fall_between_arrivals():
+    """Offline, nothing arrives after t = 0, so the engine's controller runs the rack over long stretches
+    of epochs: each fault must still land in the epoch that holds its time (the oracle runs every epoch)."""
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2,
+                    workload={"arrival": "offline", "num_prompts": 600, "input": {"mean": 200}, "output": {"mean": 1500}})
+    doc = assert_same(spec, faults=[Fault("link", 0, 1.02, 10.0, "card1->sw0.0"), Fault("card", 5, 3.33)])
+    assert doc["skipped"] > 0 and len(doc["failures"]) == 1 and doc["requests"]["retried"] > 0
+
+
 def test_engine_equals_oracle_when_a_card_dies_mid_run():
     spec = load_run(None, rack="atom-server", duration_s=4.0)
     doc = assert_same(spec, kill=(1.0, 5))

@@ -264,6 +264,26 @@ def test_temperature_relaxes_to_ambient_plus_r_times_power():
     assert th.temp_c == pytest.approx(steady) and not th.throttled    # 67.5 < 75: no throttle
 
 
+def test_a_steady_cards_steps_as_arrays_heat_it_as_one_by_one():
+    """``run_steps`` (k idle-then-busy pairs at once) is ``run`` interval after interval, to the last bit; a
+    zero-length interval changes nothing. By hand: 10 s idle at 25 W, then 20 s busy at 130 W from 35 °C:
+    energy 250 + 2600 J; temperature 41.25 + (35 − 41.25)·e^(−1/3), then 67.5 + (T − 67.5)·e^(−2/3)."""
+    from rsd_ray.hardware.power import ThermalState
+    rng = np.random.default_rng(0)
+    idle, busy = rng.exponential(0.01, 500) * (rng.random(500) > 0.3), rng.exponential(0.02, 500)
+    arrays, one_by_one = ThermalState(ATOM), ThermalState(ATOM)
+    arrays.run_steps(idle, busy)
+    for i, b in zip(idle.tolist(), busy.tolist()):
+        one_by_one.run(i, active=False)
+        one_by_one.run(b, active=True)
+    assert (arrays.temp_c, arrays.energy_j, arrays.throttled_s) == (one_by_one.temp_c, one_by_one.energy_j, 0.0)
+    hand = ThermalState(ATOM)
+    hand.run_steps(np.array([10.0]), np.array([20.0]))
+    after_idle = 41.25 + (35 - 41.25) * math.exp(-10 / 30)
+    assert hand.energy_j == pytest.approx(250 + 2600)
+    assert hand.temp_c == pytest.approx(67.5 + (after_idle - 67.5) * math.exp(-20 / 30))
+
+
 # --- host step time and the results' power and price ------------------------------------------------
 
 def test_results_power_and_price_follow_their_formulas():
