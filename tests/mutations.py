@@ -127,7 +127,7 @@ WRONG = [
  ("rsd_ray/engine/scheduler.py", "t.blocks[r] -= len(taken) * cache.size", "pass", PREFIX),
  ("rsd_ray/engine/scheduler.py", "self.caches[i].trim(int(self.free[i]))", "pass", PREFIX),
  # spans and skipped epochs: each equal to stepping every epoch (the oracle runs every epoch, one step at a time)
- ("rsd_ray/engine/core.py", "context[:, None] + n[:, None] * (j[None, :] + 1)", "context[:, None] + n[:, None] * j[None, :]",
+ ("rsd_ray/engine/core.py", "n[:, None] * (np.arange(width)[None, :] + 1)", "n[:, None] * np.arange(width)[None, :]",
   ORACLE),
  ("rsd_ray/engine/core.py", "& (starts < stop[:, None])", "", ORACLE),
  ("rsd_ray/engine/core.py", "np.cumsum(np.column_stack([clock, took]), axis=1)[:, 1:]",

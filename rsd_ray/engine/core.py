@@ -132,11 +132,8 @@ class EngineCore:
         """The seconds of each instance's next decode step (priced as ``_spans`` prices it; nothing counted)."""
         if not len(inst):
             return np.zeros(0)
-        n = self.sched.nrun[inst].astype(float)
-        shapes = np.column_stack([np.ones(len(inst)), n, n, self.sched.context(inst) + n, self.sched.context(inst) + n])
-        self.pricing = [self.groups[k].ready(self.clock[k]) for k in inst.tolist()]
-        coll, _, _ = self._collectives(inst, shapes)
-        return step_times(shapes, self._segments(np.arange(len(inst)), shapes), coll, self.chunks, self.host)
+        pricing = [self.groups[k].ready(self.clock[k]) for k in inst.tolist()]
+        return self._price(inst, np.arange(len(inst)), self._decode_shapes(inst, 1)[:, 0], pricing)[0]
 
     def empty(self) -> bool:
         s = self.sched
@@ -187,13 +184,12 @@ class EngineCore:
         r, at = rows[took], np.broadcast_to(starts[:, None], tokens.shape)[took]
         new = np.isnan(self.table.scheduled[r])
         self.table.scheduled[r[new]] = at[new]
-        inst, keep, lost = self._ready(inst)
+        inst, keep, pricing, lost = self._ready(inst)
         tokens, rows, shapes, starts = tokens[keep], rows[keep], shapes[keep], starts[keep]
-        coll, pick, msg = self._collectives(inst, shapes)
-        segments = self._segments(np.arange(len(inst)), shapes)
-        ends = starts + step_times(shapes, segments, coll, self.chunks, self.host)
+        took, segments, pick, msg = self._price(inst, np.arange(len(inst)), shapes, pricing)
+        ends = starts + took
         self._count_sent(inst, pick, msg)
-        busy, alike = segments.sum(axis=1), self._alike()
+        busy, alike = segments.sum(axis=1), self._alike(pricing)
         for j, k in enumerate(inst.tolist()):
             self.groups[k].accept(starts[j:j + 1].tolist(), shapes[j:j + 1], busy[j:j + 1] if alike[j] else None)
             if trace is not None:
@@ -234,23 +230,16 @@ class EngineCore:
         cumulative sum of the steps before it (in order, as one step at a time), and the steps that start
         at or after ``t_end`` or an arrival waiting for this instance are left for later rounds. Every
         figure equals stepping one at a time (``tests/test_engine_oracle.py``)."""
-        inst, keep, lost = self._ready(inst)
+        inst, keep, pricing, lost = self._ready(inst)
         k = k[keep]
         if not len(inst):
             return lost
-        width, n = int(k.max()), self.sched.nrun[inst].astype(float)
+        width = int(k.max())
         j = np.arange(width)
-        context = self.sched.context(inst).astype(float)
-        shapes = np.empty((len(inst), width, 5))
-        shapes[..., 0] = 1.0
-        shapes[..., 1] = shapes[..., 2] = n[:, None]
-        shapes[..., 3] = shapes[..., 4] = context[:, None] + n[:, None] * (j[None, :] + 1)
-        flat = shapes.reshape(-1, 5)
+        shapes = self._decode_shapes(inst, width)
         of = np.repeat(np.arange(len(inst)), width)
-        coll, pick, msg = self._collectives(inst[of], flat)
-        segments = self._segments(of, flat)
-        took = step_times(flat, segments, coll, self.chunks, self.host).reshape(len(inst), width)
-        busy = segments.sum(axis=1).reshape(len(inst), width)
+        took, segments, pick, msg = self._price(inst, of, shapes.reshape(-1, 5), pricing)
+        took, busy = took.reshape(len(inst), width), segments.sum(axis=1).reshape(len(inst), width)
         clock = self.clock[inst]
         ends = np.cumsum(np.column_stack([clock, took]), axis=1)[:, 1:]
         starts = np.column_stack([clock, ends[:, :-1]])
@@ -259,7 +248,7 @@ class EngineCore:
         k = ran.sum(axis=1)
         self._count_sent(inst[of][ran.reshape(-1)], pick[ran.reshape(-1)] if pick is not None else None,
                          msg[ran.reshape(-1)], repeated=True)
-        alike = self._alike()
+        alike = self._alike(pricing)
         for a, i in enumerate(inst.tolist()):
             self.groups[i].accept(starts[a, :k[a]].tolist(), shapes[a, :k[a]], busy[a, :k[a]] if alike[a] else None)
             if trace is not None:
@@ -277,38 +266,58 @@ class EngineCore:
         self.sched.decode(inst, k, ends)
         return lost
 
-    def _ready(self, inst: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+    def _decode_shapes(self, inst: np.ndarray, width: int) -> np.ndarray:
+        """The shapes of each instance's next ``width`` decode steps (instances × width × 5): n requests,
+        each computing its next token, so step j has j·n more context than the first
+        (``compiler.program.batch_shape`` of n sequences with one new token each)."""
+        n, context = self.sched.nrun[inst].astype(float), self.sched.context(inst).astype(float)
+        shapes = np.empty((len(inst), width, 5))
+        shapes[..., 0] = 1.0
+        shapes[..., 1] = shapes[..., 2] = n[:, None]
+        shapes[..., 3] = shapes[..., 4] = context[:, None] + n[:, None] * (np.arange(width)[None, :] + 1)
+        return shapes
+
+    def _ready(self, inst: np.ndarray) -> tuple[np.ndarray, np.ndarray, list, list]:
         """The instances whose cards price their step from their clock now (``CardGroup.ready``), as a mask
-        of ``inst``; those with a lost card halt (the host evacuates them) and are reported."""
-        self.pricing, lost = [], []
+        of ``inst``, with each one's pricing; those with a lost card halt (the host evacuates them) and are
+        reported."""
+        pricing, lost = [], []
         keep = np.ones(len(inst), dtype=bool)
         for j, k in enumerate(inst.tolist()):
             try:
-                self.pricing.append(self.groups[k].ready(self.clock[k]))
+                pricing.append(self.groups[k].ready(self.clock[k]))
             except CardLost as err:
                 keep[j] = False
                 lost.append((self.iids[k], err, float(self.clock[k])))
                 self.halted[k] = True
-        return inst[keep], keep, lost
+        return inst[keep], keep, pricing, lost
 
-    def _segments(self, of: np.ndarray, shapes: np.ndarray) -> np.ndarray:
-        """The slowest card's segments of each step (steps × syncs+1, ``card_group.slowest``), step i run by
-        the ``of[i]``-th instance readied (``_ready``); instances that share every (cost model, clock factor)
-        are priced in one call."""
-        kinds = list(dict.fromkeys(self.pricing))
+    def _price(self, inst: np.ndarray, of: np.ndarray, shapes: np.ndarray, pricing: list):
+        """Each step's seconds (``pricing.step_times``), step i run by instance ``inst[of[i]]`` at its
+        ``pricing``; with the slowest card's segments, and the collectives' algorithm and bytes for
+        ``_count_sent``. Every step the engine takes is priced here."""
+        coll, pick, msg = self._collectives(inst[of], shapes)
+        segments = self._segments(pricing, of, shapes)
+        return step_times(shapes, segments, coll, self.chunks, self.host), segments, pick, msg
+
+    def _segments(self, pricing: list, of: np.ndarray, shapes: np.ndarray) -> np.ndarray:
+        """The slowest card's segments of each step (steps × syncs+1, ``card_group.slowest``), step i run at
+        ``pricing[of[i]]``; instances that share every (cost model, clock factor) are priced in one call."""
+        kinds = list(dict.fromkeys(pricing))
         if len(kinds) == 1:
             return slowest(kinds[0], shapes)
         segments = np.zeros((len(shapes), len(self.message) + 1))
-        kind_of = np.array([kinds.index(p) for p in self.pricing])[of]
-        for n, pricing in enumerate(kinds):
-            segments[kind_of == n] = slowest(pricing, shapes[kind_of == n])
+        kind_of = np.array([kinds.index(p) for p in pricing])[of]
+        for n, kind in enumerate(kinds):
+            segments[kind_of == n] = slowest(kind, shapes[kind_of == n])
         return segments
 
-    def _alike(self) -> list[bool]:
-        """Whether every card of each instance readied (``_ready``) runs a step alike (one cost model and
-        clock): then a step's segments' sum is each card's busy seconds, handed to the cards' accounts so
-        they need not price the step again."""
-        return [len(p) == 1 for p in self.pricing]
+    @staticmethod
+    def _alike(pricing: list) -> list[bool]:
+        """Whether every card of each instance runs a step alike (one cost model and clock): then a step's
+        segments' sum is each card's busy seconds, handed to the cards' accounts so they need not price
+        the step again."""
+        return [len(p) == 1 for p in pricing]
 
     def _collectives(self, rows: np.ndarray, shapes: np.ndarray):
         """Each step's collective times (``pricing.collective_times``), step i run by instance ``rows[i]``;

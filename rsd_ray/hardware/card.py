@@ -108,7 +108,8 @@ class Card:
         after the idle time before it. A steady card (it cannot throttle) takes them as arrays
         (``ThermalState.run_steps``); one that may throttle, interval by interval, as its P-state may
         change between any two. Either way the figures do not depend on how the steps were handed over.
-        ``busy`` (from ``busy``) may be given by a caller that priced the steps already."""
+        ``busy``: each step's busy seconds, as ``Card.busy`` prices them, from a caller that priced them
+        already."""
         if not len(starts):
             return
         busy = self.busy(shapes) if busy is None else busy
