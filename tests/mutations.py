@@ -33,7 +33,7 @@ WRONG = [
  ("rsd_ray/interconnect/collectives.py", "[ring] * (2 * (n - 1))", "[ring] * (n - 1)"),
  ("rsd_ray/hardware/power.py", "watts = self.power.max_w if active else self.power.idle_w", "watts = self.power.max_w"),
  ("rsd_ray/report/metrics.py", "np.percentile(ms, PERCENTILES)", "np.percentile(ms, PERCENTILES, method='nearest')"),
- ("rsd_ray/report/metrics.py", "np.count_nonzero(_flat_times(records) <= window)", "_flat_times(records).size"),
+ ("rsd_ray/report/metrics.py", "np.count_nonzero(tokens.flat <= window)", "tokens.flat.size"),
  ("rsd_ray/report/metrics.py", "/ (r.output_len - 1)", "/ r.output_len"),
  ("rsd_ray/report/metrics.py", "ms.std()", "ms.std(ddof=1)"),
  ("rsd_ray/report/results.py", "rack.host_power_w * rack.servers + rack.tor_power_w", "rack.host_power_w + rack.tor_power_w"),
@@ -91,7 +91,7 @@ WRONG = [
   "self.advance_to(t)", RECOVERY),
  ("rsd_ray/engine/scheduler.py", "self.run[i] = -1", "pass", RECOVERY),
  ("rsd_ray/engine/core.py", "self.sched.free[k] = self.sched.num_blocks[k]", "pass", RECOVERY),
- ("rsd_ray/report/metrics.py", "(_flat_times(records) // bin_s)", "(_flat_times(records) // bin_s + 1)", RECOVERY),
+ ("rsd_ray/report/metrics.py", "(flat // bin_s)", "(flat // bin_s + 1)", RECOVERY),
  # fidelity: offline runs, bench throughput, the fabric, collectives' fixed cost, engine options, the front end
  ("rsd_ray/rack/controller.py", "force=self.offline)", "force=False)", FIDELITY),
  ("rsd_ray/rack/controller.py", "and not self.offline   # offline", "  # offline", FIDELITY),

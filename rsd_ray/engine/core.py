@@ -38,6 +38,8 @@ class EngineCore:
         """``instances``: (instance id, card group, GroupSync) of each instance, in instance order."""
         self.iids = [iid for iid, _, _ in instances]
         self.index = {iid: k for k, iid in enumerate(self.iids)}
+        self.slot_of = np.full(max(self.iids, default=-1) + 1, -1, dtype=np.int64)   # instance id → its index
+        self.slot_of[self.iids] = np.arange(len(self.iids))
         self.groups = [group for _, group, _ in instances]
         self.syncs = [sync for _, _, sync in instances]
         n = len(instances)
@@ -109,7 +111,7 @@ class EngineCore:
             return later[0]
         if not stop:
             return later[-1]
-        quiet = self._no_finish_before(live)
+        quiet = self._no_finish_before(live) if stop == "answer" else self._not_empty_before(live)
         return max([b for b in later if b <= quiet], default=later[0])
 
     def _no_finish_before(self, live: np.ndarray) -> float:
@@ -117,7 +119,7 @@ class EngineCore:
         holds requests decodes a batch that cannot change for ``Scheduler.span_limits`` steps, each no
         shorter than its next (a decode step's context only grows), so its first finishing step starts no
         sooner than its clock plus that many of them; an arrival for an instance changes its batch."""
-        s, epoch = self.sched, self.groups[0].epoch_s
+        s = self.sched
         bound = float(s.next_arrival(live).min()) if len(live) else np.inf
         holding = live[(s.nrun[live] > 0) | ~s.quiet(live)]
         if len(holding):
@@ -126,7 +128,29 @@ class EngineCore:
             ahead = np.zeros(len(holding))
             ahead[steps > 0] = steps[steps > 0] * first * (1.0 - 1e-9)     # a margin for the sums' rounding
             bound = min(bound, float((self.clock[holding] + ahead).min()))
-        return (grid_epoch(bound, epoch) + 1) * epoch if bound < np.inf else np.inf
+        return self._epoch_end(bound)
+
+    def _not_empty_before(self, live: np.ndarray) -> float:
+        """A boundary before which the engine cannot be empty: each request it holds samples at most one
+        token a step, an instance at most ``max_num_seqs`` a step, and a step takes at least the host's
+        base time (``HostCost``), so an instance with requests that lack r tokens in all, m at most in
+        one, is busy for at least max(m, r / max_num_seqs) more steps."""
+        t = self.table
+        rows = np.fromiter(t.live, dtype=np.int64, count=len(t.live))
+        if not len(rows):
+            return -np.inf
+        of = self.slot_of[t.instance[rows]]
+        lacking = np.maximum(t.max_tokens[rows] - t.output[rows], 0)
+        most = np.zeros(len(self.iids), dtype=np.int64)
+        np.maximum.at(most, of, lacking)
+        steps = np.maximum(most, np.bincount(of, lacking, minlength=len(most)) / self.sched.max_seqs)
+        bound = (self.clock + steps * self.host.base_s * (1.0 - 1e-9))[live]      # a margin for rounding
+        return self._epoch_end(float(bound.max())) if len(bound) else -np.inf
+
+    def _epoch_end(self, t: float) -> float:
+        """The end of the grid epoch that holds ``t``."""
+        epoch = self.groups[0].epoch_s
+        return (grid_epoch(t, epoch) + 1) * epoch if t < np.inf else np.inf
 
     def _first_step_times(self, inst: np.ndarray) -> np.ndarray:
         """The seconds of each instance's next decode step (priced as ``_spans`` prices it; nothing counted)."""
@@ -321,8 +345,9 @@ class EngineCore:
 
     def _collectives(self, rows: np.ndarray, shapes: np.ndarray):
         """Each step's collective times (``pricing.collective_times``), step i run by instance ``rows[i]``;
-        with the algorithm picked and the message bytes, for ``_count_sent``. Each distinct collective is
-        priced once and laid out over the program's syncs (the same numbers as pricing every one)."""
+        with the algorithm picked and the message bytes of each distinct collective, for ``_count_sent``.
+        Each distinct collective is priced once and laid out over the program's syncs (the same numbers as
+        pricing every one)."""
         msg = linear(shapes, self.message[self.distinct])
         coll = np.zeros_like(msg)
         act = self.active[rows]
@@ -331,15 +356,18 @@ class EngineCore:
             coll[act], pick_act = collective_times(self.alpha[rows[act]], self.beta[rows[act]], msg[act])
             pick = np.full(msg.shape, -1)
             pick[act] = pick_act
-            pick = pick[:, self.as_synced]
-        return np.ascontiguousarray(coll[:, self.as_synced]), pick, msg[:, self.as_synced]   # summed as before
+        return np.ascontiguousarray(coll[:, self.as_synced]), pick, msg   # contiguous: summed as before
 
     def _count_sent(self, rows: np.ndarray, pick, msg: np.ndarray, repeated: bool = False) -> None:
         """The bytes of the steps that ran, on their groups' links (``pricing.count_sent``, in step order;
-        ``repeated``: an instance may have run several)."""
+        ``repeated``: an instance may have run several). Every sync of a distinct collective is sent the
+        same bytes by the same algorithm, step after step, so one sync of each is counted and its count
+        copied to the others — the same sums."""
         if pick is not None:
             act = self.active[rows]
-            count_sent(self.sent, rows[act], pick[act], msg[act], repeated)
+            sent = self.sent[:, :, self.distinct]
+            count_sent(sent, rows[act], pick[act], msg[act], repeated)
+            self.sent[:] = sent[:, :, self.as_synced]
 
     # --- what the host reads ------------------------------------------------------------------------
     def token_events(self) -> list[tuple[int, tuple[float, ...]]]:
@@ -352,12 +380,14 @@ class EngineCore:
         return out
 
     def take_finished(self) -> list[RequestRecord]:
-        out = []
-        for k, rows in enumerate(self.finished):
-            for r in rows:
-                out.append(self.table.record(r, finished=True))
-                self.table.release(r)
-            rows.clear()
+        rows = [r for done in self.finished for r in done]
+        for done in self.finished:
+            done.clear()
+        if not rows:
+            return []
+        out = self.table.records(rows, finished=True)
+        for r in rows:
+            self.table.release(r)
         return out
 
     def evacuate(self, iid: int) -> list[Submit]:

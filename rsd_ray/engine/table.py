@@ -93,12 +93,24 @@ class RequestTable:
         return tuple(self.times[at + start:at + int(self.output[r])].tolist())
 
     def record(self, r: int, finished: bool) -> RequestRecord:
-        times = self.token_times(r)
-        return RequestRecord(rid=int(self.rid[r]), instance=int(self.instance[r]), arrival=float(self.arrival[r]),
-                             prompt_len=int(self.prompt[r]), max_tokens=int(self.max_tokens[r]), token_times=times,
-                             preemptions=int(self.preemptions[r]), finish=times[-1] if finished and times else None,
-                             retries=int(self.retries[r]),
-                             scheduled=None if np.isnan(self.scheduled[r]) else float(self.scheduled[r]))
+        return self.records([r], finished)[0]
+
+    def records(self, rows: list[int], finished: bool) -> list[RequestRecord]:
+        """The records of ``rows``, their columns read once for all of them."""
+        idx = np.array(rows, dtype=np.int64)
+        offset, output = self.offset[idx].tolist(), self.output[idx].tolist()
+        scheduled = self.scheduled[idx].tolist()
+        out = []
+        for rid, instance, arrival, prompt, max_tokens, preemptions, retries, at, n, first in zip(
+                self.rid[idx].tolist(), self.instance[idx].tolist(), self.arrival[idx].tolist(),
+                self.prompt[idx].tolist(), self.max_tokens[idx].tolist(), self.preemptions[idx].tolist(),
+                self.retries[idx].tolist(), offset, output, scheduled):
+            times = tuple(self.times[at:at + n].tolist())
+            out.append(RequestRecord.of(rid=rid, instance=instance, arrival=arrival, prompt_len=prompt,
+                                        max_tokens=max_tokens, token_times=times, preemptions=preemptions,
+                                        finish=times[-1] if finished and times else None, retries=retries,
+                                        error=None, scheduled=None if first != first else first))   # NaN: never
+        return out
 
     def submit(self, r: int) -> Submit:
         """The row as a request to retry elsewhere, with the tokens it has."""

@@ -8,8 +8,9 @@ time(command) = max(FLOPs / (peak · COMPUTE_EFFICIENCY · clock),
 Coefficients are stacked into matrices once, so a step of any batch shape costs
 a handful of vectorised operations; commands between two Device Syncs are
 summed into one compute segment. Every layer repeats the same commands, so
-only the distinct ones are priced (14 of 296 for Llama 3 8B) and then laid out
-in program order; each command's time is the same number either way.
+only the distinct ones are priced (14 of 296 for Llama 3 8B), and only the
+distinct segments (runs of the same commands) are summed, then laid out in
+program order; each figure is the same number either way.
 
 Shapes come as rows (k steps × 5 terms) and every operation is elementwise, so
 a step's figures are the same bit for bit whether it is evaluated alone, in a
@@ -70,17 +71,31 @@ class StepCost:
             else:
                 i += 1
         self.segment_starts = np.array(starts)
+        # Every layer's segments hold the same commands: sum each distinct run of commands once (the same
+        # values in the same order, so the same sums) and lay the sums out over the program's segments.
+        bounds = starts + [len(self.order)]
+        runs = [tuple(self.order[a:max(b, a + 1)].tolist()) for a, b in zip(bounds[:-1], bounds[1:])]
+        distinct_runs = list(dict.fromkeys(runs))
+        self.run_of = np.array([distinct_runs.index(r) for r in runs])
+        self.run_commands = np.array([c for r in distinct_runs for c in r])
+        self.run_starts = np.cumsum([0] + [len(r) for r in distinct_runs[:-1]])
 
-    def command_times(self, shapes: np.ndarray, clock: float = 1.0) -> np.ndarray:
-        """(k × commands) seconds for k batch shapes, in program order."""
+    def distinct_times(self, shapes: np.ndarray, clock: float = 1.0) -> np.ndarray:
+        """(k × distinct commands) seconds for k batch shapes."""
         n, terms = self.n, linear(shapes, self.stacked)
         compute = terms[:, :n] * (self.inv_flops / clock)
         memory = terms[:, n:2 * n] * self.inv_dram
-        return (np.maximum(compute, memory) + terms[:, 2 * n:] * self.inv_link + self.launch)[:, self.order]
+        return np.maximum(compute, memory) + terms[:, 2 * n:] * self.inv_link + self.launch
+
+    def command_times(self, shapes: np.ndarray, clock: float = 1.0) -> np.ndarray:
+        """(k × commands) seconds for k batch shapes, in program order."""
+        return self.distinct_times(shapes, clock)[:, self.order]
 
     def segments(self, shapes: np.ndarray, clock: float = 1.0) -> np.ndarray:
-        """(k × syncs+1) compute time between consecutive Device Syncs, for k batch shapes."""
-        return np.add.reduceat(self.command_times(np.atleast_2d(shapes), clock), self.segment_starts, axis=1)
+        """(k × syncs+1) compute time between consecutive Device Syncs, for k batch shapes: each distinct
+        run of commands summed once, in program order (as summing every segment would)."""
+        times = self.distinct_times(np.atleast_2d(shapes), clock)[:, self.run_commands]
+        return np.ascontiguousarray(np.add.reduceat(times, self.run_starts, axis=1)[:, self.run_of])  # summed as before
 
     def totals(self, x: np.ndarray) -> dict[str, float]:
         return {"flops": float(self.flops.dot(x).sum()), "dram_bytes": float(self.dram.dot(x).sum()),

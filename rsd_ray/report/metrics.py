@@ -28,35 +28,42 @@ def _stats(name: str, seconds) -> dict[str, float]:
             f"std_{name}_ms": float(ms.std()), f"p90_{name}_ms": float(p90), f"p99_{name}_ms": float(p99)}
 
 
-def _flat_times(records) -> np.ndarray:
-    """Every token time of every record, record after record, as one array (one pass, not one per record)."""
-    return np.fromiter(itertools.chain.from_iterable(r.token_times for r in records), dtype=float,
-                       count=sum(len(r.token_times) for r in records))
+class TokenTimes:
+    """Every token time of every record, record after record, as one array (one pass, not one per record
+    and not one per figure), with each record's count."""
 
+    def __init__(self, records):
+        self.lengths = np.fromiter((len(r.token_times) for r in records), dtype=np.int64, count=len(records))
+        self.flat = np.fromiter(itertools.chain.from_iterable(r.token_times for r in records), dtype=float,
+                                count=int(self.lengths.sum()))
 
-def _gaps(records) -> np.ndarray:
-    """Inter-token latencies: the gaps between consecutive tokens of each record (none across records)."""
-    flat = _flat_times(records)
-    ends = np.cumsum([len(r.token_times) for r in records])[:-1]     # where one record's tokens stop
-    return np.delete(np.diff(flat), ends[ends > 0] - 1) if flat.size else flat
+    def gaps(self, keep: np.ndarray) -> np.ndarray:
+        """Inter-token latencies of the records ``keep`` marks: the gaps between consecutive tokens of each
+        (none across records)."""
+        flat, lengths = self.flat[np.repeat(keep, self.lengths)], self.lengths[keep]
+        ends = np.cumsum(lengths)[:-1]                              # where one record's tokens stop
+        return np.delete(np.diff(flat), ends[ends > 0] - 1) if flat.size else flat
 
 
 TIMELINE_BINS = 600     # at most this many bins in a run's throughput time series (1 s each up to 10 minutes)
 
 
-def throughput_series(records: list[RequestRecord], end_s: float) -> dict:
+def throughput_series(records: list[RequestRecord], end_s: float, tokens: TokenTimes | None = None) -> dict:
     """Output tokens/s in consecutive bins over [0, end_s) (whole seconds; 1 s up to 10 virtual minutes):
     the time series in which faults and recoveries show."""
+    flat = (tokens or TokenTimes(records)).flat
     bin_s = float(max(1, int(np.ceil(end_s / TIMELINE_BINS))))
     bins = max(1, int(np.ceil(end_s / bin_s)))
-    counts = np.bincount(np.minimum((_flat_times(records) // bin_s).astype(np.int64), bins - 1), minlength=bins)
+    counts = np.bincount(np.minimum((flat // bin_s).astype(np.int64), bins - 1), minlength=bins)
     return {"bin_s": bin_s, "output_tokens_per_s": (counts / bin_s).tolist()}
 
 
-def summarise(records: list[RequestRecord], window: float) -> dict[str, float]:
+def summarise(records: list[RequestRecord], window: float, tokens: TokenTimes | None = None) -> dict[str, float]:
+    tokens = tokens or TokenTimes(records)
+    finished = np.fromiter((r.finish is not None for r in records), dtype=bool, count=len(records))
     done = [r for r in records if r.finish is not None]
     started = [r for r in records if r.token_times and r.token_times[0] <= window]
-    window_tokens = int(np.count_nonzero(_flat_times(records) <= window))
+    window_tokens = int(np.count_nonzero(tokens.flat <= window))
     input_tokens = sum(r.prompt_len for r in started)
     completed_in_window = sum(1 for r in done if r.finish <= window)
     total_in, total_out = sum(r.prompt_len for r in done), sum(r.output_len for r in done)
@@ -64,7 +71,7 @@ def summarise(records: list[RequestRecord], window: float) -> dict[str, float]:
     per_s = 1.0 / duration if duration > 0 else 0.0
     ttft = [r.token_times[0] - r.arrival for r in done]
     tpot = [(r.finish - r.token_times[0]) / (r.output_len - 1) for r in done if r.output_len > 1]
-    itl = _gaps(done)
+    itl = tokens.gaps(finished)
     e2el = [r.finish - r.arrival for r in done]
     summary = {
         "duration": duration,

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from rsd_ray.calibration import ALL as CALIBRATION
 from rsd_ray.rack.outcome import Outcome
-from rsd_ray.report.metrics import offline_throughput, summarise, throughput_series
+from rsd_ray.report.metrics import TokenTimes, offline_throughput, summarise, throughput_series
 from rsd_ray.report.saturation import saturation
 
 SCHEMA = "rsd-ray/run/v1"
@@ -17,7 +17,9 @@ WALL_CLOCK_FIELDS = ("wall_s", "virtual_per_wall")   # the only fields that diff
 def build(outcome: Outcome) -> dict:
     spec, window = outcome.spec, outcome.window_s or outcome.spec.duration_s
     rack = spec.rack
-    summary = summarise(list(outcome.records), window)
+    records = list(outcome.records)
+    tokens = TokenTimes(records)
+    summary = summarise(records, window, tokens)
     cards = [dataclasses.asdict(f) for f in outcome.window_cards]
     card_energy = sum(f.energy_j for f in outcome.window_cards)
     other_w = rack.host_power_w * rack.servers + rack.tor_power_w
@@ -52,7 +54,6 @@ def build(outcome: Outcome) -> dict:
         kind, bw = outcome.links[name]
         links.append({"link": name, "kind": kind, "bytes": nbytes, "busy_s": nbytes / bw,
                       "utilisation": nbytes / bw / covered if covered else 0.0})
-    records = outcome.records
     requests = {"offered": outcome.offered, "accepted": len(records), "refused": outcome.refused,
                 "refusals": outcome.refusals,
                 "completed": sum(r.finish is not None for r in records),
@@ -82,7 +83,7 @@ def build(outcome: Outcome) -> dict:
         "failures": [dataclasses.asdict(f) for f in outcome.failures],
         "recoveries": [dataclasses.asdict(r) | {"duration_s": r.duration_s} for r in outcome.recoveries],
         "faults": faults_summary(outcome, requests),
-        "timeline": throughput_series(list(records), elapsed),
+        "timeline": throughput_series(records, elapsed, tokens),
         **({"functional": outcome.functional} if outcome.functional else {}),
         **({"offline": offline_throughput(summary)} if spec.workload.arrival == "offline" else {}),
         **({"frontend": outcome.frontend} if outcome.frontend else {}),

@@ -24,42 +24,56 @@ class Router:
         """``spec``: a ``RouterSpec`` (not imported: the config reads this package's POLICIES, not back)."""
         self.limit = spec.max_pending_per_instance
         self.policy = POLICIES[spec.policy](num_instances, random.Random(seed))
+        self.uses = ("prefix" if getattr(self.policy, "uses_prefix", False) else
+                     "session" if getattr(self.policy, "uses_session", False) else "")
         self.running = np.zeros(num_instances, dtype=np.int64)
         self.queued = np.zeros(num_instances, dtype=np.int64)
         self.healthy = np.ones(num_instances, dtype=bool)
         self.sent = np.zeros(num_instances, dtype=np.int64)     # requests routed to each instance, ever
         self.refused = 0
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """What every routing decision reads, kept up to date as it changes (a request routed changes one
+        instance's): each instance's load and whether it takes new requests."""
+        self.loads = self.running + self.queued
+        self.open = self.healthy & (self.queued < self.limit)
 
     def observe(self, frames) -> None:
         for f in frames:
             self.running[f.instance], self.queued[f.instance] = f.running, f.waiting
+        self._refresh()
 
     def fail(self, instances) -> None:
         self.healthy[list(instances)] = False
+        self._refresh()
 
     def recover(self, instance: int) -> None:
         """A failed instance is back (``--recover``), empty."""
         self.healthy[instance] = True
         self.running[instance] = self.queued[instance] = 0
+        self._refresh()
 
     def route(self, force: bool = False, pinned: int | None = None, hash_ids: tuple = (),
               session: str = "") -> int | None:
         """The instance for the next request, or None when the rack is full (or, with ``force``,
         when no instance is healthy). ``pinned``: the request asked for that instance, bypassing the policy;
         ``hash_ids``: its prompt's block hashes, for a policy that ``uses_prefix``; ``session``: its session,
-        for one that ``uses_session``."""
-        eligible = self.healthy if force else self.healthy & (self.queued < self.limit)
+        for one that ``uses_session``. Loads are running + waiting + sent since."""
+        eligible = self.healthy if force else self.open
         if pinned is not None:
             i = pinned if 0 <= pinned < len(eligible) and eligible[pinned] else None
+        elif eligible.any():
+            extra = (hash_ids,) if self.uses == "prefix" else (session,) if self.uses == "session" else ()
+            i = int(self.policy.choose(self.loads, eligible, *extra))
         else:
-            loads = self.running + self.queued
-            extra = ((hash_ids,) if getattr(self.policy, "uses_prefix", False) else
-                     (session,) if getattr(self.policy, "uses_session", False) else ())
-            i = int(self.policy.choose(loads, eligible, *extra)) if eligible.any() else None
+            i = None
         if i is None:
             self.refused += not force
             return None
         self.queued[i] += 1
+        self.loads[i] += 1
+        self.open[i] = self.healthy[i] and self.queued[i] < self.limit
         self.sent[i] += 1
         return i
 
