@@ -297,7 +297,12 @@ CLIENT_COMMANDS = (   # commands with a module of their own: (name, help, module
 )
 
 
-def parser() -> argparse.ArgumentParser:
+COMMANDS = ("run", "sweep", "compile", "serve", *(c[0] for c in CLIENT_COMMANDS), "presets")
+
+
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; with ``command``, only that one's options are added (the others' modules,
+    serving's and the clients' among them, are not imported: start-up stays short)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from rsd_ray import __version__
@@ -309,42 +314,52 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"rsd-ray {__version__} (Ray {ray_version}, Python "
                      f"{sys.version.split()[0]})")
     sub = top.add_subparsers(dest="command", required=True)           # each command a Parser too
+
+    def full(name: str) -> bool:
+        return command in (None, name)
+
     run = sub.add_parser("run", help="run a scenario and print its summary")
-    _spec_args(run)
-    _load_args(run)
-    _rack_args(run, "write the results JSON here")
-    run.add_argument("--requests-csv", help="write one line per request here")
-    run.add_argument("--json", action="store_true", help="print the results JSON on stdout")
-    run.add_argument("--no-progress", action="store_true")
-    run.add_argument("--dashboard", action="store_true", help="the live `rsd-ray top` dashboard while it runs")
-    run.add_argument("--refresh", type=finite(float),
-                     help=f"--dashboard: wall seconds between frames (default {DEFAULT_REFRESH_S})")
-    run.add_argument("--snapshot", help="save the final report as SVG here")
-    run.add_argument("--trace", help="write a Perfetto-readable timeline (Chrome trace JSON) here")
-    run.add_argument("--trace-window", help=f"the virtual seconds it covers, START:END (default {DEFAULT_TRACE_WINDOW})")
+    if full("run"):
+        _spec_args(run)
+        _load_args(run)
+        _rack_args(run, "write the results JSON here")
+        run.add_argument("--requests-csv", help="write one line per request here")
+        run.add_argument("--json", action="store_true", help="print the results JSON on stdout")
+        run.add_argument("--no-progress", action="store_true")
+        run.add_argument("--dashboard", action="store_true", help="the live `rsd-ray top` dashboard while it runs")
+        run.add_argument("--refresh", type=finite(float),
+                         help=f"--dashboard: wall seconds between frames (default {DEFAULT_REFRESH_S})")
+        run.add_argument("--snapshot", help="save the final report as SVG here")
+        run.add_argument("--trace", help="write a Perfetto-readable timeline (Chrome trace JSON) here")
+        run.add_argument("--trace-window",
+                         help=f"the virtual seconds it covers, START:END (default {DEFAULT_TRACE_WINDOW})")
     run.set_defaults(func=cmd_run)
     sweep = sub.add_parser("sweep", help="run a grid of configurations in parallel: CSV, JSON, table, PNG")
-    _spec_args(sweep)
-    _load_args(sweep)
-    from rsd_ray.sweep.command import add_arguments
-    add_arguments(sweep)
+    if full("sweep"):
+        _spec_args(sweep)
+        _load_args(sweep)
+        from rsd_ray.sweep.command import add_arguments
+        add_arguments(sweep)
     sweep.set_defaults(func=cmd_sweep)
     comp = sub.add_parser("compile", help="print the plan: shards, per-card memory, step costs, link volumes")
-    _spec_args(comp)
-    comp.add_argument("--json", action="store_true")
+    if full("compile"):
+        _spec_args(comp)
+        comp.add_argument("--json", action="store_true")
     comp.set_defaults(func=cmd_compile)
     serve = sub.add_parser("serve", help="serve the rack: OpenAI-compatible HTTP, gRPC and Prometheus, in paced time")
-    _spec_args(serve)
-    from rsd_ray.serve.command import SERVE_EPOCH_S
-    _load_args(serve, SERVE_EPOCH_S)
-    _rack_args(serve, "write the results JSON here when the server stops")
-    serve.add_argument("--no-progress", action="store_true", help="no periodic status lines")
-    from rsd_ray.serve.command import add_arguments as add_serve_arguments
-    add_serve_arguments(serve)
+    if full("serve"):
+        _spec_args(serve)
+        from rsd_ray.serve.command import SERVE_EPOCH_S
+        _load_args(serve, SERVE_EPOCH_S)
+        _rack_args(serve, "write the results JSON here when the server stops")
+        serve.add_argument("--no-progress", action="store_true", help="no periodic status lines")
+        from rsd_ray.serve.command import add_arguments as add_serve_arguments
+        add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
     for name, help_text, module, add, run_it in CLIENT_COMMANDS:
         client = sub.add_parser(name, help=help_text)
-        getattr(importlib.import_module(module), add)(client)
+        if full(name):
+            getattr(importlib.import_module(module), add)(client)
         client.set_defaults(func=lambda args, module=module, run_it=run_it:
                             getattr(importlib.import_module(module), run_it)(args))
     pre = sub.add_parser("presets", help="list the shipped presets")
@@ -368,7 +383,9 @@ def refuse_what_does_not_apply(args) -> None:
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = parser(command if command in COMMANDS else None).parse_args(argv)
     with signals.handled():          # SIGINT, SIGTERM and SIGHUP alike, in every phase (rsd_ray.signals)
         try:
             refuse_what_does_not_apply(args)

@@ -40,7 +40,7 @@ class OneInstance:
         self.rows: dict[int, int] = {}
 
     def add(self, rid: int, prompt: int, max_tokens: int, hash_ids=()) -> None:
-        self.rows[rid] = self.table.add(Submit(rid, 0.0, prompt, max_tokens, 0, hash_ids=tuple(hash_ids)), 0)
+        self.rows[rid] = self.table.add([Submit(rid, 0.0, prompt, max_tokens, 0, hash_ids=tuple(hash_ids))])[0]
         self.sched.add_pending(0, self.rows[rid])
         self.sched.admit_arrived(0, 0.0)
 

@@ -240,16 +240,20 @@ class OracleEngine:
     def reprice(self) -> None:
         """Each instance reads its sync's α and β directly."""
 
-    def submit(self, s: Submit) -> bool:
-        inst = self.instances.get(s.instance)
-        if inst is None or inst.failed:
-            return False
-        req = Request(s)
-        if inst.pending and req.arrival < inst.pending[-1].arrival:
-            bisect.insort(inst.pending, req, key=lambda r: r.arrival)
-        else:
-            inst.pending.append(req)
-        return True
+    def submit(self, subs) -> list[Submit]:
+        """Take routed requests one by one; returns those whose instance is not here or has failed."""
+        refused = []
+        for s in subs:
+            inst = self.instances.get(s.instance)
+            if inst is None or inst.failed:
+                refused.append(s)
+                continue
+            req = Request(s)
+            if inst.pending and req.arrival < inst.pending[-1].arrival:
+                bisect.insort(inst.pending, req, key=lambda r: r.arrival)
+            else:
+                inst.pending.append(req)
+        return refused
 
     def is_failed(self, iid: int) -> bool:
         return self.instances[iid].failed

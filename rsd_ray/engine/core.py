@@ -60,6 +60,7 @@ class EngineCore:
             keys = [(tuple(row), kind) for row, kind in zip(first.message.tolist(), first.kinds)]
             distinct = list(dict.fromkeys(keys))     # every layer's collectives are alike: price each kind once
             self.distinct = np.array([keys.index(key) for key in distinct], dtype=np.int64)
+            self.distinct_message = np.asfortranarray(self.message[self.distinct])
             self.as_synced = np.array([distinct.index(key) for key in keys], dtype=np.int64)
             self.active = np.array([s.active for s in self.syncs])
             self.sent = np.stack([s.sent for s in self.syncs])
@@ -74,12 +75,12 @@ class EngineCore:
             self.alpha = np.stack([s.alpha for s in self.syncs])[:, :, self.distinct]
             self.beta = np.stack([s.beta for s in self.syncs])[:, :, self.distinct]
 
-    def submit(self, s: Submit) -> bool:
-        k = self.index.get(s.instance)
-        if k is None or self.failed[k]:
-            return False
-        self.sched.add_pending(k, self.table.add(s, s.instance))
-        return True
+    def submit(self, subs) -> list[Submit]:
+        """Take routed requests, in order; returns those whose instance is not here or has failed."""
+        taken = [s for s in subs if s.instance in self.index and not self.failed[self.index[s.instance]]]
+        for s, r in zip(taken, self.table.add(taken) if taken else ()):
+            self.sched.add_pending(self.index[s.instance], r)
+        return [s for s in subs if s.instance not in self.index or self.failed[self.index[s.instance]]]
 
     def is_failed(self, iid: int) -> bool:
         return bool(self.failed[self.index[iid]])
@@ -118,16 +119,19 @@ class EngineCore:
         """A boundary before whose epoch no request can finish and no batch change: every instance that
         holds requests decodes a batch that cannot change for ``Scheduler.span_limits`` steps, each no
         shorter than its next (a decode step's context only grows), so its first finishing step starts no
-        sooner than its clock plus that many of them; an arrival for an instance changes its batch."""
+        sooner than its clock plus that many of them; an arrival for an instance changes its batch. Only
+        the instances whose clock is below the bound so far are priced (the others cannot lower it)."""
         s = self.sched
         bound = float(s.next_arrival(live).min()) if len(live) else np.inf
         holding = live[(s.nrun[live] > 0) | ~s.quiet(live)]
         if len(holding):
             steps = s.span_limits(holding)
-            first = self._first_step_times(holding[steps > 0])
-            ahead = np.zeros(len(holding))
-            ahead[steps > 0] = steps[steps > 0] * first * (1.0 - 1e-9)     # a margin for the sums' rounding
-            bound = min(bound, float((self.clock[holding] + ahead).min()))
+            clock = self.clock[holding]
+            bound = min(bound, float(clock[steps == 0].min(initial=np.inf)))
+            ask = (steps > 0) & (clock < bound)
+            if ask.any():
+                ahead = steps[ask] * self._first_step_times(holding[ask]) * (1.0 - 1e-9)   # a margin for rounding
+                bound = min(bound, float((clock[ask] + ahead).min()))
         return self._epoch_end(bound)
 
     def _not_empty_before(self, live: np.ndarray) -> float:
@@ -198,18 +202,20 @@ class EngineCore:
     def _one_step(self, inst: np.ndarray, trace: list | None) -> list:
         tokens, rows, preempted = self.sched.schedule(inst)
         stepping = tokens.any(axis=1)
-        stuck = inst[~stepping & (preempted == 0)]
-        if stuck.size:
-            raise RuntimeError(f"instance {self.iids[stuck[0]]}: a waiting request cannot fit the KV cache alone")
-        inst, tokens, rows = inst[stepping], tokens[stepping], rows[stepping]   # all preempted: readmitted next
+        if not stepping.all():
+            stuck = inst[~stepping & (preempted == 0)]
+            if stuck.size:
+                raise RuntimeError(f"instance {self.iids[stuck[0]]}: a waiting request cannot fit the KV cache alone")
+            inst, tokens, rows = inst[stepping], tokens[stepping], rows[stepping]   # all preempted: readmitted next
         shapes = self.sched.shapes(tokens, rows)
         starts = self.clock[inst]
         took = tokens > 0                             # requests in their first step: their queue time ends
-        r, at = rows[took], np.broadcast_to(starts[:, None], tokens.shape)[took]
+        r, at = rows[took], starts[took.nonzero()[0]]
         new = np.isnan(self.table.scheduled[r])
         self.table.scheduled[r[new]] = at[new]
         inst, keep, pricing, lost = self._ready(inst)
-        tokens, rows, shapes, starts = tokens[keep], rows[keep], shapes[keep], starts[keep]
+        if lost:
+            tokens, rows, shapes, starts = tokens[keep], rows[keep], shapes[keep], starts[keep]
         took, segments, pick, msg = self._price(inst, np.arange(len(inst)), shapes, pricing)
         ends = starts + took
         self._count_sent(inst, pick, msg)
@@ -239,11 +245,15 @@ class EngineCore:
             return k
         inst, k_all = inst[maybe], k
         limit = self.sched.span_limits(inst)
+        if (limit <= 1).all():
+            return k_all
         pace = self.last_step[inst]
         guess = np.where(pace > 0, np.ceil((t_end - self.clock[inst]) / np.where(pace > 0, pace, 1.0)) + 1,
                          SPAN_FIRST_GUESS)
         k = np.minimum(limit, guess).astype(np.int64)
-        k[k > 1] = np.where(self.sched.span_fits(inst[k > 1], k[k > 1]), k[k > 1], 0)
+        long = k > 1
+        if long.any():
+            k[long] = np.where(self.sched.span_fits(inst[long], k[long]), k[long], 0)
         k_all[maybe] = k
         return k_all
 
@@ -270,8 +280,8 @@ class EngineCore:
         stop = np.minimum(t_end, self.sched.next_arrival(inst))
         ran = (j[None, :] < k[:, None]) & (starts < stop[:, None])
         k = ran.sum(axis=1)
-        self._count_sent(inst[of][ran.reshape(-1)], pick[ran.reshape(-1)] if pick is not None else None,
-                         msg[ran.reshape(-1)], repeated=True)
+        if pick is not None:
+            self._count_sent(inst[of][ran.reshape(-1)], pick[ran.reshape(-1)], msg[ran.reshape(-1)], repeated=True)
         alike = self._alike(pricing)
         for a, i in enumerate(inst.tolist()):
             self.groups[i].accept(starts[a, :k[a]].tolist(), shapes[a, :k[a]], busy[a, :k[a]] if alike[a] else None)
@@ -348,14 +358,14 @@ class EngineCore:
         with the algorithm picked and the message bytes of each distinct collective, for ``_count_sent``.
         Each distinct collective is priced once and laid out over the program's syncs (the same numbers as
         pricing every one)."""
-        msg = linear(shapes, self.message[self.distinct])
-        coll = np.zeros_like(msg)
         act = self.active[rows]
-        pick = None
-        if act.any():
-            coll[act], pick_act = collective_times(self.alpha[rows[act]], self.beta[rows[act]], msg[act])
-            pick = np.full(msg.shape, -1)
-            pick[act] = pick_act
+        if not act.any():                            # one card a group: nothing crosses a link
+            return np.zeros((len(shapes), len(self.as_synced))), None, None
+        msg = linear(shapes, self.distinct_message)
+        coll = np.zeros(msg.shape)
+        coll[act], pick_act = collective_times(self.alpha[rows[act]], self.beta[rows[act]], msg[act])
+        pick = np.full(msg.shape, -1)
+        pick[act] = pick_act
         return np.ascontiguousarray(coll[:, self.as_synced]), pick, msg   # contiguous: summed as before
 
     def _count_sent(self, rows: np.ndarray, pick, msg: np.ndarray, repeated: bool = False) -> None:

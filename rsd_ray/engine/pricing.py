@@ -84,7 +84,7 @@ class GroupSync:
                  shared: dict[str, int]):
         syncs = [c for c in program.commands if c.kind == DEVICE_SYNC]
         self.chunks = program.chunks
-        self.message = np.array([c.link for c in syncs]).reshape(len(syncs), -1)
+        self.message = np.asfortranarray(np.array([c.link for c in syncs]).reshape(len(syncs), -1))
         self.kinds = [c.collective for c in syncs]
         self.group, self.shared = list(group), shared
         self.algos = ALGORITHMS if algorithm == "auto" else (algorithm,)

@@ -70,23 +70,35 @@ class RequestTable:
         self.times_end += n
         return at
 
-    def add(self, s: Submit, instance: int) -> int:
-        """A row for a routed request; a retried one keeps the tokens it has (re-prefilled with the prompt)."""
-        if not self.free_rows:
+    def add(self, subs: list[Submit]) -> list[int]:
+        """Rows for routed requests (each on its ``instance``), their columns written at once; a retried one
+        keeps the tokens it has (re-prefilled with the prompt)."""
+        while len(self.free_rows) < len(subs):
             self._grow_rows()
-        r = self.free_rows.pop()
-        self.live.add(r)
-        self.offset[r] = self._room(s.max_tokens)
-        done = len(s.token_times)
-        self.arrival[r], self.rid[r], self.prompt[r], self.max_tokens[r] = s.arrival, s.rid, s.prompt_len, s.max_tokens
-        self.scheduled[r] = np.nan
-        self.computed[r], self.output[r], self.blocks[r], self.shared[r], self.reported[r] = 0, done, 0, 0, done
-        self.preemptions[r], self.retries[r], self.instance[r] = s.preemptions, s.retries, instance
-        if done:
-            self.times[self.offset[r]:self.offset[r] + done] = s.token_times
-        if s.hash_ids:
-            self.hash_ids[r] = s.hash_ids
-        return r
+        sizes = np.array([s.max_tokens for s in subs], dtype=np.int64)
+        first = self._room(int(sizes.sum()))         # before the new rows are live: compaction keeps the others
+        rows = [self.free_rows.pop() for _ in subs]
+        self.live.update(rows)
+        idx = np.array(rows, dtype=np.int64)
+        self.offset[idx] = first + np.cumsum(sizes) - sizes
+        done = np.array([len(s.token_times) for s in subs], dtype=np.int64)
+        self.arrival[idx] = [s.arrival for s in subs]
+        self.rid[idx] = [s.rid for s in subs]
+        self.prompt[idx] = [s.prompt_len for s in subs]
+        self.max_tokens[idx] = sizes
+        self.preemptions[idx] = [s.preemptions for s in subs]
+        self.retries[idx] = [s.retries for s in subs]
+        self.instance[idx] = [s.instance for s in subs]
+        self.scheduled[idx] = np.nan
+        self.output[idx] = self.reported[idx] = done
+        self.computed[idx] = self.blocks[idx] = self.shared[idx] = 0
+        for r, sub in zip(rows, subs):
+            if sub.token_times:
+                at = int(self.offset[r])
+                self.times[at:at + len(sub.token_times)] = sub.token_times
+            if sub.hash_ids:
+                self.hash_ids[r] = sub.hash_ids
+        return rows
 
     def token_times(self, r: int, start: int = 0) -> tuple[float, ...]:
         at = int(self.offset[r])

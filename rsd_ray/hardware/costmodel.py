@@ -26,10 +26,11 @@ from rsd_ray.config import DeviceSpec
 
 def linear(shapes: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     """(k × 5) shapes · (n × 5) coefficients → (k × n), summed term by term, elementwise (no BLAS),
-    so a row never depends on how many shapes were evaluated with it."""
+    so a row never depends on how many shapes were evaluated with it. Coefficients held column-major
+    (``np.asfortranarray``) are read a term at a time without a strided copy."""
     out = shapes[:, 0:1] * coefficients[:, 0]
     for j in range(1, shapes.shape[1]):
-        out = out + shapes[:, j:j + 1] * coefficients[:, j]
+        out += shapes[:, j:j + 1] * coefficients[:, j]
     return out
 
 
@@ -59,7 +60,7 @@ class StepCost:
         distinct, self.order = np.unique(rows, axis=0, return_inverse=True)   # command k is distinct[order[k]]
         self.order = self.order.reshape(-1)
         self.n = len(distinct)
-        self.stacked = np.vstack([distinct[:, 0:5], distinct[:, 5:10], distinct[:, 10:15]])  # one pass for all three
+        self.stacked = np.asfortranarray(np.vstack([distinct[:, 0:5], distinct[:, 5:10], distinct[:, 10:15]]))  # one pass
         self.launch = distinct[:, 15]
         self.inv_flops = 1.0 / (peak_flops(device, dtype) * COMPUTE_EFFICIENCY)
         self.inv_dram = 1.0 / (device.dram_bandwidth_gbps * 1e9 * device.dram_efficiency)

@@ -98,10 +98,9 @@ class Host:
                 for card in self._on_server(control.target):
                     self.groups[self.card_instance.get(card)].set_ambient(card, control.value)
         recoveries = self._restart(epoch.t_end, failures)
-        for server in self.servers:
-            for s in epoch.arrivals.get(server, ()):
-                if not self.core.submit(s):          # routed before the router heard of the failure
-                    orphans.append(dataclasses.replace(s, retries=s.retries + 1))
+        arrivals = [s for server in self.servers for s in epoch.arrivals.get(server, ())]
+        for s in self.core.submit(arrivals):         # routed before the router heard of the failure
+            orphans.append(dataclasses.replace(s, retries=s.retries + 1))
         aborted = [self.core.abort(c.target, ABORTED) for c in epoch.controls if c.kind == Kind.ABORT]
         steps = [] if epoch.trace else None
         reached, losses = self.core.run_until(epoch.t_end, steps, self._boundaries(epoch), epoch.stop)
