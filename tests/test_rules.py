@@ -157,6 +157,16 @@ def test_ttft_tpot_itl_e2el_from_one_request():
     assert s["mean_e2el_ms"] == pytest.approx(300.0)       # last token − arrival
 
 
+def test_itl_counts_gaps_inside_each_request_only():
+    """Gaps 100 and 200 ms in the first request, 500 ms in the third; none between requests (1.3 s → 5.0 s
+    would be 3,700 ms), none in the unfinished second (its 1,000 ms gap), none in a one-token request."""
+    recs = [record(0, 1.0, [1.1, 1.2, 1.4]), record(1, 1.0, [2.0, 3.0], finished=False),
+            record(2, 4.0, [5.0, 5.5]), record(3, 4.0, [6.0])]
+    s = summarise(recs, window=10.0)
+    assert s["mean_itl_ms"] == pytest.approx((100 + 200 + 500) / 3)
+    assert s["p99_itl_ms"] < 500.0 + 1e-9
+
+
 def test_percentiles_interpolate_linearly_like_vllm_bench():
     recs = [record(i, 0.0, [(i + 1) * 1e-3, 1.0]) for i in range(100)]     # TTFT 1, 2, ..., 100 ms
     s = summarise(recs, window=2.0)

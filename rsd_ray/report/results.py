@@ -5,9 +5,12 @@ import dataclasses
 import json
 from collections import defaultdict
 
+import numpy as np
+
 from rsd_ray.calibration import ALL as CALIBRATION
 from rsd_ray.rack.outcome import Outcome
-from rsd_ray.report.metrics import TokenTimes, offline_throughput, summarise, throughput_series
+from rsd_ray.report.columns import Columns
+from rsd_ray.report.metrics import offline_throughput, summarise, throughput_series
 from rsd_ray.report.saturation import saturation
 
 SCHEMA = "rsd-ray/run/v1"
@@ -18,8 +21,8 @@ def build(outcome: Outcome) -> dict:
     spec, window = outcome.spec, outcome.window_s or outcome.spec.duration_s
     rack = spec.rack
     records = list(outcome.records)
-    tokens = TokenTimes(records)
-    summary = summarise(records, window, tokens)
+    columns = Columns(records)
+    summary = summarise(records, window, columns)
     cards = [dataclasses.asdict(f) for f in outcome.window_cards]
     card_energy = sum(f.energy_j for f in outcome.window_cards)
     other_w = rack.host_power_w * rack.servers + rack.tor_power_w
@@ -56,14 +59,14 @@ def build(outcome: Outcome) -> dict:
                       "utilisation": nbytes / bw / covered if covered else 0.0})
     requests = {"offered": outcome.offered, "accepted": len(records), "refused": outcome.refused,
                 "refusals": outcome.refusals,
-                "completed": sum(r.finish is not None for r in records),
-                "errored": sum(r.error is not None for r in records),
-                "unfinished": sum(r.finish is None and r.error is None for r in records),
-                "retried": sum(r.retries > 0 for r in records),
-                "preemptions": sum(r.preemptions for r in records),
+                "completed": int(columns.done.sum()),
+                "errored": int(columns.errored.sum()),
+                "unfinished": int(np.count_nonzero(~columns.done & ~columns.errored)),
+                "retried": int(np.count_nonzero(columns.retries > 0)),
+                "preemptions": int(columns.preemptions.sum()),
                 "clipped": outcome.clipped}       # shortened to fit max_model_len (vLLM would refuse or cut them)
     placement = outcome.plan.placement
-    verdict = saturation(records, outcome.refused, window, closed_loop=outcome.closed_loop)
+    verdict = saturation(records, outcome.refused, window, closed_loop=outcome.closed_loop, columns=columns)
     return {
         "schema": SCHEMA,
         "status": outcome.status,
@@ -83,7 +86,7 @@ def build(outcome: Outcome) -> dict:
         "failures": [dataclasses.asdict(f) for f in outcome.failures],
         "recoveries": [dataclasses.asdict(r) | {"duration_s": r.duration_s} for r in outcome.recoveries],
         "faults": faults_summary(outcome, requests),
-        "timeline": throughput_series(records, elapsed, tokens),
+        "timeline": throughput_series(records, elapsed, columns),
         **({"functional": outcome.functional} if outcome.functional else {}),
         **({"offline": offline_throughput(summary)} if spec.workload.arrival == "offline" else {}),
         **({"frontend": outcome.frontend} if outcome.frontend else {}),

@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from rsd_ray.report.columns import Columns
+
 BACKLOG_SHARE = 0.05   # growth of the requests queued, as a share of those that arrived meanwhile, that counts
                        # as falling behind: 1 request in 20 left waiting
 NOISE_SIGMAS = 3.0     # ... and growth beyond chance: a queue in balance holding n requests has a near-Poisson
                        # count (standard deviation √n), so the difference of two counts moves by √(2n)
 
 
-def saturation(records, refused: int, window_s: float, closed_loop: bool = False) -> dict:
+def saturation(records, refused: int, window_s: float, closed_loop: bool = False, columns: Columns | None = None) -> dict:
     """The verdict and the figures behind it (``records``: every accepted request's record)."""
-    kept = [r for r in records if r.error is None]          # an errored request left at a time not recorded
-    arrival = np.array([r.arrival for r in kept], dtype=float)
-    served = np.array([r.token_times[0] if r.token_times else np.inf for r in kept], dtype=float)
-    unfinished = sum(r.finish is None for r in kept)
+    c = columns or Columns(records)
+    kept = ~c.errored                                        # an errored request left at a time not recorded
+    arrival = c.arrival[kept]
+    served = np.where(np.isnan(c.first), np.inf, c.first)[kept]
+    unfinished = int(np.count_nonzero(~c.done[kept]))
     mid, end = window_s / 2, window_s
 
     def queued(t: float) -> int:
