@@ -112,19 +112,26 @@ class EngineCore:
             return later[0]
         if not stop:
             return later[-1]
-        quiet = self._no_finish_before(live) if stop == "answer" else self._not_empty_before(live)
+        if stop == "answer":
+            quiet = self._no_finish_before(live, later[1] if len(later) > 1 else np.inf)
+        else:
+            quiet = self._not_empty_before(live)
         return max([b for b in later if b <= quiet], default=later[0])
 
-    def _no_finish_before(self, live: np.ndarray) -> float:
+    def _no_finish_before(self, live: np.ndarray, enough: float = np.inf) -> float:
         """A boundary before whose epoch no request can finish and no batch change: every instance that
         holds requests decodes a batch that cannot change for ``Scheduler.span_limits`` steps, each no
         shorter than its next (a decode step's context only grows), so its first finishing step starts no
-        sooner than its clock plus that many of them; an arrival for an instance changes its batch. Only
-        the instances whose clock is below the bound so far are priced (the others cannot lower it)."""
+        sooner than its clock plus that many of them; an arrival for an instance changes its batch, and so
+        does a request waiting to join. The bound only falls as instances are looked at, so the look stops
+        once it is below ``enough`` (a boundary the caller would not reach anyway); and only the instances
+        whose clock is below the bound so far are priced (the others cannot lower it)."""
         s = self.sched
         bound = float(s.next_arrival(live).min()) if len(live) else np.inf
-        holding = live[(s.nrun[live] > 0) | ~s.quiet(live)]
-        if len(holding):
+        quiet = s.quiet(live)
+        bound = min(bound, float(self.clock[live[~quiet]].min(initial=np.inf)))      # someone waits to join
+        holding = live[quiet & (s.nrun[live] > 0)]
+        if len(holding) and self._epoch_end(bound) >= enough:
             steps = s.span_limits(holding)
             clock = self.clock[holding]
             bound = min(bound, float(clock[steps == 0].min(initial=np.inf)))

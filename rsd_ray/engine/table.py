@@ -110,14 +110,17 @@ class RequestTable:
     def records(self, rows: list[int], finished: bool) -> list[RequestRecord]:
         """The records of ``rows``, their columns read once for all of them."""
         idx = np.array(rows, dtype=np.int64)
-        offset, output = self.offset[idx].tolist(), self.output[idx].tolist()
-        scheduled = self.scheduled[idx].tolist()
+        output = self.output[idx]
+        ends = np.cumsum(output)
+        at = ends - output                               # each row's first token in ``flat``
+        flat = self.times[np.repeat(self.offset[idx] - at, output) + np.arange(int(ends[-1]) if len(ends) else 0)]
+        flat = flat.tolist()                             # every row's tokens read at once
         out = []
-        for rid, instance, arrival, prompt, max_tokens, preemptions, retries, at, n, first in zip(
+        for rid, instance, arrival, prompt, max_tokens, preemptions, retries, a, b, first in zip(
                 self.rid[idx].tolist(), self.instance[idx].tolist(), self.arrival[idx].tolist(),
                 self.prompt[idx].tolist(), self.max_tokens[idx].tolist(), self.preemptions[idx].tolist(),
-                self.retries[idx].tolist(), offset, output, scheduled):
-            times = tuple(self.times[at:at + n].tolist())
+                self.retries[idx].tolist(), at.tolist(), ends.tolist(), self.scheduled[idx].tolist()):
+            times = tuple(flat[a:b])
             out.append(RequestRecord.of(rid=rid, instance=instance, arrival=arrival, prompt_len=prompt,
                                         max_tokens=max_tokens, token_times=times, preemptions=preemptions,
                                         finish=times[-1] if finished and times else None, retries=retries,
