@@ -119,6 +119,13 @@ class RayExecutor:
             self.report("compiling graphs" if fast else "starting hosts", n, len(hosts))
             _get(ref, f"starting the host of server {s.server}", READY_TIMEOUT_S)
 
+    @property
+    def one_host(self) -> bool:
+        """One host actor drives the rack (a one-server rack, or one server left): the controller may run it
+        over quiet epochs in one call, as inline (``Controller._horizon``) — there is no other host to agree
+        with on where to stop."""
+        return len(self._alive()) == 1
+
     def _alive(self):
         return [(h, s) for h, s in zip(self.hosts, self.setups) if s.server not in self.dead]
 
