@@ -139,7 +139,7 @@ class RayExecutor:
                 parts.append(ray.get(ref, timeout=max(0.0, deadline - time.monotonic())))
             except (ray.exceptions.RayError, TimeoutError) as err:
                 parts.append(self._host_lost(s, epoch.t_end, ray_reason(err)))
-        return merge(epoch.t_end, parts)
+        return merge(epoch.t_end, parts, epoch.quiet)
 
     def _host_lost(self, setup, t: float, reason: str) -> EpochOut:
         self.dead.add(setup.server)

@@ -27,7 +27,7 @@ class InlineExecutor:
         self.hosts = [Host.local(spec, plan, setups, topology)]
 
     def run_epoch(self, epoch: EpochIn) -> EpochOut:
-        return merge(epoch.t_end, [h.run_epoch(epoch) for h in self.hosts])
+        return merge(epoch.t_end, [h.run_epoch(epoch) for h in self.hosts], epoch.quiet)
 
     def unfinished(self) -> list[RequestRecord]:
         return [r for h in self.hosts for r in h.unfinished()]

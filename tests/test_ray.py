@@ -12,6 +12,7 @@ import pytest
 
 from rsd_ray.config import ConfigError, load_run
 from rsd_ray.rack.controller import Controller
+from rsd_ray.rack.epoch import Needs
 from rsd_ray.report.results import build, without_wall_clock
 from tests.conftest import accounted, run_doc, with_token_times
 from tests.processes import descendants, marked, processes
@@ -47,6 +48,30 @@ def test_ray_results_equal_inline(ray_session, rack, model, tp, duration):
     assert on_ray["emulator"]["executor"] == "ray"
     assert comparable(on_ray) == comparable(inline)
     assert on_ray["requests"]["completed"] > 0
+
+
+def test_two_hosts_run_over_quiet_epochs_of_a_closed_loop_and_equal_inline(ray_session):
+    """A light closed loop on two servers (two host actors): the controller lets both hosts run to the
+    earliest boundary at which either could see a request finish (``EpochOut.quiet_until``), so it calls
+    them far less often than once an epoch — and every figure, every token time, equals inline's."""
+    spec = load_run(None, rack="mini", model="llama3-8b", tp=4, duration_s=8.0,        # an instance a server
+                    workload={"arrival": "closed", "concurrency": 3, "per_server": False,
+                              "input": {"dist": "fixed", "mean": 64},
+                              "output": {"dist": "uniform", "min": 30, "max": 300}})
+    calls = []
+
+    class Calls:
+        needs = Needs()
+
+        def __call__(self, out, in_flight):
+            calls.append(out.t_end)
+
+    controller = Controller(spec, executor="ray")
+    outcome = controller.run([Calls()])
+    on_ray, inline = with_token_times(build(outcome), outcome), with_token_times(*run_doc(spec))
+    assert comparable(on_ray) == comparable(inline)
+    assert on_ray["requests"]["completed"] > 0
+    assert len(calls) < on_ray["emulator"]["epochs"] / 2
 
 
 def test_plain_calls_and_compiled_graphs_agree(ray_session):

@@ -104,11 +104,8 @@ class EngineCore:
         passing by itself: the next one, unless every card is steady (no sample to take, no card to lose,
         inline) — then the last, or, when a finish would stop the run, the last before the first epoch in
         which one can happen (``_no_finish_before``). Cards of instances with nothing to do are not asked."""
-        s = self.sched
         live = np.flatnonzero(~self.failed & ~self.halted)
-        busy = live[(s.nrun[live] > 0) | ~s.quiet(live) | np.array([bool(s.pending[k]) for k in live.tolist()],
-                                                                    dtype=bool)]
-        if not all(self.groups[k].steady for k in busy.tolist()):   # an idle one takes no step to sample
+        if not self._steady(live):
             return later[0]
         if not stop:
             return later[-1]
@@ -117,6 +114,24 @@ class EngineCore:
         else:
             quiet = self._not_empty_before(live)
         return max([b for b in later if b <= quiet], default=later[0])
+
+    def _steady(self, live: np.ndarray) -> bool:
+        """Whether every card of every instance with something to do is steady (no sample to take, no card
+        to lose); the cards of an idle instance take no step to sample."""
+        s = self.sched
+        busy = live[(s.nrun[live] > 0) | ~s.quiet(live) | np.array([bool(s.pending[k]) for k in live.tolist()],
+                                                                    dtype=bool)]
+        return all(self.groups[k].steady for k in busy.tolist())
+
+    def quiet_until(self, stop: str) -> float:
+        """The boundary up to which these instances could run before ``stop`` could end a call, every check
+        between passing by itself (as ``_leap`` finds it): the first epoch in which a request may finish
+        (``"answer"``) or after which the engine may be empty (``"empty"``); NaN when a busy card may
+        throttle. A controller of several hosts lets them all run as far as every one of them may."""
+        live = np.flatnonzero(~self.failed & ~self.halted)
+        if not self._steady(live):
+            return np.nan
+        return self._no_finish_before(live) if stop == "answer" else self._not_empty_before(live)
 
     def _no_finish_before(self, live: np.ndarray, enough: float = np.inf) -> float:
         """A boundary before whose epoch no request can finish and no batch change: every instance that

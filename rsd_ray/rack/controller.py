@@ -62,6 +62,7 @@ class Controller:
         if self.offline:                                 # all at t = 0: one epoch of arrivals, then until done
             self.duration_s, self.drain_s = spec.epoch_s, OFFLINE_DRAIN_S
         self.t, self.epochs = 0.0, 0
+        self.quiet_until = math.nan               # several hosts: their stop cannot come before this boundary
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()   # (what, value) from any thread, for the next epoch
         self.controls: list[Control] = []
         self._stop: str | None = None
@@ -131,28 +132,34 @@ class Controller:
         if not (arrivals or controls or telemetry) and self.ledger.idle:
             out = EpochOut(t_end=t_end, instances=self.log.last_frames)    # an idle rack: no host has work
         else:
-            horizon, stop = (t_end, "") if telemetry or window else self._horizon(needs, t_end)
+            horizon, stop = (t_end, "") if telemetry or window else self._horizon(needs, t_end, bool(arrivals))
             out = self.executor.run_epoch(EpochIn(
                 t_end=t_end, arrivals={s: tuple(v) for s, v in arrivals.items()}, controls=controls,
-                telemetry=telemetry, tokens=needs.tokens, trace=needs.steps, horizon=horizon, stop=stop))
-        self.t = out.t_end
+                telemetry=telemetry, tokens=needs.tokens, trace=needs.steps, horizon=horizon, stop=stop,
+                quiet="" if self._one_host else self._stop_kind(t_end)))
+        self.t, self.quiet_until = out.t_end, out.quiet_until
         self.epochs = self.epochs + 1 if out.t_end <= t_end else grid_epoch(out.t_end, self.spec.epoch_s)
         self._book(out, window)
         return dataclasses.replace(out, errored=self.ledger.take_errored(), healthy=tuple(self.router.healthy.tolist()))
 
-    def _horizon(self, needs: Needs, t_end: float) -> tuple[float, str]:
-        """How far the host may run in this call beyond ``t_end``: over the epochs in which nothing would be
+    @property
+    def _one_host(self) -> bool:
+        return getattr(self.executor, "one_host", False)
+
+    def _horizon(self, needs: Needs, t_end: float, routed: bool) -> tuple[float, str]:
+        """How far the hosts may run in this call beyond ``t_end``: over the epochs in which nothing would be
         routed, controlled, sampled or shown, to the boundary before the next arrival, fault, telemetry
         sample or the measurement window's end (``SKIP_MAX_S`` at most), and what ends it early: the
         epoch in which a request finishes when that brings a new one (``"answer"``: a closed loop), or,
         draining, the one after which the rack is empty (``"empty"``). Every figure is the one of running
-        each epoch (``tests/test_engine_oracle.py``). Only on one host (inline): several hosts could not
-        agree where to stop without a round trip; nor while a failed instance may come back
-        (``--recover``), which its host alone knows when."""
+        each epoch (``tests/test_engine_oracle.py``). Several hosts (on Ray) could not agree where to stop
+        without a round trip, so they run with no early stop as far as that stop could not have come, as
+        they said at the end of the last call (``EpochOut.quiet_until``: the first host to see a finish,
+        the last to empty; not when this call brings arrivals, which change their batches).
+        Not while a failed instance may come back (``--recover``), which its host alone knows when."""
         next_arrival = getattr(self.source, "next_arrival", None)
-        if (next_arrival is None or needs.every_epoch or not getattr(self.executor, "one_host", False)
-                or self.ledger.retry or self.controls or not self.inbox.empty()
-                or (self.spec.recover and not self.router.healthy.all())):
+        if (next_arrival is None or needs.every_epoch or self.ledger.retry or self.controls
+                or not self.inbox.empty() or (self.spec.recover and not self.router.healthy.all())):
             return t_end, ""
         epoch, end = self.spec.epoch_s, self.duration_s
         draining = t_end >= end - 1e-9
@@ -163,8 +170,18 @@ class Controller:
         if every:
             limit = min(limit, (t_end // every + 1) * every - 1e-9)
         horizon = grid_epoch(limit, epoch) * epoch if limit < math.inf else t_end
-        stop = "empty" if draining else "answer" if getattr(self.source, "follows_answers", False) else ""
+        stop = self._stop_kind(t_end)
+        if not self._one_host:
+            if not stop or routed or not self.quiet_until > t_end:     # NaN: a host could not say
+                return t_end, ""
+            horizon, stop = min(horizon, self.quiet_until), ""
         return (horizon, stop) if horizon > t_end else (t_end, "")
+
+    def _stop_kind(self, t_end: float) -> str:
+        """What ends a run over quiet epochs early: draining, an empty rack; in a closed loop, a finish."""
+        if t_end >= self.duration_s - 1e-9:
+            return "empty"
+        return "answer" if getattr(self.source, "follows_answers", False) else ""
 
     @staticmethod
     def _telemetry_every(needs: Needs, idle: bool) -> float | None:

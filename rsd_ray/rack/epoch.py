@@ -14,6 +14,7 @@ back as a ``Failure`` value, never as an exception that ends the run.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -125,7 +126,9 @@ class EpochIn:
     ``horizon`` (> ``t_end``): the host may go on over the epochs up to it, in which nothing is routed,
     controlled or sampled, stopping at the end of the first epoch that ends in a loss or, by ``stop``, in
     which a request finished (``"answer"``: it brings a new one) or after which the host holds none
-    (``"empty"``); the ``EpochOut``'s ``t_end`` says where it stopped."""
+    (``"empty"``); the ``EpochOut``'s ``t_end`` says where it stopped. ``quiet`` (``"answer"`` or
+    ``"empty"``): also say how far the host could run before such a stop could come (``EpochOut.quiet_until``),
+    so that a controller of several hosts can let them all run there in one call."""
     t_end: float
     arrivals: dict[int, tuple[Submit, ...]] = field(default_factory=dict)   # server → its arrivals
     controls: tuple[Control, ...] = ()
@@ -134,6 +137,7 @@ class EpochIn:
     trace: bool = False                                       # return every step (instance, t0, t1, shape)
     horizon: float | None = None
     stop: str = ""                                            # "", "answer" or "empty" (with ``horizon``)
+    quiet: str = ""
 
 
 @dataclass(frozen=True)
@@ -152,10 +156,14 @@ class EpochOut:
     steps: tuple[tuple[int, float, float, tuple[float, ...]], ...] = ()
     recoveries: tuple[Recovery, ...] = ()
     healthy: tuple[bool, ...] = ()          # the rack's: each instance's health as the router has it now
+    quiet_until: float = math.nan           # asked ``EpochIn.quiet``: the stop cannot come before this boundary (NaN: no)
 
 
-def merge(t_end: float, parts: list[EpochOut]) -> EpochOut:
-    """The rack's epoch from its hosts' (link counters summed over hosts); it ends where they stopped."""
+def merge(t_end: float, parts: list[EpochOut], quiet: str = "") -> EpochOut:
+    """The rack's epoch from its hosts' (link counters summed over hosts); it ends where they stopped. Their
+    ``quiet_until``: a request can finish on the rack no sooner than on the first host to see one
+    (``quiet="answer"``), and the rack be empty no sooner than its last host (``"empty"``); a host that
+    cannot say (NaN) says it for all."""
     links: dict[str, float] = {}
     for p in parts:
         for name, value in p.link_bytes:
@@ -167,4 +175,11 @@ def merge(t_end: float, parts: list[EpochOut]) -> EpochOut:
     return EpochOut(t_end=t_end, finished=cat("finished"), errored=cat("errored"), orphans=cat("orphans"),
                     tokens=cat("tokens"), instances=tuple(sorted(cat("instances"), key=lambda f: f.instance)),
                     cards=tuple(sorted(cat("cards"), key=lambda f: f.card)), link_bytes=tuple(sorted(links.items())),
-                    failures=cat("failures"), steps=cat("steps"), recoveries=cat("recoveries"))
+                    failures=cat("failures"), steps=cat("steps"), recoveries=cat("recoveries"),
+                    quiet_until=_quiet_until([p.quiet_until for p in parts], quiet))
+
+
+def _quiet_until(bounds: list[float], quiet: str) -> float:
+    if not bounds or any(math.isnan(b) for b in bounds):
+        return math.nan
+    return max(bounds) if quiet == "empty" else min(bounds)
