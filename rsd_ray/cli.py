@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import io
 import json
+import os
 import signal
 import sys
 from contextlib import nullcontext, redirect_stdout
@@ -389,7 +390,9 @@ def main(argv=None) -> int:
     with signals.handled():          # SIGINT, SIGTERM and SIGHUP alike, in every phase (rsd_ray.signals)
         try:
             refuse_what_does_not_apply(args)
-            return args.func(args)
+            code = args.func(args)
+            sys.stdout.flush()           # a reader gone away is found here, not as an error at exit
+            return code
         except ConfigError as err:
             print(f"rsd-ray: config error: {err}", file=sys.stderr)
             return 2
@@ -401,6 +404,9 @@ def main(argv=None) -> int:
             signum = signals.first_received() or signal.SIGINT
             print(f"rsd-ray: {signals.reason(signum)} before the run began; nothing ran", file=sys.stderr)
             return 128 + signum
+        except BrokenPipeError:          # `rsd-ray ... | head`: the reader left; end quietly, as a shell tool does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing more to flush at exit
+            return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -87,3 +87,15 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_any_point(files)
     res = cli("sweep", "--rack", "mini", "--model", "tiny-llama", "--tp", "2", "--duration", "1", "--grid", "tp=2",
               "--out-dir", "/proc/sweep", cwd=files)
     assert res.returncode == 2 and "--out-dir = '/proc/sweep' — cannot be made" in res.stderr, res.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`rsd-ray presets | head -1`: the pipe closes after one line; no traceback, the shell's SIGPIPE status."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "rsd_ray.cli", "presets"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()                                     # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "Exception ignored" not in err
