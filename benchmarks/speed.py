@@ -8,7 +8,8 @@ its run loop alone beside it: the 224-card rack at the default load (256 closed-
 and lightly loaded (448 clients in all, 8 an instance), one ATOM server, and one H100 instance (a rack of
 one card) on ``--prompts`` offline requests of 512 in / 128 out (requests per wall second, as simulators
 of vLLM are compared). Then the Ray executor (embedded Ray, in this process): start-up, card-actor memory
-(PSS) and its run loop. ``--ray-rack`` adds the 224-card rack on Ray (minutes to start on a laptop);
+(PSS) and its run loop, on one ATOM server (one host actor) at 0.05 s and 1 s epochs, and on the two-server
+test rack under a light closed loop (two host actors that run over quiet epochs together). ``--ray-rack`` adds the 224-card rack on Ray (minutes to start on a laptop);
 ``--scaling`` adds wall time per virtual second per card for 1, 2, 4, 7 and 14 servers and for
 15 → 120 virtual seconds: flat when cost grows linearly with cards and with time.
 """
@@ -42,13 +43,15 @@ def inline_process(label: str, rack: str, *args: str) -> dict:
             "requests_per_s": offline["num_requests"] / whole if offline else None, "pss_gb": None}
 
 
-def ray_in_process(rack: str, duration: float, epoch: float) -> dict:
+def ray_in_process(rack: str, duration: float, epoch: float, clients: int | None = None) -> dict:
+    """``clients``: a light closed loop of that many clients for the whole rack (default: the default load)."""
     import ray
     cards = 224 if rack == "rsd-rack" else 16
     t0 = time.perf_counter()
     ray.init(address="local", resources={"atom_card": cards}, include_dashboard=False, logging_level="WARNING")
     try:
-        spec = load_run(None, rack=rack, duration_s=duration, epoch_s=epoch)
+        light = {"workload": {"arrival": "closed", "concurrency": clients, "per_server": False}} if clients else {}
+        spec = load_run(None, rack=rack, duration_s=duration, epoch_s=epoch, model="llama3-8b", tp=4, **light)
         controller = Controller(spec, executor="ray")
         start = time.perf_counter() - t0
         pss = sum(p["pss_bytes"] for p in controller.executor.processes()) / 1e9
@@ -56,7 +59,8 @@ def ray_in_process(rack: str, duration: float, epoch: float) -> dict:
     finally:
         ray.shutdown()
     whole = time.perf_counter() - t0
-    return {"rack": rack, "load": f"epoch {epoch:g} s", "executor": "ray", "cards": emu["cards"],
+    load = (f"{clients} clients, " if clients else "") + f"epoch {epoch:g} s"
+    return {"rack": rack, "load": load, "executor": "ray", "cards": emu["cards"],
             "virtual_s": emu["virtual_s"], "start_s": start, "whole": emu["virtual_s"] / whole,
             "loop": emu["virtual_per_wall"], "requests_per_s": None, "pss_gb": pss}
 
@@ -96,7 +100,8 @@ def main() -> None:
             inline_process(f"{args.prompts:,} offline", "h100-single", "--tp", "1", "--num-prompts",
                            str(args.prompts), "--input-len", "512", "--output-len", "128"),
             ray_in_process("atom-server", args.ray_duration, args.epoch),
-            ray_in_process("atom-server", args.ray_duration, args.long_epoch)]
+            ray_in_process("atom-server", args.ray_duration, args.long_epoch),
+            ray_in_process("mini", args.ray_duration, args.epoch, clients=8)]   # two hosts, a light closed loop
     if args.ray_rack:
         rows.append(ray_in_process("rsd-rack", args.ray_duration, args.long_epoch))
     t = Table(title="emulation speed: virtual seconds per wall second (× real time); offline: requests per wall s")
