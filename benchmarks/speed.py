@@ -9,7 +9,8 @@ and lightly loaded (448 clients in all, 8 an instance), one ATOM server, and one
 one card) on ``--prompts`` offline requests of 512 in / 128 out (requests per wall second, as simulators
 of vLLM are compared). Then the Ray executor (embedded Ray, in this process): start-up, card-actor memory
 (PSS) and its run loop, on one ATOM server (one host actor) at 0.05 s and 1 s epochs, and on the two-server
-test rack under a light closed loop (two host actors that run over quiet epochs together). ``--ray-rack`` adds the 224-card rack on Ray (minutes to start on a laptop);
+test rack under a light closed loop (two host actors that run over quiet epochs together).
+``--ray-rack`` adds the 224-card rack on Ray (minutes to start on a laptop);
 ``--scaling`` adds wall time per virtual second per card for 1, 2, 4, 7 and 14 servers and for
 15 → 120 virtual seconds: flat when cost grows linearly with cards and with time.
 """

@@ -77,10 +77,11 @@ class EngineCore:
 
     def submit(self, subs) -> list[Submit]:
         """Take routed requests, in order; returns those whose instance is not here or has failed."""
-        taken = [s for s in subs if s.instance in self.index and not self.failed[self.index[s.instance]]]
+        here = [s.instance in self.index and not self.failed[self.index[s.instance]] for s in subs]
+        taken = [s for s, ok in zip(subs, here) if ok]
         for s, r in zip(taken, self.table.add(taken) if taken else ()):
             self.sched.add_pending(self.index[s.instance], r)
-        return [s for s in subs if s.instance not in self.index or self.failed[self.index[s.instance]]]
+        return [s for s, ok in zip(subs, here) if not ok]
 
     def is_failed(self, iid: int) -> bool:
         return bool(self.failed[self.index[iid]])

@@ -60,7 +60,8 @@ class StepCost:
         distinct, self.order = np.unique(rows, axis=0, return_inverse=True)   # command k is distinct[order[k]]
         self.order = self.order.reshape(-1)
         self.n = len(distinct)
-        self.stacked = np.asfortranarray(np.vstack([distinct[:, 0:5], distinct[:, 5:10], distinct[:, 10:15]]))  # one pass
+        stacked = np.vstack([distinct[:, 0:5], distinct[:, 5:10], distinct[:, 10:15]])    # one pass for all three
+        self.stacked = np.asfortranarray(stacked)
         self.launch = distinct[:, 15]
         self.inv_flops = 1.0 / (peak_flops(device, dtype) * COMPUTE_EFFICIENCY)
         self.inv_dram = 1.0 / (device.dram_bandwidth_gbps * 1e9 * device.dram_efficiency)

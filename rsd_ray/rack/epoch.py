@@ -156,7 +156,7 @@ class EpochOut:
     steps: tuple[tuple[int, float, float, tuple[float, ...]], ...] = ()
     recoveries: tuple[Recovery, ...] = ()
     healthy: tuple[bool, ...] = ()          # the rack's: each instance's health as the router has it now
-    quiet_until: float = math.nan           # asked ``EpochIn.quiet``: the stop cannot come before this boundary (NaN: no)
+    quiet_until: float = math.nan           # asked ``EpochIn.quiet``: its stop cannot come before this boundary
 
 
 def merge(t_end: float, parts: list[EpochOut], quiet: str = "") -> EpochOut:

@@ -115,7 +115,8 @@ class Host:
         return EpochOut(t_end=reached, server=self.server, finished=tuple(finished), orphans=tuple(orphans),
                         tokens=tuple(tokens), instances=tuple(self.core.frames()), cards=cards, link_bytes=links,
                         failures=tuple(f for f in failures if f is not None), steps=tuple(steps or ()),
-                        recoveries=tuple(recoveries), quiet_until=self.core.quiet_until(epoch.quiet) if epoch.quiet else math.nan)
+                        recoveries=tuple(recoveries),
+                        quiet_until=self.core.quiet_until(epoch.quiet) if epoch.quiet else math.nan)
 
     def _boundaries(self, epoch: EpochIn):
         """The epoch boundaries after ``t_end`` up to the horizon, on the controller's grid (k · epoch_s)."""

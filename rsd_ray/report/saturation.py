@@ -27,7 +27,8 @@ NOISE_SIGMAS = 3.0     # ... and growth beyond chance: a queue in balance holdin
                        # count (standard deviation √n), so the difference of two counts moves by √(2n)
 
 
-def saturation(records, refused: int, window_s: float, closed_loop: bool = False, columns: Columns | None = None) -> dict:
+def saturation(records, refused: int, window_s: float, closed_loop: bool = False,
+               columns: Columns | None = None) -> dict:
     """The verdict and the figures behind it (``records``: every accepted request's record)."""
     c = columns or Columns(records)
     kept = ~c.errored                                        # an errored request left at a time not recorded
