@@ -298,12 +298,10 @@ CLIENT_COMMANDS = (   # commands with a module of their own: (name, help, module
 )
 
 
-COMMANDS = ("run", "sweep", "compile", "serve", *(c[0] for c in CLIENT_COMMANDS), "presets")
-
-
 def parser(command: str | None = None) -> argparse.ArgumentParser:
     """Every command's parser; with ``command``, only that one's options are added (the others' modules,
-    serving's and the clients' among them, are not imported: start-up stays short)."""
+    serving's and the clients' among them, are not imported: start-up stays short). A name that is no
+    command adds none, and argparse refuses it with the list of commands."""
     from importlib.metadata import PackageNotFoundError, version
 
     from rsd_ray import __version__
@@ -386,7 +384,7 @@ def refuse_what_does_not_apply(args) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = parser(command if command in COMMANDS else None).parse_args(argv)
+    args = parser(command).parse_args(argv)
     with signals.handled():          # SIGINT, SIGTERM and SIGHUP alike, in every phase (rsd_ray.signals)
         try:
             refuse_what_does_not_apply(args)

@@ -110,10 +110,7 @@ class EngineCore:
             return later[0]
         if not stop:
             return later[-1]
-        if stop == "answer":
-            quiet = self._no_finish_before(live, later[1] if len(later) > 1 else np.inf)
-        else:
-            quiet = self._not_empty_before(live)
+        quiet = self._stop_bound(live, stop, later[1] if len(later) > 1 else np.inf)
         return max([b for b in later if b <= quiet], default=later[0])
 
     def _steady(self, live: np.ndarray) -> bool:
@@ -130,9 +127,12 @@ class EngineCore:
         (``"answer"``) or after which the engine may be empty (``"empty"``); NaN when a busy card may
         throttle. A controller of several hosts lets them all run as far as every one of them may."""
         live = np.flatnonzero(~self.failed & ~self.halted)
-        if not self._steady(live):
-            return np.nan
-        return self._no_finish_before(live) if stop == "answer" else self._not_empty_before(live)
+        return self._stop_bound(live, stop) if self._steady(live) else np.nan
+
+    def _stop_bound(self, live: np.ndarray, stop: str, enough: float = np.inf) -> float:
+        """The boundary before which ``stop`` cannot end a call: no request finishes before it
+        (``"answer"``, looked at until it is below ``enough``) or the engine is not empty (``"empty"``)."""
+        return self._no_finish_before(live, enough) if stop == "answer" else self._not_empty_before(live)
 
     def _no_finish_before(self, live: np.ndarray, enough: float = np.inf) -> float:
         """A boundary before whose epoch no request can finish and no batch change: every instance that
@@ -455,7 +455,7 @@ class EngineCore:
         return None
 
     def unfinished(self) -> list[RequestRecord]:
-        return [self.table.record(r, finished=False) for k in range(len(self.iids)) for r in self.sched.held(k)]
+        return self.table.records([r for k in range(len(self.iids)) for r in self.sched.held(k)], finished=False)
 
     def frames(self) -> list[InstanceFrame]:
         s = self.sched

@@ -162,7 +162,8 @@ class Controller:
                 or not self.inbox.empty() or (self.spec.recover and not self.router.healthy.all())):
             return t_end, ""
         epoch, end = self.spec.epoch_s, self.duration_s
-        draining = t_end >= end - 1e-9
+        stop = self._stop_kind(t_end)
+        draining = stop == "empty"
         limit = min(t_end + SKIP_MAX_S, end + self.drain_s if draining else min(next_arrival(t_end), end - 1e-9))
         if self.faults.pending:
             limit = min(limit, self.faults.pending[0].at_s)
@@ -170,7 +171,6 @@ class Controller:
         if every:
             limit = min(limit, (t_end // every + 1) * every - 1e-9)
         horizon = grid_epoch(limit, epoch) * epoch if limit < math.inf else t_end
-        stop = self._stop_kind(t_end)
         if not self._one_host:
             if not stop or routed or not self.quiet_until > t_end:     # NaN: a host could not say
                 return t_end, ""
