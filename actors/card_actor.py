@@ -22,8 +22,8 @@ HEAVY_MODULES = ("rich", "aiohttp", "grpc", "matplotlib")
 
 @ray.remote(num_cpus=0)
 class CardActor:
-    def __init__(self, card_id: int, device, dtype: str, epoch_s: float):
-        self.card = Card(card_id, device, dtype, epoch_s)
+    def __init__(self, card_id: int, device, epoch_s: float):
+        self.card = Card(card_id, device, epoch_s)
 
     def load(self, program: bytes, memory) -> int:
         """Load a msgpack program and allocate its memory plan; returns bytes held."""

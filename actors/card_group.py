@@ -32,7 +32,7 @@ def first_line(err: BaseException) -> str:
 
 
 class RayCardGroup(CardGroup):
-    def __init__(self, handles: dict, epoch_s: float, programs=(), device=None, dtype: str = "fp16",
+    def __init__(self, handles: dict, epoch_s: float, programs=(), device=None,
                  fast: bool = True, costs: dict | None = None, memory=None):
         """``costs``: cost models shared with the host's other groups (one per distinct program);
         ``programs`` and ``memory`` are loaded again into a restarted card."""
@@ -42,7 +42,7 @@ class RayCardGroup(CardGroup):
         self.programs, self.memory = programs, memory
         self.saved: dict[int, tuple] = {}        # a killed card's state, handed to its restarted process
         costs = {} if costs is None else costs
-        self.costs = [shared_cost(costs, p, device, dtype) for p in programs]
+        self.costs = [shared_cost(costs, p, device) for p in programs]
         self.last: dict[int, CardFrame] = {}
         self.dag = None
         if fast and self.handles:

@@ -16,7 +16,7 @@ class HostActor:
         logging.getLogger("ray.dag").setLevel(logging.WARNING)   # no INFO lines per compiled-graph teardown
         costs: dict = {}
         groups = {iid: RayCardGroup({c: handles[c] for c in cards}, spec.epoch_s, plan.programs, spec.device,
-                                    spec.model.dtype, fast, costs, plan.memory)
+                                    fast, costs, plan.memory)
                   for iid, cards in setup.instances}
         groups[None] = RayCardGroup({c: handles[c] for c in setup.idle_cards}, spec.epoch_s, fast=False)
         self.host = Host(spec, plan, [setup], groups)

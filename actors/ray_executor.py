@@ -104,7 +104,7 @@ class RayExecutor:
                 bundle = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=1 + local)
                 self.cards[c] = CardActor.options(                  # --recover: Ray restarts a killed card
                     resources={"atom_card": 1}, max_restarts=-1 if spec.recover else 0,
-                    scheduling_strategy=bundle).remote(c, spec.device, spec.model.dtype, spec.epoch_s)
+                    scheduling_strategy=bundle).remote(c, spec.device, spec.epoch_s)
         for group in plan.placement.groups:
             loads += [(c, self.cards[c].load.remote(blobs[rank], plan.memory)) for rank, c in enumerate(group)]
         for n, (c, ref) in enumerate(loads):              # a card that dies while starting is named

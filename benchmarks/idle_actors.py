@@ -48,7 +48,7 @@ def idle_percent(system_config: dict, cards: int, seconds: float) -> float:
     ray.init(address="local", resources={"atom_card": cards}, include_dashboard=False, logging_level="ERROR",
              _system_config=system_config or None)
     try:
-        actors = [CardActor.options(resources={"atom_card": 1}).remote(c, spec.device, spec.model.dtype, spec.epoch_s)
+        actors = [CardActor.options(resources={"atom_card": 1}).remote(c, spec.device, spec.epoch_s)
                   for c in range(cards)]
         pids = [p["pid"] for p in ray.get([a.process.remote() for a in actors])]
         time.sleep(3.0)                                       # let start-up work finish

@@ -27,13 +27,13 @@ from rsd_ray.compiler import check_plan
 def sync_ms(epochs: int) -> dict[str, float]:
     spec = load_run(None)
     plan = check_plan(spec)
-    handles = [CardActor.options(resources={"atom_card": 1}).remote(c, spec.device, "fp16", spec.epoch_s)
+    handles = [CardActor.options(resources={"atom_card": 1}).remote(c, spec.device, spec.epoch_s)
                for c in range(4)]
     ray.get([h.load.remote(p.to_msgpack(), plan.memory) for h, p in zip(handles, plan.programs)])
     x = np.array([[1.0, 64, 64, 64 * 1024, 64 * 1024]])
     out = {}
     for name, fast in (("plain calls", False), ("compiled graph", True)):
-        group = RayCardGroup(dict(enumerate(handles)), spec.epoch_s, plan.programs, spec.device, "fp16", fast=fast)
+        group = RayCardGroup(dict(enumerate(handles)), spec.epoch_s, plan.programs, spec.device, fast=fast)
         group.propose(x, 0.0)
         t0 = time.perf_counter()
         for i in range(epochs):

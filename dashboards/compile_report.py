@@ -14,6 +14,21 @@ def _bytes(n: float) -> str:
     return f"{n:,.0f} B"
 
 
+def _precision(q: dict, console: Console) -> None:
+    t = Folding(title=f"number formats (quantization {q['quantization']}) beside the unquantised model")
+    for col in ("", "this plan", "unquantised"):
+        t.add_column(col, justify="right")
+    group = f" (fp16 scale per {q['group_size']})" if q["group_size"] else ""
+    runs = q["matmul_compute"] + ("" if q["matmul_runs_in"] == q["matmul_compute"]
+                                  else f" → run in {q['matmul_runs_in']}: no {q['matmul_compute']} units")
+    t.add_row("linear weights", q["weights"] + group, q["activations"])
+    t.add_row("matmuls compute in", f"{runs} ({q['matmul_peak_tflops']:,.0f} T peak)", q["activations"])
+    t.add_row("KV cache", q["kv_cache"], q["activations"])
+    t.add_row("weights per card", _bytes(q["quantised"]["weights"]), _bytes(q["unquantised"]["weights"]))
+    t.add_row("KV blocks", f"{q['quantised']['num_blocks']:,}", f"{q['unquantised']['num_blocks']:,}")
+    console.print(t)
+
+
 def render(d: dict, console: Console) -> None:
     p = d["placement"]
     console.print(f"[bold]{d['model']}[/] at TP {d['tp']} on [bold]{d['rack']}[/] ({d['device']}): "
@@ -35,6 +50,7 @@ def render(d: dict, console: Console) -> None:
     t.add_row("[bold]budget", _bytes(m["budget"]))
     t.add_row("KV blocks", f"{m['num_blocks']:,} × {m['block_size']} tokens ({_bytes(m['kv_bytes_per_token'])}/token)")
     console.print(t)
+    _precision(d["precision"], console)
     console.print("command stream: " + ", ".join(f"{k} ×{v}" for k, v in d["commands"].items())
                   + f"; layer pipelining chunks {d['pipeline_chunks']}; msgpack {_bytes(d['program_bytes'])}")
     t = Folding(title="one step, per card")

@@ -10,15 +10,18 @@ COLUMNS = (("cards", "{:,}"), ("window_output_throughput", "{:,.0f}"), ("scaling
            ("output_tokens_per_s_per_watt", "{:.3f}"), ("p99_ttft_ms", "{:,.0f}"), ("p99_tpot_ms", "{:,.1f}"),
            ("refused", "{:,}"))
 OPTIONAL_COLUMNS = (("prefix_cache_hit_rate", "{:.1%}"),)     # shown when a point reports it
-HEADERS = {"prefix_cache_hit_rate": "prefix hits", "window_output_throughput": "out tok/s", "scaling_efficiency": "efficiency",
+SCALING_ONLY = ("scaling_efficiency",)     # against the fewest cards: only when the rack's size is an axis
+HEADERS = {"model.quantization": "weights", "engine.kv_cache_dtype": "KV", "prefix_cache_hit_rate": "prefix hits", "window_output_throughput": "out tok/s", "scaling_efficiency": "efficiency",
            "output_tokens_per_s_per_watt": "tok/s/W", "p99_ttft_ms": "TTFT p99 ms", "p99_tpot_ms": "TPOT p99 ms"}
 
 
 def render(rows: list[dict], axes: list[str], console: Console, title: str = "sweep") -> None:
     t = Folding(title=title)
     columns = COLUMNS + tuple(c for c in OPTIONAL_COLUMNS if any(c[0] in row for row in rows))
+    if not _scaling(axes):
+        columns = tuple(c for c in columns if c[0] not in SCALING_ONLY)
     for name in axes:
-        t.add_column(name)
+        t.add_column(HEADERS.get(name, name.rsplit(".", 1)[-1]))
     for name, _ in columns:
         t.add_column(HEADERS.get(name, name), justify="right")
     for row in rows:
@@ -46,6 +49,22 @@ def render_capacity(results: list[dict], axes: list[str], console: Console) -> N
     console.print(t)
 
 
+def _scaling(axes: list[str]) -> bool:
+    return any(a in ("rack", "rack.servers") for a in axes)
+
+
+def _independent(rows: list[dict], axes: list[str]) -> list[str]:
+    """The axes after the first that split the plot's lines, less any that only follows the others (a
+    70B model's TP that follows its weight format): one line per combination of the rest."""
+    kept = list(axes[1:])
+    for a in axes[1:]:
+        rest = [b for b in kept if b != a]
+        keys = [tuple(str(r[b]) for b in [axes[0], *rest]) for r in rows]
+        if len(set(keys)) == len(keys):
+            kept = rest
+    return kept
+
+
 def plot(rows: list[dict], axes: list[str], path) -> bool:
     """Tokens/s (with the ideal linear line) , tokens/s per watt and latency vs the first axis.
     Returns False when matplotlib is not installed (``pip install rsd-ray[plot]``)."""
@@ -56,10 +75,12 @@ def plot(rows: list[dict], axes: list[str], path) -> bool:
     except ImportError:
         return False
     x_axis = axes[0]
-    scaling = x_axis in ("rack", "rack.servers")
+    scaling = _scaling(axes[:1])
     series = defaultdict(list)
-    for row in (r for r in rows if "error" not in r):
-        series[", ".join(f"{a}={row[a]}" for a in axes[1:]) or "run"].append(row)
+    ran = [r for r in rows if "error" not in r]
+    lines = _independent(ran, axes)
+    for row in ran:
+        series[", ".join(f"{a}={row[a]}" for a in lines) or "run"].append(row)
     fig, (ax_tps, ax_w, ax_lat) = plt.subplots(1, 3, figsize=(15, 4.5))
     for label, group in series.items():
         xs = [r["cards"] if scaling else r[x_axis] for r in group]

@@ -51,6 +51,14 @@ FP32_SHARE_OF_FP16 = 0.5
 in fp32). Source: estimate; a 16-bit matrix engine needs at least two passes per fp32 product. No
 ATOM figure exists; this keeps an fp32 run from being priced faster than the datasheet allows."""
 
+DEQUANT_OPS_PER_WEIGHT = 2.0
+"""Operations a weight-only scheme (w8a16, w4a16) spends per weight per pass through them, at the
+activations' peak: a convert to fp16 and a multiply by the group's scale, done in registers as the
+weights stream (Marlin, AWQ's GEMM kernels; Frantar et al., "MARLIN: Mixed-Precision Auto-Regressive
+Parallel Inference on Large Language Models", 2024). Source: estimate from those kernels' structure
+(a multiply-add per weight when a zero point is folded in). Small beside a decode step's weight reads;
+it only shows when a step is compute-bound."""
+
 CARD_RESTART_S = 5.0
 """Virtual seconds from a card's loss until it answers again under ``--recover`` (device reset, driver
 re-probe, a new card process), before its shards are reloaded over its host link (timed by the link

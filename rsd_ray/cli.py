@@ -12,9 +12,9 @@ import sys
 from contextlib import nullcontext, redirect_stdout
 
 from rsd_ray import signals
-from rsd_ray.config import ConfigError, RunSpec, WorkloadSpec, load_run, presets, replace
+from rsd_ray.config import ConfigError, EngineSpec, ModelSpec, RunSpec, WorkloadSpec, load_run, presets, replace
 from rsd_ray.config.arguments import finite, writable
-from rsd_ray.config.schema import read_spec
+from rsd_ray.config.schema import choices, read_spec
 from rsd_ray.plugins import renderer
 
 
@@ -47,9 +47,10 @@ VLLM_ENGINE_OPTIONS = (
     ("--enable-prefix-caching", "enable_prefix_caching", bool,
      "automatic prefix caching: a prompt's cached leading blocks are not computed again"),
     ("--async-scheduling", "async_scheduling", bool, "schedule step n+1 while step n runs"),
+    ("--kv-cache-dtype", "kv_cache_dtype", str, "each cached K and V entry's format (fp8, int8: one byte)"),
 )
 VLLM_DTYPES = {"auto": None, "half": "fp16", "float16": "fp16", "fp16": "fp16", "bfloat16": "bf16", "bf16": "bf16",
-               "float": "fp32", "float32": "fp32", "fp32": "fp32", "int8": "int8", "int4": "int4"}
+               "float": "fp32", "float32": "fp32", "fp32": "fp32"}
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -61,8 +62,10 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
                                    f"{DEFAULT_RUN['model']})")
     p.add_argument("--tp", "--tensor-parallel-size", "-tp", dest="tp", type=finite(int),
                    help=f"tensor-parallel degree: cards per instance (default {DEFAULT_RUN['tp']})")
-    p.add_argument("--dtype", choices=list(VLLM_DTYPES), help="the weights' data type (model.dtype; vLLM's names or "
-                   "ours; default: the model preset's)")
+    p.add_argument("--dtype", choices=list(VLLM_DTYPES), help="activations' and unquantised weights' data type "
+                   "(model.dtype; vLLM's names or ours; default: the model preset's)")
+    p.add_argument("--quantization", "-q", choices=choices(ModelSpec, "quantization"), help="the linear layers' weights and what their "
+                   "matmuls compute in (model.quantization): w8a16/w4a16 weight-only INT8/INT4, w8a8 INT8, fp8 FP8")
     p.add_argument("--engine", help=f"engine preset or YAML path (presets: {', '.join(presets('engines'))}; "
                                     f"default {DEFAULT_RUN['engine']})")
     p.add_argument("--pipeline-chunks", type=finite(int), help="layer pipelining: chunks per step (1 = off)")
@@ -73,6 +76,8 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
         text = f"{what} (engine.{name}; default {default})"
         if kind is bool:
             engine.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif kind is str:
+            engine.add_argument(flag, dest=name, choices=choices(EngineSpec, name), help=text)
         else:
             engine.add_argument(flag, dest=name, type=finite(kind), help=text)
 
@@ -170,6 +175,8 @@ def _spec(args) -> RunSpec:
     dtype = VLLM_DTYPES.get(getattr(args, "dtype", None) or "auto")
     if dtype:
         spec = replace(spec, "command line", model=replace(spec.model, "--dtype", dtype=dtype))
+    if getattr(args, "quantization", None):
+        spec = replace(spec, "command line", model=replace(spec.model, "--quantization", quantization=args.quantization))
     trace = spec.workload.trace
     if trace is not None:              # every row read now: a bad one is refused before anything runs
         from rsd_ray.workload.trace_readers import check

@@ -22,7 +22,7 @@ def test_ledger_refuses_over_budget_with_numbers():
 def loaded_card(device=None):
     spec = load_run(None)
     device = device or spec.device
-    card = Card(0, device, "fp16")
+    card = Card(0, device)
     card.load(compile_program(spec.model, 4, 0), plan_memory(spec.model, 4, device, spec.engine))
     return card, spec
 
@@ -99,7 +99,7 @@ def test_a_card_that_cannot_reach_its_throttle_temperature_is_sampled_once_until
     full power settles at 77.5 °C ≥ 75 °C: it is sampled again, once per epoch in which it runs."""
     from rsd_ray.hardware.card_group import LocalCardGroup
     spec = load_run(None)
-    group = LocalCardGroup(range(4), spec.device, "fp16", spec.epoch_s)
+    group = LocalCardGroup(range(4), spec.device, spec.epoch_s)
     group.load(tuple(compile_program(spec.model, 4, r) for r in range(4)), plan_memory(spec.model, 4, spec.device,
                                                                                         spec.engine))
     samples = []

@@ -26,7 +26,7 @@ def run(spec, oracle: bool, kill=None, slow_card=None, silent=None, aborts=None,
     controller.inject(faults)
     if slow_card is not None:                       # one card of instance 0 on a 3x slower cost model
         card = controller.executor.hosts[0].groups[0].cards[slow_card]
-        card.cost = SlowCost(controller.plan.programs[slow_card], spec.device, spec.model.dtype)
+        card.cost = SlowCost(controller.plan.programs[slow_card], spec.device)
     seen = {"tokens": [], "steps": []}
 
     def collect(out, in_flight):

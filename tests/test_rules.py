@@ -91,10 +91,10 @@ def test_one_slow_card_slows_its_group_and_only_its_group():
     spec = load_run(None, rack="atom-server", model="llama3-8b", tp=4)
     plan_mem = plan_memory(spec.model, 4, spec.device, spec.engine)
     programs = tuple(compile_program(spec.model, 4, r) for r in range(4))
-    group = LocalCardGroup(range(4), spec.device, "fp16", spec.epoch_s)
+    group = LocalCardGroup(range(4), spec.device, spec.epoch_s)
     group.load(programs, plan_mem)
     slow = group.cards[1]
-    slow.cost = SlowCost(programs[1], spec.device, "fp16")
+    slow.cost = SlowCost(programs[1], spec.device)
     x = np.array([[1.0, 8, 8, 8 * 1024, 8 * 1024]])            # decode, 8 sequences at context 1 k
     segs = group.propose(x, 0.0)
     base = group.cards[0].cost.segments(x)[0]
@@ -119,7 +119,7 @@ def test_a_command_takes_the_roofline_max_plus_launch():
     prog = _program(Command(NEURAL_ENGINE, "mm", 0, 0, flops=v(flops_1ms), dram=v(bytes_2ms)),
                     Command(DEVICE_SYNC, "all_reduce", 0, 0, link=v(1.0), collective="all_reduce"),
                     Command(EXTERNAL_HDMA, "out", 0, 0, link=v(link_1ms)))
-    cost = StepCost(prog, ATOM, "fp16")
+    cost = StepCost(prog, ATOM)
     one = np.array([[1.0, 0, 0, 0, 0]])
     times = cost.command_times(one)[0]
     assert times[0] == pytest.approx(2e-3 + COMMAND_LAUNCH_S)                 # max(1 ms, 2 ms) + launch
@@ -133,7 +133,7 @@ def test_memory_traffic_is_charged_at_the_devices_own_dram_efficiency(tmp_path):
     h100 = load_part("devices", "h100-sxm", "test")
     assert (ATOM.dram_efficiency, h100.dram_efficiency) == (DRAM_EFFICIENCY, 0.685)
     prog = _program(Command(NEURAL_ENGINE, "gemv", 0, 0, dram=(3350e9 * 1e-3, 0.0, 0.0, 0.0, 0.0)))
-    t = StepCost(prog, h100, "bf16").command_times(np.array([[1.0, 0, 0, 0, 0]]))[0][0]
+    t = StepCost(prog, h100).command_times(np.array([[1.0, 0, 0, 0, 0]]))[0][0]
     assert t == pytest.approx(1e-3 / 0.685 + COMMAND_LAUNCH_S)               # 3.35 GB at 68.5 % of 3.35 TB/s
     text = (CONFIG_ROOT / "devices" / "h100-sxm.yaml").read_text()
     for bad in ("0", "1.5", ".nan"):
@@ -254,7 +254,7 @@ def test_collective_bytes_per_link_under_one_switch():
 
 def test_card_energy_is_max_power_while_busy_and_idle_power_otherwise():
     spec = load_run(None)
-    card = Card(0, spec.device, "fp16")
+    card = Card(0, spec.device)
     card.load(compile_program(spec.model, 4, 0), plan_memory(spec.model, 4, spec.device, spec.engine))
     busy = float(card.execute(np.array([1.0, 64, 64, 64 * 1024, 64 * 1024]), 0.0).sum())
     card.advance_to(10.0)
@@ -333,7 +333,7 @@ def test_host_time_per_step_is_base_plus_per_sampled_sequence(overlap, generatio
     x = np.array([[1.0, 30, 3, 165, 30]])
     sync = GroupSync(plan.programs[0], list(plan.placement.groups[0]), topo, "auto",
                      dict(host_setups(spec, topo, plan)[0].shared_links))
-    seg = StepCost(plan.programs[0], spec.device, "fp16").segments(x)     # both ranks cost the same
+    seg = StepCost(plan.programs[0], spec.device).segments(x)     # both ranks cost the same
     device = device_time(seg, sync.times(x)[0], 1)[0]
     assert len(plan.placement.groups[0]) == 2
     host_s = HOST_STEP_BASE_S + 3 * HOST_STEP_PER_SEQ_S

@@ -34,23 +34,31 @@ BOUND_TP = {"atom-server": 4, "rsd-rack": 4, "l40s-server": 1, "h100-single": 1}
 RACK_OF_DEVICE = {load_part("racks", r, "test").device: r for r in presets("racks")}
 
 
-@pytest.mark.parametrize("rack,device", [(r, None) for r in presets("racks")] +
-                         [(RACK_OF_DEVICE.get(d, "atom-server"), d) for d in presets("devices")
-                          if d not in RACK_OF_DEVICE])
-def test_decode_never_beats_dram_bandwidth_or_peak_flops(rack, device):
+FORMATS = [(q, "auto") for q in ("w8a16", "w4a16", "w8a8", "fp8")] + [("none", "fp8")]
+
+
+@pytest.mark.parametrize("rack,device,quant,kv", [(r, None, "none", "auto") for r in presets("racks")] +
+                         [(RACK_OF_DEVICE.get(d, "atom-server"), d, "none", "auto") for d in presets("devices")
+                          if d not in RACK_OF_DEVICE] +
+                         [("atom-server", None, q, kv) for q, kv in FORMATS] + [("h100-single", None, "fp8", "fp8")])
+def test_decode_never_beats_dram_bandwidth_or_peak_flops(rack, device, quant, kv):
     """Bounds from the architecture numbers and the device sheet alone, not the cost model: on every rack
-    preset, and every device preset no rack names (in an ATOM server)."""
+    preset, every device preset no rack names (in an ATOM server), and every weight and KV format. A
+    quantised weight is at least its format's bytes (scales not counted) and no product runs faster than
+    the device's fastest units."""
     spec = make_spec(rack=rack, model="llama3-8b", tp=BOUND_TP.get(rack, 2), duration_s=4.0,
                      workload={"concurrency": 256, "per_server": False, "input": LengthSpec(mean=32),
-                               "output": LengthSpec(mean=300)})
+                               "output": LengthSpec(mean=300)}, engine={"kv_cache_dtype": kv})
+    spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, quantization=quant))
     if device:
         spec = dataclasses.replace(spec, device=load_part("devices", device, "test"))
     m, dev, tp = spec.model, spec.device, spec.tp
     h, inter, kv_dim = m.hidden_size, m.intermediate_size, m.num_kv_heads * m.hidden_size // m.num_heads
     layer_params = h * h * 2 + 2 * h * kv_dim + 3 * h * inter
-    card_weight_bytes = 2 * (m.num_layers * layer_params + m.vocab_size * h) / tp
-    kv_bytes_per_token = 2 * m.num_layers * kv_dim / tp * 2
-    bandwidth, peak = dev.dram_bandwidth_gbps * 1e9, dev.peak_tflops["fp16"] * 1e12
+    width = {"none": 2, "w8a16": 1, "w4a16": 0.5, "w8a8": 1, "fp8": 1}[quant]
+    card_weight_bytes = (width * m.num_layers * layer_params + 2 * m.vocab_size * h) / tp
+    kv_bytes_per_token = 2 * m.num_layers * kv_dim / tp * (2 if kv == "auto" else 1)
+    bandwidth, peak = dev.dram_bandwidth_gbps * 1e9, max(dev.peak_tflops.values()) * 1e12
     from tests.test_engine import traced_run
     doc, _, steps = traced_run(spec)
     decode_steps = [(t1 - t0, x) for _, t0, t1, x in steps if x[1] == x[2]]   # every token samples: pure decode

@@ -75,7 +75,7 @@ def test_every_family_exists_at_start_up_for_every_engine_with_vllm_s_types_and_
     reasons = {s.labels["finished_reason"] for s in families["vllm:request_success"].samples}
     assert reasons == {"stop", "length", "abort", "error"}
     info = families["vllm:cache_config_info"].samples[0].labels
-    assert info["block_size"] == "16" and int(info["num_gpu_blocks"]) > 0 and info["cache_dtype"] == "fp16"
+    assert info["block_size"] == "16" and int(info["num_gpu_blocks"]) > 0 and info["cache_dtype"] == "auto"
     for name in ("vllm:prompt_tokens", "vllm:generation_tokens", "vllm:request_success"):
         assert value(families, name, name + "_total") == 0
 

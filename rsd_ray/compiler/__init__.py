@@ -22,8 +22,8 @@ class Plan:
 
 def compile_plan(spec: RunSpec, topology: Topology) -> Plan:
     memory = plan_memory(spec.model, spec.tp, spec.device, spec.engine)
-    programs = tuple(compile_program(spec.model, spec.tp, rank, spec.compiler.pipeline_chunks)
-                     for rank in range(spec.tp))
+    programs = tuple(compile_program(spec.model, spec.tp, rank, spec.compiler.pipeline_chunks,
+                                     spec.engine.kv_cache_dtype, spec.seed) for rank in range(spec.tp))
     return Plan(tuple(shard_plan(spec.model, spec.tp)), memory, programs, place(topology, spec.tp))
 
 

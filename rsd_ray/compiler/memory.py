@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rsd_ray.compiler.formats import weight_format
 from rsd_ray.compiler.shard import kv_bytes_per_token, kv_heads_per_card, padded_vocab, weight_bytes_per_card
 from rsd_ray.config import GIB, ConfigError, DeviceSpec, EngineSpec, ModelSpec
 
-ACT_BYTES = 2.0  # activations in fp16
+WORKSPACE_BYTES = 2.0  # the workspace is sized in 16-bit activations, whatever the weights
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,10 @@ def _needs(model: ModelSpec, tp: int, engine: EngineSpec) -> tuple[int, int, int
     q, kv = model.num_heads // tp * d, kv_heads_per_card(model, tp) * d
     per_token = h * 2 + q * 2 + kv * 2 + 3 * (model.intermediate_size // tp)
     logits = engine.max_num_seqs * padded_vocab(model, tp) // tp
-    workspace = int((tokens * per_token + logits) * ACT_BYTES)
-    comm = int(2 * tokens * h * ACT_BYTES)
+    workspace = int((tokens * per_token + logits) * WORKSPACE_BYTES)
+    comm = int(2 * tokens * h * WORKSPACE_BYTES)
     max_len = engine.max_model_len or model.max_seq_len
-    one_seq_kv = int(kv_bytes_per_token(model, tp) * max_len)
+    one_seq_kv = int(kv_bytes_per_token(model, tp, engine.kv_cache_dtype) * max_len)
     return int(weight_bytes_per_card(model, tp)), workspace, comm, one_seq_kv
 
 
@@ -57,13 +58,13 @@ def plan_memory(model: ModelSpec, tp: int, device: DeviceSpec, engine: EngineSpe
     if kv < one_seq:
         max_len = engine.max_model_len or model.max_seq_len
         raise ConfigError("run config", "tp", tp, (
-            f"{model.name} at tp={tp} needs {weights / GIB:.2f} GiB of {model.dtype} weights + "
+            f"{model.name} at tp={tp} needs {weights / GIB:.2f} GiB of {weight_format(model)} weights + "
             f"{one_seq / GIB:.2f} GiB of KV for one {max_len:,}-token sequence + "
             f"{(workspace + comm) / GIB:.2f} GiB workspace and buffers per card; one {device.name} card has "
             f"{budget / GIB:.2f} GiB ({engine.kv_cache_fraction:.0%} usable); {_suggest(model, device, engine)}"))
-    block = kv_bytes_per_token(model, tp) * engine.block_size
-    return MemoryPlan(weights, workspace, comm, kv, budget, kv_bytes_per_token(model, tp),
-                      engine.block_size, int(kv // block))
+    per_token = kv_bytes_per_token(model, tp, engine.kv_cache_dtype)
+    return MemoryPlan(weights, workspace, comm, kv, budget, per_token, engine.block_size,
+                      int(kv // (per_token * engine.block_size)))
 
 
 def _suggest(model: ModelSpec, device: DeviceSpec, engine: EngineSpec) -> str:

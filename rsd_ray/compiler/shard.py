@@ -11,6 +11,18 @@ Per decoder layer, on each of ``tp`` cards (weights stored [out, in])::
     embed       [V, h]    ──vocab───▶ [V/tp, h] (V padded to a multiple of tp) ─▶ all-reduce
     lm_head     [V, h]    ──vocab───▶ [V/tp, h] ─▶ logit slices gathered by the host
 
+In a mixture-of-experts layer (``model.num_experts``; the first ``first_dense_layers`` stay dense)
+the MLP is::
+
+    gate (router)   [E, h]      replicated
+    experts gate_up [E·2I, h]   ──expert──▶ [E/tp·2I, h]   whole experts on each card (expert parallelism)
+    experts down    [E·h, I]    ──expert──▶ [E/tp·h, I]
+    shared experts              replicated
+
+and o_proj's partial sums are reduce-scattered, not all-reduced: each card keeps 1/tp of the tokens,
+sends them all-to-all to their experts' cards, takes the results back and all-gathers them
+(``program``).
+
 The plan is data: each card cuts its own slice from ``Shard``; nothing else
 branches on the rank.
 """
@@ -19,15 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from rsd_ray.compiler.formats import FORMAT_BYTES, kv_bytes, linear_bytes
 from rsd_ray.config import ModelSpec
-
-DTYPE_BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
-
-
-def act_bytes(model: ModelSpec) -> float:
-    """Bytes of one activation or KV element: fp16 whatever the weight dtype, fp32 for an fp32 model
-    (functional mode computes in fp32, so its messages and KV cache are fp32)."""
-    return 4.0 if model.dtype == "fp32" else 2.0
 
 
 @dataclass(frozen=True)
@@ -35,10 +40,11 @@ class Shard:
     """One weight tensor (``count`` copies, e.g. one per layer) and how it is cut."""
     name: str
     shape: tuple[int, int]
-    split: str                     # column | row | vocab | replicated
+    split: str                     # column | row | vocab | expert (whole experts, stacked on dim 0) | replicated
     card_shape: tuple[int, int]
     count: int
     collective: Optional[str]      # what follows it: all_reduce | host_gather | None
+    linear: bool = False           # a decoder projection: stored in the model's quantisation scheme
 
     @property
     def card_numel(self) -> int:
@@ -72,28 +78,50 @@ def shard_plan(model: ModelSpec, tp: int) -> list[Shard]:
     q, kv = model.num_heads * d, model.num_kv_heads * d
     kv_card = kv_heads_per_card(model, tp) * d
     vp = padded_vocab(model, tp)
+    moe, dense = model.moe_layers, model.num_layers - model.moe_layers
     shards = [
         Shard("embed_tokens", (vp, h), "vocab", (vp // tp, h), 1, "all_reduce"),
         Shard("layers.*.input_layernorm", (1, h), "replicated", (1, h), L, None),
-        Shard("layers.*.self_attn.q_proj", (q, h), "column", (q // tp, h), L, None),
-        Shard("layers.*.self_attn.k_proj", (kv, h), "column", (kv_card, h), L, None),
-        Shard("layers.*.self_attn.v_proj", (kv, h), "column", (kv_card, h), L, None),
-        Shard("layers.*.self_attn.o_proj", (h, q), "row", (h, q // tp), L, "all_reduce"),
+        Shard("layers.*.self_attn.q_proj", (q, h), "column", (q // tp, h), L, None, linear=True),
+        Shard("layers.*.self_attn.k_proj", (kv, h), "column", (kv_card, h), L, None, linear=True),
+        Shard("layers.*.self_attn.v_proj", (kv, h), "column", (kv_card, h), L, None, linear=True),
+        Shard("layers.*.self_attn.o_proj", (h, q), "row", (h, q // tp), L,
+              "reduce_scatter" if moe else "all_reduce", linear=True),
         Shard("layers.*.post_attention_layernorm", (1, h), "replicated", (1, h), L, None),
-        Shard("layers.*.mlp.gate_proj", (I, h), "column", (I // tp, h), L, None),
-        Shard("layers.*.mlp.up_proj", (I, h), "column", (I // tp, h), L, None),
-        Shard("layers.*.mlp.down_proj", (h, I), "row", (h, I // tp), L, "all_reduce"),
-        Shard("norm", (1, h), "replicated", (1, h), 1, None),
     ]
+    if dense:
+        shards += [Shard("layers.*.mlp.gate_proj", (I, h), "column", (I // tp, h), dense, None, linear=True),
+                   Shard("layers.*.mlp.up_proj", (I, h), "column", (I // tp, h), dense, None, linear=True),
+                   Shard("layers.*.mlp.down_proj", (h, I), "row", (h, I // tp), dense, "all_reduce", linear=True)]
+    if moe:
+        E, Ie, S = model.num_experts, model.expert_size, model.num_shared_experts
+        shards += [Shard("layers.*.mlp.gate", (E, h), "replicated", (E, h), moe, None),   # the router, unquantised
+                   Shard("layers.*.mlp.experts.gate_up_proj", (E * 2 * Ie, h), "expert", (E // tp * 2 * Ie, h), moe,
+                         "all_to_all", linear=True),
+                   Shard("layers.*.mlp.experts.down_proj", (E * h, Ie), "expert", (E // tp * h, Ie), moe,
+                         "all_to_all", linear=True)]
+        if S:
+            shards += [Shard("layers.*.mlp.shared_experts.gate_up_proj", (S * 2 * Ie, h), "replicated",
+                             (S * 2 * Ie, h), moe, None, linear=True),
+                       Shard("layers.*.mlp.shared_experts.down_proj", (S * h, Ie), "replicated", (S * h, Ie), moe,
+                             "all_gather", linear=True)]
+    shards.append(Shard("norm", (1, h), "replicated", (1, h), 1, None))
     if not model.tie_embeddings:
         shards.append(Shard("lm_head", (vp, h), "vocab", (vp // tp, h), 1, "host_gather"))
     return shards
 
 
+def shard_bytes(model: ModelSpec, shard: Shard) -> float:
+    """One card's bytes of a shard: a projection in the model's scheme (scales included), the rest in its dtype."""
+    if shard.linear:
+        return linear_bytes(model, shard.card_shape[1], shard.card_shape[0]) * shard.count
+    return shard.card_numel * FORMAT_BYTES[model.dtype]
+
+
 def weight_bytes_per_card(model: ModelSpec, tp: int) -> float:
-    return sum(s.card_numel for s in shard_plan(model, tp)) * DTYPE_BYTES[model.dtype]
+    return sum(shard_bytes(model, s) for s in shard_plan(model, tp))
 
 
-def kv_bytes_per_token(model: ModelSpec, tp: int) -> float:
+def kv_bytes_per_token(model: ModelSpec, tp: int, kv_cache_dtype: str = "auto") -> float:
     """K and V of every layer for one token, on one card."""
-    return 2 * model.num_layers * kv_heads_per_card(model, tp) * model.dims_per_head * act_bytes(model)
+    return 2 * model.num_layers * kv_heads_per_card(model, tp) * model.dims_per_head * kv_bytes(model, kv_cache_dtype)

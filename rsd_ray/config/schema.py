@@ -18,7 +18,7 @@ import dataclasses
 import difflib
 import typing
 from functools import cache
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Mapping, get_args
 
 from pydantic import ConfigDict, Strict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
@@ -37,6 +37,11 @@ Str = Annotated[str, Strict()]
 def spec(cls):
     """``cls`` as a frozen, keyword-only, validating spec."""
     return pydantic_dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)(cls)
+
+
+def choices(spec_cls, field: str) -> tuple:
+    """The values a ``Literal`` field of a spec takes: the one list of them (command-line choices, tables)."""
+    return get_args(spec_cls.__pydantic_fields__[field].annotation)
 
 
 class Problem(ValueError):

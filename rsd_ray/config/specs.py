@@ -142,10 +142,55 @@ class ModelSpec:
     max_seq_len: Int = Field(ge=1)
     head_dim: Int = Field(0, ge=0, description="0 means hidden_size / num_heads")
     tie_embeddings: Bool = False
-    dtype: Literal["fp32", "fp16", "bf16", "int8", "int4"] = "fp16"
+    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp16", description="activations and unquantised weights; "
+                                                                      "narrower weights: quantization")
+    quantization: Literal["none", "w8a16", "w4a16", "w8a8", "fp8"] = Field(
+        "none", description="the linear layers' weights and what their matmuls compute in, as vLLM's "
+                            "--quantization (rsd_ray.compiler.formats): w8a16/w4a16 weight-only INT8/INT4, "
+                            "w8a8 INT8 weights and activations, fp8 FP8 weights and activations")
+    quant_group_size: Int = Field(128, ge=1, description="w8a16/w4a16: weights per fp16 scale along the input "
+                                                         "dimension (AWQ and GPTQ use 128)")
+    num_experts: Int = Field(0, ge=0, description="routed experts per MoE layer (0: a dense model); each card of an "
+                                                  "instance holds num_experts / tp whole experts (expert parallelism)")
+    experts_per_token: Int = Field(0, ge=0, description="experts each token is routed to (top-k)")
+    moe_intermediate_size: Int = Field(0, ge=0, description="each expert's MLP width (0: intermediate_size)")
+    num_shared_experts: Int = Field(0, ge=0, description="experts every token also passes (DeepSeek, Qwen2-MoE), "
+                                                         "replicated on every card")
+    first_dense_layers: Int = Field(0, ge=0, description="leading layers whose MLP is dense, of intermediate_size "
+                                                         "(DeepSeek's first_k_dense_replace)")
+    expert_skew: Float = Field(0.0, ge=0.0, le=8.0, description="Zipf exponent of the experts' popularity in the "
+                                                               "traffic (0: every expert alike); which experts are "
+                                                               "popular follows the run's seed")
     checkpoint: Str = Field("", description="the Hugging Face checkpoint directory it was read from: the run is "
                                             "functional")
     sources: Dict[str, Str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _functional_weights_are_fp32_and_experts_fit(self):
+        if self.checkpoint and self.quantization != "none":
+            raise Problem("quantization", self.quantization, "functional mode computes a checkpoint's weights in "
+                                                             "fp32: use quantization: none with a checkpoint")
+        if self.num_experts:
+            if not 1 <= self.experts_per_token <= self.num_experts:
+                raise Problem("experts_per_token", self.experts_per_token,
+                              f"route each token to 1 to num_experts ({self.num_experts}) experts")
+            if self.first_dense_layers >= self.num_layers:
+                raise Problem("first_dense_layers", self.first_dense_layers,
+                              f"leave at least one MoE layer of the {self.num_layers}")
+            if self.checkpoint:
+                raise Problem("num_experts", self.num_experts, "functional mode runs dense checkpoints only")
+        elif self.experts_per_token or self.num_shared_experts:
+            raise Problem("num_experts", 0, "experts_per_token and num_shared_experts need num_experts ≥ 1")
+        return self
+
+    @property
+    def moe_layers(self) -> int:
+        """Layers whose MLP is a mixture of experts (the last ones)."""
+        return self.num_layers - self.first_dense_layers if self.num_experts else 0
+
+    @property
+    def expert_size(self) -> int:
+        return self.moe_intermediate_size or self.intermediate_size
 
     @property
     def dims_per_head(self) -> int:
@@ -158,6 +203,10 @@ class ModelSpec:
             ok = [t for t in range(1, 65) if not self.num_heads % t and not self.intermediate_size % t]
             return (f"{self.name} has {self.num_heads} heads and intermediate {self.intermediate_size}; tp must "
                     f"divide both: {ok}")
+        if self.num_experts % tp:
+            ok = [t for t in range(1, 65) if not self.num_experts % t and not self.num_heads % t]
+            return (f"{self.name} has {self.num_experts} experts, held whole by the cards of an instance; tp must "
+                    f"divide them: {ok}")
         if self.num_kv_heads % tp and tp % self.num_kv_heads:
             return (f"{self.name} has {self.num_kv_heads} KV heads; tp must divide them or be a multiple of them "
                     "(KV heads are then replicated)")
@@ -190,6 +239,9 @@ class EngineSpec:
                                                            "(``rsd_ray.engine.prefix_cache``)")
     hash_block_tokens: Int = Field(512, ge=1, description="tokens per block hash of the requests (Mooncake "
                                                           "traces: 512)")
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "int8"] = Field(
+        "auto", description="each cached K and V entry's format, as vLLM's --kv-cache-dtype (auto: the model's "
+                            "dtype; fp8 and int8 take one byte; attention still computes in the model's dtype)")
     num_blocks_override: Int = Field(0, ge=0, description="KV blocks per instance instead of the memory plan's, "
                                                           "as vLLM's num_gpu_blocks_override (0: from the plan)")
 
@@ -324,6 +376,9 @@ class RunSpec:
         if tp > r.cards_per_server and tp % r.cards_per_server:
             raise Problem("tp", tp, "a group spanning servers must use whole servers (a multiple of "
                                     f"{r.cards_per_server})")
+        if m.checkpoint and e.kv_cache_dtype != "auto":
+            raise Problem("engine.kv_cache_dtype", e.kv_cache_dtype, "functional mode keeps a checkpoint's KV cache "
+                                                                     "in fp32: use auto with a checkpoint")
         max_len = e.max_model_len or m.max_seq_len
         if max_len > m.max_seq_len:
             raise Problem("engine.max_model_len", max_len, f"≤ {m.max_seq_len} for {m.name}")

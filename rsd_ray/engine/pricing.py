@@ -86,7 +86,7 @@ class GroupSync:
         self.chunks = program.chunks
         self.message = np.asfortranarray(np.array([c.link for c in syncs]).reshape(len(syncs), -1))
         self.kinds = [c.collective for c in syncs]
-        self.group, self.shared = list(group), shared
+        self.group, self.shared, self.routing = list(group), shared, program.routing
         self.algos = ALGORITHMS if algorithm == "auto" else (algorithm,)
         self.price(topology)
         self.active = bool(syncs) and len(group) > 1
@@ -94,7 +94,7 @@ class GroupSync:
 
     def price(self, topology: Topology) -> None:
         """α and β of every collective on the links as they are now (again after a link degrades)."""
-        once = {(kind, a): collective_cost(topology, kind, a, self.group, self.shared)   # every layer's is alike
+        once = {(kind, a): collective_cost(topology, kind, a, self.group, self.shared, self.routing)  # layers alike
                 for kind in set(self.kinds) for a in self.algos}
         self.costs = {a: [once[kind, a] for kind in self.kinds] for a in self.algos}
         self.alpha = np.array([[k.alpha for k in self.costs[a]] for a in self.algos])

@@ -34,7 +34,7 @@ class StepTimer:
         self.topology = Topology(spec.rack, spec.device)
         plan = compile_plan(spec, self.topology)
         self.cards = list(plan.placement.groups[0])
-        self.group = LocalCardGroup(self.cards, spec.device, spec.model.dtype, spec.epoch_s)
+        self.group = LocalCardGroup(self.cards, spec.device, spec.epoch_s)
         self.group.load(plan.programs, plan.memory)
         self.sync = GroupSync(plan.programs[0], self.cards, self.topology, "one_shot", {})
         self.host = HostCost.of(spec.engine, tp)

@@ -61,8 +61,8 @@ def windowed(before: CardFrame | None, now: CardFrame) -> CardFrame:
 
 
 class Card:
-    def __init__(self, card_id: int, device: DeviceSpec, dtype: str, epoch_s: float = 0.05):
-        self.card_id, self.device, self.dtype, self.epoch_s = card_id, device, dtype, epoch_s
+    def __init__(self, card_id: int, device: DeviceSpec, epoch_s: float = 0.05):
+        self.card_id, self.device, self.epoch_s = card_id, device, epoch_s
         self.ledger = MemoryLedger(f"card{card_id}", device.usable_bytes)
         self.thermal = ThermalState(device)
         self.cost: StepCost | None = None
@@ -78,7 +78,7 @@ class Card:
         ``cost`` may be shared by cards whose programs cost the same (every rank of a group)."""
         for region, nbytes in memory.regions.items():
             self.ledger.allocate(region, nbytes)
-        self.cost = cost or StepCost(program, self.device, self.dtype)
+        self.cost = cost or StepCost(program, self.device)
         self._hdma = self.cost.link.sum(axis=0)
 
     def sample(self, t: float) -> float:

@@ -39,13 +39,13 @@ def grid_epoch(t: float, epoch_s: float) -> int:
     return k - 1 if k * epoch_s > t else k
 
 
-def shared_cost(costs: dict, program: Program, device, dtype: str) -> StepCost:
+def shared_cost(costs: dict, program: Program, device) -> StepCost:
     """One cost model per distinct program (held in ``costs``), so groups that run the same commands
     are priced together. Each program object's commands are compared once (hashing them is slow)."""
     seen = costs.get(id(program))
     if seen is None:
         if program.commands not in costs:
-            costs[program.commands] = StepCost(program, device, dtype)
+            costs[program.commands] = StepCost(program, device)
         seen = costs[id(program)] = (program, costs[program.commands])   # holding the program keeps its id
     return seen[1]
 
@@ -146,9 +146,9 @@ class CardGroup:
 
 
 class LocalCardGroup(CardGroup):
-    def __init__(self, card_ids, device, dtype: str, epoch_s: float):
+    def __init__(self, card_ids, device, epoch_s: float):
         super().__init__(epoch_s)
-        self.cards = [Card(c, device, dtype, epoch_s) for c in card_ids]
+        self.cards = [Card(c, device, epoch_s) for c in card_ids]
         self.card_ids = list(card_ids)
 
     @property
@@ -161,7 +161,7 @@ class LocalCardGroup(CardGroup):
         the same share one cost model."""
         costs = {} if costs is None else costs
         for card, program in zip(self.cards, programs):
-            card.load(program, memory, shared_cost(costs, program, card.device, card.dtype))
+            card.load(program, memory, shared_cost(costs, program, card.device))
 
     def _account(self, starts, shapes, busy, cards, t: float | None, sample: bool = False) -> None:
         """Hand the steps to the cards, then bring each to ``t`` (sampling its governor there, for a

@@ -1,6 +1,6 @@
 """Roofline time of every command of a program on one device profile.
 
-time(command) = max(FLOPs / (peak · COMPUTE_EFFICIENCY · clock),
+time(command) = max(FLOPs / (peak of its compute type · COMPUTE_EFFICIENCY · clock),
                     DRAM bytes / (bandwidth · device.dram_efficiency))
               + host-link bytes / (PCIe bandwidth · LINK_EFFICIENCY) + latency
               + COMMAND_LAUNCH_S
@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from rsd_ray.calibration import COMMAND_LAUNCH_S, COMPUTE_EFFICIENCY, FP32_SHARE_OF_FP16, LINK_EFFICIENCY
-from rsd_ray.compiler.program import DEVICE_SYNC, EXTERNAL_HDMA, HOST, Program
+from rsd_ray.compiler.experts import active_fraction
+from rsd_ray.compiler.program import DEVICE_SYNC, EXPERT_WEIGHTS, EXTERNAL_HDMA, HOST, Program
 from rsd_ray.config import DeviceSpec
 
 def linear(shapes: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
@@ -34,36 +35,50 @@ def linear(shapes: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     return out
 
 
+def runs_in(device: DeviceSpec, dtype: str) -> str:
+    """The type a device computes ``dtype`` in: its own when the device has a peak for it (or fp32, at
+    ``FP32_SHARE_OF_FP16`` of fp16), else fp16 — fp8 on ATOM or an A100 is computed in fp16, as vLLM runs
+    FP8 checkpoints weight-only on Ampere."""
+    return dtype if dtype in device.peak_tflops or dtype == "fp32" else "fp16"
+
+
 def peak_flops(device: DeviceSpec, dtype: str) -> float:
-    """Peak FLOPS for the weights' dtype, falling back to the fp16 figure (fp32 without a figure of its
-    own: ``FP32_SHARE_OF_FP16`` of it)."""
-    tflops = device.peak_tflops.get(dtype) or device.peak_tflops.get("fp16")
-    if not tflops:
-        raise ValueError(f"device {device.name} has no peak_tflops for {dtype} or fp16")
-    if dtype == "fp32" and "fp32" not in device.peak_tflops:
-        tflops *= FP32_SHARE_OF_FP16
-    return tflops * 1e12
+    """Peak FLOPS of a compute type on a device (``runs_in``). A spec always has an fp16 figure."""
+    kind = runs_in(device, dtype)
+    if kind in device.peak_tflops:
+        return device.peak_tflops[kind] * 1e12
+    return device.peak_tflops["fp16"] * FP32_SHARE_OF_FP16 * 1e12
 
 
 class StepCost:
     """One card's program as arrays: compute segments for any batch shape."""
 
-    def __init__(self, program: Program, device: DeviceSpec, dtype: str):
+    def __init__(self, program: Program, device: DeviceSpec):
         work = [c for c in program.commands if c.kind != DEVICE_SYNC]
+        peaks = {t: peak_flops(device, t) * COMPUTE_EFFICIENCY for t in {c.compute for c in work}}
+        inv_flops = np.array([1.0 / peaks[c.compute] for c in work])
         self.flops = np.array([c.flops for c in work])
         self.dram = np.array([c.dram for c in work])
         self.link = np.array([c.link for c in work])
         on_card = np.array([c.kind != HOST for c in work], dtype=float)
         hdma = np.array([c.kind == EXTERNAL_HDMA for c in work], dtype=float)
         launch = on_card * COMMAND_LAUNCH_S + hdma * device.link.latency_us * 1e-6
-        rows = np.hstack([self.flops, self.dram, self.link, launch[:, None]])
+        # A mixture of experts reads only the experts some token picked: their weights leave the linear
+        # terms and are charged by the step's tokens (``experts.active_fraction``)
+        expert = np.array([c.name in EXPERT_WEIGHTS for c in work], dtype=float) * self.dram[:, 0]
+        linear_dram = self.dram.copy()
+        linear_dram[:, 0] -= expert
+        rows = np.hstack([self.flops, linear_dram, self.link, launch[:, None], inv_flops[:, None], expert[:, None]])
         distinct, self.order = np.unique(rows, axis=0, return_inverse=True)   # command k is distinct[order[k]]
         self.order = self.order.reshape(-1)
         self.n = len(distinct)
         stacked = np.vstack([distinct[:, 0:5], distinct[:, 5:10], distinct[:, 10:15]])    # one pass for all three
         self.stacked = np.asfortranarray(stacked)
         self.launch = distinct[:, 15]
-        self.inv_flops = 1.0 / (peak_flops(device, dtype) * COMPUTE_EFFICIENCY)
+        self.inv_flops = distinct[:, 16]               # per distinct command: its compute type's peak
+        self.expert_bytes = distinct[:, 17]
+        self.shares = np.array(program.expert_shares) if expert.any() else None
+        self.chunks = program.chunks
         self.inv_dram = 1.0 / (device.dram_bandwidth_gbps * 1e9 * device.dram_efficiency)
         self.inv_link = 1.0 / (device.link.bandwidth_gbps * 1e9 * LINK_EFFICIENCY)
         starts, i = [0], 0
@@ -87,7 +102,13 @@ class StepCost:
         n, terms = self.n, linear(shapes, self.stacked)
         compute = terms[:, :n] * (self.inv_flops / clock)
         memory = terms[:, n:2 * n] * self.inv_dram
+        if self.shares is not None:
+            memory += self.expert_bytes * (self.active(shapes) * self.inv_dram)[:, None]
         return np.maximum(compute, memory) + terms[:, 2 * n:] * self.inv_link + self.launch
+
+    def active(self, shapes: np.ndarray) -> np.ndarray:
+        """(k,) share of this card's expert weights a step reads: each chunk's tokens pick their experts."""
+        return active_fraction(self.shares, shapes[:, 1] / self.chunks)
 
     def command_times(self, shapes: np.ndarray, clock: float = 1.0) -> np.ndarray:
         """(k × commands) seconds for k batch shapes, in program order."""
@@ -100,5 +121,9 @@ class StepCost:
         return np.ascontiguousarray(np.add.reduceat(times, self.run_starts, axis=1)[:, self.run_of])  # summed as before
 
     def totals(self, x: np.ndarray) -> dict[str, float]:
-        return {"flops": float(self.flops.dot(x).sum()), "dram_bytes": float(self.dram.dot(x).sum()),
+        dram = self.dram.dot(x).sum()
+        if self.shares is not None:                       # the experts no token picked are not read
+            unread = (1.0 - self.active(np.atleast_2d(x))[0]) * x[0]
+            dram -= unread * self.expert_bytes[self.order].sum()
+        return {"flops": float(self.flops.dot(x).sum()), "dram_bytes": float(dram),
                 "host_link_bytes": float(self.link.dot(x).sum())}

@@ -11,8 +11,13 @@ link, so TP groups that share a switch uplink slow each other down.
 Algorithms (message size M, group size n):
 - ring all-reduce: 2(n−1) phases, each card sends M/n to its ring neighbour.
 - one-shot all-reduce: 1 phase, each card sends M to every other card.
-- ring all-gather: n−1 phases of M/n; one-shot all-gather: 1 phase, M/n to all.
+- ring all-gather: n−1 phases of M/n; one-shot all-gather: 1 phase, M/n to all. A reduce-scatter moves
+  the same flows (each card ends with its 1/n of the sums).
 - broadcast / reduce: 1 phase between the root and every other card.
+- all-to-all dispatch (mixture of experts): M is every token's hidden state, 1/n of the tokens on each
+  card; card a sends card b the tokens whose experts b holds: M/n · Q_b, where ``routing`` gives Q_b,
+  the token-expert pairs per token on card b (Σ Q = experts per token). One phase, whatever the
+  algorithm. The combine sends the results back: the same flows, reversed.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 from rsd_ray.calibration import COLLECTIVE_FIXED_S
 from rsd_ray.interconnect.topology import Link, Topology
 
-KINDS = ("all_reduce", "all_gather", "broadcast", "reduce")
+KINDS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce", "dispatch", "combine")
 ALGORITHMS = ("ring", "one_shot")
 
 
@@ -37,7 +42,8 @@ class CollectiveCost:
         return self.alpha + self.beta * nbytes if self.link_factors else 0.0
 
 
-def phases(kind: str, algorithm: str, group: list[int]) -> list[list[tuple[int, int, float]]]:
+def phases(kind: str, algorithm: str, group: list[int], routing: tuple[float, ...] = ()
+           ) -> list[list[tuple[int, int, float]]]:
     """The flows (src card, dst card, fraction of the message) of each phase."""
     n = len(group)
     if n == 1:
@@ -46,8 +52,12 @@ def phases(kind: str, algorithm: str, group: list[int]) -> list[list[tuple[int, 
     every = [(a, b) for a in group for b in group if a != b]
     if kind == "all_reduce":
         return [ring] * (2 * (n - 1)) if algorithm == "ring" else [[(a, b, 1.0) for a, b in every]]
-    if kind == "all_gather":
+    if kind in ("all_gather", "reduce_scatter"):
         return [ring] * (n - 1) if algorithm == "ring" else [[(a, b, 1.0 / n) for a, b in every]]
+    if kind in ("dispatch", "combine"):
+        share = dict(zip(group, routing))
+        flows = [(a, b, share[b] / n) for a, b in every]
+        return [flows if kind == "dispatch" else [(b, a, f) for a, b, f in flows]]
     root, rest = group[0], group[1:]
     if kind == "broadcast":
         return [[(root, b, 1.0) for b in rest]]
@@ -74,11 +84,11 @@ def sharers(topology: Topology, groups: list[list[int]]) -> dict[str, int]:
 
 
 def collective_cost(topology: Topology, kind: str, algorithm: str, group: list[int],
-                    shared: dict[str, int] | None = None) -> CollectiveCost:
+                    shared: dict[str, int] | None = None, routing: tuple[float, ...] = ()) -> CollectiveCost:
     by_name: dict[str, Link] = {l.name: l for l in topology.links.values()}
     alpha, beta = (COLLECTIVE_FIXED_S if len(group) > 1 else 0.0), 0.0
     totals: dict[str, float] = defaultdict(float)
-    for flows in phases(kind, algorithm, group):
+    for flows in phases(kind, algorithm, group, routing):
         loads = link_loads(topology, flows)
         beta += max(load * max(1, (shared or {}).get(name, 1)) / by_name[name].bandwidth
                     for name, load in loads.items())

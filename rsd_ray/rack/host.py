@@ -75,10 +75,10 @@ class Host:
         groups, costs = {}, {}
         for s in setups:
             for iid, cards in s.instances:
-                groups[iid] = LocalCardGroup(cards, spec.device, spec.model.dtype, spec.epoch_s)
+                groups[iid] = LocalCardGroup(cards, spec.device, spec.epoch_s)
                 groups[iid].load(plan.programs, plan.memory, costs)
         idle = tuple(c for s in setups for c in s.idle_cards)
-        groups[None] = LocalCardGroup(idle, spec.device, spec.model.dtype, spec.epoch_s)
+        groups[None] = LocalCardGroup(idle, spec.device, spec.epoch_s)
         return cls(spec, plan, setups, groups, topology)
 
     def run_epoch(self, epoch: EpochIn) -> EpochOut:

@@ -11,8 +11,10 @@ import numpy as np
 
 from rsd_ray.calibration import HostCost
 from rsd_ray.interconnect.collectives import sharers
-from rsd_ray.compiler import compile_plan
+from rsd_ray.compiler import compile_plan, plan_memory
+from rsd_ray.compiler.formats import KV_CACHE_DTYPES, matmul_compute, weight_format
 from rsd_ray.config import RunSpec
+from rsd_ray.hardware.costmodel import peak_flops, runs_in
 from rsd_ray.hardware.costmodel import StepCost
 from rsd_ray.engine.pricing import GroupSync
 from rsd_ray.interconnect.topology import Topology
@@ -26,13 +28,28 @@ def example_shapes(spec: RunSpec) -> dict[str, np.ndarray]:
             f"decode {batch} seq @ {ctx}": np.array([1.0, batch, batch, batch * (ctx + 1), batch * (ctx + 1)])}
 
 
+def precision(spec: RunSpec, memory) -> dict:
+    """The number formats the plan uses, what the device computes the matmuls in, and the memory figures
+    the formats changed beside those of the unquantised model (``compile`` shows what a format buys)."""
+    m, e, dev = spec.model, spec.engine, spec.device
+    compute = matmul_compute(m)
+    plain = plan_memory(dataclasses.replace(m, quantization="none"), spec.tp, dev,
+                        dataclasses.replace(e, kv_cache_dtype="auto"))
+    return {"quantization": m.quantization, "weights": weight_format(m),
+            "group_size": m.quant_group_size if m.quantization in ("w8a16", "w4a16") else None,
+            "matmul_compute": compute, "matmul_runs_in": runs_in(dev, compute), "matmul_peak_tflops": peak_flops(dev, compute) / 1e12,
+            "activations": m.dtype, "kv_cache": KV_CACHE_DTYPES[e.kv_cache_dtype] or m.dtype,
+            "unquantised": {"weights": plain.weights, "num_blocks": plain.num_blocks},
+            "quantised": {"weights": memory.weights, "num_blocks": memory.num_blocks}}
+
+
 def describe(spec: RunSpec) -> dict:
     topology = Topology(spec.rack, spec.device)
     plan = compile_plan(spec, topology)
     group = list(plan.placement.groups[0])
     shared = sharers(topology, [list(g) for g in plan.placement.groups])
     program = plan.programs[0]
-    cost = StepCost(program, spec.device, spec.model.dtype)
+    cost = StepCost(program, spec.device)
     steps = []
     for name, x in example_shapes(spec).items():
         sync = GroupSync(program, group, topology, spec.compiler.collective, shared)
@@ -50,6 +67,7 @@ def describe(spec: RunSpec) -> dict:
                       "idle_cards": list(plan.placement.idle_cards)},
         "shards": [dataclasses.asdict(s) | {"card_numel": s.card_numel} for s in plan.shards],
         "memory": dataclasses.asdict(plan.memory),
+        "precision": precision(spec, plan.memory),
         "commands": dict(Counter(c.kind for c in program.commands)),
         "pipeline_chunks": program.chunks,
         "program_bytes": len(program.to_msgpack()),
@@ -57,4 +75,4 @@ def describe(spec: RunSpec) -> dict:
     }
 
 
-__all__ = ["describe", "example_shapes"]
+__all__ = ["describe", "example_shapes", "precision"]

@@ -35,7 +35,7 @@ class TraceSink:
         self.groups = plan.placement.groups
         self.host = HostCost.of(spec.engine, len(self.groups[0]))
         self.server_of = topology.server_of
-        self.costs = [StepCost(p, spec.device, spec.model.dtype) for p in plan.programs]
+        self.costs = [StepCost(p, spec.device) for p in plan.programs]
         shared = sharers(topology, [list(g) for g in self.groups])
         self.syncs = [GroupSync(plan.programs[0], list(g), topology, spec.compiler.collective, shared)
                       for g in self.groups]

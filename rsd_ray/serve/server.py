@@ -100,7 +100,7 @@ class RackServer:
         max_len = spec.engine.max_model_len or spec.model.max_seq_len
         memory = self.controller.plan.memory
         cache_info = {"block_size": str(memory.block_size), "num_gpu_blocks": str(memory.num_blocks),
-                      "cache_dtype": spec.model.dtype, "gpu_memory_utilization": str(spec.engine.kv_cache_fraction),
+                      "cache_dtype": spec.engine.kv_cache_dtype, "gpu_memory_utilization": str(spec.engine.kv_cache_fraction),
                       "enable_prefix_caching": str(spec.engine.enable_prefix_caching)}
         self.metrics = RackMetrics(self.gateway, model, spec.device.name, spec.rack.cards_per_server,
                                    len(self.controller.instance_server), max_len, cache_info)
