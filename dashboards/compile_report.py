@@ -25,7 +25,8 @@ def _precision(q: dict, console: Console) -> None:
     t.add_row("matmuls compute in", f"{runs} ({q['matmul_peak_tflops']:,.0f} T peak)", q["activations"])
     t.add_row("KV cache", q["kv_cache"], q["activations"])
     t.add_row("weights per card", _bytes(q["quantised"]["weights"]), _bytes(q["unquantised"]["weights"]))
-    t.add_row("KV blocks", f"{q['quantised']['num_blocks']:,}", f"{q['unquantised']['num_blocks']:,}")
+    plain = q["unquantised"]["num_blocks"]
+    t.add_row("KV blocks", f"{q['quantised']['num_blocks']:,}", "does not fit" if plain is None else f"{plain:,}")
     console.print(t)
 
 
@@ -51,6 +52,13 @@ def render(d: dict, console: Console) -> None:
     t.add_row("KV blocks", f"{m['num_blocks']:,} × {m['block_size']} tokens ({_bytes(m['kv_bytes_per_token'])}/token)")
     console.print(t)
     _precision(d["precision"], console)
+    e = d["experts"]
+    if e:
+        shared = f", {e['shared']} shared" if e["shared"] else ""
+        pairs = ", ".join(f"{q:.2f}" for q in e["pairs_per_token_by_card"])
+        console.print(f"experts: {e['experts']} ({e['per_token']} a token{shared}) in {e['moe_layers']} layers, "
+                      f"{e['per_card']} whole experts a card; token-expert pairs per token by card: {pairs}; "
+                      f"busiest card {e['busiest_over_mean']:.2f}× the mean (skew {e['skew']:g})")
     console.print("command stream: " + ", ".join(f"{k} ×{v}" for k, v in d["commands"].items())
                   + f"; layer pipelining chunks {d['pipeline_chunks']}; msgpack {_bytes(d['program_bytes'])}")
     t = Folding(title="one step, per card")

@@ -121,3 +121,32 @@ def test_a_checkpoint_is_not_quantised_in_functional_mode(tmp_path):
         replace(spec.model, "--quantization", quantization="w4a16")
     with pytest.raises(ConfigError, match="kv_cache_dtype = 'fp8' — functional mode keeps"):
         replace(spec, "command line", engine=replace(spec.engine, "--kv-cache-dtype", kv_cache_dtype="fp8"))
+
+
+def test_a_config_json_alone_describes_experts_and_quantisation_and_is_priced(tmp_path):
+    """``--model PATH/config.json``: the architecture without weights (performance mode) — Mixtral's expert
+    fields, and an AWQ checkpoint's quantization_config (4 bits, group 128 → w4a16). Llama 3 70B in fp16
+    needs TP 16 on ATOM; its AWQ checkpoint fits at TP 4, and compile says the fp16 plan would not."""
+    import json
+    (tmp_path / "mixtral").mkdir()
+    (tmp_path / "mixtral" / "config.json").write_text(json.dumps({
+        "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+        "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 32768, "num_local_experts": 8,
+        "num_experts_per_tok": 2, "torch_dtype": "bfloat16"}))
+    spec = load_run(None, rack="atom-server", model=str(tmp_path / "mixtral" / "config.json"), tp=8)
+    preset = load_part("models", "mixtral-8x7b", "test")
+    fields = ("num_experts", "experts_per_token", "hidden_size", "intermediate_size", "num_layers", "dtype")
+    assert [getattr(spec.model, f) for f in fields] == [getattr(preset, f) for f in fields]
+    assert spec.model.checkpoint == "" and spec.model.name == "mixtral"
+    awq = {"hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80, "num_attention_heads": 64,
+           "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192, "torch_dtype": "float16",
+           "quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128}}
+    (tmp_path / "awq.json").write_text(json.dumps(awq))
+    spec = load_run(None, rack="atom-server", model=str(tmp_path / "awq.json"), tp=4)
+    assert (spec.model.quantization, spec.model.quant_group_size) == ("w4a16", 128)
+    q = precision(spec, plan_memory(spec.model, 4, ATOM, spec.engine))
+    assert q["unquantised"]["num_blocks"] is None and q["quantised"]["num_blocks"] > 0
+    awq["quantization_config"] = {"quant_method": "squeezellm", "bits": 4}
+    (tmp_path / "other.json").write_text(json.dumps(awq))
+    with pytest.raises(ConfigError, match="quant_method = 'squeezellm 4' — read here: awq 4-bit"):
+        load_run(None, model=str(tmp_path / "other.json"))

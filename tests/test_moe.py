@@ -15,6 +15,7 @@ from rsd_ray.hardware.card_group import LocalCardGroup
 from rsd_ray.hardware.costmodel import StepCost
 from rsd_ray.interconnect.collectives import collective_cost
 from rsd_ray.interconnect.topology import Topology
+from rsd_ray.report.plan import experts as experts_of
 from tests.conftest import make_spec
 
 ATOM = load_part("devices", "atom", "test")
@@ -99,6 +100,9 @@ def test_a_skewed_step_waits_for_its_busiest_card():
                if c.name == "combine"][0]                 # the segment before layer 0's combine: its experts
     assert segments[experts] == max(s[experts] for s in every) == every[busiest][experts]
     assert min(s[experts] for s in every) < 0.6 * segments[experts]
+    spec = dataclasses.replace(load_run(None, rack="atom-server", model="mixtral-8x7b", tp=4), model=model)
+    shown = experts_of(spec, programs[0])                  # what `rsd-ray compile` prints
+    assert shown["busiest_over_mean"] == pytest.approx(max(routing) / 0.5) and shown["per_card"] == 2
 
 
 def test_moe_weights_are_attention_split_and_whole_experts_per_card():

@@ -54,17 +54,44 @@ class LlamaConfig:
                 "tie_word_embeddings": self.tie_word_embeddings, "torch_dtype": self.torch_dtype,
                 "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id}
 
-    def model_spec(self, name: str, dtype: str | None = None, checkpoint: str = "") -> ModelSpec:
+    def model_spec(self, name: str, dtype: str | None = None, checkpoint: str = "", where: str = "") -> ModelSpec:
         """The architecture as the compiler's model. Functional mode passes fp32 (it holds and computes every
-        tensor, message and KV entry in fp32); by default the file's dtype, as performance mode prices it."""
+        tensor, message and KV entry in fp32); by default the file's dtype, as performance mode prices it.
+        A mixture of experts (Mixtral's, Qwen-MoE's and DeepSeek's spellings) and a ``quantization_config``
+        (``QUANT_METHODS``) are read too."""
         dtype = dtype or {"float16": "fp16", "bfloat16": "bf16"}.get(self.torch_dtype, "fp32")
+        where = where or f"{checkpoint or name}/config.json"
+        x = self.extra
+        experts = x.get("num_local_experts") or x.get("num_experts") or x.get("n_routed_experts") or 0
+        moe = dict(num_experts=experts, experts_per_token=x.get("num_experts_per_tok", 0),
+                   moe_intermediate_size=x.get("moe_intermediate_size") or 0,
+                   num_shared_experts=x.get("n_shared_experts") or 0,
+                   first_dense_layers=x.get("first_k_dense_replace") or 0) if experts else {}
         return read_spec(ModelSpec, dict(
             name=name, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
             num_layers=self.num_hidden_layers, num_heads=self.num_attention_heads,
             num_kv_heads=self.num_key_value_heads, vocab_size=self.vocab_size,
             max_seq_len=self.max_position_embeddings, head_dim=self.head_dim, tie_embeddings=self.tie_word_embeddings,
-            dtype=dtype, checkpoint=checkpoint, sources={"checkpoint": "config.json of the checkpoint directory"}),
-            f"{checkpoint or name}/config.json")
+            dtype=dtype, checkpoint=checkpoint, sources={"checkpoint": where}, **moe,
+            **_quantization(x.get("quantization_config"), where)), where)
+
+
+QUANT_METHODS = {("awq", 4): "w4a16", ("gptq", 4): "w4a16", ("awq", 8): "w8a16", ("gptq", 8): "w8a16",
+                 ("fp8", None): "fp8"}
+
+
+def _quantization(qc: dict | None, where: str) -> dict:
+    """A config.json's ``quantization_config`` as the model's scheme and group size."""
+    if not qc:
+        return {}
+    method, bits = qc.get("quant_method"), qc.get("bits")
+    scheme = QUANT_METHODS.get((method, bits if method != "fp8" else None))
+    if scheme is None:
+        known = ", ".join(f"{m} {b}-bit" if b else m for m, b in QUANT_METHODS)
+        raise ConfigError(where, "quantization_config.quant_method", f"{method} {bits or ''}".strip(),
+                          f"read here: {known}; or describe the model in a YAML with model.quantization")
+    group = qc.get("group_size")
+    return {"quantization": scheme, **({"quant_group_size": group} if group and group > 0 else {})}
 
 
 def _first(value):
@@ -80,8 +107,15 @@ def read_config(path) -> LlamaConfig:
     if not is_checkpoint(root):
         raise ConfigError("command line", "--model", str(path), "a checkpoint directory has a config.json "
                           "(write a small one with `rsd-ray make-model DIR`)")
+    return read_config_file(root / "config.json")
+
+
+def read_config_file(path) -> LlamaConfig:
+    """A ``config.json`` file alone: ``--model PATH/config.json`` prices the architecture it describes
+    (performance mode; a directory with weights runs functional mode)."""
     try:
-        return LlamaConfig.from_json(json.loads((root / "config.json").read_text()))
+        return LlamaConfig.from_json(json.loads(Path(path).read_text()))
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "<file>", "not text", "give a Hugging Face config.json") from None
     except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError(str(root / "config.json"), "config", type(err).__name__,
-                          f"not a Llama config.json ({err})") from None
+        raise ConfigError(str(path), "config", type(err).__name__, f"not a Llama config.json ({err})") from None

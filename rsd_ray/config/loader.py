@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from rsd_ray.config.checkpoint import read_config
+from rsd_ray.config.checkpoint import read_config, read_config_file
 from rsd_ray.config.errors import ConfigError
 from rsd_ray.config.schema import read_spec
 from rsd_ray.config.specs import (CompilerSpec, DeviceSpec, EngineSpec, ModelSpec, RackSpec,
@@ -107,6 +107,8 @@ def load_part(kind: str, ref: Any, source: str, folder: Path | None = None):
         data, where = _paths_from(kind, {"arrival": "trace", "trace": {"format": fmt, "path": path}}, folder), source
     elif kind == "models" and isinstance(ref, (str, Path)) and (Path(ref) / "config.json").is_file():   # HF dir
         return read_config(ref).model_spec(Path(ref).resolve().name, checkpoint=str(Path(ref).resolve()))
+    elif kind == "models" and isinstance(ref, (str, Path)) and str(ref).endswith(".json") and Path(ref).is_file():
+        return read_config_file(ref).model_spec(Path(ref).resolve().parent.name, where=str(ref))   # no weights
     elif isinstance(ref, (str, Path)):
         path = Path(ref)
         if not (path.suffix in (".yaml", ".yml") and path.exists()):

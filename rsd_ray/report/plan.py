@@ -13,7 +13,8 @@ from rsd_ray.calibration import HostCost
 from rsd_ray.interconnect.collectives import sharers
 from rsd_ray.compiler import compile_plan, plan_memory
 from rsd_ray.compiler.formats import KV_CACHE_DTYPES, matmul_compute, weight_format
-from rsd_ray.config import RunSpec
+from rsd_ray.compiler.shard import weight_bytes_per_card
+from rsd_ray.config import ConfigError, RunSpec
 from rsd_ray.hardware.costmodel import peak_flops, runs_in
 from rsd_ray.hardware.costmodel import StepCost
 from rsd_ray.engine.pricing import GroupSync
@@ -33,14 +34,30 @@ def precision(spec: RunSpec, memory) -> dict:
     the formats changed beside those of the unquantised model (``compile`` shows what a format buys)."""
     m, e, dev = spec.model, spec.engine, spec.device
     compute = matmul_compute(m)
-    plain = plan_memory(dataclasses.replace(m, quantization="none"), spec.tp, dev,
-                        dataclasses.replace(e, kv_cache_dtype="auto"))
+    try:
+        plain = plan_memory(dataclasses.replace(m, quantization="none"), spec.tp, dev,
+                            dataclasses.replace(e, kv_cache_dtype="auto"))
+        unquantised = {"weights": plain.weights, "num_blocks": plain.num_blocks}
+    except ConfigError:                                   # only the formats make it fit at this TP
+        unquantised = {"weights": weight_bytes_per_card(dataclasses.replace(m, quantization="none"), spec.tp),
+                       "num_blocks": None}
     return {"quantization": m.quantization, "weights": weight_format(m),
             "group_size": m.quant_group_size if m.quantization in ("w8a16", "w4a16") else None,
             "matmul_compute": compute, "matmul_runs_in": runs_in(dev, compute), "matmul_peak_tflops": peak_flops(dev, compute) / 1e12,
             "activations": m.dtype, "kv_cache": KV_CACHE_DTYPES[e.kv_cache_dtype] or m.dtype,
-            "unquantised": {"weights": plain.weights, "num_blocks": plain.num_blocks},
+            "unquantised": unquantised,
             "quantised": {"weights": memory.weights, "num_blocks": memory.num_blocks}}
+
+
+def experts(spec: RunSpec, program) -> dict | None:
+    """A mixture of experts' placement: whole experts per card and each card's share of the routed pairs."""
+    m = spec.model
+    if not m.num_experts:
+        return None
+    routing = list(program.routing)
+    return {"experts": m.num_experts, "per_token": m.experts_per_token, "per_card": m.num_experts // spec.tp,
+            "shared": m.num_shared_experts, "moe_layers": m.moe_layers, "skew": m.expert_skew,
+            "pairs_per_token_by_card": routing, "busiest_over_mean": max(routing) / (sum(routing) / len(routing))}
 
 
 def describe(spec: RunSpec) -> dict:
@@ -68,6 +85,7 @@ def describe(spec: RunSpec) -> dict:
         "shards": [dataclasses.asdict(s) | {"card_numel": s.card_numel} for s in plan.shards],
         "memory": dataclasses.asdict(plan.memory),
         "precision": precision(spec, plan.memory),
+        "experts": experts(spec, program),
         "commands": dict(Counter(c.kind for c in program.commands)),
         "pipeline_chunks": program.chunks,
         "program_bytes": len(program.to_msgpack()),
@@ -75,4 +93,4 @@ def describe(spec: RunSpec) -> dict:
     }
 
 
-__all__ = ["describe", "example_shapes", "precision"]
+__all__ = ["describe", "example_shapes", "experts", "precision"]
