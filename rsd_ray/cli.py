@@ -176,6 +176,9 @@ def _spec(args) -> RunSpec:
     if dtype:
         spec = replace(spec, "command line", model=replace(spec.model, "--dtype", dtype=dtype))
     if getattr(args, "quantization", None):
+        if spec.model.checkpoint:
+            raise ConfigError("command line", "--quantization", args.quantization, "a checkpoint's weights are in "
+                              "its own format: write a quantised one with rsd-ray make-model --quantize")
         spec = replace(spec, "command line", model=replace(spec.model, "--quantization", quantization=args.quantization))
     trace = spec.workload.trace
     if trace is not None:              # every row read now: a bad one is refused before anything runs

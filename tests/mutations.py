@@ -25,6 +25,7 @@ INPUTS = ["tests/test_inputs.py", "tests/test_signals.py", "tests/test_faults.py
 RAY_HOSTS = ["tests/test_ray.py::test_two_hosts_run_over_quiet_epochs_of_a_closed_loop_and_equal_inline"]
 FORMATS = ["tests/test_formats.py"]
 MOE = ["tests/test_moe.py"]
+FUNCTIONAL = ["tests/test_functional.py"]
 CONFIG = ["tests/test_config.py", "tests/test_open_rack.py", "tests/test_sweep.py", "tests/test_rules.py"]
 WRONG = [
  ("rsd_ray/engine/kv_blocks.py", "return -(-tokens // block_size)", "return tokens // block_size"),
@@ -239,6 +240,10 @@ WRONG = [
  ("rsd_ray/hardware/costmodel.py", "        if self.shares is not None:\n            memory +=", "        if False:\n            memory +=", MOE),
  ("rsd_ray/compiler/program.py", "_moe_blocks(model, tp, routing[rank],", "_moe_blocks(model, tp, routing[0],", MOE),
  ("rsd_ray/config/specs.py", "        if self.num_experts % tp:", "        if False:", MOE),
+ # functional mode: a router's weights, a card's own experts, INT4 nibbles
+ ("rsd_ray/functional/kernels.py", "return picks, chosen / chosen.sum(axis=1, keepdims=True)", "return picks, chosen", FUNCTIONAL),
+ ("rsd_ray/functional/card_shard.py", "picks == self.rank * local + j", "picks == j", FUNCTIONAL),
+ ("rsd_ray/functional/checkpoint.py", "(packed >> 4).astype(np.int16) - 8", "(packed >> 4).astype(np.int16) - 7", FUNCTIONAL),
 ]
 HANG_S = 300
 TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_engine_oracle.py"]

@@ -45,6 +45,7 @@ class Shard:
     count: int
     collective: Optional[str]      # what follows it: all_reduce | host_gather | None
     linear: bool = False           # a decoder projection: stored in the model's quantisation scheme
+    first_layer: int = 0           # the layer of the first copy (a MoE model's expert layers follow its dense ones)
 
     @property
     def card_numel(self) -> int:
@@ -95,16 +96,16 @@ def shard_plan(model: ModelSpec, tp: int) -> list[Shard]:
                    Shard("layers.*.mlp.down_proj", (h, I), "row", (h, I // tp), dense, "all_reduce", linear=True)]
     if moe:
         E, Ie, S = model.num_experts, model.expert_size, model.num_shared_experts
-        shards += [Shard("layers.*.mlp.gate", (E, h), "replicated", (E, h), moe, None),   # the router, unquantised
+        shards += [Shard("layers.*.mlp.gate", (E, h), "replicated", (E, h), moe, None, first_layer=dense),  # router
                    Shard("layers.*.mlp.experts.gate_up_proj", (E * 2 * Ie, h), "expert", (E // tp * 2 * Ie, h), moe,
-                         "all_to_all", linear=True),
+                         "all_to_all", linear=True, first_layer=dense),
                    Shard("layers.*.mlp.experts.down_proj", (E * h, Ie), "expert", (E // tp * h, Ie), moe,
-                         "all_to_all", linear=True)]
+                         "all_to_all", linear=True, first_layer=dense)]
         if S:
             shards += [Shard("layers.*.mlp.shared_experts.gate_up_proj", (S * 2 * Ie, h), "replicated",
-                             (S * 2 * Ie, h), moe, None, linear=True),
+                             (S * 2 * Ie, h), moe, None, linear=True, first_layer=dense),
                        Shard("layers.*.mlp.shared_experts.down_proj", (S * h, Ie), "replicated", (S * h, Ie), moe,
-                             "all_gather", linear=True)]
+                             "all_gather", linear=True, first_layer=dense)]
     shards.append(Shard("norm", (1, h), "replicated", (1, h), 1, None))
     if not model.tie_embeddings:
         shards.append(Shard("lm_head", (vp, h), "vocab", (vp // tp, h), 1, "host_gather"))

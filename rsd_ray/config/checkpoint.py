@@ -77,7 +77,7 @@ class LlamaConfig:
 
 
 QUANT_METHODS = {("awq", 4): "w4a16", ("gptq", 4): "w4a16", ("awq", 8): "w8a16", ("gptq", 8): "w8a16",
-                 ("fp8", None): "fp8"}
+                 ("fp8", None): "fp8", ("rsd-ray", 4): "w4a16", ("rsd-ray", 8): "w8a16"}   # rsd-ray: make-model's
 
 
 def _quantization(qc: dict | None, where: str) -> dict:

@@ -167,9 +167,9 @@ class ModelSpec:
 
     @model_validator(mode="after")
     def _functional_weights_are_fp32_and_experts_fit(self):
-        if self.checkpoint and self.quantization != "none":
-            raise Problem("quantization", self.quantization, "functional mode computes a checkpoint's weights in "
-                                                             "fp32: use quantization: none with a checkpoint")
+        if self.checkpoint and self.quantization not in ("none", "w8a16", "w4a16"):
+            raise Problem("quantization", self.quantization, "functional mode multiplies a checkpoint's weights "
+                                                             "in fp32: weight-only schemes (w8a16, w4a16) or none")
         if self.num_experts:
             if not 1 <= self.experts_per_token <= self.num_experts:
                 raise Problem("experts_per_token", self.experts_per_token,
@@ -177,8 +177,6 @@ class ModelSpec:
             if self.first_dense_layers >= self.num_layers:
                 raise Problem("first_dense_layers", self.first_dense_layers,
                               f"leave at least one MoE layer of the {self.num_layers}")
-            if self.checkpoint:
-                raise Problem("num_experts", self.num_experts, "functional mode runs dense checkpoints only")
         elif self.experts_per_token or self.num_shared_experts:
             raise Problem("num_experts", 0, "experts_per_token and num_shared_experts need num_experts ≥ 1")
         return self

@@ -9,14 +9,18 @@ the call before (``rsd_ray.functional.split``)::
     logits(*parts)        -> x += Σ parts; the card's vocab slice of logits ─┘ gathered by the host
 
 Every card holds the same hidden state ``x`` (each adds the same partials in rank order), so the
-residual stream never leaves the cards.
+residual stream never leaves the cards. In a mixture-of-experts layer every card routes every token
+(the router is replicated) and runs its own experts on the tokens that picked them: its partial is
+their weighted outputs, and the all-reduce sums the experts of every card. (The performance model
+prices the all-to-all layout instead, tokens sent to their experts' cards; the text is the same.)
+A quantised checkpoint's cards hold the fp32 weights its integers stand for, charged in the format.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from rsd_ray.compiler.shard import kv_heads_per_card, padded_vocab, shard_plan
-from rsd_ray.functional.kernels import PagedKV, apply_rope, attention, rms_norm, rope_frequencies, swiglu
+from rsd_ray.compiler.shard import kv_heads_per_card, padded_vocab, shard_plan, weight_bytes_per_card
+from rsd_ray.functional.kernels import PagedKV, apply_rope, attention, rms_norm, rope_frequencies, route, swiglu
 from rsd_ray.hardware.ledger import MemoryLedger
 
 HF_NAME = {"embed_tokens": "model.embed_tokens.weight", "norm": "model.norm.weight", "lm_head": "lm_head.weight"}
@@ -26,7 +30,8 @@ def cut(weights: dict, model, rank: int, tp: int) -> dict[str, np.ndarray]:
     """This rank's slice of every tensor, as the compiler's shard plan says (copies: the card owns them)."""
     out = {}
     for shard in shard_plan(model, tp):
-        names = [f"model.{shard.name.replace('*', str(i))}.weight" for i in range(shard.count)] \
+        layers = range(shard.first_layer, shard.first_layer + shard.count)
+        names = [f"model.{shard.name.replace('*', str(i))}.weight" for i in layers] \
             if "*" in shard.name else [HF_NAME[shard.name]]
         dim, start, stop = shard.slice(rank, tp)
         for name in names:
@@ -51,9 +56,9 @@ class CardShard:
         """``model``: the checkpoint as the compiler's ModelSpec; ``budget``: the card's usable bytes."""
         self.config, self.rank, self.tp = config, rank, tp
         self.ledger = MemoryLedger(f"card rank {rank}", budget)
-        self.ledger.allocate("weights", sum(int(t.nbytes) for k, t in tensors.items()
-                                            if not (model.tie_embeddings and k == "lm_head.weight")))
+        self.ledger.allocate("weights", int(weight_bytes_per_card(model, tp)))   # in the checkpoint's formats
         self.w = tensors
+        self.experts = (model.num_experts, model.experts_per_token, model.num_experts // tp)
         self.heads = config.num_attention_heads // tp
         self.kv_heads = kv_heads_per_card(model, tp)
         self.vocab_rows = padded_vocab(model, tp) // tp
@@ -104,8 +109,24 @@ class CardShard:
         self._add(partials)
         p = f"model.layers.{layer}."
         a = rms_norm(self.x, self.w[p + "post_attention_layernorm.weight"], self.config.rms_norm_eps)
+        if p + "mlp.gate.weight" in self.w:
+            return self._experts(p + "mlp.", a)
         return swiglu(a, self.w[p + "mlp.gate_proj.weight"], self.w[p + "mlp.up_proj.weight"],
                       self.w[p + "mlp.down_proj.weight"])
+
+    def _experts(self, p: str, a: np.ndarray) -> np.ndarray:
+        """This card's experts on the tokens that picked them, weighted (``kernels.route``)."""
+        total, k, local = self.experts
+        picks, weights = route(a @ self.w[p + "gate.weight"].T, k)
+        gate_up, down = self.w[p + "experts.gate_up_proj.weight"], self.w[p + "experts.down_proj.weight"]
+        inter, h = gate_up.shape[0] // (2 * local), a.shape[1]
+        out = np.zeros_like(a)
+        for j in range(local):
+            rows, slot = np.nonzero(picks == self.rank * local + j)
+            if len(rows):
+                g, u = gate_up[2 * j * inter:(2 * j + 1) * inter], gate_up[(2 * j + 1) * inter:(2 * j + 2) * inter]
+                out[rows] += weights[rows, slot][:, None] * swiglu(a[rows], g, u, down[j * h:(j + 1) * h])
+        return out
 
     def logits(self, *partials) -> np.ndarray:
         """This card's vocabulary slice of the logits at each sequence's last new token."""

@@ -23,6 +23,12 @@ def add_make_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rope-theta", type=finite(float), default=500000.0)
     p.add_argument("--no-rope-scaling", action="store_true", help="plain RoPE (default: Llama 3's rope scaling)")
     p.add_argument("--tie", action="store_true", help="tie the LM head to the embeddings")
+    p.add_argument("--quantize", default="none", choices=("none", "w8a16", "w4a16"),
+                   help="store the projections as INT8 or INT4 with fp16 scales (default none)")
+    p.add_argument("--group-size", type=finite(int, 1), default=32, help="--quantize: weights per scale (default 32)")
+    p.add_argument("--experts", type=finite(int, 0), default=0,
+                   help="a Mixtral: every MLP a mixture of this many experts of --intermediate (default 0: dense)")
+    p.add_argument("--experts-per-token", type=finite(int, 1), default=2, help="--experts: top-k (default 2)")
 
 
 def make_model(args) -> int:
@@ -33,12 +39,14 @@ def make_model(args) -> int:
         config = write(args.dir, layers=args.layers, hidden=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
                        intermediate=args.intermediate, vocab=args.vocab, seed=args.seed, dtype=args.dtype,
                        rope_theta=args.rope_theta, rope_scaling=None if args.no_rope_scaling else LLAMA3_ROPE,
-                       tie=args.tie, shards=args.shards)
+                       tie=args.tie, shards=args.shards, quantize=args.quantize, group_size=args.group_size,
+                       experts=args.experts, experts_per_token=args.experts_per_token)
     except OSError as err:
         raise ConfigError("command line", "DIR", args.dir, f"cannot write there ({err.strerror or err})") from None
     print(f"wrote {args.dir}: {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
           f"{config.num_attention_heads} heads ({config.num_key_value_heads} KV), vocab {config.vocab_size}, "
-          f"{config.torch_dtype}")
+          f"{config.torch_dtype}" + (f", {args.experts} experts ({args.experts_per_token} a token)" if args.experts else "")
+          + (f", projections {args.quantize} (group {args.group_size})" if args.quantize != "none" else ""))
     return 0
 
 

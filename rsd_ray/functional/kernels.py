@@ -22,6 +22,15 @@ def swiglu(x: np.ndarray, gate: np.ndarray, up: np.ndarray, down: np.ndarray) ->
     return (silu(x @ gate.T) * (x @ up.T)) @ down.T
 
 
+def route(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """A mixture of experts' router (Mixtral's): the k experts of highest score for each token [T, k] and
+    their weights, the softmax over all experts renormalised over the k picked."""
+    picks = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    chosen = np.take_along_axis(z, picks, axis=1)
+    return picks, chosen / chosen.sum(axis=1, keepdims=True)
+
+
 def rope_frequencies(head_dim: int, theta: float, scaling: dict | None) -> np.ndarray:
     """Inverse frequencies of rotary embeddings (d/2), with Llama 3's long-context rescaling when given:
     long wavelengths slowed by ``factor``, short ones kept, the band between blended."""

@@ -64,10 +64,33 @@ def logits(config, weights: dict, ids: list[int]) -> np.ndarray:
             heads.append((e / e.sum(axis=1, keepdims=True)) @ v[:, kv])
         x = x + np.concatenate(heads, axis=1) @ W[p + "self_attn.o_proj.weight"].T
         a = _norm(x, W[p + "post_attention_layernorm.weight"], config.rms_norm_eps)
+        if p + "mlp.gate.weight" in W:
+            x = x + _mixture(config, W, p + "mlp.", a)
+            continue
         g = a @ W[p + "mlp.gate_proj.weight"].T
         x = x + ((g / (1 + np.exp(-g))) * (a @ W[p + "mlp.up_proj.weight"].T)) @ W[p + "mlp.down_proj.weight"].T
     x = _norm(x, W["model.norm.weight"], config.rms_norm_eps)
     return x @ W["lm_head.weight"].T
+
+
+def _mixture(config, W: dict, p: str, a: np.ndarray) -> np.ndarray:
+    """Mixtral's sparse MLP token by token: softmax over the experts' scores, the top k kept and rescaled to
+    sum to one, each kept expert's SwiGLU weighted by its share."""
+    E, k = config.extra["num_local_experts"], config.extra["num_experts_per_tok"]
+    I, h = config.intermediate_size, config.hidden_size
+    gate_up, down = W[p + "experts.gate_up_proj.weight"], W[p + "experts.down_proj.weight"]
+    out = np.zeros_like(a)
+    for t in range(len(a)):
+        scores = (W[p + "gate.weight"] @ a[t]).astype(np.float64)
+        share = np.exp(scores - scores.max())
+        share /= share.sum()
+        top = sorted(range(E), key=lambda e: -scores[e])[:k]
+        norm = sum(share[e] for e in top)
+        for e in top:
+            g = gate_up[2 * e * I:(2 * e + 1) * I] @ a[t]
+            u = gate_up[(2 * e + 1) * I:(2 * e + 2) * I] @ a[t]
+            out[t] += np.float32(share[e] / norm) * (down[e * h:(e + 1) * h] @ (g / (1 + np.exp(-g)) * u))
+    return out
 
 
 def greedy(config, weights: dict, ids: list[int], max_tokens: int) -> list[int]:
