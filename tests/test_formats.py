@@ -113,14 +113,21 @@ def test_the_compile_report_shows_what_the_formats_changed():
     assert q["quantised"]["num_blocks"] > 2 * q["unquantised"]["num_blocks"]
 
 
-def test_a_checkpoint_is_not_quantised_in_functional_mode(tmp_path):
+def test_a_checkpoint_keeps_its_own_format_in_functional_mode(tmp_path):
+    """Functional mode multiplies in fp32 what a card holds: weight-only schemes come from the checkpoint
+    (make-model --quantize); W8A8, FP8, an 8-bit KV cache and --quantization over a checkpoint are refused."""
+    import subprocess
+    import sys
     from rsd_ray.functional.checkpoint import make_model
     make_model(tmp_path / "m")
     spec = load_run(None, rack="mini", model=str(tmp_path / "m"), tp=2, duration_s=1.0)
-    with pytest.raises(ConfigError, match="quantization = 'w4a16' — functional mode computes"):
-        replace(spec.model, "--quantization", quantization="w4a16")
+    with pytest.raises(ConfigError, match="quantization = 'w8a8' — functional mode multiplies"):
+        replace(spec.model, "--quantization", quantization="w8a8")
     with pytest.raises(ConfigError, match="kv_cache_dtype = 'fp8' — functional mode keeps"):
         replace(spec, "command line", engine=replace(spec.engine, "--kv-cache-dtype", kv_cache_dtype="fp8"))
+    res = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "compile", "--rack", "mini", "--tp", "2", "--model",
+                          str(tmp_path / "m"), "-q", "w4a16"], capture_output=True, text=True)
+    assert res.returncode == 2 and "--quantization = 'w4a16' — a checkpoint's weights are in its own" in res.stderr
 
 
 def test_a_config_json_alone_describes_experts_and_quantisation_and_is_priced(tmp_path):

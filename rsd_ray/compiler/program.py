@@ -147,8 +147,8 @@ def compile_program(model: ModelSpec, tp: int, rank: int, chunks: int = 1, kv_ca
                                            for part in (attn, mlp)]
     shares, routing = (), ()
     if model.num_experts:
-        q = expert_shares(model.num_experts, model.experts_per_token, model.expert_skew, seed)
-        per_card = card_shares(q, tp)
+        picked = expert_shares(model.num_experts, model.experts_per_token, model.expert_skew, seed)
+        per_card = card_shares(picked, tp)
         shares, routing = per_card[rank], tuple(sum(c) for c in per_card)
         moe = _moe_blocks(model, tp, routing[rank], norm, ne, dequant, act, b)
         blocks += [(layer, part, sync) for layer in range(first_moe, model.num_layers)
