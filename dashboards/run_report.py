@@ -74,6 +74,7 @@ def render(doc: dict, console: Console) -> None:
     for row in rows:
         t.add_row(*row)
     console.print(t)
+    _classes(doc, console)
     cards = doc["cards"]
     if cards:
         hot = max(cards, key=lambda c: c["temperature_c"])
@@ -137,6 +138,19 @@ def averages_frame(doc: dict) -> dict:
               "memory_used": c["memory_used"], "memory_total": c["memory_total"], "p_state": c["p_state"],
               "throttled": c["throttled_s"] > 0, "lost": c["lost"] or c["card"] in lost} for c in doc["cards"]]
     return {"header": {"servers": rack["servers"], "cards_per_server": rack["cards_per_server"]}, "cards": cards}
+
+
+def _classes(doc: dict, console: Console) -> None:
+    classes = doc.get("by_class")
+    if not classes:
+        return
+    t = Folding(title="service classes (latencies in ms)")
+    for col in ("class", "prio", "done", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "E2EL p99"):
+        t.add_column(col, justify="right")
+    for name, c in classes.items():
+        t.add_row(name, str(c["priority"]), f"{c['completed']:,}", *(f"{c[k]:,.0f}" for k in (
+            "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "p99_e2el_ms")))
+    console.print(t)
 
 
 def _servers(doc: dict, console: Console) -> None:

@@ -48,6 +48,8 @@ VLLM_ENGINE_OPTIONS = (
      "automatic prefix caching: a prompt's cached leading blocks are not computed again"),
     ("--async-scheduling", "async_scheduling", bool, "schedule step n+1 while step n runs"),
     ("--kv-cache-dtype", "kv_cache_dtype", str, "each cached K and V entry's format (fp8, int8: one byte)"),
+    ("--scheduling-policy", "scheduling_policy", str, "fcfs, or priority: requests by priority, the lowest "
+     "preempted first"),
 )
 VLLM_DTYPES = {"auto": None, "half": "fp16", "float16": "fp16", "fp16": "fp16", "bfloat16": "bf16", "bf16": "bf16",
                "float": "fp32", "float32": "fp32", "fp32": "fp32"}

@@ -26,6 +26,7 @@ RAY_HOSTS = ["tests/test_ray.py::test_two_hosts_run_over_quiet_epochs_of_a_close
 FORMATS = ["tests/test_formats.py"]
 MOE = ["tests/test_moe.py"]
 FUNCTIONAL = ["tests/test_functional.py"]
+CLASSES = ["tests/test_classes.py"]
 CONFIG = ["tests/test_config.py", "tests/test_open_rack.py", "tests/test_sweep.py", "tests/test_rules.py"]
 WRONG = [
  ("rsd_ray/engine/kv_blocks.py", "return -(-tokens // block_size)", "return tokens // block_size"),
@@ -244,6 +245,11 @@ WRONG = [
  ("rsd_ray/functional/kernels.py", "return picks, chosen / chosen.sum(axis=1, keepdims=True)", "return picks, chosen", FUNCTIONAL),
  ("rsd_ray/functional/card_shard.py", "picks == self.rank * local + j", "picks == j", FUNCTIONAL),
  ("rsd_ray/functional/checkpoint.py", "(packed >> 4).astype(np.int16) - 8", "(packed >> 4).astype(np.int16) - 7", FUNCTIONAL),
+ # service classes: the priority policy's queue and victim, the classes' shares
+ ("rsd_ray/engine/scheduler.py", "key=lambda r: (t.priority[r], t.arrival[r])", "key=lambda r: (t.arrival[r], t.priority[r])", CLASSES),
+ ("rsd_ray/engine/scheduler.py", "return keys.index(max(keys))", "return n - 1", CLASSES),
+ ("rsd_ray/engine/scheduler.py", "                    budget += n_of.pop(slot)\n", "", CLASSES),
+ ("rsd_ray/workload/classes.py", "size=len(new), p=self.shares)", "size=len(new))", CLASSES),
 ]
 HANG_S = 300
 TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_engine_oracle.py"]

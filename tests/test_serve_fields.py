@@ -90,12 +90,37 @@ def test_streamed_n_sends_every_choice_and_its_finish(server):
 
 @pytest.mark.parametrize("field,value", [("logit_bias", {"1": 5}), ("best_of", 2), ("suffix", "end"),
                                          ("response_format", {"type": "json_schema", "json_schema": {}}),
-                                         ("guided_json", {"type": "object"}), ("priority", 1),
+                                         ("guided_json", {"type": "object"}),
                                          ("stop_token_ids", [2]), ("prompt_logprobs", 1)])
 def test_fields_that_need_weights_are_refused_by_name(server, field, value):
     assert field in NEEDS_WEIGHTS
     r = httpx.post(f"{server.base}/v1/completions", json={"prompt": "x", field: value})
     assert r.status_code == 400 and r.json()["error"]["param"] == field
+
+
+def test_a_priority_without_the_priority_policy_is_refused_as_vllm_does(server):
+    r = httpx.post(f"{server.base}/v1/completions", json={"prompt": "x", "max_tokens": 1, "priority": 1})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "priority"
+    assert "priority scheduling is not enabled" in r.json()["error"]["message"]
+
+
+def test_served_priorities_are_scheduled_and_measured_by_class(tmp_path):
+    """--scheduling-policy priority: a request's ``priority`` is its class; /metrics has every latency by class
+    and the results break the summary down by it."""
+    live = LiveServer(tmp_path, "--scheduling-policy", "priority")
+    try:
+        client = openai_client(live.base)
+        for p in (0, 5, 5):
+            client.completions.create(model=MODEL, prompt="a b", max_tokens=3, extra_body={"priority": p,
+                                                                                         "ignore_eos": True})
+        text = httpx.get(f"{live.base}/metrics").text
+        for p, n in ((0, 1), (5, 2)):
+            assert (f'rsd_ray_time_to_first_token_by_class_seconds_count{{model_name="{MODEL}",'
+                    f'service_class="priority {p}"}} {float(n)}') in text
+    finally:
+        code, doc = live.stop()
+    assert code == 0 and doc["by_class"]["priority 5"]["completed"] == 2
+    assert doc["by_class"]["priority 0"]["priority"] == 0
 
 
 def test_chat_tools_are_refused_but_harmless_values_are_not(server):

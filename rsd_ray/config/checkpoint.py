@@ -72,7 +72,8 @@ class LlamaConfig:
             num_layers=self.num_hidden_layers, num_heads=self.num_attention_heads,
             num_kv_heads=self.num_key_value_heads, vocab_size=self.vocab_size,
             max_seq_len=self.max_position_embeddings, head_dim=self.head_dim, tie_embeddings=self.tie_word_embeddings,
-            dtype=dtype, checkpoint=checkpoint, sources={"checkpoint": where}, **moe,
+            dtype=dtype, checkpoint=checkpoint, **moe,
+            sources={"checkpoint": "config.json of the checkpoint directory" if checkpoint else where},
             **_quantization(x.get("quantization_config"), where)), where)
 
 

@@ -8,7 +8,7 @@ the model and the rack) is ``RunSpec``'s.
 """
 from __future__ import annotations
 
-from typing import Annotated, Dict, Literal, Optional
+from typing import Annotated, Dict, List, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -240,6 +240,10 @@ class EngineSpec:
     kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "int8"] = Field(
         "auto", description="each cached K and V entry's format, as vLLM's --kv-cache-dtype (auto: the model's "
                             "dtype; fp8 and int8 take one byte; attention still computes in the model's dtype)")
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        "fcfs", description="fcfs: first come, first served; priority: vLLM's --scheduling-policy priority (the "
+                            "waiting queue by request priority then arrival, and the lowest-priority running "
+                            "request preempted first)")
     num_blocks_override: Int = Field(0, ge=0, description="KV blocks per instance instead of the memory plan's, "
                                                           "as vLLM's num_gpu_blocks_override (0: from the plan)")
 
@@ -312,6 +316,14 @@ class TraceSpec:
 
 
 @spec
+class ServiceClassSpec:
+    """One class of a workload's requests: its share of them and its priority (vLLM's: lower is sooner)."""
+    name: Str = Field(min_length=1)
+    share: Float = Field(gt=0.0, le=1.0)
+    priority: Int = 0
+
+
+@spec
 class WorkloadSpec:
     arrival: Literal["closed", "poisson", "gamma", "offline", "trace"] = "closed"
     rate: Float = Field(0.0, ge=0.0, le=MAX_REQUESTS, description="requests/s for poisson and gamma")
@@ -324,9 +336,18 @@ class WorkloadSpec:
     input: LengthSpec = LengthSpec(mean=1024)
     output: LengthSpec = LengthSpec(mean=128)
     trace: Optional[TraceSpec] = Field(None, description="arrival: trace: the file and how to replay it")
+    classes: List[ServiceClassSpec] = Field(default_factory=list, description="service classes the requests are "
+                                            "drawn from (seeded), each a share and a priority; none: one class")
 
     @model_validator(mode="after")
     def _arrivals_have_their_number(self):
+        if self.classes:
+            names = [c.name for c in self.classes]
+            if len(set(names)) < len(names):
+                raise Problem("classes", names, "give each class its own name")
+            total = sum(c.share for c in self.classes)
+            if abs(total - 1.0) > 1e-6:
+                raise Problem("classes", total, "the classes' shares must add up to 1")
         if self.arrival == "trace" and self.trace is None:
             raise Problem("trace", None, "arrival: trace needs a trace file: give trace:FORMAT:PATH or "
                                          "workload.trace.path")

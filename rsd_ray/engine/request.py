@@ -19,6 +19,8 @@ class RequestRecord:
     retries: int = 0                  # times it was moved off a failed instance
     error: Optional[str] = None       # why it ended without finishing (no healthy instance could take it)
     scheduled: Optional[float] = None  # first scheduled (on its last instance): queue time = scheduled - arrival
+    priority: int = 0                 # its scheduling priority (vLLM's: lower is sooner)
+    service_class: str = ""           # the workload class it was drawn from ("": the only one)
 
     @property
     def output_len(self) -> int:
@@ -47,12 +49,15 @@ class Submit:
     preemptions: int = 0
     hash_ids: tuple[int, ...] = ()    # the prompt's chained block hashes, when its source knows them (traces)
     session: str = ""                 # its session (OpenAI's ``user``, a conversation id), for session affinity
+    priority: int = 0                 # its scheduling priority (vLLM's: lower is sooner)
+    service_class: str = ""           # the workload class it was drawn from ("": the only one)
 
     def record(self, error: str | None = None) -> RequestRecord:
         """What it leaves behind when it ends here, unfinished (or errored, with ``error``)."""
         return RequestRecord(rid=self.rid, instance=self.instance, arrival=self.arrival, prompt_len=self.prompt_len,
                              max_tokens=self.max_tokens, token_times=self.token_times, preemptions=self.preemptions,
-                             finish=None, retries=self.retries, error=error)
+                             finish=None, retries=self.retries, error=error, priority=self.priority,
+                             service_class=self.service_class)
 
     def replaced(self, **changes) -> "Submit":
         """``dataclasses.replace`` at a tenth of the cost (every field is a plain value: nothing to check),

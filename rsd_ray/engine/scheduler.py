@@ -18,7 +18,10 @@ rows::
     blocks   cumsum(new blocks) ≤ free  → no preemption on this row
 
 A row whose blocks run out preempts; that row (rare) is scheduled request by
-request. Waiting requests join one by one, in Python (a
+request. The victim is the last running request, or under ``scheduling_policy:
+priority`` (vLLM's) the one of lowest priority and latest arrival — which may
+have been scheduled already this step, and is taken out again — and the waiting
+queue is kept in priority, then arrival, order. Waiting requests join one by one, in Python (a
 step admits a few at most); ``pending`` holds routed requests whose arrival is
 still ahead. Finished requests leave the matrix in order.
 """
@@ -40,6 +43,7 @@ class Scheduler:
         self.max_seqs, self.budget = engine.max_num_seqs, engine.max_num_batched_tokens
         self.chunked, self.block = engine.enable_chunked_prefill, engine.block_size
         self.reserve = engine.admission == "reserve"
+        self.by_priority = engine.scheduling_policy == "priority"
         self.caches = caches                      # a PrefixCache per instance, or None (prefix caching off)
         self.table = table
         self.num_blocks = list(num_blocks)
@@ -69,6 +73,13 @@ class Scheduler:
             self.table.state[pending[:n]] = State.WAITING
             self.waiting[i].extend(pending[:n])
             del pending[:n]
+            if self.by_priority:
+                self._order(i)
+
+    def _order(self, i: int) -> None:
+        """The priority policy's waiting queue: by priority, then arrival (stable: ties keep their order)."""
+        t = self.table
+        self.waiting[i] = deque(sorted(self.waiting[i], key=lambda r: (t.priority[r], t.arrival[r])))
 
     def has_work(self, i: int) -> bool:
         return bool(self.nrun[i] or self.waiting[i])
@@ -160,16 +171,21 @@ class Scheduler:
                 self.caches[i].trim(int(self.free[i]))
 
     def _schedule_preempting(self, i: int) -> tuple[list[int], int]:
-        """The running phase, request by request, for an instance that must preempt."""
+        """The running phase, request by request, for an instance that must preempt. Under the priority
+        policy the victim may be one already scheduled this step: it is taken out again (its tokens back
+        in the budget); a request that is itself the victim ends the phase, as in vLLM."""
         t, run, budget, n_of, preempted, pos = self.table, self.run[i], self.budget, [], 0, 0
         while pos < self.nrun[i] and budget > 0:
             r = int(run[pos])
             n = min(int(t.prompt[r] + t.output[r] - t.computed[r]), budget)
             while self._need(r, n) > self.free[i]:
                 preempted += 1
-                victim = self._preempt(i)
+                victim, slot = self._preempt(i)
                 if victim == r:
-                    break
+                    return n_of, preempted
+                if slot < pos:
+                    budget += n_of.pop(slot)
+                    pos -= 1
             else:
                 need = self._need(r, n)
                 t.blocks[r] += need
@@ -179,19 +195,33 @@ class Scheduler:
                 pos += 1
         return n_of, preempted
 
-    def _preempt(self, i: int) -> int:
-        """Free the last running request's blocks; it is recomputed from the front of the queue."""
-        t = self.table
+    def _victim(self, i: int) -> int:
+        """The running slot to preempt: the last (fcfs), or the first of the lowest priority and latest
+        arrival (vLLM's ``max(running, key=(priority, arrival))``)."""
+        n = int(self.nrun[i])
+        if not self.by_priority:
+            return n - 1
+        rows = self.run[i, :n]
+        keys = list(zip(self.table.priority[rows].tolist(), self.table.arrival[rows].tolist()))
+        return keys.index(max(keys))
+
+    def _preempt(self, i: int) -> tuple[int, int]:
+        """Free a running request's blocks (``_victim``); it is recomputed from the front of the queue (by its
+        priority under that policy). Returns the request and the slot it left."""
+        t, n, slot = self.table, int(self.nrun[i]), self._victim(i)
+        victim = int(self.run[i, slot])
+        self.run[i, slot:n - 1] = self.run[i, slot + 1:n].copy()
+        self.run[i, n - 1] = -1
         self.nrun[i] -= 1
-        victim = int(self.run[i, self.nrun[i]])
-        self.run[i, self.nrun[i]] = -1
         self._release(i, victim)
         t.computed[victim] = 0
         t.preemptions[victim] += 1
         t.state[victim] = State.WAITING
         self.waiting[i].appendleft(victim)
+        if self.by_priority:
+            self._order(i)
         self.preemptions[i] += 1
-        return victim
+        return victim, slot
 
     def _admit(self, i: int, budget: int, tokens: np.ndarray) -> None:
         """Waiting requests join while seats, budget and blocks allow (the second phase);

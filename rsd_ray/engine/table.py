@@ -15,7 +15,7 @@ import numpy as np
 from rsd_ray.engine.request import RequestRecord, Submit
 
 INT_COLUMNS = ("rid", "prompt", "max_tokens", "computed", "output", "blocks", "shared", "preemptions", "retries",
-               "instance", "offset", "reported", "state")
+               "instance", "offset", "reported", "state", "priority")
 
 
 class State(IntEnum):
@@ -40,6 +40,7 @@ class RequestTable:
         self.free_rows = list(range(capacity - 1, -1, -1))
         self.live: set[int] = set()
         self.hash_ids: dict[int, tuple[int, ...]] = {}   # row → its prompt's block hashes (when known)
+        self.classes: dict[int, str] = {}                 # row → its service class (when it has one)
         self.pinned: dict[int, list[int]] = {}            # row → cached blocks it holds (``shared``: their KV blocks)
         self.times = np.zeros(1024)
         self.times_end = 0                       # first unused slot of ``times``
@@ -89,6 +90,7 @@ class RequestTable:
         self.preemptions[idx] = [s.preemptions for s in subs]
         self.retries[idx] = [s.retries for s in subs]
         self.instance[idx] = [s.instance for s in subs]
+        self.priority[idx] = [s.priority for s in subs]
         self.scheduled[idx] = np.nan
         self.output[idx] = self.reported[idx] = done
         self.computed[idx] = self.blocks[idx] = self.shared[idx] = 0
@@ -98,6 +100,8 @@ class RequestTable:
                 self.times[at:at + len(sub.token_times)] = sub.token_times
             if sub.hash_ids:
                 self.hash_ids[r] = sub.hash_ids
+            if sub.service_class:
+                self.classes[r] = sub.service_class
         return rows
 
     def token_times(self, r: int, start: int = 0) -> tuple[float, ...]:
@@ -116,15 +120,17 @@ class RequestTable:
         flat = self.times[np.repeat(self.offset[idx] - at, output) + np.arange(int(ends[-1]) if len(ends) else 0)]
         flat = flat.tolist()                             # every row's tokens read at once
         out = []
-        for rid, instance, arrival, prompt, max_tokens, preemptions, retries, a, b, first in zip(
-                self.rid[idx].tolist(), self.instance[idx].tolist(), self.arrival[idx].tolist(),
+        for r, rid, instance, arrival, prompt, max_tokens, preemptions, retries, a, b, first, priority in zip(
+                rows, self.rid[idx].tolist(), self.instance[idx].tolist(), self.arrival[idx].tolist(),
                 self.prompt[idx].tolist(), self.max_tokens[idx].tolist(), self.preemptions[idx].tolist(),
-                self.retries[idx].tolist(), at.tolist(), ends.tolist(), self.scheduled[idx].tolist()):
+                self.retries[idx].tolist(), at.tolist(), ends.tolist(), self.scheduled[idx].tolist(),
+                self.priority[idx].tolist()):
             times = tuple(flat[a:b])
             out.append(RequestRecord.of(rid=rid, instance=instance, arrival=arrival, prompt_len=prompt,
                                         max_tokens=max_tokens, token_times=times, preemptions=preemptions,
                                         finish=times[-1] if finished and times else None, retries=retries,
-                                        error=None, scheduled=None if first != first else first))   # NaN: never
+                                        error=None, scheduled=None if first != first else first,   # NaN: never
+                                        priority=priority, service_class=self.classes.get(r, "")))
         return out
 
     def submit(self, r: int) -> Submit:
@@ -132,10 +138,12 @@ class RequestTable:
         return Submit(rid=int(self.rid[r]), arrival=float(self.arrival[r]), prompt_len=int(self.prompt[r]),
                       max_tokens=int(self.max_tokens[r]), instance=-1, token_times=self.token_times(r),
                       retries=int(self.retries[r]) + 1, preemptions=int(self.preemptions[r]),
-                      hash_ids=self.hash_ids.get(r, ()))
+                      hash_ids=self.hash_ids.get(r, ()), priority=int(self.priority[r]),
+                      service_class=self.classes.get(r, ""))
 
     def release(self, r: int) -> None:
         self.live.discard(r)
         self.hash_ids.pop(r, None)
+        self.classes.pop(r, None)
         self.pinned.pop(r, None)
         self.free_rows.append(r)

@@ -45,6 +45,9 @@ def request_source(spec: RunSpec):
     else:
         from rsd_ray.workload.synthetic import Workload
         source = Workload(spec.workload, spec.rack.servers, max_len, spec.seed + 1)
+    if spec.workload.classes:                        # each new request drawn into a service class
+        from rsd_ray.workload.classes import ClassedSource
+        source = ClassedSource(source, spec.workload.classes, spec.seed + 4)
     if spec.model.checkpoint:                        # a checkpoint's weights write the requests' tokens
         from rsd_ray.functional.source import FunctionalSource
         from rsd_ray.functional.writer import FunctionalWriter

@@ -75,6 +75,17 @@ def summarise(records: list[RequestRecord], window: float, columns: Columns | No
     return summary
 
 
+def by_class(records: list[RequestRecord], window: float) -> dict[str, dict]:
+    """Every summary figure for each service class (``workload.classes``, or served requests' priorities),
+    with the class's priority; empty when no request carries a class."""
+    groups: dict[str, list[RequestRecord]] = {}
+    for r in records:
+        if r.service_class:
+            groups.setdefault(r.service_class, []).append(r)
+    return {name: {"priority": rs[0].priority, "requests": len(rs), **summarise(rs, window)}
+            for name, rs in sorted(groups.items(), key=lambda g: (g[1][0].priority, g[0]))}
+
+
 def offline_throughput(summary: dict) -> dict[str, float]:
     """What `vllm bench throughput` reports for an offline run (all requests at t = 0): its JSON's names,
     plus the output-token rate it prints."""

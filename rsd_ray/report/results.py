@@ -10,7 +10,7 @@ import numpy as np
 from rsd_ray.calibration import ALL as CALIBRATION
 from rsd_ray.rack.outcome import Outcome
 from rsd_ray.report.columns import Columns
-from rsd_ray.report.metrics import offline_throughput, summarise, throughput_series
+from rsd_ray.report.metrics import by_class, offline_throughput, summarise, throughput_series
 from rsd_ray.report.saturation import saturation
 
 SCHEMA = "rsd-ray/run/v1"
@@ -87,6 +87,7 @@ def build(outcome: Outcome) -> dict:
         "recoveries": [dataclasses.asdict(r) | {"duration_s": r.duration_s} for r in outcome.recoveries],
         "faults": faults_summary(outcome, requests),
         "timeline": throughput_series(records, elapsed, columns),
+        **({"by_class": classes} if (classes := by_class(records, window)) else {}),
         **({"functional": outcome.functional} if outcome.functional else {}),
         **({"offline": offline_throughput(summary)} if spec.workload.arrival == "offline" else {}),
         **({"frontend": outcome.frontend} if outcome.frontend else {}),

@@ -106,6 +106,7 @@ class Ticket:
     send_stop: bool = False               # the stop word is sent to the client too
     n: int = 1                            # the client's request asked for this many sequences (vLLM's n)
     head: bool = True                     # the first sequence of the client's request
+    priority: int | None = None           # its priority under the priority policy (None: no class)
 
     def finish_reason(self, generated: int) -> str:
         return "stop" if self.stop_at is not None or generated < self.max_tokens else "length"
@@ -171,11 +172,12 @@ class Gateway:
     def submit(self, prompt_len: int, output_len: int, instance: int = -1, max_tokens: int | None = None,
                arrival_wall: float | None = None, stops: tuple[str, ...] = (), pieces: list[str] | None = None,
                session: str = "", hash_ids: tuple[int, ...] = (), send_stop: bool = False, n: int = 1,
-               head: bool = True) -> Ticket:
+               head: bool = True, priority: int | None = None) -> Ticket:
         """A request that reached the server at ``arrival_wall`` (monotonic; default now). With ``stops``, the
         rack is asked for the tokens up to the first stop word (the text is known in advance here: ``pieces``,
         each token's, in functional mode; performance mode's words otherwise); ``send_stop``: the stop word is
-        sent to the client (vLLM's include_stop_str_in_output)."""
+        sent to the client (vLLM's include_stop_str_in_output); ``priority``: the request's, under the priority
+        policy (its service class is named after it), None otherwise."""
         loop = asyncio.get_running_loop()
         with self.lock:
             if self.closed:
@@ -187,7 +189,7 @@ class Gateway:
             stop_at = stop_index(rid, output_len, stops, pieces)
             ticket = Ticket(rid, prompt_len, output_len if stop_at is None else stop_at + 1, instance,
                             max_tokens or output_len, stop_at, arrival_wall or time.monotonic(), loop, session=session,
-                            hash_ids=hash_ids, send_stop=send_stop, n=n, head=head)
+                            hash_ids=hash_ids, send_stop=send_stop, n=n, head=head, priority=priority)
             self.next_id += 1
             self.incoming.append(ticket)
             self.arrived.notify_all()
@@ -267,7 +269,8 @@ class Gateway:
             self.fresh = due
             self.counts["accepted"] += len(due)
         return [Submit(k.rid, self.pacer.virtual(k.arrival_wall), k.prompt_len, k.output_len, k.instance,
-                       hash_ids=k.hash_ids, session=k.session) for k in due]
+                       hash_ids=k.hash_ids, session=k.session, priority=k.priority or 0,
+                       service_class="" if k.priority is None else f"priority {k.priority}") for k in due]
 
     def quiet_until(self, t0: float, limit: float) -> float:
         """The rack is idle at virtual ``t0``: wait until a client sends a request, the paced clock reaches

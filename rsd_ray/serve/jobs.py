@@ -34,6 +34,7 @@ class ServeContext:
     metrics: Any = None              # rsd_ray.serve.metrics.RackMetrics
     writer: Any = None               # rsd_ray.functional.writer.FunctionalWriter: real text (--model DIR)
     hash_block_tokens: int = 0       # prompts' chained block hashes, for prefix caching and routing (0: none)
+    by_priority: bool = False        # engine.scheduling_policy: priority (a request's ``priority`` is honoured)
     instance_ports: int | None = None    # instance i also listens on instance_ports + i
 
     @property
@@ -275,6 +276,9 @@ def _check(ctx: ServeContext, body, kind: str, instance: int | None, prompts: li
     refused = refused_field(body)
     if refused is not None:
         raise refused
+    if body.priority and not ctx.by_priority:
+        raise ApiError(400, f"Got priority {body.priority} but priority scheduling is not enabled: serve with "
+                            "--scheduling-policy priority", "priority")
     if ctx.writer is not None and body.logprobs is not None and body.logprobs is not False:
         raise ApiError(400, "logprobs are not computed in functional mode", "logprobs")
     if kind == "chat" and body.top_logprobs and not body.logprobs:
@@ -316,7 +320,8 @@ def admit(ctx: ServeContext, body, kind: str, instance: int | None, arrival_wall
                 hashes = chain_hashes(prompt.units, ctx.hash_block_tokens) if ctx.hash_block_tokens else ()
                 ticket = ctx.gateway.submit(prompt.length, out_len, -1 if instance is None else instance, max_tokens,
                                             arrival_wall, stops, pieces, body.user or "", hashes,
-                                            body.include_stop_str_in_output, body.n, k == 0)
+                                            body.include_stop_str_in_output, body.n, k == 0,
+                                            body.priority if ctx.by_priority else None)
                 choices.append(Choice(p * body.n + k, ticket, prompt, k == 0, pieces))
     except Refused as err:
         for c in choices:

@@ -11,6 +11,10 @@ last epoch's frames at scrape time. ``request_success`` counts every end: ``stop
 **RBLN's** ``RBLN_DEVICE_STATUS:*`` per card (``name`` = ``rbln<N>``, ``card``, ``hostname``,
 ``uuid``) are now-values: the card's state over the last telemetry interval.
 
+**By service class** (``--scheduling-policy priority``: each request's class is its priority):
+``rsd_ray_*_by_class_seconds`` histograms of every latency vLLM's set has per engine, labelled
+``service_class`` instead (a class's series appears with its first request).
+
 **The emulator's** ``rsd_ray_*``: the virtual clock, the pace, how far clients are behind it
 (``rsd_ray_lag_seconds`` = the rack's lag + the server's: its delivery delay or event-loop lag) and each
 of those.
@@ -90,6 +94,14 @@ class RackMetrics:
                                  "Histogram of time spent in PREFILL phase for request.", REQUEST_BUCKETS)
         self.decode = histogram("vllm:request_decode_time_seconds",
                                 "Histogram of time spent in DECODE phase for request.", REQUEST_BUCKETS)
+        self.by_class = {key: Histogram(f"rsd_ray_{key}_by_class_seconds", f"{what}, by service class.",
+                                        ["model_name", "service_class"], buckets=buckets, registry=r)
+                         for key, what, buckets in (
+                             ("time_to_first_token", "Time to first token", TTFT_BUCKETS),
+                             ("inter_token_latency", "Inter-token latency", ITL_BUCKETS),
+                             ("time_per_output_token", "Time per output token per request", ITL_BUCKETS),
+                             ("e2e_request_latency", "End-to-end request latency", REQUEST_BUCKETS),
+                             ("request_queue_time", "Time spent waiting", REQUEST_BUCKETS))}
         info = Gauge("vllm:cache_config_info", "Information of the LLMEngine CacheConfig",
                      sorted(cache_info) + ["engine"], registry=r)
         self.delivery = Histogram("rsd_ray_delivery_delay_seconds", "Wall seconds from a token's due time to its "
@@ -142,6 +154,21 @@ class RackMetrics:
                 at(self.inference).observe(times[-1] - record.scheduled)
         if record.scheduled is not None:
             at(self.queue).observe(record.scheduled - record.arrival)
+        if record.service_class:
+            self._by_class(record)
+
+    def _by_class(self, record) -> None:
+        h = {key: m.labels(self.model, record.service_class) for key, m in self.by_class.items()}
+        times = record.token_times
+        if times:
+            h["time_to_first_token"].observe(times[0] - record.arrival)
+            h["e2e_request_latency"].observe(times[-1] - record.arrival)
+            for a, b in zip(times, times[1:]):
+                h["inter_token_latency"].observe(b - a)
+            if len(times) > 1:
+                h["time_per_output_token"].observe((times[-1] - times[0]) / (len(times) - 1))
+        if record.scheduled is not None:
+            h["request_queue_time"].observe(record.scheduled - record.arrival)
 
     def request_errored(self, ticket) -> None:
         """The rack lost the request (no healthy instance could finish it): its instance is unknown here."""

@@ -69,6 +69,7 @@ class Sampling(BaseModel):
     ignore_eos: bool = False
     min_tokens: int = Field(0, ge=0)
     user: Optional[str] = None
+    priority: int = 0                                # vLLM's: lower is sooner (needs --scheduling-policy priority)
 
 
 class CompletionBody(Sampling):
@@ -119,7 +120,6 @@ NEEDS_WEIGHTS: dict[str, tuple] = {
     "audio": (_set, "audio output is not emulated"),
     "modalities": (lambda v: _set(v) and list(v) != ["text"], "only text output is emulated"),
     "return_tokens_as_token_ids": (_set, "the synthetic text has no token ids"),
-    "priority": (_set, "priority scheduling is not emulated (the rack schedules first come, first served)"),
     "lora_request": (_set, "LoRA adapters are not emulated"),
 }
 
