@@ -34,8 +34,8 @@ class ServeContext:
     metrics: Any = None              # rsd_ray.serve.metrics.RackMetrics
     writer: Any = None               # rsd_ray.functional.writer.FunctionalWriter: real text (--model DIR)
     hash_block_tokens: int = 0       # prompts' chained block hashes, for prefix caching and routing (0: none)
-    by_priority: bool = False        # engine.scheduling_policy: priority (a request's ``priority`` is honoured)
     instance_ports: int | None = None    # instance i also listens on instance_ports + i
+    by_priority: bool = False        # engine.scheduling_policy: priority (a request's ``priority`` is honoured)
 
     @property
     def fingerprint(self) -> str:

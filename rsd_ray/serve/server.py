@@ -116,7 +116,7 @@ class RackServer:
         self.ctx = ServeContext(self.gateway, model, max_len, len(self.controller.instance_server),
                                 Tokens(options.tokenizer), OutputLengths(spec.workload.output, max_len, spec.seed + 2),
                                 version, self.metrics, writer, spec.engine.hash_block_tokens if hashing else 0,
-                                options.instance_ports, spec.engine.scheduling_policy == "priority")
+                                options.instance_ports, by_priority=spec.engine.scheduling_policy == "priority")
         self.spec = spec
         self.outcome = None
         self.failed: BaseException | None = None
