@@ -40,13 +40,15 @@ def grid_epoch(t: float, epoch_s: float) -> int:
 
 
 def shared_cost(costs: dict, program: Program, device) -> StepCost:
-    """One cost model per distinct program (held in ``costs``), so groups that run the same commands
-    are priced together. Each program object's commands are compared once (hashing them is slow)."""
+    """One cost model per distinct program (held in ``costs``), so groups that run the same commands (and
+    hold experts picked alike) are priced together. Each program object's commands are compared once
+    (hashing them is slow)."""
     seen = costs.get(id(program))
     if seen is None:
-        if program.commands not in costs:
-            costs[program.commands] = StepCost(program, device)
-        seen = costs[id(program)] = (program, costs[program.commands])   # holding the program keeps its id
+        key = (program.commands, program.expert_shares)
+        if key not in costs:
+            costs[key] = StepCost(program, device)
+        seen = costs[id(program)] = (program, costs[key])   # holding the program keeps its id
     return seen[1]
 
 
