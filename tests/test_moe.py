@@ -151,3 +151,16 @@ def test_moe_decode_never_beats_dram_bandwidth_or_peak_flops():
 def _length(n):
     from rsd_ray.config import LengthSpec
     return LengthSpec(mean=n)
+
+
+def test_the_compile_report_prices_a_skewed_step_at_its_busiest_card():
+    """`rsd-ray compile` on a skewed Mixtral (INT4 weights, so TP 4 fits): each segment is the slowest rank's."""
+    from rsd_ray.report.plan import describe, example_shapes
+    spec = load_run(None, rack="atom-server", model="mixtral-8x7b", tp=4)
+    spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, quantization="w4a16", expert_skew=2.0))
+    d = describe(spec)
+    programs = [compile_program(spec.model, 4, r) for r in range(4)]
+    x = list(example_shapes(spec).values())[0]
+    every = np.array([StepCost(p, ATOM).segments(x)[0] for p in programs])
+    assert d["steps"][0]["compute_s"] == pytest.approx(every.max(axis=0).sum(), rel=1e-12)
+    assert d["steps"][0]["compute_s"] > every[0].sum() or int(np.argmax(programs[0].routing)) == 0

@@ -12,11 +12,11 @@ import numpy as np
 from rsd_ray.calibration import HostCost
 from rsd_ray.interconnect.collectives import sharers
 from rsd_ray.compiler import compile_plan, plan_memory
-from rsd_ray.compiler.formats import KV_CACHE_DTYPES, matmul_compute, weight_format
+from rsd_ray.compiler.formats import KV_CACHE_DTYPES, SCHEMES, matmul_compute, weight_format
 from rsd_ray.compiler.shard import weight_bytes_per_card
 from rsd_ray.config import ConfigError, RunSpec
-from rsd_ray.hardware.costmodel import peak_flops, runs_in
-from rsd_ray.hardware.costmodel import StepCost
+from rsd_ray.hardware.card_group import slowest
+from rsd_ray.hardware.costmodel import StepCost, peak_flops, runs_in
 from rsd_ray.engine.pricing import GroupSync
 from rsd_ray.interconnect.topology import Topology
 
@@ -42,8 +42,9 @@ def precision(spec: RunSpec, memory) -> dict:
         unquantised = {"weights": weight_bytes_per_card(dataclasses.replace(m, quantization="none"), spec.tp),
                        "num_blocks": None}
     return {"quantization": m.quantization, "weights": weight_format(m),
-            "group_size": m.quant_group_size if m.quantization in ("w8a16", "w4a16") else None,
-            "matmul_compute": compute, "matmul_runs_in": runs_in(dev, compute), "matmul_peak_tflops": peak_flops(dev, compute) / 1e12,
+            "group_size": m.quant_group_size if SCHEMES[m.quantization].grouped else None,
+            "matmul_compute": compute, "matmul_runs_in": runs_in(dev, compute),
+            "matmul_peak_tflops": peak_flops(dev, compute) / 1e12,
             "activations": m.dtype, "kv_cache": KV_CACHE_DTYPES[e.kv_cache_dtype] or m.dtype,
             "unquantised": unquantised,
             "quantised": {"weights": memory.weights, "num_blocks": memory.num_blocks}}
@@ -67,10 +68,11 @@ def describe(spec: RunSpec) -> dict:
     shared = sharers(topology, [list(g) for g in plan.placement.groups])
     program = plan.programs[0]
     cost = StepCost(program, spec.device)
+    ranks = tuple((StepCost(p, spec.device), 1.0) for p in plan.programs)   # a MoE's ranks may differ
     steps = []
     for name, x in example_shapes(spec).items():
         sync = GroupSync(program, group, topology, spec.compiler.collective, shared)
-        segments = cost.segments(x)           # every rank costs the same
+        segments = slowest(ranks, x[None])    # the group waits for its slowest card, segment by segment
         seconds, collectives = sync.run_steps(x[None], segments, HostCost.of(spec.engine, len(group)))
         took, collectives = float(seconds[0]), collectives[0]
         steps.append({"step": name, **cost.totals(x), "compute_s": float(segments[0].sum()),
