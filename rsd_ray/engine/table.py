@@ -119,7 +119,7 @@ class RequestTable:
         at = ends - output                               # each row's first token in ``flat``
         flat = self.times[np.repeat(self.offset[idx] - at, output) + np.arange(int(ends[-1]) if len(ends) else 0)]
         flat = flat.tolist()                             # every row's tokens read at once
-        out = []
+        out, classes = [], self.classes
         for r, rid, instance, arrival, prompt, max_tokens, preemptions, retries, a, b, first, priority in zip(
                 rows, self.rid[idx].tolist(), self.instance[idx].tolist(), self.arrival[idx].tolist(),
                 self.prompt[idx].tolist(), self.max_tokens[idx].tolist(), self.preemptions[idx].tolist(),
@@ -130,7 +130,7 @@ class RequestTable:
                                         max_tokens=max_tokens, token_times=times, preemptions=preemptions,
                                         finish=times[-1] if finished and times else None, retries=retries,
                                         error=None, scheduled=None if first != first else first,   # NaN: never
-                                        priority=priority, service_class=self.classes.get(r, "")))
+                                        priority=priority, service_class=classes.get(r, "") if classes else ""))
         return out
 
     def submit(self, r: int) -> Submit:

@@ -75,7 +75,8 @@ class StepCost:
         stacked = np.vstack([distinct[:, 0:5], distinct[:, 5:10], distinct[:, 10:15]])    # one pass for all three
         self.stacked = np.asfortranarray(stacked)
         self.launch = distinct[:, 15]
-        self.inv_flops = distinct[:, 16]               # per distinct command: its compute type's peak
+        per_type = distinct[:, 16]                     # per distinct command: its compute type's peak
+        self.inv_flops = per_type[0] if (per_type == per_type[0]).all() else per_type   # one type: a scalar
         self.expert_bytes = distinct[:, 17]
         self.shares = np.array(program.expert_shares) if expert.any() else None
         self.chunks = program.chunks
