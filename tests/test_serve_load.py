@@ -17,7 +17,8 @@ from tests.serve_helpers import LiveServer
 pytestmark = pytest.mark.slow
 
 REQUESTS, CONCURRENCY = 10_000, 200
-SCRAPE_EVERY_S, SCRAPE_LIMIT_S = 0.5, 1.0
+SCRAPE_EVERY_S, SCRAPE_LIMIT_S = 0.5, 2.0   # a scrape is answered while 200 streams run: on 2 cores the slowest
+                                            # took 0.95-1.07 s in CI runs, so 1 s was a coin toss; starved is inf
 ACCOUNTED_SHARE = 0.80    # the server's TTFT and its measured delays cover at least this share of the client's
 
 
