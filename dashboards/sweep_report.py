@@ -5,6 +5,7 @@ from collections import defaultdict
 
 from rich.console import Console
 from rsd_ray.dashboards.tables import Folding
+from rsd_ray.sweep.table import SCALING_AXES
 
 COLUMNS = (("cards", "{:,}"), ("window_output_throughput", "{:,.0f}"), ("scaling_efficiency", "{:.1%}"),
            ("output_tokens_per_s_per_watt", "{:.3f}"), ("p99_ttft_ms", "{:,.0f}"), ("p99_tpot_ms", "{:,.1f}"),
@@ -50,7 +51,7 @@ def render_capacity(results: list[dict], axes: list[str], console: Console) -> N
 
 
 def _scaling(axes: list[str]) -> bool:
-    return any(a in ("rack", "rack.servers") for a in axes)
+    return any(a in SCALING_AXES for a in axes)
 
 
 def _independent(rows: list[dict], axes: list[str]) -> list[str]:

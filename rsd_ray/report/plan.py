@@ -33,14 +33,12 @@ def precision(spec: RunSpec, memory) -> dict:
     """The number formats the plan uses, what the device computes the matmuls in, and the memory figures
     the formats changed beside those of the unquantised model (``compile`` shows what a format buys)."""
     m, e, dev = spec.model, spec.engine, spec.device
-    compute = matmul_compute(m)
+    compute, plain_model = matmul_compute(m), dataclasses.replace(m, quantization="none")
     try:
-        plain = plan_memory(dataclasses.replace(m, quantization="none"), spec.tp, dev,
-                            dataclasses.replace(e, kv_cache_dtype="auto"))
+        plain = plan_memory(plain_model, spec.tp, dev, dataclasses.replace(e, kv_cache_dtype="auto"))
         unquantised = {"weights": plain.weights, "num_blocks": plain.num_blocks}
     except ConfigError:                                   # only the formats make it fit at this TP
-        unquantised = {"weights": weight_bytes_per_card(dataclasses.replace(m, quantization="none"), spec.tp),
-                       "num_blocks": None}
+        unquantised = {"weights": weight_bytes_per_card(plain_model, spec.tp), "num_blocks": None}
     return {"quantization": m.quantization, "weights": weight_format(m),
             "group_size": m.quant_group_size if SCHEMES[m.quantization].grouped else None,
             "matmul_compute": compute, "matmul_runs_in": runs_in(dev, compute),
@@ -67,8 +65,8 @@ def describe(spec: RunSpec) -> dict:
     group = list(plan.placement.groups[0])
     shared = sharers(topology, [list(g) for g in plan.placement.groups])
     program = plan.programs[0]
-    cost = StepCost(program, spec.device)
     ranks = tuple((StepCost(p, spec.device), 1.0) for p in plan.programs)   # a MoE's ranks may differ
+    cost = ranks[0][0]
     steps = []
     for name, x in example_shapes(spec).items():
         sync = GroupSync(program, group, topology, spec.compiler.collective, shared)

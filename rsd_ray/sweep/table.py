@@ -13,6 +13,7 @@ from typing import Any
 from rsd_ray.sweep.runner import ROW_METRICS
 
 OPTIONAL_METRICS = ("prefix_cache_hit_rate",)     # present when the point's engine caches prefixes
+SCALING_AXES = ("rack", "rack.servers")           # axes that change the rack's size (scaling efficiency)
 
 
 def rows(results: list[dict], axes: list[str]) -> list[dict[str, Any]]:
@@ -31,7 +32,7 @@ def rows(results: list[dict], axes: list[str]) -> list[dict[str, Any]]:
         out.append(row)
     ran = [r for r in out if "error" not in r]
     for row in ran:
-        peers = [r for r in ran if all(r[a] == row[a] for a in axes if a not in ("rack", "rack.servers"))]
+        peers = [r for r in ran if all(r[a] == row[a] for a in axes if a not in SCALING_AXES)]
         base = min(peers, key=lambda r: r["cards"])
         per_card = base["window_output_throughput"] / base["cards"]
         row["ideal_output_throughput"] = per_card * row["cards"]
