@@ -184,9 +184,9 @@ class RayExecutor:
             return serve_on_ray(spec, options, version, lambda actor: body(RemoteServer(actor)), faults)
 
     @staticmethod
-    def split_model(path, tp: int, budget: int, timer=None):
+    def split_model(path, tp: int, budget: int, timer=None, beside_rack: bool = False):
         from rsd_ray.actors.shard_actor import split_on_ray
-        return split_on_ray(path, tp, budget, timer=timer)
+        return split_on_ray(path, tp, budget, timer=timer, resources={} if beside_rack else {"atom_card": 1})
 
     @staticmethod
     def card_memory(model) -> list[dict]:

@@ -36,11 +36,13 @@ class CardShardActor:
         return self.shard.memory()
 
 
-def split_on_ray(path, tp: int, budget: int, block_size: int = 16, timer=None):
-    """A SplitModel whose cards are actors (one ``atom_card`` each); Ray must be initialised."""
+def split_on_ray(path, tp: int, budget: int, block_size: int = 16, timer=None, resources=None):
+    """A SplitModel whose cards are actors (``resources`` each: one ``atom_card`` unless told); Ray must be
+    initialised. Their owner's end ends them (a command's Ray, or the rack's controller or serving actor)."""
     config = read_config(path)
     check_tp(config, tp)
-    cards = [CardShardActor.options(resources={"atom_card": 1}).remote(str(path), rank, tp, budget, block_size)
+    resources = {"atom_card": 1} if resources is None else resources
+    cards = [CardShardActor.options(resources=resources).remote(str(path), rank, tp, budget, block_size)
              for rank in range(tp)]
     try:
         ray.get([c.memory.remote() for c in cards])

@@ -75,6 +75,7 @@ def render(doc: dict, console: Console) -> None:
         t.add_row(*row)
     console.print(t)
     _classes(doc, console)
+    _pools(doc, console)
     cards = doc["cards"]
     if cards:
         hot = max(cards, key=lambda c: c["temperature_c"])
@@ -150,6 +151,29 @@ def _classes(doc: dict, console: Console) -> None:
     for name, c in classes.items():
         t.add_row(name, str(c["priority"]), f"{c['completed']:,}", *(f"{c[k]:,.0f}" for k in (
             "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "p99_e2el_ms")))
+    console.print(t)
+
+
+def _pools(doc: dict, console: Console) -> None:
+    """A disaggregated rack: each pool's load, and where the time to first token went."""
+    split = doc.get("disaggregation")
+    if not split:
+        return
+    t = Folding(title=f"prefill / decode pools (KV moved {split['kv_transfer'].replace('_', ' ')}: "
+                      f"{split['kv_bytes'] / 1e9:,.2f} GB, {split['handed_off']:,} requests)")
+    for col in ("pool", "instances", "cards", "busy", "steps", "computed tok", "output tok"):
+        t.add_column(col, justify="right")
+    for name, p in split["pools"].items():
+        t.add_row(name, f"{p['instances']:,}", f"{p['cards']:,}", f"{p['utilisation']:.0%}", f"{p['steps']:,}",
+                  f"{p['computed_tokens']:,}", f"{p['output_tokens']:,}")
+    console.print(t)
+    parts = split["ttft_parts"]
+    t = Folding(title="time to first token, part by part (ms)")
+    for col in ("part", "mean", "median", "p90", "p99"):
+        t.add_column(col, justify="right")
+    for part, what in (("queue", "queue for prefill"), ("prefill", "prefill"), ("transfer", "KV transfer"),
+                       ("wait", "handoff and decode queue"), ("step", "first decode step")):
+        t.add_row(what, *(f"{parts[f'{k}_ttft_{part}_ms']:,.1f}" for k in ("mean", "median", "p90", "p99")))
     console.print(t)
 
 

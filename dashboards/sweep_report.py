@@ -10,10 +10,13 @@ from rsd_ray.sweep.table import SCALING_AXES
 COLUMNS = (("cards", "{:,}"), ("window_output_throughput", "{:,.0f}"), ("scaling_efficiency", "{:.1%}"),
            ("output_tokens_per_s_per_watt", "{:.3f}"), ("p99_ttft_ms", "{:,.0f}"), ("p99_tpot_ms", "{:,.1f}"),
            ("refused", "{:,}"))
-OPTIONAL_COLUMNS = (("prefix_cache_hit_rate", "{:.1%}"),)     # shown when a point reports it
+OPTIONAL_COLUMNS = (("prefix_cache_hit_rate", "{:.1%}"), ("prefill_busy", "{:.0%}"),   # shown when a point
+                    ("decode_busy", "{:.0%}"))                                         # reports it
 SCALING_ONLY = ("scaling_efficiency",)     # against the fewest cards: only when the rack's size is an axis
 HEADERS = {"model.quantization": "weights", "engine.kv_cache_dtype": "KV", "prefix_cache_hit_rate": "prefix hits", "window_output_throughput": "out tok/s", "scaling_efficiency": "efficiency",
-           "output_tokens_per_s_per_watt": "tok/s/W", "p99_ttft_ms": "TTFT p99 ms", "p99_tpot_ms": "TPOT p99 ms"}
+           "output_tokens_per_s_per_watt": "tok/s/W", "p99_ttft_ms": "TTFT p99 ms", "p99_tpot_ms": "TPOT p99 ms",
+           "prefill_busy": "P busy", "decode_busy": "D busy", "router.prefill_instances": "prefill inst",
+           "router.kv_transfer": "KV sent"}
 
 
 def render(rows: list[dict], axes: list[str], console: Console, title: str = "sweep") -> None:

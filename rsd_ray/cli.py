@@ -12,7 +12,8 @@ import sys
 from contextlib import nullcontext, redirect_stdout
 
 from rsd_ray import signals
-from rsd_ray.config import ConfigError, EngineSpec, ModelSpec, RunSpec, WorkloadSpec, load_run, presets, replace
+from rsd_ray.config import (ConfigError, EngineSpec, ModelSpec, RouterSpec, RunSpec, WorkloadSpec, load_run, presets,
+                            replace)
 from rsd_ray.config.arguments import finite, writable
 from rsd_ray.config.schema import choices, read_spec
 from rsd_ray.plugins import renderer
@@ -101,6 +102,11 @@ def _load_args(p: argparse.ArgumentParser, epoch_default: float = 0.05) -> None:
                    help="offline, as `vllm bench throughput`: this many requests all at t = 0, run until the last "
                         "finishes (throughput over the makespan)")
     p.add_argument("--input-len", type=finite(int), help="every prompt this many tokens (fixed)")
+    p.add_argument("--prefill-instances", type=finite(int, lo=0), help="disaggregated prefill and decode: the "
+                   "first this many instances prefill, the rest decode, the KV cache moved between them over the "
+                   "links (router.prefill_instances; 0: aggregated)")
+    p.add_argument("--kv-transfer", choices=choices(RouterSpec, "kv_transfer"), help="disaggregated: the KV cache "
+                   "moves after the prefill (vLLM, Dynamo) or layer by layer as it is computed (Splitwise)")
     p.add_argument("--output-len", type=finite(int), help="every answer this many tokens (fixed)")
 
 
@@ -182,6 +188,10 @@ def _spec(args) -> RunSpec:
             raise ConfigError("command line", "--quantization", args.quantization, "a checkpoint's weights are in "
                               "its own format: write a quantised one with rsd-ray make-model --quantize")
         spec = replace(spec, "command line", model=replace(spec.model, "--quantization", quantization=args.quantization))
+    pools = {name: getattr(args, name) for name in ("prefill_instances", "kv_transfer")
+             if getattr(args, name, None) is not None}
+    if pools:
+        spec = replace(spec, "command line", router=replace(spec.router, "--prefill-instances", **pools))
     trace = spec.workload.trace
     if trace is not None:              # every row read now: a bad one is refused before anything runs
         from rsd_ray.workload.trace_readers import check

@@ -61,7 +61,7 @@ class InlineExecutor:
         return body(RackServer(spec, "inline", options, version, faults))
 
     @staticmethod
-    def split_model(path, tp: int, budget: int, timer=None):
+    def split_model(path, tp: int, budget: int, timer=None, beside_rack: bool = False):
         from rsd_ray.config.checkpoint import read_config
         from rsd_ray.functional.split import SplitModel, card_shards
         return SplitModel(read_config(path), card_shards(path, tp, budget), timer=timer)

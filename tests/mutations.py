@@ -27,6 +27,7 @@ FORMATS = ["tests/test_formats.py"]
 MOE = ["tests/test_moe.py"]
 FUNCTIONAL = ["tests/test_functional.py"]
 CLASSES = ["tests/test_classes.py"]
+DISAGGREGATION = ["tests/test_disaggregation.py"]
 CONFIG = ["tests/test_config.py", "tests/test_open_rack.py", "tests/test_sweep.py", "tests/test_rules.py"]
 WRONG = [
  ("rsd_ray/engine/kv_blocks.py", "return -(-tokens // block_size)", "return tokens // block_size"),
@@ -104,7 +105,7 @@ WRONG = [
  ("rsd_ray/report/metrics.py", "- c.arrival.min())", "- 0.0)", FIDELITY),
  ("rsd_ray/interconnect/topology.py", "if self.rack.fabric and a != b", "if False and a != b", FIDELITY),
  ("rsd_ray/interconnect/collectives.py", "(COLLECTIVE_FIXED_S if len(group) > 1 else 0.0)", "0.0", FIDELITY),
- ("rsd_ray/engine/scheduler.py", "if self.reserve and (self._joining(", "if False and (self._joining(", FIDELITY),
+ ("rsd_ray/engine/scheduler.py", "if self.reserve and (blocks_to_add(", "if False and (blocks_to_add(", FIDELITY),
  ("rsd_ray/calibration.py", "np.maximum(host, device_s) if self.overlap", "host + device_s if self.overlap", FIDELITY),
  ("rsd_ray/calibration.py", "(V0_TP_STEP_S if driven else 0.0)", "0.0", FIDELITY),
  ("rsd_ray/calibration.py", "+ (V0_HOST_PER_SEQ_S if v0 else 0.0)", "", FIDELITY),
@@ -127,7 +128,7 @@ WRONG = [
   "            if True:\n                self.holders[h] = 1", PREFIX),
  ("rsd_ray/engine/scheduler.py", "blocks_to_add(computed, n, t.blocks[safe] + t.shared[safe], self.block)",
   "blocks_to_add(computed, n, t.blocks[safe], self.block)", PREFIX),
- ("rsd_ray/engine/scheduler.py", "cached // self.block, self.block) + reclaim", "cached // self.block, self.block)", PREFIX),
+ ("rsd_ray/engine/scheduler.py", "+ reclaim + sum(map(self._to_finish", "+ sum(map(self._to_finish", PREFIX),
  ("rsd_ray/engine/scheduler.py", "own + reclaim > self.free[i]", "own > self.free[i]", PREFIX),
  ("rsd_ray/engine/scheduler.py", "t.blocks[r] -= len(taken) * cache.size", "pass", PREFIX),
  ("rsd_ray/engine/scheduler.py", "self.caches[i].trim(int(self.free[i]))", "pass", PREFIX),
@@ -160,14 +161,15 @@ WRONG = [
   "if not stop or not self.quiet_until > t_end:", RAY_HOSTS),
  ("rsd_ray/rack/controller.py", "limit = min(limit, self.faults.pending[0].at_s)\n        every = self._telemetry_every(needs, idle=False)",
   "limit = limit\n        every = self._telemetry_every(needs, idle=False)", ORACLE),
- ("rsd_ray/rack/controller.py", 'return "answer" if getattr(self.source, "follows_answers", False) else ""', 'return ""', ORACLE),
+ ("rsd_ray/rack/controller.py", 'if self.handoffs or (getattr(self.source, "follows_answers", False) and',
+  'if self.handoffs or (False and', ORACLE),
  ("rsd_ray/rack/controller.py", "min(next_arrival(t_end), end - 1e-9)", "end - 1e-9", ORACLE),
  ("rsd_ray/hardware/card.py", "and hottest < limits.throttle_c", "", ORACLE),
  ("rsd_ray/hardware/power.py", "(temp - steady) * math.exp(-s / tau)", "(temp - steady) * math.exp(-s * tau)"),
  ("rsd_ray/hardware/card_group.py", "epoch = grid_epoch(start, self.epoch_s)", "epoch = grid_epoch(start, 10 * self.epoch_s)",
   ["tests/test_card.py"]),
- ("rsd_ray/engine/scheduler.py", "int(t.prompt[r] + t.max_tokens[r]) - cached, reclaim)",
-  "int(t.prompt[r] + t.max_tokens[r]) - cached, 0)", PREFIX),
+ ("rsd_ray/engine/scheduler.py", "held = 0 if ready else cached // self.block", "held = cached // self.block",
+  DISAGGREGATION),
  ("rsd_ray/serve/jobs.py", "hashes = chain_hashes(prompt.units, ctx.hash_block_tokens) if ctx.hash_block_tokens else ()",
   "hashes = ()", PREFIX),
  ("rsd_ray/engine/prefix_cache.py", "blake2b(prev + block,", "blake2b(block,", PREFIX),
@@ -250,6 +252,22 @@ WRONG = [
  ("rsd_ray/engine/scheduler.py", "return keys.index(max(keys))", "return n - 1", CLASSES),
  ("rsd_ray/engine/scheduler.py", "                    budget += n_of.pop(slot)\n", "", CLASSES),
  ("rsd_ray/workload/classes.py", "size=len(new), p=self.shares)", "size=len(new))", CLASSES),
+ # disaggregated prefill and decode: the KV move on the links, the prompt handed over, each pool's work
+ ("rsd_ray/interconnect/transfers.py", "start = max([ready] + [self.free_at[link.name] for link in path])",
+  "start = ready", DISAGGREGATION),
+ ("rsd_ray/interconnect/transfers.py", "nbytes / min(link.bandwidth for link in path)",
+  "nbytes / max(link.bandwidth for link in path)", DISAGGREGATION),
+ ("rsd_ray/interconnect/transfers.py", "return done + sum(link.latency for link in path)", "return done", DISAGGREGATION),
+ ("rsd_ray/rack/handoff.py", "(end - start) * (k + 1) / self.layers", "(end - start) * k / self.layers", DISAGGREGATION),
+ ("rsd_ray/rack/handoff.py", "kv_tokens=sub.prompt_len - 1", "kv_tokens=0", DISAGGREGATION),
+ ("rsd_ray/rack/handoff.py", "return sub.replaced(max_tokens=1, token_times=())", "return sub", DISAGGREGATION),
+ ("rsd_ray/rack/handoff.py", "sub.replaced(max_tokens=accepted.max_tokens) if accepted else sub",
+  "accepted or sub", DISAGGREGATION),
+ ("rsd_ray/engine/scheduler.py", "((), ready, 0) if ready else", "((), 0, 0) if ready else", DISAGGREGATION),
+ ("rsd_ray/router/__init__.py", "random.Random(seed + k)) for k in range(pools)]",
+  "random.Random(seed + k)) for k in range(pools)][:1] * pools", DISAGGREGATION),
+ ("rsd_ray/rack/controller.py", "                    self.handoffs.transfers.degrade(c.name, c.value)\n", "",
+  ["tests/test_disaggregation.py::test_a_disaggregated_run_on_ray_equals_inline"]),
 ]
 HANG_S = 300
 TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_engine_oracle.py"]

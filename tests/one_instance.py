@@ -39,9 +39,10 @@ class OneInstance:
         self.sched = Scheduler(engine, [num_blocks], self.table, caches)
         self.rows: dict[int, int] = {}
 
-    def add(self, rid: int, prompt: int, max_tokens: int, hash_ids=(), priority: int = 0, arrival: float = 0.0) -> None:
+    def add(self, rid: int, prompt: int, max_tokens: int, hash_ids=(), priority: int = 0, arrival: float = 0.0,
+            kv_tokens: int = 0) -> None:
         self.rows[rid] = self.table.add([Submit(rid, arrival, prompt, max_tokens, 0, hash_ids=tuple(hash_ids),
-                                                priority=priority)])[0]
+                                                priority=priority, kv_tokens=kv_tokens)])[0]
         self.sched.add_pending(0, self.rows[rid])
         self.sched.admit_arrived(0, arrival)
 

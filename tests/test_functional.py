@@ -119,16 +119,6 @@ def test_a_checkpoint_too_big_for_a_card_is_refused_with_the_numbers(gqa):
         card_shards(gqa, 3, GIB)
 
 
-def moved(timer, received: list[dict]) -> dict[str, float]:
-    """Bytes each link really carried: what every card took from each other card, along their path."""
-    out = {}
-    for dst, by_src in enumerate(received):
-        for src, nbytes in by_src.items():
-            for link in timer.topology.card_path(timer.cards[int(src)], timer.cards[dst]):
-                out[link.name] = out.get(link.name, 0) + nbytes
-    return out
-
-
 @pytest.mark.parametrize("tp", [2, 4, 8])
 def test_the_bytes_moved_per_link_are_the_bytes_the_link_model_charges(gqa, tp):
     """Per step (a prefill of three prompts, then a decode step), the partial sums the cards exchanged,
@@ -140,7 +130,7 @@ def test_the_bytes_moved_per_link_are_the_bytes_the_link_model_charges(gqa, tp):
     model = SplitModel(ckpt.config, card_shards(gqa, tp, GIB), timer=timer)
     for batch in ([(i, p, 0) for i, p in enumerate(PROMPTS)], [(i, [3], len(p)) for i, p in enumerate(PROMPTS)]):
         model.step(batch)
-        assert moved(timer, [c.received for c in model.cards]) == timer.card_to_card_bytes()
+        assert timer.received_bytes([c.received for c in model.cards]) == timer.card_to_card_bytes()
         assert model.host_bytes == [timer.host_bytes()[c] for c in timer.cards]
     sends = 2 * (1 + 2 * 2) * (tp - 1)                   # 2 steps x (embedding + 2 per layer) x peers
     assert sum(model.cards[0].received.values()) == sends / 2 * 64 * 4 * (28 + 3)    # h fp32 x tokens
@@ -227,6 +217,33 @@ def test_serve_with_a_checkpoint_answers_with_the_models_own_text(gqa, tmp_path)
         assert chat.usage.completion_tokens == 5 and chat.choices[0].message.content
     finally:
         live.stop()
+
+
+@pytest.mark.slow
+def test_a_functional_serve_on_ray_writes_on_card_actors_that_receive_what_the_link_model_charges(gqa, tmp_path):
+    """`rsd-ray serve --model DIR` on Ray: the text is written by four card actors (beside the rack's card
+    actors) that hand each other their partial sums as Ray objects; the answer is the reference's greedy
+    text, and the results hold, link by link, the bytes the cards received equal to the bytes the link
+    model charged for the same steps."""
+    from tests.serve_helpers import LiveServer, openai_client
+    ckpt = load(gqa)
+    prompt = "Hello, rack"
+    ids = ckpt.tokenizer.encode(prompt).ids
+    want = reference.greedy(ckpt.config, ckpt.weights, ids, 10)
+    if ckpt.config.eos_token_id in want:
+        want = want[:want.index(ckpt.config.eos_token_id) + 1]
+    live = LiveServer(tmp_path, "--model", str(gqa), "--tp", "4", "--rack", "mini", "--served-model-name", "tiny",
+                      executor="ray")
+    try:
+        client = openai_client(live.base)
+        whole = client.completions.create(model="tiny", prompt=prompt, max_tokens=10)
+        assert whole.choices[0].text == ckpt.tokenizer.decode(want)
+    finally:
+        code, doc = live.stop()
+    assert code == 143 and doc["emulator"]["executor"] == "ray"       # SIGTERM: 128 + 15, results saved
+    moved = doc["functional"]["link_bytes"]
+    assert moved["received"] == moved["link_model"]
+    assert sum(moved["received"].values()) > 0 and set(moved["received"]) >= {"card1->sw0.0", "sw0.0->card0"}
 
 
 def test_the_timer_and_the_split_check_tp_against_the_checkpoint_not_a_preset(tmp_path):

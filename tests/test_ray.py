@@ -411,7 +411,6 @@ def test_functional_cards_on_ray_pass_partial_sums_card_to_card_and_match_the_re
     from rsd_ray.functional.split import SplitModel, card_shards
     from tests.test_functional import GIB, PROMPTS
     from rsd_ray.functional.timing import StepTimer
-    from tests.test_functional import moved
     make_model(tmp_path, layers=2, hidden=64, heads=8, kv_heads=2, intermediate=128, vocab=300, seed=1)
     ckpt = load(tmp_path)
     timer = StepTimer(ckpt.config, "gqa", tp)
@@ -428,7 +427,7 @@ def test_functional_cards_on_ray_pass_partial_sums_card_to_card_and_match_the_re
         import ray
         held = ray.get([c.memory.remote() for c in on_ray.cards])
         assert [h["rank"] for h in held] == list(range(tp))
-        assert moved(timer, [h["received"] for h in held]) == timer.card_to_card_bytes()   # what Ray moved
+        assert timer.received_bytes([h["received"] for h in held]) == timer.card_to_card_bytes()   # what Ray moved
         assert all(h["weights"] < sum(w.nbytes for w in ckpt.weights.values()) / tp * 1.2 for h in held)
     finally:
         import ray

@@ -263,6 +263,13 @@ class RouterSpec:
                                                     "request and streamed token passes through, and the network "
                                                     "to the instance's server (0: requests reach their instance "
                                                     "at no cost)")
+    prefill_instances: Int = Field(0, ge=0, description="disaggregated prefill and decode (rack/handoff.py): the "
+                                                        "first this many instances prefill, the rest decode; 0: "
+                                                        "every instance does both")
+    kv_transfer: Literal["after_prefill", "layerwise"] = Field(
+        "after_prefill", description="when a prefilled request's KV cache starts to move to its decode instance: "
+                                     "after its prefill (vLLM's NixlConnector, Dynamo) or layer by layer while it "
+                                     "is computed (Splitwise, Mooncake)")
 
     @model_validator(mode="after")
     def _known_policy(self):

@@ -2,7 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
+
+
+class Handoff(NamedTuple):
+    """A disaggregated request's prefill and the move of its KV cache to its decode instance
+    (``rack/handoff.py``): where and when it was prefilled, when its KV cache had arrived, and its bytes."""
+    instance: int                     # the prefill instance
+    scheduled: float                  # its prefill's first step started
+    prefilled: float                  # its prefill's last step ended (the prompt's KV cache complete)
+    ready: float                      # its KV cache had reached the decode instance's cards
+    kv_bytes: int                     # KV bytes moved, over every card
 
 
 @dataclass(frozen=True)
@@ -21,6 +31,7 @@ class RequestRecord:
     scheduled: Optional[float] = None  # first scheduled (on its last instance): queue time = scheduled - arrival
     priority: int = 0                 # its scheduling priority (vLLM's: lower is sooner)
     service_class: str = ""           # the workload class it was drawn from ("": the only one)
+    handoff: Optional[Handoff] = None  # disaggregated: its prefill elsewhere and the move of its KV cache
 
     @property
     def output_len(self) -> int:
@@ -51,6 +62,7 @@ class Submit:
     session: str = ""                 # its session (OpenAI's ``user``, a conversation id), for session affinity
     priority: int = 0                 # its scheduling priority (vLLM's: lower is sooner)
     service_class: str = ""           # the workload class it was drawn from ("": the only one)
+    kv_tokens: int = 0                # prompt tokens whose KV cache arrives with it (a disaggregated decode)
 
     def record(self, error: str | None = None) -> RequestRecord:
         """What it leaves behind when it ends here, unfinished (or errored, with ``error``)."""

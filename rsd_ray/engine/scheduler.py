@@ -228,31 +228,30 @@ class Scheduler:
         each one's tokens go in its new running slot of ``tokens``."""
         t, waiting = self.table, self.waiting[i]
         while waiting and budget > 0 and self.nrun[i] < self.max_seqs:
-            r = waiting[0]                        # holds no blocks: it starts from its cached prefix, if any
-            hits, cached, reclaim = self._cached_prefix(i, r)
+            r = waiting[0]                        # holds no blocks: it starts from its cached prefix, if any,
+            ready = int(t.ready[r])               # or from the KV cache that came with it (disaggregated)
+            hits, cached, reclaim = ((), ready, 0) if ready else self._cached_prefix(i, r)
+            held = 0 if ready else cached // self.block
             lacking = int(t.prompt[r] + t.output[r]) - cached
             n = min(lacking, budget)
-            own = self._joining(cached, n, 0)
+            own = blocks_to_add(cached, n, held, self.block)
             if (n < lacking and not self.chunked) or own + reclaim > self.free[i]:
                 break
-            if self.reserve and (self._joining(cached, int(t.prompt[r] + t.max_tokens[r]) - cached, reclaim)
-                                 + sum(map(self._to_finish, self.run[i, :self.nrun[i]])) > self.free[i]):
+            if self.reserve and (blocks_to_add(cached, int(t.prompt[r] + t.max_tokens[r]) - cached, held, self.block)
+                                 + reclaim + sum(map(self._to_finish, self.run[i, :self.nrun[i]])) > self.free[i]):
                 break
             waiting.popleft()
             t.state[r] = State.RUNNING
             tokens[self.nrun[i]] = n
             self.run[i, self.nrun[i]] = r
             self.nrun[i] += 1
-            if self.caches:
+            if self.caches and not ready:
                 self._pin(i, r, hits, cached, reclaim)
+            if ready:                             # its KV cache is here: those tokens are computed (once:
+                t.computed[r], t.ready[r] = ready, 0   # preempted, it recomputes them like any request)
             t.blocks[r] += own
             self.free[i] -= own
             budget -= n
-
-    def _joining(self, cached: int, tokens: int, reclaim: int) -> int:
-        """KV blocks a waiting row takes to join with ``cached`` tokens found cached (whole blocks) and
-        ``tokens`` more: its own new blocks, and the free cached blocks it pins."""
-        return blocks_to_add(cached, tokens, cached // self.block, self.block) + reclaim
 
     def _cached_prefix(self, i: int, r: int) -> tuple[tuple[int, ...], int, int]:
         """Row ``r``'s cached leading blocks on instance ``i``: (hashes, tokens, KV blocks pinning them takes)."""

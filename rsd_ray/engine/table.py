@@ -15,7 +15,7 @@ import numpy as np
 from rsd_ray.engine.request import RequestRecord, Submit
 
 INT_COLUMNS = ("rid", "prompt", "max_tokens", "computed", "output", "blocks", "shared", "preemptions", "retries",
-               "instance", "offset", "reported", "state", "priority")
+               "instance", "offset", "reported", "state", "priority", "ready")
 
 
 class State(IntEnum):
@@ -91,6 +91,7 @@ class RequestTable:
         self.retries[idx] = [s.retries for s in subs]
         self.instance[idx] = [s.instance for s in subs]
         self.priority[idx] = [s.priority for s in subs]
+        self.ready[idx] = [s.kv_tokens for s in subs]
         self.scheduled[idx] = np.nan
         self.output[idx] = self.reported[idx] = done
         self.computed[idx] = self.blocks[idx] = self.shared[idx] = 0

@@ -37,8 +37,10 @@ class FunctionalSource:
         return subs
 
     def functional(self) -> dict:
-        """The results' ``functional`` part: the checkpoint, tokens computed and the first requests' text."""
-        return {"checkpoint": self.writer.checkpoint, "tokens_computed": self.tokens, "samples": self.samples}
+        """The results' ``functional`` part: the checkpoint, tokens computed, the first requests' text, and
+        the partial sums' bytes on each link (received by the cards, and charged by the link model)."""
+        return {"checkpoint": self.writer.checkpoint, "tokens_computed": self.tokens, "samples": self.samples,
+                "link_bytes": self.writer.link_bytes()}
 
     def __getattr__(self, name):
         return getattr(self.workload, name)

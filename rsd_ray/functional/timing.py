@@ -53,6 +53,16 @@ class StepTimer:
         """Bytes the collectives put on each directed link so far."""
         return {name: b for name, b in self.sync.link_bytes().items() if b}
 
+    def received_bytes(self, received: list[dict]) -> dict[str, float]:
+        """Bytes each link really carried: what every card took from each other card (``received``, each
+        card's by source rank, as ``CardShard.memory`` says), laid on the links of their path."""
+        out: dict[str, float] = {}
+        for dst, by_src in enumerate(received):
+            for src, nbytes in by_src.items():
+                for link in self.topology.card_path(self.cards[int(src)], self.cards[dst]):
+                    out[link.name] = out.get(link.name, 0) + nbytes
+        return out
+
     def host_bytes(self) -> dict[int, float]:
         """Each card's External HDMA bytes (token ids in, logits out) so far."""
         return {f.card: f.host_link_bytes for f in self.group.frames(self.clock)}

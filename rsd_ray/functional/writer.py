@@ -1,27 +1,32 @@
-"""Real text for `rsd-ray serve --model DIR`: the split model writes each continuation as its request
-arrives, and the rack times it token by token as in performance mode.
+"""Real text for `rsd-ray run` and `rsd-ray serve` with `--model DIR`: the split model writes each
+continuation as its request arrives, and the rack times it token by token as in performance mode.
 
 The text is known when the request is admitted (as performance mode's synthetic words are), so the
 output length is the model's own: up to its EOS token (kept, with no text, as vLLM counts it) or
-``max_tokens``. The weights run on the serving process's split cards (``SplitModel`` inline); the
-rack's virtual timing is the one performance mode gives those shapes.
+``max_tokens``. The weights run on card shards the executor makes (``split_model``): on Ray one card
+actor a rank beside the rack's card actors, their partial sums handed to each other as Ray objects; inline
+plain objects. Every step is also priced on the link model (``timing.StepTimer``), so the results can
+hold what the cards really received against what the link model charges, link by link. The rack's
+virtual timing is the one performance mode gives the requests' shapes.
 """
 from __future__ import annotations
 
 import threading
 
 from rsd_ray.functional.checkpoint import load
-from rsd_ray.functional.split import SplitModel, card_shards
+from rsd_ray.functional.timing import StepTimer
 
 CHAT_TEMPLATE = ("<|begin_of_text|>", "{role}: {content}\n", "assistant: ")   # a plain template: no chat headers
 
 
 class FunctionalWriter:
-    def __init__(self, path, tp: int, budget: int):
+    def __init__(self, path, tp: int, budget: int, executor):
+        """``executor``: the rack's executor class (its ``split_model`` and ``card_memory``)."""
         ckpt = load(path)
-        self.checkpoint = path
+        self.checkpoint, self.executor = path, executor
         self.tokenizer, self.eos = ckpt.tokenizer, ckpt.config.eos_token_id
-        self.model = SplitModel(ckpt.config, card_shards(path, tp, budget))
+        self.timer = StepTimer(ckpt.config, ckpt.path.name, tp)
+        self.model = executor.split_model(path, tp, budget, timer=self.timer, beside_rack=True)
         self.fingerprint = f"rsd-ray-functional-mode:{ckpt.path.name}:tp{tp}"
         self.lock = threading.Lock()                     # HTTP and gRPC handlers may write at once
 
@@ -49,3 +54,10 @@ class FunctionalWriter:
             pieces.append(text[len(before):] if text.startswith(before) else text)
             before = text
         return pieces
+
+    def link_bytes(self) -> dict[str, dict[str, float]]:
+        """The partial sums' bytes on each link: what the cards received, and what the link model charged."""
+        with self.lock:
+            received = [card["received"] for card in self.executor.card_memory(self.model)]
+            return {"received": self.timer.received_bytes(received), "link_model": self.timer.card_to_card_bytes()}
+

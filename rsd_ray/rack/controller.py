@@ -26,6 +26,7 @@ from rsd_ray.rack.epoch import Control, EpochIn, EpochOut, Kind, Needs, Submit
 from rsd_ray.rack.executor import host_setups
 from rsd_ray.rack.faults import FaultSchedule
 from rsd_ray.rack.frontend import Frontend
+from rsd_ray.rack.handoff import Handoffs
 from rsd_ray.rack.host import ABORTED
 from rsd_ray.rack.ledger import RequestLedger
 from rsd_ray.rack.outcome import Outcome, RunLog
@@ -53,9 +54,11 @@ class Controller:
         self.links = {l.name: (l.kind, l.bandwidth) for l in self.topology.links.values()}   # as built
         setups = host_setups(spec, self.topology, self.plan)
         self.executor = get_executor(executor)(spec, self.plan, setups, topology=self.topology, **executor_options)
-        self.router = Router(spec.router, len(self.instance_server), spec.seed)
+        self.handoffs = Handoffs(spec, self.plan, self.topology) if spec.router.prefill_instances else None
+        self.router = Router(spec.router, len(self.instance_server), spec.seed, pools=2 if self.handoffs else 1)
+        self.decodes: list[Submit] = []           # handed off to the decode pool, for the next epoch's hosts
         self.frontend = Frontend(spec.router.gateway_cores, self.topology) if spec.router.gateway_cores else None
-        self.source = source or request_source(spec)
+        self.source = source or request_source(spec, type(self.executor))
         self.ledger, self.faults, self.log = RequestLedger(self.source), FaultSchedule(), RunLog()
         self.duration_s, self.drain_s = spec.duration_s, spec.drain_s
         self.offline = getattr(self.source, "offline", False)
@@ -117,6 +120,9 @@ class Controller:
         arrivals: dict[int, list[Submit]] = defaultdict(list)
         for sub in self.ledger.new_epoch():
             self._place(sub, arrivals, force=True)
+        for sub in self.decodes:
+            arrivals[self.instance_server[sub.instance]].append(sub)
+        self.decodes = []
         full, refused = False, []
         for sub in self.source.arrivals(t0, min(t_end, end)) if t0 < end else []:
             if (full and sub.instance < 0) or not self._place(sub, arrivals, force=self.offline):
@@ -127,6 +133,10 @@ class Controller:
         window = not self.log.window_cards and t_end >= end - 1e-9 and not self.offline   # offline: the whole run
         every = self._telemetry_every(needs, idle=self.ledger.idle and not arrivals)
         controls, self.controls = tuple(self.controls + self.faults.due(t_end)), []
+        if self.handoffs:                                 # the KV moves see a degraded link as the hosts do
+            for c in controls:
+                if c.kind == Kind.LINK:
+                    self.handoffs.transfers.degrade(c.name, c.value)
         faulted = any(c.kind != Kind.ABORT for c in controls)     # a lost card reads lost at once
         telemetry = window or faulted or bool(every and (self.epochs == 0 or t_end // every > t0 // every))
         if not (arrivals or controls or telemetry) and self.ledger.idle:
@@ -139,7 +149,7 @@ class Controller:
                 quiet="" if self._one_host else self._stop_kind(t_end)))
         self.t, self.quiet_until = out.t_end, out.quiet_until
         self.epochs = self.epochs + 1 if out.t_end <= t_end else grid_epoch(out.t_end, self.spec.epoch_s)
-        self._book(out, window)
+        out = self._book(out, window)
         return dataclasses.replace(out, errored=self.ledger.take_errored(), healthy=tuple(self.router.healthy.tolist()))
 
     @property
@@ -163,7 +173,7 @@ class Controller:
             return t_end, ""
         epoch, end = self.spec.epoch_s, self.duration_s
         stop = self._stop_kind(t_end)
-        draining = stop == "empty"
+        draining = t_end >= end - 1e-9
         limit = min(t_end + SKIP_MAX_S, end + self.drain_s if draining else min(next_arrival(t_end), end - 1e-9))
         if self.faults.pending:
             limit = min(limit, self.faults.pending[0].at_s)
@@ -178,10 +188,11 @@ class Controller:
         return (horizon, stop) if horizon > t_end else (t_end, "")
 
     def _stop_kind(self, t_end: float) -> str:
-        """What ends a run over quiet epochs early: draining, an empty rack; in a closed loop, a finish."""
-        if t_end >= self.duration_s - 1e-9:
-            return "empty"
-        return "answer" if getattr(self.source, "follows_answers", False) else ""
+        """What ends a run over quiet epochs early: in a closed loop or a disaggregated rack (a prefill
+        that ends brings a decode), a finish; draining, an empty rack."""
+        if self.handoffs or (getattr(self.source, "follows_answers", False) and t_end < self.duration_s - 1e-9):
+            return "answer"
+        return "empty" if t_end >= self.duration_s - 1e-9 else ""
 
     @staticmethod
     def _telemetry_every(needs: Needs, idle: bool) -> float | None:
@@ -213,7 +224,9 @@ class Controller:
     def _place(self, sub: Submit, arrivals, force: bool = False) -> bool:
         """Route one request at the arrival time its source gave it; a new request that names its instance
         (a per-instance endpoint) goes there or is refused. ``force``: it must go somewhere, or it errors."""
-        i = self.router.route(force, None if force or sub.instance < 0 else sub.instance, sub.hash_ids, sub.session)
+        pool = self.handoffs.pool(sub) if self.handoffs else 0
+        i = self.router.route(force, None if force or sub.instance < 0 else sub.instance, sub.hash_ids, sub.session,
+                              pool)
         if i is None:
             if force:
                 self.ledger.error(sub, NO_HEALTHY_INSTANCE)
@@ -223,10 +236,42 @@ class Controller:
             self.ledger.sent_at[sub.rid] = sub.arrival
             sub = sub.replaced(arrival=self.frontend.reach(sub, self.instance_server[i]))
         self.ledger.placed(sub)
-        arrivals[self.instance_server[i]].append(sub)
+        arrivals[self.instance_server[i]].append(self.handoffs.for_instance(sub) if self.handoffs else sub)
         return True
 
-    def _book(self, out: EpochOut, window: bool = False) -> None:
+    def _split(self, out: EpochOut) -> tuple[EpochOut, list]:
+        """A disaggregated rack's epoch as the request ledger and the sinks see it: without the prefills
+        that ended (to hand off) and their sampled token (the proxy drops it), each record its request's."""
+        prefilled, finished = self.handoffs.prefilled(out.finished)
+        prefilling = self.handoffs.prefilling
+        tokens = tuple(t for t in out.tokens if t[0] not in prefilling)
+        return dataclasses.replace(out, finished=tuple(finished), tokens=tokens), prefilled
+
+    def _hand_off(self, prefilled: list) -> None:
+        """Route each prefilled request in the decode pool (this epoch's telemetry) and move its KV there, in
+        the order their prefills ended (the links serve them first come, first served)."""
+        for record in sorted(prefilled, key=lambda r: (r.finish, r.rid)):
+            sub = self.ledger.in_flight[record.rid]
+            i = self.router.route(True, session=sub.session, hash_ids=sub.hash_ids, pool=1)
+            if i is None:
+                self.handoffs.prefilling.pop(record.rid)
+                self.ledger.error(sub, NO_HEALTHY_INSTANCE)
+                continue
+            decode = self.handoffs.hand_off(record, i)
+            self.ledger.placed(decode)
+            self.ledger.sent_at.setdefault(record.rid, sub.arrival)
+            self.decodes.append(decode)
+
+    def _book(self, out: EpochOut, window: bool = False) -> EpochOut:
+        """Book the rack's epoch; returns it as the sinks see it."""
+        prefilled = []
+        if self.handoffs:
+            out, prefilled = self._split(out)
+            if out.cards:
+                links = dict(out.link_bytes)
+                for name, nbytes in self.handoffs.link_bytes().items():
+                    links[name] = links.get(name, 0.0) + nbytes
+                out = dataclasses.replace(out, link_bytes=tuple(sorted(links.items())))
         self.ledger.book(out)
         self.log.book(out, window)
         for r in out.recoveries:                          # before this epoch's failures: it may fail again
@@ -234,6 +279,8 @@ class Controller:
         for f in out.failures:
             self.router.fail(f.instances)
         self.router.observe(out.instances)
+        self._hand_off(prefilled)
+        return out
 
     def run(self, sinks=()) -> Outcome:
         """Run to the end (or ``stop()``, Ctrl-C, a fatal error); every sink (``rack.epoch.Sink``) is called
@@ -271,5 +318,9 @@ class Controller:
         except Exception as err:                          # noqa: BLE001  (the first reason stands)
             if status != "failed":
                 status, reason = "failed", f"{type(err).__name__}: {err}"
+        if self.handoffs:
+            unfinished = [self.handoffs.restore(r) for r in unfinished]
         records = self.ledger.final(unfinished)
+        if self.handoffs:
+            records = tuple(self.handoffs.restore(r) for r in records)
         return self.log.outcome(self, records, status, reason, time.perf_counter() - wall0)

@@ -65,8 +65,9 @@ class Executor(Protocol):
         """``rsd-ray serve``: ``body(server)`` serves until told to stop and returns the Outcome."""
 
     @staticmethod
-    def split_model(path, tp: int, budget: int, timer=None):
-        """Functional mode: a checkpoint split over ``tp`` cards (a ``SplitModel``)."""
+    def split_model(path, tp: int, budget: int, timer=None, beside_rack: bool = False):
+        """Functional mode: a checkpoint split over ``tp`` cards (a ``SplitModel``); ``beside_rack``: its
+        card actors run beside a rack's (which hold the rack's card resources), not as the rack."""
 
     @staticmethod
     def card_memory(model) -> list[dict]:

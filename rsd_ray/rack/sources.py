@@ -37,7 +37,8 @@ class Source(Protocol):
     follows_answers: bool           # with ``next_arrival``: a finished request may bring a new one (closed loop)
 
 
-def request_source(spec: RunSpec):
+def request_source(spec: RunSpec, executor=None):
+    """The spec's requests; ``executor`` (its class): where a checkpoint's card shards run."""
     max_len = spec.engine.max_model_len or spec.model.max_seq_len
     if spec.workload.arrival == "trace":
         from rsd_ray.workload.trace_source import TraceSource
@@ -51,6 +52,6 @@ def request_source(spec: RunSpec):
     if spec.model.checkpoint:                        # a checkpoint's weights write the requests' tokens
         from rsd_ray.functional.source import FunctionalSource
         from rsd_ray.functional.writer import FunctionalWriter
-        writer = FunctionalWriter(spec.model.checkpoint, spec.tp, spec.device.usable_bytes)
+        writer = FunctionalWriter(spec.model.checkpoint, spec.tp, spec.device.usable_bytes, executor)
         source = FunctionalSource(source, writer, spec.seed + 3)
     return source

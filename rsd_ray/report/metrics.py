@@ -18,7 +18,7 @@ from rsd_ray.report.columns import Columns
 PERCENTILES = (50, 90, 99)
 
 
-def _stats(name: str, seconds) -> dict[str, float]:
+def latency_stats(name: str, seconds) -> dict[str, float]:
     ms = np.asarray(seconds, dtype=float) * 1e3
     if ms.size == 0:
         return {f"{k}_{name}_ms": 0.0 for k in ("mean", "median", "std", "p90", "p99")}
@@ -71,7 +71,7 @@ def summarise(records: list[RequestRecord], window: float, columns: Columns | No
         "window_total_token_throughput": (window_tokens + input_tokens) / window,
     }
     for name, values in (("ttft", ttft), ("tpot", tpot), ("itl", itl), ("e2el", e2el)):
-        summary.update(_stats(name, values))
+        summary.update(latency_stats(name, values))
     return summary
 
 

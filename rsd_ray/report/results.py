@@ -10,6 +10,7 @@ import numpy as np
 from rsd_ray.calibration import ALL as CALIBRATION
 from rsd_ray.rack.outcome import Outcome
 from rsd_ray.report.columns import Columns
+from rsd_ray.report.disaggregation import pools
 from rsd_ray.report.metrics import by_class, offline_throughput, summarise, throughput_series
 from rsd_ray.report.saturation import saturation
 
@@ -88,6 +89,7 @@ def build(outcome: Outcome) -> dict:
         "faults": faults_summary(outcome, requests),
         "timeline": throughput_series(records, elapsed, columns),
         **({"by_class": classes} if (classes := by_class(records, window)) else {}),
+        **({"disaggregation": split} if (split := pools(outcome)) else {}),
         **({"functional": outcome.functional} if outcome.functional else {}),
         **({"offline": offline_throughput(summary)} if spec.workload.arrival == "offline" else {}),
         **({"frontend": outcome.frontend} if outcome.frontend else {}),

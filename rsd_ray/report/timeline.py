@@ -25,6 +25,7 @@ from rsd_ray.engine.pricing import GroupSync, pipeline
 
 US = 1e6
 HOST_TID = 100000          # an instance's host track: HOST_TID + instance
+KV_TID = 200000            # a disaggregated decode instance's incoming KV caches: KV_TID + instance
 
 
 class TraceSink:
@@ -88,6 +89,10 @@ class TraceSink:
                             "args": {"prompt": r.prompt_len, "output": r.output_len, "instance": r.instance}})
         self.events.append({**common, "ph": "n", "ts": r.token_times[0] * US, "name": "first token"})
         self.events.append({**common, "ph": "e", "ts": r.token_times[-1] * US})
+        h = r.handoff
+        if h is not None:                         # its KV cache on its way from the prefill instance's cards
+            self._x(f"KV of request {r.rid}", "kv_transfer", h.prefilled, h.ready - h.prefilled, pid,
+                    KV_TID + r.instance, {"bytes": h.kv_bytes, "from instance": h.instance})
 
     def _x(self, name: str, cat: str, t: float, dur: float, pid: int, tid: int, args: dict) -> None:
         """A complete event; a step that overlaps the window is drawn whole, as the cards' ledgers count it."""
@@ -109,7 +114,8 @@ def write_trace(path, events: list[dict], window: tuple[float, float]) -> None:
     for pid in sorted({e["pid"] for e in events}):
         meta.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": f"server {pid}"}})
     for pid, tid in sorted({(e["pid"], e["tid"]) for e in events}):
-        label = f"instance {tid - HOST_TID} host" if tid >= HOST_TID else f"card {tid}"
+        label = (f"instance {tid - KV_TID} KV in" if tid >= KV_TID else f"instance {tid - HOST_TID} host"
+                 if tid >= HOST_TID else f"card {tid}")
         meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": label}})
     with open(path, "w") as fh:
         json.dump({"traceEvents": meta + events, "displayTimeUnit": "ms", "otherData": {"window_s": list(window)}}, fh)

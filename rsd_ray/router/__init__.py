@@ -20,12 +20,18 @@ from rsd_ray.router.registry import POLICIES, register
 
 
 class Router:
-    def __init__(self, spec, num_instances: int, seed: int):
-        """``spec``: a ``RouterSpec`` (not imported: the config reads this package's POLICIES, not back)."""
+    def __init__(self, spec, num_instances: int, seed: int, pools: int = 1):
+        """``spec``: a ``RouterSpec`` (not imported: the config reads this package's POLICIES, not back).
+        ``pools``: a disaggregated rack's prefill instances (the first ``spec.prefill_instances``) and decode
+        instances are two pools, each routed by a policy of its own (its own turn, its own random stream)."""
         self.limit = spec.max_pending_per_instance
-        self.policy = POLICIES[spec.policy](num_instances, random.Random(seed))
-        self.uses = ("prefix" if getattr(self.policy, "uses_prefix", False) else
-                     "session" if getattr(self.policy, "uses_session", False) else "")
+        self.policies = [POLICIES[spec.policy](num_instances, random.Random(seed + k)) for k in range(pools)]
+        ids = np.arange(num_instances)
+        split = spec.prefill_instances if pools > 1 else 0
+        self.pools = [ids < split, ids >= split] if pools > 1 else [None]
+        policy = self.policies[0]
+        self.uses = ("prefix" if getattr(policy, "uses_prefix", False) else
+                     "session" if getattr(policy, "uses_session", False) else "")
         self.running = np.zeros(num_instances, dtype=np.int64)
         self.queued = np.zeros(num_instances, dtype=np.int64)
         self.healthy = np.ones(num_instances, dtype=bool)
@@ -55,17 +61,20 @@ class Router:
         self._refresh()
 
     def route(self, force: bool = False, pinned: int | None = None, hash_ids: tuple = (),
-              session: str = "") -> int | None:
+              session: str = "", pool: int = 0) -> int | None:
         """The instance for the next request, or None when the rack is full (or, with ``force``,
         when no instance is healthy). ``pinned``: the request asked for that instance, bypassing the policy;
         ``hash_ids``: its prompt's block hashes, for a policy that ``uses_prefix``; ``session``: its session,
-        for one that ``uses_session``. Loads are running + waiting + sent since."""
-        eligible = self.healthy if force else self.open
+        for one that ``uses_session``; ``pool``: of a disaggregated rack, 0 prefill, 1 decode.
+        Loads are running + waiting + sent since."""
+        eligible, among = self.healthy if force else self.open, self.pools[pool]
+        if among is not None:
+            eligible = eligible & among
         if pinned is not None:
             i = pinned if 0 <= pinned < len(eligible) and eligible[pinned] else None
         elif eligible.any():
             extra = (hash_ids,) if self.uses == "prefix" else (session,) if self.uses == "session" else ()
-            i = int(self.policy.choose(self.loads, eligible, *extra))
+            i = int(self.policies[pool].choose(self.loads, eligible, *extra))
         else:
             i = None
         if i is None:

@@ -108,10 +108,13 @@ class RackServer:
         writer = None
         if spec.model.checkpoint:                        # --model DIR: its split weights write the text
             from rsd_ray.functional.writer import FunctionalWriter
-            writer = FunctionalWriter(spec.model.checkpoint, spec.tp, spec.device.usable_bytes)
+            writer = FunctionalWriter(spec.model.checkpoint, spec.tp, spec.device.usable_bytes,
+                                      type(self.controller.executor))
             if writer.tokenizer is None:
                 raise ConfigError(spec.model.checkpoint, "tokenizer.json", "missing", "serving real text needs "
                                   "the checkpoint's tokenizer.json (make-model writes one)")
+            self.gateway.functional = lambda: {"checkpoint": str(spec.model.checkpoint),   # the results' part
+                                               "link_bytes": writer.link_bytes()}
         hashing = spec.engine.enable_prefix_caching or getattr(POLICIES[spec.router.policy], "uses_prefix", False)
         self.ctx = ServeContext(self.gateway, model, max_len, len(self.controller.instance_server),
                                 Tokens(options.tokenizer), OutputLengths(spec.workload.output, max_len, spec.seed + 2),

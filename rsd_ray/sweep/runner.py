@@ -26,7 +26,8 @@ def run_spec(spec: RunSpec) -> dict[str, Any]:
     doc = build(Controller(spec).run())
     if doc["status"] != "completed":        # stopped or failed part-way: its figures are not the point's
         raise RuntimeError(f"run {doc['status']}: {doc['reason']}")
-    return {"summary": doc["summary"], "requests": doc["requests"], "emulator": doc["emulator"]}
+    kept = {"summary": doc["summary"], "requests": doc["requests"], "emulator": doc["emulator"]}
+    return kept | ({"disaggregation": doc["disaggregation"]} if "disaggregation" in doc else {})
 
 
 def run_point(spec: RunSpec, point: dict[str, Any]) -> dict[str, Any]:

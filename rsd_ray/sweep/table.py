@@ -29,6 +29,7 @@ def rows(results: list[dict], axes: list[str]) -> list[dict[str, Any]]:
         row.update({m: res["summary"][m] for m in OPTIONAL_METRICS if m in res["summary"]})
         row.update(refused=req["refused"], unfinished=req["unfinished"], wall_s=emu["wall_s"],
                    virtual_per_wall=emu["virtual_per_wall"])
+        row.update(_pools(res.get("disaggregation")))
         out.append(row)
     ran = [r for r in out if "error" not in r]
     for row in ran:
@@ -38,6 +39,17 @@ def rows(results: list[dict], axes: list[str]) -> list[dict[str, Any]]:
         row["ideal_output_throughput"] = per_card * row["cards"]
         row["scaling_efficiency"] = row["window_output_throughput"] / row["ideal_output_throughput"] if per_card else 0.0
     return out
+
+
+def _pools(split: dict | None) -> dict[str, Any]:
+    """A disaggregated point's pools: how busy each was, and the KV transfer's and the handoff's share of
+    TTFT (an aggregated point of the same sweep leaves them empty)."""
+    if not split:
+        return {}
+    parts = split["ttft_parts"]
+    return {"prefill_busy": split["pools"]["prefill"]["utilisation"],
+            "decode_busy": split["pools"]["decode"]["utilisation"],
+            "mean_ttft_transfer_ms": parts["mean_ttft_transfer_ms"], "mean_ttft_wait_ms": parts["mean_ttft_wait_ms"]}
 
 
 def write(rows_: list[dict], results: list[dict], csv_path, json_path, status: str = "completed",

@@ -1,0 +1,227 @@
+"""Disaggregated prefill and decode (``rack/handoff.py``, ``interconnect/transfers.py``): a KV cache's move
+between two servers and inside one, pinned by hand from the model's shape and the path's links; a degraded
+link; layer-by-layer sending; runs whose TTFT parts add up, whose link counters carry the KV bytes, and
+whose lost prefill and decode cards lose no request."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rsd_ray.compiler import compile_plan
+from rsd_ray.config import ConfigError, load_run
+from rsd_ray.engine.request import RequestRecord, Submit
+from rsd_ray.interconnect.topology import Topology
+from rsd_ray.rack.faults import Fault
+from rsd_ray.rack.controller import Controller
+from rsd_ray.rack.handoff import Handoffs
+from rsd_ray.rack.ledger import balanced
+from rsd_ray.report.results import build
+from rsd_ray.router import Router
+from tests.conftest import make_spec, run_doc
+from tests.one_instance import OneInstance
+
+# Llama 3 8B's KV cache: K and V × 32 layers × 8 KV heads × 128 dims × 2 bytes (fp16) = 131,072 B a token;
+# at TP 4 each card holds 2 of the 8 heads: 32,768 B a token, 33,554,432 B for a 1,024-token prompt.
+PER_CARD = 2 * 32 * 2 * 128 * 2 * 1024
+NIC = 50e9 * 0.80             # rsd-rack's 400 GbE NIC: 50 GB/s × LINK_EFFICIENCY
+PCIE = 64e9 * 0.80            # a card's PCIe Gen5 x16 link (and a switch uplink)
+# card 0 → card 16: card→sw0.0→host0→nic0 (3 PCIe hops, 1 µs each), nic0→tor→nic1 (2 µs each), nic1→host1→
+# sw1.0→card16 (3 hops): 10 µs
+BETWEEN_SERVERS_S = 10e-6
+
+
+def _handoffs(prefill=4, kv_transfer="after_prefill"):
+    spec = load_run(None, rack="rsd-rack", model="llama3-8b", tp=4,
+                    router={"prefill_instances": prefill, "kv_transfer": kv_transfer})
+    topology = Topology(spec.rack, spec.device)
+    plan = compile_plan(spec, topology)
+    return Handoffs(spec, plan, topology), plan
+
+
+def _prefilled(handoffs, rid=0, instance=0, scheduled=0.9, finish=1.0, prompt=1024):
+    sub = dataclasses.replace(_submit(rid, prompt), instance=instance)
+    handoffs.for_instance(sub)
+    return RequestRecord(rid=rid, instance=instance, arrival=0.5, prompt_len=prompt, max_tokens=1,
+                         token_times=(finish,), preemptions=0, finish=finish, scheduled=scheduled)
+
+
+def _submit(rid, prompt):
+    return Submit(rid=rid, arrival=0.5, prompt_len=prompt, max_tokens=100, instance=-1)
+
+
+def test_a_kv_cache_between_two_servers_takes_the_nic_rank_after_rank():
+    """Instance 0 (cards 0-3, server 0) to instance 4 (cards 16-19, server 1): the four ranks' 32 MiB each
+    share the NIC and the ToR, so they go one after another at the NIC's 40 GB/s; the last arrives
+    4 × 838.86 µs + 10 µs after the prefill."""
+    handoffs, plan = _handoffs()
+    assert plan.memory.kv_bytes_per_token == 2 * 32 * 2 * 128 * 2
+    assert plan.placement.groups[4] == (16, 17, 18, 19)
+    decode = handoffs.hand_off(_prefilled(handoffs), 4)
+    assert decode.instance == 4 and decode.kv_tokens == 1023 and decode.max_tokens == 100
+    assert decode.arrival == pytest.approx(1.0 + 4 * PER_CARD / NIC + BETWEEN_SERVERS_S, rel=1e-12)
+    assert 4 * PER_CARD / NIC == pytest.approx(3355.4432e-6)
+    handoff = handoffs.handed[0]
+    assert (handoff.instance, handoff.prefilled, handoff.ready, handoff.kv_bytes) == (0, 1.0, decode.arrival, 4 * PER_CARD)
+    assert handoffs.link_bytes()["nic0->tor"] == 4 * PER_CARD
+    assert handoffs.link_bytes()["card0->sw0.0"] == PER_CARD
+
+
+def test_inside_a_server_the_ranks_move_side_by_side_over_pcie():
+    """Instance 0 (cards 0-3) to instance 1 (cards 4-7), all under switch sw0.0: card k → sw0.0 → card k+4,
+    no link shared, 2 hops of 1 µs: 33,554,432 B / 51.2 GB/s + 2 µs = 657.36 µs for every rank."""
+    handoffs, _ = _handoffs(prefill=1)
+    decode = handoffs.hand_off(_prefilled(handoffs), 1)
+    assert decode.arrival == pytest.approx(1.0 + PER_CARD / PCIE + 2e-6, rel=1e-12)
+    assert "nic0->tor" not in handoffs.link_bytes()
+
+
+def test_a_degraded_nic_slows_the_move_by_its_share():
+    """The NIC at 25 % of its bandwidth: 10 GB/s, four times the time on the wire; the hops' latency stays."""
+    handoffs, _ = _handoffs()
+    handoffs.transfers.degrade("nic0->tor", 25)
+    decode = handoffs.hand_off(_prefilled(handoffs), 4)
+    assert decode.arrival == pytest.approx(1.0 + 4 * PER_CARD / (NIC / 4) + BETWEEN_SERVERS_S, rel=1e-12)
+
+
+def test_moves_queue_behind_each_other_on_a_shared_link():
+    """A second request prefilled at the same time on instance 1 (cards 4-7) for instance 5: its ranks wait
+    for the first request's on the NIC, first come first served."""
+    handoffs, _ = _handoffs()
+    first = handoffs.hand_off(_prefilled(handoffs, rid=0, instance=0), 4)
+    second = handoffs.hand_off(_prefilled(handoffs, rid=1, instance=1), 5)
+    assert second.arrival == pytest.approx(first.arrival + 4 * PER_CARD / NIC, rel=1e-12)
+
+
+def test_layerwise_sending_hides_the_move_behind_the_prefill():
+    """``kv_transfer: layerwise``: 32 layers computed evenly over the prefill's 100 ms, each rank's layer
+    (1 MiB, 26.2 µs on the NIC) sent as it is done. The last layer's four ranks leave at the prefill's
+    end: 4 × 26.2 µs + 10 µs after it, instead of 4 × 838.9 µs + 10 µs."""
+    handoffs, _ = _handoffs(kv_transfer="layerwise")
+    decode = handoffs.hand_off(_prefilled(handoffs, scheduled=0.9, finish=1.0), 4)
+    assert decode.arrival == pytest.approx(1.0 + 4 * PER_CARD / 32 / NIC + BETWEEN_SERVERS_S, rel=1e-9)
+    assert handoffs.link_bytes()["nic0->tor"] == pytest.approx(4 * PER_CARD)
+
+
+def test_a_request_whose_kv_came_with_it_computes_one_token_and_holds_its_whole_prompt():
+    """A decode instance (block size 16, 64 blocks) takes a 100-token prompt with 99 tokens' KV arrived:
+    its first step computes the last prompt token and samples; it holds ⌈100 / 16⌉ = 7 blocks of its own
+    (no prefix cache: nothing is shared), leaving 57. Preempted, it computes all 100 again (its KV is gone)."""
+    engine = load_run(None, engine={"block_size": 16, "max_num_seqs": 4, "max_num_batched_tokens": 256}).engine
+    one = OneInstance(engine, 64)
+    one.add(1, prompt=100, max_tokens=10, kv_tokens=99)
+    step = one.schedule()
+    assert step.scheduled == [(1, 1)]
+    row = one.rows[1]
+    assert (int(one.table.blocks[row]), int(one.sched.free[0]), int(one.table.computed[row])) == (7, 57, 99)
+    one.update(step, 0.01)
+    assert (int(one.table.computed[row]), int(one.table.output[row])) == (100, 1)
+    one.sched._preempt(0)
+    assert one.schedule().scheduled == [(1, 101)]          # the prompt and the token it has, recomputed
+
+
+def test_each_pool_is_routed_by_a_policy_of_its_own():
+    """Round robin over a rack of 2 prefill and 2 decode instances, the pools asked in turn: each pool keeps
+    its own turn (one turn for both would send every prefill to 0 and every decode to 2)."""
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, router={"policy": "round_robin",
+                                                                        "prefill_instances": 2})
+    router = Router(spec.router, 4, 0, pools=2)
+    assert [router.route(pool=k % 2) for k in range(6)] == [0, 2, 1, 3, 0, 2]
+
+
+def test_a_rack_needs_an_instance_to_decode():
+    with pytest.raises(ConfigError, match="router.prefill_instances.*at least one"):
+        compile_plan(load_run(None, rack="mini", model="tiny-llama", tp=2, router={"prefill_instances": 4}),
+                     Topology(load_run(None, rack="mini").rack, load_run(None, rack="mini").device))
+
+
+def _disaggregated(**router):
+    return make_spec(duration_s=1.0, router={"prefill_instances": 2, **router},
+                     workload={"arrival": "poisson", "rate": 200.0, "per_server": False})
+
+
+def _parts(outcome):
+    done = [r for r in outcome.records if r.finish is not None]
+    return done, np.array([(r.arrival, r.handoff.scheduled, r.handoff.prefilled, r.handoff.ready, r.scheduled,
+                            r.token_times[0]) for r in done])
+
+
+def test_a_disaggregated_run_prefills_in_one_pool_and_decodes_in_the_other():
+    """Mini rack, TP 2: instances 0-1 (server 0) prefill, 2-3 (server 1) decode. Every request completes
+    with its whole answer from a decode instance; the prefill pool samples one token a request (thrown
+    away) and the decode pool computes one prompt token a request (the last) besides its answers; TTFT's
+    five parts add up to it; the NIC carries exactly the KV bytes moved."""
+    doc, outcome = run_doc(_disaggregated())
+    done, t = _parts(outcome)
+    assert doc["requests"]["completed"] == doc["requests"]["accepted"] > 50
+    assert all(r.instance in (2, 3) and r.handoff.instance in (0, 1) and r.output_len == r.max_tokens for r in done)
+    assert (np.diff(t, axis=1) >= 0).all()
+    assert np.allclose(t[:, -1] - t[:, 0], [r.token_times[0] - r.arrival for r in done])
+    split = doc["disaggregation"]
+    pools = split["pools"]
+    assert pools["prefill"]["output_tokens"] == len(done) == split["handed_off"]
+    assert pools["decode"]["computed_tokens"] == sum(r.output_len for r in done)     # the last prompt token, and
+    assert pools["decode"]["output_tokens"] == sum(r.output_len for r in done)       # every answer token but its last
+    assert pools["prefill"]["computed_tokens"] == sum(r.prompt_len for r in done)
+    nic = {link["link"]: link["bytes"] for link in doc["links"]}["nic0->tor"]
+    assert nic == split["kv_bytes"] == sum(r.handoff.kv_bytes for r in done) > 0
+    means = [split["ttft_parts"][f"mean_ttft_{p}_ms"] for p in ("queue", "prefill", "transfer", "wait", "step")]
+    assert sum(means) == pytest.approx(doc["summary"]["mean_ttft_ms"])
+
+
+def test_the_timeline_draws_each_kv_move_on_its_decode_instance():
+    """A Perfetto trace of a disaggregated run: one ``kv_transfer`` slice per request on its decode
+    instance's "KV in" track, from the prefill's end to the KV's arrival, with its bytes."""
+    from rsd_ray.report.timeline import KV_TID, TraceSink
+    controller = Controller(_disaggregated())
+    sink = TraceSink(controller, 0.0, 1.0)
+    outcome = controller.run([sink])
+    moves = [e for e in sink.timeline() if e["cat"] == "kv_transfer"]
+    done = {r.rid: r for r in outcome.records if r.finish is not None and r.arrival < 1.0}
+    assert len(moves) == len(done) > 50
+    for e in moves:
+        r = done[int(e["name"].split()[-1])]
+        assert e["tid"] == KV_TID + r.instance and e["args"]["bytes"] == r.handoff.kv_bytes
+        assert e["ts"] == pytest.approx(r.handoff.prefilled * 1e6)
+        assert e["dur"] == pytest.approx((r.handoff.ready - r.handoff.prefilled) * 1e6)
+
+
+def test_a_degraded_nic_shows_in_the_transfer_part_of_ttft():
+    base, _ = run_doc(_disaggregated())
+    controller = Controller(_disaggregated())
+    controller.inject([Fault("link", 0, 0.0, value=10.0, link="nic0->tor")])
+    slow = build(controller.run())
+    before = base["disaggregation"]["ttft_parts"]["mean_ttft_transfer_ms"]
+    after = slow["disaggregation"]["ttft_parts"]["mean_ttft_transfer_ms"]
+    assert after > 5 * before
+
+
+@pytest.mark.parametrize("card", [0, 5])          # a prefill card (instance 0), a decode card (instance 2)
+def test_a_lost_card_in_either_pool_loses_no_request(card):
+    controller = Controller(_disaggregated())
+    controller.inject([Fault("card", card, 0.3)])
+    outcome = controller.run()
+    doc = build(outcome)
+    assert balanced(outcome.offered, outcome.refused, outcome.records)
+    assert doc["requests"]["retried"] > 0 and doc["requests"]["errored"] == 0
+    assert doc["requests"]["completed"] == doc["requests"]["accepted"]
+    lost, done = card // 2, [r for r in outcome.records if r.finish is not None]
+    assert all(r.handoff.instance != lost for r in done if r.handoff.scheduled > 0.35)
+    assert all(r.instance != lost for r in done if r.token_times[0] > 0.35)
+
+
+@pytest.mark.slow
+def test_a_disaggregated_run_on_ray_equals_inline(ray_session):
+    """Host actors per server, card actors, the KV moves priced by the controller: every figure and every
+    token time equal inline's, a lost decode card and a degraded NIC included (the controller degrades its
+    own view of the link: on Ray the hosts' links are not its)."""
+    from tests.test_ray import comparable
+    from tests.conftest import with_token_times
+    docs = []
+    for executor in ("ray", "inline"):
+        controller = Controller(_disaggregated(kv_transfer="layerwise"), executor=executor)
+        controller.inject([Fault("card", 5, 0.3), Fault("link", 0, 0.2, value=20.0, link="nic0->tor")])
+        outcome = controller.run()
+        docs.append(with_token_times(build(outcome), outcome))
+    assert docs[0]["emulator"]["executor"] == "ray"
+    assert docs[0]["disaggregation"]["handed_off"] > 50
+    assert comparable(docs[0]) == comparable(docs[1])
