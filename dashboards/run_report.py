@@ -62,6 +62,11 @@ def render(doc: dict, console: Console) -> None:
         rows.append(("Offline throughput (req/s · total tok/s · output tok/s)",
                      f"{o['requests_per_second']:,.2f} · {o['tokens_per_second']:,.1f} · "
                      f"{o['output_tokens_per_second']:,.1f}"))
+    if "prefix_cache_hit_rate" in s:
+        rows.append(("Prefix cache hit rate (of prompt tokens)", f"{s['prefix_cache_hit_rate']:.1%}"))
+    if "kv_offload_hits" in s:
+        rows.append(("Host-memory KV: tokens brought back / blocks stored",
+                     f"{s['kv_offload_hits']:,} / {s['kv_offload_stored']:,}"))
     for name in ("ttft", "tpot", "itl", "e2el"):
         rows.append((f"{name.upper()} mean / median / p90 / p99 (ms)",
                      " / ".join(f"{s[f'{k}_{name}_ms']:,.1f}" for k in ("mean", "median", "p90", "p99"))))

@@ -49,6 +49,8 @@ VLLM_ENGINE_OPTIONS = (
      "automatic prefix caching: a prompt's cached leading blocks are not computed again"),
     ("--async-scheduling", "async_scheduling", bool, "schedule step n+1 while step n runs"),
     ("--kv-cache-dtype", "kv_cache_dtype", str, "each cached K and V entry's format (fp8, int8: one byte)"),
+    ("--kv-offloading-size", "kv_offloading_size", float, "GiB of host memory per instance for prefix blocks "
+     "evicted from the cards (with --enable-prefix-caching)"),
     ("--scheduling-policy", "scheduling_policy", str, "fcfs, or priority: requests by priority, the lowest "
      "preempted first"),
 )

@@ -9,8 +9,7 @@ servers) prefill and the rest decode, each request's KV cache (128 KiB a token: 
 over the instance's four cards) moved to another server over the NIC and the top-of-rack switch —
 after its prefill (vLLM's NixlConnector, Dynamo), and for one layout layer by layer as it is computed
 (Splitwise). Both pools are routed round robin, as vLLM's disaggregated proxy routes them (and the
-aggregated rack too, for a like comparison; ``least_loaded`` reads the engines' waiting queues a step
-late, which a prefill pool's long single-request steps make costly). The decode pool is routed when
+aggregated rack too, for a like comparison; with ``least_loaded`` the prefill pool queues far longer). The decode pool is routed when
 the prefill's epoch comes back (``rack/handoff.py``): one layout again at ``epoch_s`` 0.01 shows what
 that granularity costs.
 """

@@ -28,6 +28,7 @@ MOE = ["tests/test_moe.py"]
 FUNCTIONAL = ["tests/test_functional.py"]
 CLASSES = ["tests/test_classes.py"]
 DISAGGREGATION = ["tests/test_disaggregation.py"]
+OFFLOAD = ["tests/test_offload.py"]
 CONFIG = ["tests/test_config.py", "tests/test_open_rack.py", "tests/test_sweep.py", "tests/test_rules.py"]
 WRONG = [
  ("rsd_ray/engine/kv_blocks.py", "return -(-tokens // block_size)", "return tokens // block_size"),
@@ -58,7 +59,7 @@ WRONG = [
  ("rsd_ray/compiler/program.py", "new * computed + new * (new + 1) // 2", "new * computed + new", ORACLE),
  ("rsd_ray/compiler/program.py", "(sampled & took).sum(axis=1)", "took.sum(axis=1)", ORACLE),
  ("rsd_ray/compiler/program.py", "np.where(took, computed + new, 0)", "np.where(took, computed, 0)", ORACLE),
- ("rsd_ray/engine/scheduler.py", "arrival[pending[n]] <= clock", "arrival[pending[n]] < clock"),
+ ("rsd_ray/engine/scheduler.py", "due[pending[n]] <= clock", "due[pending[n]] < clock"),
  ("rsd_ray/engine/scheduler.py", "(n < lacking and not self.chunked)", "(n < lacking and self.chunked)"),
  ("rsd_ray/engine/scheduler.py", "self.waiting[i].appendleft(victim)", "self.waiting[i].append(victim)"),
  ("rsd_ray/engine/scheduler.py", "t.output[r] >= t.max_tokens[r]", "t.output[r] > t.max_tokens[r]"),
@@ -266,6 +267,17 @@ WRONG = [
  ("rsd_ray/engine/scheduler.py", "((), ready, 0) if ready else", "((), 0, 0) if ready else", DISAGGREGATION),
  ("rsd_ray/router/__init__.py", "random.Random(seed + k)) for k in range(pools)]",
   "random.Random(seed + k)) for k in range(pools)][:1] * pools", DISAGGREGATION),
+ # KV offload to host memory: what it keeps, when a fetched prefix is back, what the links carry
+ ("rsd_ray/engine/prefix_cache.py", "if len(self.host) > self.host_blocks:", "if False:", OFFLOAD),
+ ("rsd_ray/engine/prefix_cache.py", "self.host_hits += len(out) * self.block_tokens", "pass", OFFLOAD),
+ ("rsd_ray/engine/scheduler.py", "t.due[r] = self.loader(i, len(back) * cache.block_tokens, float(self.now[i]))",
+  "t.due[r] = float(self.now[i])", OFFLOAD),
+ ("rsd_ray/engine/scheduler.py", "self.caches[i].promote(self.loading.pop(r))", "self.loading.pop(r)", OFFLOAD),
+ ("rsd_ray/rack/host.py", "nbytes = tokens * self.kv_bytes_per_token", "nbytes = tokens", OFFLOAD),
+ ("rsd_ray/engine/core.py", "stuck = inst[~stepping & (preempted == 0) & held]", "stuck = inst[~stepping & (preempted == 0)]",
+  OFFLOAD),
+ ("rsd_ray/rack/host.py", "for name, nbytes in (self.offload.bytes.items() if self.offload else ()):",
+  "for name, nbytes in ():", OFFLOAD),
  ("rsd_ray/rack/controller.py", "                    self.handoffs.transfers.degrade(c.name, c.value)\n", "",
   ["tests/test_disaggregation.py::test_a_disaggregated_run_on_ray_equals_inline"]),
 ]

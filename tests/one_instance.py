@@ -32,11 +32,11 @@ class Row:
 
 
 class OneInstance:
-    def __init__(self, engine, num_blocks: int):
+    def __init__(self, engine, num_blocks: int, host_blocks: int = 0, loader=None):
         self.table = RequestTable()
-        caches = make_caches(engine, 1)
+        caches = make_caches(engine, 1, host_blocks)
         self.cache = caches[0] if caches else None
-        self.sched = Scheduler(engine, [num_blocks], self.table, caches)
+        self.sched = Scheduler(engine, [num_blocks], self.table, caches, loader)
         self.rows: dict[int, int] = {}
 
     def add(self, rid: int, prompt: int, max_tokens: int, hash_ids=(), priority: int = 0, arrival: float = 0.0,

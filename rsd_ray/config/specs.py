@@ -246,12 +246,18 @@ class EngineSpec:
                             "request preempted first)")
     num_blocks_override: Int = Field(0, ge=0, description="KV blocks per instance instead of the memory plan's, "
                                                           "as vLLM's num_gpu_blocks_override (0: from the plan)")
+    kv_offloading_size: Float = Field(0.0, ge=0.0, le=1e6, description="GiB of host memory per instance that keeps "
+                                      "prefix blocks evicted from the cards, brought back over the host link on a "
+                                      "hit (vLLM's --kv-offloading-size, LMCache's local CPU cache; 0: none)")
 
     @model_validator(mode="after")
     def _cached_blocks_are_whole(self):
         if self.enable_prefix_caching and self.hash_block_tokens % self.block_size:
             raise Problem("hash_block_tokens", self.hash_block_tokens, "a cached block must be whole KV blocks: "
                           f"use a multiple of block_size ({self.block_size})")
+        if self.kv_offloading_size and not self.enable_prefix_caching:
+            raise Problem("kv_offloading_size", self.kv_offloading_size, "host memory keeps the prefix cache's "
+                          "evicted blocks: set enable_prefix_caching: true (--enable-prefix-caching)")
         return self
 
 

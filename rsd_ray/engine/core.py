@@ -34,8 +34,10 @@ request of an instance preempted: it re-admits them next round); more means a ru
 
 
 class EngineCore:
-    def __init__(self, engine, instances: list[tuple[int, object, object]], num_blocks: int):
-        """``instances``: (instance id, card group, GroupSync) of each instance, in instance order."""
+    def __init__(self, engine, instances: list[tuple[int, object, object]], num_blocks: int, host_blocks: int = 0,
+                 loader=None):
+        """``instances``: (instance id, card group, GroupSync) of each instance, in instance order;
+        ``host_blocks``, ``loader``: host memory for evicted prefix blocks (``Scheduler``)."""
         self.iids = [iid for iid, _, _ in instances]
         self.index = {iid: k for k, iid in enumerate(self.iids)}
         self.slot_of = np.full(max(self.iids, default=-1) + 1, -1, dtype=np.int64)   # instance id → its index
@@ -44,7 +46,7 @@ class EngineCore:
         self.syncs = [sync for _, _, sync in instances]
         n = len(instances)
         self.table = RequestTable()
-        self.sched = Scheduler(engine, [num_blocks] * n, self.table, make_caches(engine, n))
+        self.sched = Scheduler(engine, [num_blocks] * n, self.table, make_caches(engine, n, host_blocks), loader)
         self.host = HostCost.of(engine, len(self.groups[0].card_ids) if n else 1)
         self.clock, self.busy = np.zeros(n), np.zeros(n)
         self.last_step = np.zeros(n)                 # each instance's last step's seconds: a span's pace
@@ -192,7 +194,7 @@ class EngineCore:
 
     def _run(self, t_end: float, trace: list | None) -> list[tuple[int, CardLost, float]]:
         """Run every healthy instance to ``t_end`` (its last step may end after it)."""
-        sched, arrival, lost, stalled = self.sched, self.table.arrival, [], 0
+        sched, due, lost, stalled = self.sched, self.table.due, [], 0
         while True:
             active = np.flatnonzero(~self.failed & ~self.halted & (self.clock < t_end)).tolist()
             if not active:
@@ -205,7 +207,7 @@ class EngineCore:
                     work.append(k)
                 else:
                     pending = sched.pending[k]
-                    nxt = arrival[pending[0]] if pending else t_end
+                    nxt = due[pending[0]] if pending else t_end
                     self.clock[k] = nxt if nxt < t_end else t_end
             if work:
                 lost += self._step(np.array(work), t_end, trace)
@@ -225,11 +227,12 @@ class EngineCore:
     def _one_step(self, inst: np.ndarray, trace: list | None) -> list:
         tokens, rows, preempted = self.sched.schedule(inst)
         stepping = tokens.any(axis=1)
-        if not stepping.all():
-            stuck = inst[~stepping & (preempted == 0)]
+        if not stepping.all():                        # all preempted, or its one waiting request went to fetch
+            held = np.array([self.sched.has_work(k) for k in inst.tolist()], dtype=bool)   # its prefix from host memory
+            stuck = inst[~stepping & (preempted == 0) & held]
             if stuck.size:
                 raise RuntimeError(f"instance {self.iids[stuck[0]]}: a waiting request cannot fit the KV cache alone")
-            inst, tokens, rows = inst[stepping], tokens[stepping], rows[stepping]   # all preempted: readmitted next
+            inst, tokens, rows = inst[stepping], tokens[stepping], rows[stepping]   # readmitted, or due, next
         shapes = self.sched.shapes(tokens, rows)
         starts = self.clock[inst]
         took = tokens > 0                             # requests in their first step: their queue time ends
@@ -467,6 +470,8 @@ class EngineCore:
                               kv_usage=1.0 - free / blocks if blocks else 0.0, output_tokens=out,
                               computed_tokens=computed, steps=steps, preemptions=preempted, busy_s=busy, failed=failed,
                               prefix_cache_queries=cache.queries if cache else 0,
-                              prefix_cache_hits=cache.hits if cache else 0)
+                              prefix_cache_hits=cache.hits if cache else 0,
+                              kv_offload_hits=cache.host_hits if cache else 0,
+                              kv_offload_stored=cache.stored if cache else 0)
                 for (iid, clock, running, waiting, pending, free, blocks, out, computed, steps, preempted, busy, failed),
                 cache in zip(columns, caches)]

@@ -19,3 +19,5 @@ class InstanceFrame:
     failed: bool = False
     prefix_cache_queries: int = 0     # prompt tokens looked up in the prefix cache (vLLM's counter)
     prefix_cache_hits: int = 0        # of them, found
+    kv_offload_hits: int = 0          # prompt tokens' KV brought back from host memory (kv_offloading_size)
+    kv_offload_stored: int = 0        # prefix blocks evicted from the cards into host memory

@@ -23,6 +23,14 @@ are ``chain_hashes`` of its tokens). A cached block is
 Counters use vLLM's meaning: ``prefix_cache_queries`` / ``prefix_cache_hits`` in tokens, counted on every
 admission. Simplifications: only prompt blocks are hashed (a trace names nothing else), and a block is
 cached when the step that computes it ends.
+
+**Host memory** (``engine.kv_offloading_size``; vLLM's CPU offloading, LMCache's local CPU cache): an evicted
+block is kept in the host's DRAM, up to ``host_blocks``, least recently stored dropped first. A waiting
+request whose cached prefix goes on in host memory has those blocks brought back over the host link
+(``fetch``; the scheduler asks its loader when they have arrived); they come back as free cached blocks
+(``promote``; one dropped from host memory meanwhile is not), which the request then pins as any cached
+block. ``host_hits`` (tokens fetched) and ``stored`` (blocks put in host memory) count it; a card's
+restart leaves host memory as it was.
 """
 from __future__ import annotations
 
@@ -43,11 +51,14 @@ def chain_hashes(tokens, block_tokens: int) -> tuple[int, ...]:
 
 
 class PrefixCache:
-    def __init__(self, block_tokens: int, size: int):
+    def __init__(self, block_tokens: int, size: int, host_blocks: int = 0):
         self.block_tokens, self.size = block_tokens, size   # tokens per hash block; KV blocks per hash block
         self.holders: dict[int, int] = {}
         self.free: OrderedDict[int, None] = OrderedDict()
         self.queries = self.hits = 0
+        self.host_blocks = host_blocks                       # hash blocks host memory holds
+        self.host: OrderedDict[int, None] = OrderedDict()    # evicted to host memory, least recently stored first
+        self.host_hits = self.stored = 0
 
     def lookup(self, hash_ids: tuple[int, ...], prompt_len: int, num_tokens: int,
                free_blocks: int) -> tuple[tuple[int, ...], int]:
@@ -94,6 +105,31 @@ class PrefixCache:
         while self.size * len(self.free) > free_blocks:
             h, _ = self.free.popitem(last=False)
             del self.holders[h]
+            if self.host_blocks:                             # kept in host memory
+                self.host[h] = None
+                self.host.move_to_end(h)
+                self.stored += 1
+                if len(self.host) > self.host_blocks:
+                    self.host.popitem(last=False)
+
+    def fetch(self, hash_ids: tuple[int, ...], first: int, limit: int) -> tuple[int, ...]:
+        """The prompt's blocks from ``first`` on (its cached prefix's end) found in host memory, in a row,
+        at most up to block ``limit``: they are brought back (counted in ``host_hits``)."""
+        out = []
+        for h in hash_ids[first:limit]:
+            if h not in self.host:
+                break
+            out.append(h)
+        self.host_hits += len(out) * self.block_tokens
+        return tuple(out)
+
+    def promote(self, hashes: tuple[int, ...]) -> None:
+        """Blocks brought back from host memory: cached on the cards again, free (a request pins them next)."""
+        for h in hashes:
+            if h in self.host and h not in self.holders:
+                del self.host[h]
+                self.holders[h] = 0
+                self.free[h] = None
 
     def clear(self) -> None:
         """The instance lost its KV (a restarted card): nothing is cached; counters are kept."""
@@ -101,9 +137,15 @@ class PrefixCache:
         self.free.clear()
 
 
-def make_caches(engine, count: int) -> list | None:
-    """One cache per instance when ``engine.enable_prefix_caching``, else None."""
+def make_caches(engine, count: int, host_blocks: int = 0) -> list | None:
+    """One cache per instance when ``engine.enable_prefix_caching``, else None; ``host_blocks``: the hash
+    blocks each instance's host memory keeps (``engine.kv_offloading_size``)."""
     if not engine.enable_prefix_caching:
         return None
-    return [PrefixCache(engine.hash_block_tokens, engine.hash_block_tokens // engine.block_size)
+    return [PrefixCache(engine.hash_block_tokens, engine.hash_block_tokens // engine.block_size, host_blocks)
             for _ in range(count)]
+
+
+def host_blocks(engine, kv_bytes_per_token: float, tp: int) -> int:
+    """Hash blocks ``engine.kv_offloading_size`` GiB of host memory hold (an instance's every card's share)."""
+    return int(engine.kv_offloading_size * 1024 ** 3 // (engine.hash_block_tokens * kv_bytes_per_token * tp))

@@ -38,7 +38,9 @@ from rsd_ray.engine.table import RequestTable, State
 
 
 class Scheduler:
-    def __init__(self, engine, num_blocks: list[int], table: RequestTable, caches=None):
+    def __init__(self, engine, num_blocks: list[int], table: RequestTable, caches=None, loader=None):
+        """``loader(i, tokens, t)``: when ``tokens`` tokens' KV cache asked of instance ``i``'s host memory at
+        ``t`` has reached its cards (with ``engine.kv_offloading_size``)."""
         n = len(num_blocks)
         self.max_seqs, self.budget = engine.max_num_seqs, engine.max_num_batched_tokens
         self.chunked, self.block = engine.enable_chunked_prefill, engine.block_size
@@ -53,25 +55,33 @@ class Scheduler:
         self.waiting = [deque() for _ in range(n)]
         self.pending: list[list[int]] = [[] for _ in range(n)]
         self.preemptions = np.zeros(n, dtype=np.int64)
+        self.loader, self.loading = loader, {}    # row → blocks on their way back from host memory
+        self.now = np.zeros(n)                    # each instance's clock when its arrivals were last taken
 
     # --- queues --------------------------------------------------------------------------------------
     def add_pending(self, i: int, r: int) -> None:
         """A routed request; one retried from a failed instance (an earlier arrival) goes in order."""
-        pending, arrival = self.pending[i], self.table.arrival
+        pending, due = self.pending[i], self.table.due
         self.table.state[r] = State.PENDING
-        if pending and arrival[r] < arrival[pending[-1]]:
-            bisect.insort(pending, r, key=lambda x: arrival[x])
+        if pending and due[r] < due[pending[-1]]:
+            bisect.insort(pending, r, key=lambda x: due[x])
         else:
             pending.append(r)
 
     def admit_arrived(self, i: int, clock: float) -> None:
-        pending, arrival = self.pending[i], self.table.arrival
+        pending, due = self.pending[i], self.table.due
+        self.now[i] = clock
         n = 0
-        while n < len(pending) and arrival[pending[n]] <= clock:
+        while n < len(pending) and due[pending[n]] <= clock:
             n += 1
         if n:
-            self.table.state[pending[:n]] = State.WAITING
-            self.waiting[i].extend(pending[:n])
+            arrived = pending[:n]
+            self.table.state[arrived] = State.WAITING
+            loaded = [r for r in arrived if r in self.loading]
+            for r in loaded:                      # its blocks are back: cached again, and it is first in line
+                self.caches[i].promote(self.loading.pop(r))
+            self.waiting[i].extendleft(reversed(loaded))
+            self.waiting[i].extend(r for r in arrived if r not in loaded)
             del pending[:n]
             if self.by_priority:
                 self._order(i)
@@ -93,6 +103,7 @@ class Scheduler:
         state = self.table.state[r]
         if state == State.PENDING:
             self.pending[i].remove(r)
+            self.loading.pop(r, None)
         elif state == State.WAITING:
             self.waiting[i].remove(r)
         else:
@@ -115,6 +126,8 @@ class Scheduler:
 
     def clear(self, i: int) -> None:
         """Instance ``i`` holds nothing (its rows were released); free slots of the matrix are -1."""
+        for r in self.pending[i]:
+            self.loading.pop(r, None)
         self.pending[i], self.nrun[i] = [], 0
         self.run[i] = -1
         self.waiting[i].clear()
@@ -231,6 +244,8 @@ class Scheduler:
             r = waiting[0]                        # holds no blocks: it starts from its cached prefix, if any,
             ready = int(t.ready[r])               # or from the KV cache that came with it (disaggregated)
             hits, cached, reclaim = ((), ready, 0) if ready else self._cached_prefix(i, r)
+            if not ready and self._load(i, r, hits):
+                continue
             held = 0 if ready else cached // self.block
             lacking = int(t.prompt[r] + t.output[r]) - cached
             n = min(lacking, budget)
@@ -252,6 +267,25 @@ class Scheduler:
             t.blocks[r] += own
             self.free[i] -= own
             budget -= n
+
+    def _load(self, i: int, r: int, hits: tuple[int, ...]) -> bool:
+        """Whether waiting row ``r`` leaves the queue to bring its prefix's next blocks back from host memory
+        (once a request; it comes back, first in line, when they have reached the cards)."""
+        if self.loader is None or self.table.loaded[r]:
+            return False
+        t, cache = self.table, self.caches[i]
+        hashes = t.hash_ids.get(r, ())
+        limit = min(len(hashes), int(t.prompt[r]) // cache.block_tokens,
+                    int(t.prompt[r] + t.output[r] - 1) // cache.block_tokens)
+        back = cache.fetch(hashes, len(hits), limit)
+        if not back:
+            return False
+        self.waiting[i].popleft()
+        t.loaded[r] = 1
+        t.due[r] = self.loader(i, len(back) * cache.block_tokens, float(self.now[i]))
+        self.loading[r] = back
+        self.add_pending(i, r)
+        return True
 
     def _cached_prefix(self, i: int, r: int) -> tuple[tuple[int, ...], int, int]:
         """Row ``r``'s cached leading blocks on instance ``i``: (hashes, tokens, KV blocks pinning them takes)."""
@@ -335,9 +369,9 @@ class Scheduler:
         return np.where(valid, self.table.computed[safe], 0).sum(axis=1)
 
     def next_arrival(self, inst: np.ndarray) -> np.ndarray:
-        """The arrival time of each instance's next pending request (inf: none)."""
-        arrival = self.table.arrival
-        return np.array([arrival[p[0]] if p else np.inf for p in (self.pending[i] for i in inst.tolist())])
+        """When each instance's next pending request arrives (or its KV from host memory does; inf: none)."""
+        due = self.table.due
+        return np.array([due[p[0]] if p else np.inf for p in (self.pending[i] for i in inst.tolist())])
 
     def decode(self, inst: np.ndarray, k: np.ndarray, ends: np.ndarray) -> None:
         """Each instance ran ``k`` decode steps ending at ``ends`` (rows of instances): every running request

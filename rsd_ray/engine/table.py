@@ -15,7 +15,7 @@ import numpy as np
 from rsd_ray.engine.request import RequestRecord, Submit
 
 INT_COLUMNS = ("rid", "prompt", "max_tokens", "computed", "output", "blocks", "shared", "preemptions", "retries",
-               "instance", "offset", "reported", "state", "priority", "ready")
+               "instance", "offset", "reported", "state", "priority", "ready", "loaded")
 
 
 class State(IntEnum):
@@ -34,6 +34,7 @@ class State(IntEnum):
 class RequestTable:
     def __init__(self, capacity: int = 256):
         self.arrival = np.zeros(capacity)
+        self.due = np.zeros(capacity)                   # when it may join: its arrival, or its KV's from host memory
         self.scheduled = np.full(capacity, np.nan)      # first step's start; NaN until then
         for name in INT_COLUMNS:
             setattr(self, name, np.zeros(capacity, dtype=np.int64))
@@ -47,7 +48,7 @@ class RequestTable:
 
     def _grow_rows(self) -> None:
         n = len(self.arrival)
-        for name in ("arrival", "scheduled") + INT_COLUMNS:
+        for name in ("arrival", "due", "scheduled") + INT_COLUMNS:
             column = getattr(self, name)
             setattr(self, name, np.concatenate([column, np.zeros_like(column)]))
         self.free_rows = list(range(2 * n - 1, n - 1, -1)) + self.free_rows
@@ -83,7 +84,8 @@ class RequestTable:
         idx = np.array(rows, dtype=np.int64)
         self.offset[idx] = first + np.cumsum(sizes) - sizes
         done = np.array([len(s.token_times) for s in subs], dtype=np.int64)
-        self.arrival[idx] = [s.arrival for s in subs]
+        self.arrival[idx] = self.due[idx] = [s.arrival for s in subs]
+        self.loaded[idx] = 0
         self.rid[idx] = [s.rid for s in subs]
         self.prompt[idx] = [s.prompt_len for s in subs]
         self.max_tokens[idx] = sizes

@@ -1,5 +1,5 @@
-"""Card-to-card transfers over the rack's links, in time: a disaggregated request's KV cache moving from
-its prefill instance to its decode instance.
+"""Transfers over the rack's links, in time: a disaggregated request's KV cache moving from its prefill
+instance to its decode instance, card to card; prefix blocks brought back from a host's memory to its cards.
 
 A flow of ``b`` bytes from card ``a`` to card ``c`` takes their path (``Topology.card_path``: PCIe
 through the switches inside a server; the NIC and the top-of-rack switch between servers). It starts
@@ -36,7 +36,14 @@ class Transfers:
 
     def send(self, a: int, c: int, nbytes: float, ready: float) -> float:
         """When ``nbytes`` from card ``a``, ready there at ``ready``, have reached card ``c``."""
-        path = self.topology.card_path(a, c)
+        return self.over(self.topology.card_path(a, c), nbytes, ready)
+
+    def load(self, c: int, nbytes: float, ready: float) -> float:
+        """When ``nbytes`` from its host's memory, ready at ``ready``, have reached card ``c``."""
+        return self.over(self.topology.load_path(c), nbytes, ready)
+
+    def over(self, path, nbytes: float, ready: float) -> float:
+        """When ``nbytes``, ready at ``ready``, have crossed ``path``."""
         if not path or nbytes <= 0:
             return ready
         start = max([ready] + [self.free_at[link.name] for link in path])

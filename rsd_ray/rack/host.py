@@ -23,6 +23,8 @@ from rsd_ray.engine.request import RequestRecord
 from rsd_ray.engine.pricing import GroupSync
 from rsd_ray.interconnect.topology import Topology
 from rsd_ray.engine.core import EngineCore
+from rsd_ray.engine.prefix_cache import host_blocks
+from rsd_ray.interconnect.transfers import Transfers
 
 ABORTED = "aborted: the client went away"
 
@@ -62,7 +64,17 @@ class Host:
         self.links = {link.name: link for link in self.topology.links.values()}
         self.nominal = {name: link.bandwidth for name, link in self.links.items()}
         self.num_blocks = spec.engine.num_blocks_override or plan.memory.num_blocks
-        self.core = EngineCore(spec.engine, self.members, self.num_blocks)
+        self.offload = Transfers(self.topology) if spec.engine.kv_offloading_size else None
+        self.kv_bytes_per_token = plan.memory.kv_bytes_per_token
+        self.core = EngineCore(spec.engine, self.members, self.num_blocks,
+                               host_blocks(spec.engine, plan.memory.kv_bytes_per_token, plan.placement.tp),
+                               self._load if self.offload else None)
+
+    def _load(self, k: int, tokens: int, t: float) -> float:
+        """When ``tokens`` tokens' KV cache, asked at ``t`` of host memory, has reached every card of the
+        host's ``k``-th instance (each card its share, over its own host path; shared links in turn)."""
+        nbytes = tokens * self.kv_bytes_per_token
+        return max(self.offload.load(c, nbytes, t) for c in self.members[k][1].card_ids)
 
     @property
     def server(self) -> int:
@@ -185,6 +197,8 @@ class Host:
         for sync in self.core.syncs:
             for name, nbytes in sync.link_bytes().items():
                 out[name] += nbytes
+        for name, nbytes in (self.offload.bytes.items() if self.offload else ()):
+            out[name] += nbytes
         for frame in cards:
             for link in self.topology.host_path(frame.card):
                 out[link.name] += frame.host_link_bytes

@@ -38,6 +38,9 @@ def build(outcome: Outcome) -> dict:
         hits = sum(f.prefix_cache_hits for f in outcome.instances)
         summary.update(prefix_cache_queries=queries, prefix_cache_hits=hits,
                        prefix_cache_hit_rate=hits / queries if queries else 0.0)
+    if spec.engine.kv_offloading_size:            # of those hits, brought back from host memory first
+        summary.update(kv_offload_hits=sum(f.kv_offload_hits for f in outcome.instances),
+                       kv_offload_stored=sum(f.kv_offload_stored for f in outcome.instances))
     if rack.price:
         p = rack.price
         usd_h = (len(cards) * p.card_usd_per_hour + rack.servers * p.server_usd_per_hour

@@ -208,6 +208,10 @@ class RackMetrics:
                      "Prefix cache queries, in terms of number of queried tokens.", lambda f: f.prefix_cache_queries)
         yield family(CounterMetricFamily, "vllm:prefix_cache_hits",
                      "Prefix cache hits, in terms of number of cached tokens.", lambda f: f.prefix_cache_hits)
+        yield family(CounterMetricFamily, "rsd_ray_kv_offload_hits",
+                     "Prompt tokens whose KV cache was brought back from host memory.", lambda f: f.kv_offload_hits)
+        yield family(CounterMetricFamily, "rsd_ray_kv_offload_stored",
+                     "Prefix blocks evicted from the cards into host memory.", lambda f: f.kv_offload_stored)
         yield from self._cards(g.cards)
         for name, doc, value in (("rsd_ray_virtual_time_seconds", "The rack's virtual clock.", g.t),
                                  ("rsd_ray_pace", "Virtual seconds per wall second.", g.pacer.pace),
