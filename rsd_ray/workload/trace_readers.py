@@ -10,8 +10,10 @@
                ``CHARS_PER_TOKEN``; every later human → gpt exchange is kept in ``later`` (its prompt is the
                whole conversation so far). It has no times, so ``TraceSource`` gives it Poisson arrivals.
 
-Times are seconds from the trace's first row. A malformed row is a ``ConfigError`` naming the file, the line
-and what was expected.
+Times are seconds from the trace's first row. Every format may give a request's scheduling priority (an
+integer, lower is sooner, as vLLM's): a ``priority`` column (CSV), key (Mooncake) or conversation key
+(ShareGPT). A request with one is in the service class ``priority N``, as a served request that
+names its priority is. A malformed row is a ``ConfigError`` naming the file, the line and what was expected.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class TraceRow:
     line: int = 0
     session: str = ""                # ShareGPT: the conversation's id
     later: tuple[tuple[int, int], ...] = ()   # ShareGPT: the (prompt, output) of each later exchange
+    priority: int | None = None      # its scheduling priority, when the trace gives one (lower is sooner)
 
 
 def _bad(path, line: int, row, expected: str):
@@ -49,6 +52,19 @@ def _count(path, line, row, value, name: str, lo: int = 0) -> int:
         raise _bad(path, line, row, f"{name} must be a whole number of tokens") from None
     if n < lo or n != float(value):
         raise _bad(path, line, row, f"{name} must be a whole number ≥ {lo}")
+    return n
+
+
+def _priority(path, line, row, value) -> int | None:
+    """A row's priority: a whole number (None when the trace gives none)."""
+    if value in (None, ""):
+        return None
+    try:
+        n = int(float(value))
+    except (TypeError, ValueError):
+        raise _bad(path, line, row, "priority must be a whole number (lower is sooner)") from None
+    if n != float(value):
+        raise _bad(path, line, row, "priority must be a whole number (lower is sooner)")
     return n
 
 
@@ -92,14 +108,15 @@ def _relative(rows: Iterator[TraceRow], path) -> Iterator[TraceRow]:
         if r.t < last:
             raise _bad(path, r.line, r.t, "rows must be in time order")
         last = r.t
-        yield TraceRow(r.t - first, r.prompt, r.output, r.hash_ids, r.line)
+        yield TraceRow(r.t - first, r.prompt, r.output, r.hash_ids, r.line, priority=r.priority)
 
 
 def azure(path) -> Iterator[TraceRow]:
     cols = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
     yield from _relative((TraceRow(_seconds(path, n, row, row["TIMESTAMP"]),
                                   _count(path, n, row, row["ContextTokens"], "ContextTokens", 1),
-                                  _count(path, n, row, row["GeneratedTokens"], "GeneratedTokens"), (), n)
+                                  _count(path, n, row, row["GeneratedTokens"], "GeneratedTokens"), (), n,
+                                  priority=_priority(path, n, row, row.get("priority")))
                          for n, row in _csv(path, cols)), path)
 
 
@@ -107,7 +124,8 @@ def burstgpt(path, model: str = "") -> Iterator[TraceRow]:
     cols = ("Timestamp", "Model", "Request tokens", "Response tokens")
     yield from _relative((TraceRow(_seconds(path, n, row, row["Timestamp"]),
                                   _count(path, n, row, row["Request tokens"], "Request tokens", 1),
-                                  _count(path, n, row, row["Response tokens"], "Response tokens"), (), n)
+                                  _count(path, n, row, row["Response tokens"], "Response tokens"), (), n,
+                                  priority=_priority(path, n, row, row.get("priority")))
                          for n, row in _csv(path, cols) if not model or row["Model"] == model), path)
 
 
@@ -128,7 +146,8 @@ def mooncake(path) -> Iterator[TraceRow]:
                     raise _bad(path, n, ids, "hash_ids must be a list of integers")
                 yield TraceRow(_seconds(path, n, row, row["timestamp"]) / 1000.0,
                                _count(path, n, row, row["input_length"], "input_length", 1),
-                               _count(path, n, row, row["output_length"], "output_length"), tuple(ids), n)
+                               _count(path, n, row, row["output_length"], "output_length"), tuple(ids), n,
+                               priority=_priority(path, n, row, row.get("priority")))
     yield from _relative(rows(), path)
 
 
@@ -180,7 +199,8 @@ def sharegpt(path) -> Iterator[TraceRow]:
             continue                                       # no human → gpt exchange: nothing to replay
         (q, a), *later = [(max(1, round(p / CHARS_PER_TOKEN)), max(1, round(o / CHARS_PER_TOKEN)))
                           for p, o in exchanges]
-        yield TraceRow(0.0, q, a, (), n, str(item.get("id", "")), tuple(later))
+        yield TraceRow(0.0, q, a, (), n, str(item.get("id", "")), tuple(later),
+                       _priority(path, n, str(item)[:80], item.get("priority")))
 
 
 def read(fmt: str, path, model: str = "") -> Iterator[TraceRow]:
