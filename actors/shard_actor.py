@@ -32,6 +32,12 @@ class CardShardActor:
     def release(self, seq):
         self.shard.release(seq)
 
+    def export_kv(self, seq, length):
+        return self.shard.export_kv(seq, length)
+
+    def import_kv(self, seq, cache):
+        return self.shard.import_kv(seq, cache)
+
     def memory(self) -> dict:
         return self.shard.memory()
 

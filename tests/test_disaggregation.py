@@ -21,8 +21,9 @@ from tests.conftest import make_spec, run_doc
 from tests.one_instance import OneInstance
 
 # Llama 3 8B's KV cache: K and V × 32 layers × 8 KV heads × 128 dims × 2 bytes (fp16) = 131,072 B a token;
-# at TP 4 each card holds 2 of the 8 heads: 32,768 B a token, 33,554,432 B for a 1,024-token prompt.
-PER_CARD = 2 * 32 * 2 * 128 * 2 * 1024
+# at TP 4 each card holds 2 of the 8 heads: 32,768 B a token. A 1,024-token prompt moves 1,023 tokens' (the
+# decode instance computes the last again): 33,521,664 B a card.
+PER_CARD = 2 * 32 * 2 * 128 * 2 * 1023
 NIC = 50e9 * 0.80             # rsd-rack's 400 GbE NIC: 50 GB/s × LINK_EFFICIENCY
 PCIE = 64e9 * 0.80            # a card's PCIe Gen5 x16 link (and a switch uplink)
 # card 0 → card 16: card→sw0.0→host0→nic0 (3 PCIe hops, 1 µs each), nic0→tor→nic1 (2 µs each), nic1→host1→
@@ -52,14 +53,14 @@ def _submit(rid, prompt):
 def test_a_kv_cache_between_two_servers_takes_the_nic_rank_after_rank():
     """Instance 0 (cards 0-3, server 0) to instance 4 (cards 16-19, server 1): the four ranks' 32 MiB each
     share the NIC and the ToR, so they go one after another at the NIC's 40 GB/s; the last arrives
-    4 × 838.86 µs + 10 µs after the prefill."""
+    4 × 838.04 µs + 10 µs after the prefill."""
     handoffs, plan = _handoffs()
     assert plan.memory.kv_bytes_per_token == 2 * 32 * 2 * 128 * 2
     assert plan.placement.groups[4] == (16, 17, 18, 19)
     decode = handoffs.hand_off(_prefilled(handoffs), 4)
     assert decode.instance == 4 and decode.kv_tokens == 1023 and decode.max_tokens == 100
     assert decode.arrival == pytest.approx(1.0 + 4 * PER_CARD / NIC + BETWEEN_SERVERS_S, rel=1e-12)
-    assert 4 * PER_CARD / NIC == pytest.approx(3355.4432e-6)
+    assert 4 * PER_CARD / NIC == pytest.approx(3352.1664e-6)
     handoff = handoffs.handed[0]
     assert (handoff.instance, handoff.prefilled, handoff.ready, handoff.kv_bytes) == (0, 1.0, decode.arrival, 4 * PER_CARD)
     assert handoffs.link_bytes()["nic0->tor"] == 4 * PER_CARD
@@ -68,7 +69,7 @@ def test_a_kv_cache_between_two_servers_takes_the_nic_rank_after_rank():
 
 def test_inside_a_server_the_ranks_move_side_by_side_over_pcie():
     """Instance 0 (cards 0-3) to instance 1 (cards 4-7), all under switch sw0.0: card k → sw0.0 → card k+4,
-    no link shared, 2 hops of 1 µs: 33,554,432 B / 51.2 GB/s + 2 µs = 657.36 µs for every rank."""
+    no link shared, 2 hops of 1 µs: 33,521,664 B / 51.2 GB/s + 2 µs = 656.72 µs for every rank."""
     handoffs, _ = _handoffs(prefill=1)
     decode = handoffs.hand_off(_prefilled(handoffs), 1)
     assert decode.arrival == pytest.approx(1.0 + PER_CARD / PCIE + 2e-6, rel=1e-12)
@@ -94,8 +95,8 @@ def test_moves_queue_behind_each_other_on_a_shared_link():
 
 def test_layerwise_sending_hides_the_move_behind_the_prefill():
     """``kv_transfer: layerwise``: 32 layers computed evenly over the prefill's 100 ms, each rank's layer
-    (1 MiB, 26.2 µs on the NIC) sent as it is done. The last layer's four ranks leave at the prefill's
-    end: 4 × 26.2 µs + 10 µs after it, instead of 4 × 838.9 µs + 10 µs."""
+    (a 32nd of 32 MiB, 26.2 µs on the NIC) sent as it is done. The last layer's four ranks leave at the
+    prefill's end: 4 × 26.2 µs + 10 µs after it, instead of 4 × 838.0 µs + 10 µs."""
     handoffs, _ = _handoffs(kv_transfer="layerwise")
     decode = handoffs.hand_off(_prefilled(handoffs, scheduled=0.9, finish=1.0), 4)
     assert decode.arrival == pytest.approx(1.0 + 4 * PER_CARD / 32 / NIC + BETWEEN_SERVERS_S, rel=1e-9)
@@ -207,6 +208,30 @@ def test_a_lost_card_in_either_pool_loses_no_request(card):
     lost, done = card // 2, [r for r in outcome.records if r.finish is not None]
     assert all(r.handoff.instance != lost for r in done if r.handoff.scheduled > 0.35)
     assert all(r.instance != lost for r in done if r.token_times[0] > 0.35)
+
+
+def test_a_functional_disaggregated_run_writes_the_reference_text_and_moves_the_kv_card_to_card(tmp_path):
+    """`run --model DIR` on a disaggregated mini rack (TP 2: instances 0-1 prefill on server 0, 2-3 decode
+    on server 1): prompts are computed on instance 0's card shards, their KV cache but the last token moved
+    rank by rank to instance 2's, which decode — the text is the reference's greedy continuation, and the
+    bytes the cards received (partial sums and KV) equal the link model's, link by link, the NIC carrying
+    the KV: 2 layers × K and V × 1 KV head a card × 8 dims × 4 bytes (fp32) = 128 B a token a card."""
+    from rsd_ray.functional import reference
+    from rsd_ray.functional.checkpoint import load, make_model
+    make_model(tmp_path / "m", layers=2, hidden=64, heads=8, kv_heads=2, intermediate=128, vocab=300, seed=1)
+    ckpt = load(tmp_path / "m")
+    spec = make_spec(model=str(tmp_path / "m"), duration_s=0.5, router={"prefill_instances": 2},
+                     workload={"arrival": "closed", "concurrency": 4, "per_server": False,
+                               "input": dataclasses.replace(make_spec().workload.input, dist="fixed", mean=16),
+                               "output": dataclasses.replace(make_spec().workload.output, dist="fixed", mean=8)})
+    doc, outcome = run_doc(spec)
+    functional = doc["functional"]
+    first = functional["samples"][0]
+    assert first["ids"] == reference.greedy(ckpt.config, ckpt.weights, first["prompt_ids"], 8)
+    moved = functional["link_bytes"]
+    assert moved["received"] == moved["link_model"]
+    requests = doc["requests"]["offered"]
+    assert moved["received"]["nic0->tor"] == requests * 2 * 15 * 128      # 2 cards, 15 tokens each
 
 
 @pytest.mark.slow

@@ -220,11 +220,14 @@ def test_serve_with_a_checkpoint_answers_with_the_models_own_text(gqa, tmp_path)
 
 
 @pytest.mark.slow
-def test_a_functional_serve_on_ray_writes_on_card_actors_that_receive_what_the_link_model_charges(gqa, tmp_path):
+@pytest.mark.parametrize("pools", [(), ("--prefill-instances", "1")])
+def test_a_functional_serve_on_ray_writes_on_card_actors_that_receive_what_the_link_model_charges(gqa, tmp_path,
+                                                                                                  pools):
     """`rsd-ray serve --model DIR` on Ray: the text is written by four card actors (beside the rack's card
-    actors) that hand each other their partial sums as Ray objects; the answer is the reference's greedy
-    text, and the results hold, link by link, the bytes the cards received equal to the bytes the link
-    model charged for the same steps."""
+    actors) that hand each other their partial sums as Ray objects — disaggregated, the prompt on server 0's
+    instance and the decode on server 1's, each decode card fetching its KV cache from its prefill card's
+    object store; the answer is the reference's greedy text, and the results hold, link by link, the bytes
+    the cards received equal to the bytes the link model charged for the same steps (the NIC's: the KV)."""
     from tests.serve_helpers import LiveServer, openai_client
     ckpt = load(gqa)
     prompt = "Hello, rack"
@@ -233,7 +236,7 @@ def test_a_functional_serve_on_ray_writes_on_card_actors_that_receive_what_the_l
     if ckpt.config.eos_token_id in want:
         want = want[:want.index(ckpt.config.eos_token_id) + 1]
     live = LiveServer(tmp_path, "--model", str(gqa), "--tp", "4", "--rack", "mini", "--served-model-name", "tiny",
-                      executor="ray")
+                      *pools, executor="ray")
     try:
         client = openai_client(live.base)
         whole = client.completions.create(model="tiny", prompt=prompt, max_tokens=10)
@@ -244,6 +247,7 @@ def test_a_functional_serve_on_ray_writes_on_card_actors_that_receive_what_the_l
     moved = doc["functional"]["link_bytes"]
     assert moved["received"] == moved["link_model"]
     assert sum(moved["received"].values()) > 0 and set(moved["received"]) >= {"card1->sw0.0", "sw0.0->card0"}
+    assert ("nic0->tor" in moved["received"]) == bool(pools)
 
 
 def test_the_timer_and_the_split_check_tp_against_the_checkpoint_not_a_preset(tmp_path):

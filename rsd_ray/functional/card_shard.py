@@ -66,6 +66,7 @@ class CardShard:
         self.kv = PagedKV(config.num_hidden_layers, self.kv_heads, config.head_dim, block_size)
         self.x: np.ndarray | None = None
         self.received: dict[int, int] = {}                # bytes of partial sums taken from each other rank
+        self.kv_received = 0                               # bytes of KV caches taken from a prefill card
         self.batch: list[tuple[int, int, int]] = []       # (sequence, first position, tokens) of this step
 
     def begin(self, batch: list[tuple[int, list[int], int]]) -> np.ndarray:
@@ -138,6 +139,20 @@ class CardShard:
     def release(self, seq: int) -> None:
         self.kv.release(seq)
 
+    def export_kv(self, seq: int, length: int) -> np.ndarray:
+        """The KV cache of ``seq``'s first ``length`` positions on this card, every layer
+        ([2, layers, length, KV heads, head dim]): what a disaggregated prefill hands to its decode card."""
+        ks, vs = zip(*(self.kv.read(seq, layer, length) for layer in range(self.kv.layers)))
+        return np.stack([np.stack(ks), np.stack(vs)])
+
+    def import_kv(self, seq: int, cache: np.ndarray) -> int:
+        """Another card's exported KV cache (its rank's share) becomes ``seq``'s here; returns its bytes."""
+        positions = np.arange(cache.shape[2])
+        for layer in range(self.kv.layers):
+            self.kv.write(seq, layer, positions, cache[0, layer], cache[1, layer])
+        self.kv_received += int(cache.nbytes)
+        return self.kv_received
+
     def memory(self) -> dict:
         return {"rank": self.rank, "weights": self.ledger.regions["weights"], "kv_blocks": self.kv.blocks,
-                "tensors": len(self.w), "received": dict(self.received)}
+                "tensors": len(self.w), "received": dict(self.received), "kv_received": self.kv_received}

@@ -27,7 +27,7 @@ class FunctionalSource:
             vocab = self.writer.model.config.vocab_size
             prompts = [np.random.default_rng([self.seed, s.rid]).integers(0, vocab, s.prompt_len).tolist()
                        for s in subs]
-            outs, _ = self.writer.model.generate(prompts, max(s.max_tokens for s in subs))
+            outs = self.writer.generate(prompts, max(s.max_tokens for s in subs))
             for s, prompt, out in zip(subs, prompts, outs):
                 out = out[:s.max_tokens]
                 self.tokens += len(prompt) + len(out)

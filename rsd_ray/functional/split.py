@@ -76,15 +76,40 @@ class SplitModel:
     def release(self, seq: int) -> None:
         self._all("release", seq)
 
+    def take_kv(self, seqs: list[int], lengths: list[int], prefill: "SplitModel") -> None:
+        """Each sequence's first ``lengths`` positions of KV cache from ``prefill``'s cards, rank k's to rank
+        k's (on Ray an object each, fetched by the decode card from the prefill card's store)."""
+        for seq, n in zip(seqs, lengths):
+            if n == 0:
+                continue
+            caches = prefill._all("export_kv", seq, n)
+            done = [(getattr(c, "import_kv").remote(seq, kv) if self.on_ray else c.import_kv(seq, kv))
+                    for c, kv in zip(self.cards, caches)]
+            if self.on_ray:
+                import ray
+                ray.get(done)
+            if self.timer is not None:
+                self.timer.take_kv(prefill.timer, n)
+
     def generate(self, prompts: list[list[int]], max_tokens: int, temperature: float = 0.0, seed: int = 0,
-                 stop: int | None = None, halt=lambda: False) -> tuple[list[list[int]], list[np.ndarray]]:
+                 stop: int | None = None, halt=lambda: False, prefill: "SplitModel | None" = None
+                 ) -> tuple[list[list[int]], list[np.ndarray]]:
         """Prefill every prompt in one step, then decode them together; returns the new ids of each and
-        the logits of every step (for the tests). ``halt()`` true: end after the current step (a stop signal)."""
+        the logits of every step (for the tests). ``halt()`` true: end after the current step (a stop signal).
+        ``prefill``: disaggregated — the prompts are computed on that model's cards, their KV cache but the
+        last token's moved to these, which compute the last token and decode (``rack/handoff.py``)."""
         seqs = list(range(self.next_seq, self.next_seq + len(prompts)))
         self.next_seq += len(prompts)
         rngs = [np.random.default_rng([seed, i]) if temperature > 0 else None for i in range(len(prompts))]
         out, steps = [[] for _ in prompts], []
-        logits = self.step([(s, list(p), 0) for s, p in zip(seqs, prompts)])
+        if prefill is None:
+            logits = self.step([(s, list(p), 0) for s, p in zip(seqs, prompts)])
+        else:
+            prefill.step([(s, list(p), 0) for s, p in zip(seqs, prompts)])     # its sampled token is dropped
+            self.take_kv(seqs, [len(p) - 1 for p in prompts], prefill)
+            for s in seqs:
+                prefill.release(s)
+            logits = self.step([(s, [p[-1]], len(p) - 1) for s, p in zip(seqs, prompts)])
         live = list(range(len(prompts)))
         while True:
             steps.append(logits)

@@ -17,6 +17,7 @@ from rsd_ray.config import load_run
 from rsd_ray.compiler.program import batch_shape
 from rsd_ray.engine.pricing import GroupSync
 from rsd_ray.interconnect.topology import Topology
+from rsd_ray.interconnect.transfers import Transfers
 
 
 def shape(batch: list[tuple[int, list[int], int]]) -> np.ndarray:
@@ -28,12 +29,15 @@ def shape(batch: list[tuple[int, list[int], int]]) -> np.ndarray:
 
 
 class StepTimer:
-    def __init__(self, config, name: str, tp: int, rack: str = "atom-server"):
+    def __init__(self, config, name: str, tp: int, rack="atom-server", group: int = 0):
+        """``rack``: a preset, YAML path or mapping; ``group``: which of its TP groups the steps run on."""
         spec = load_run(None, rack=rack, tp=tp, model=config.model_spec(name, "fp32"),
                         compiler={"collective": "one_shot"})
         self.topology = Topology(spec.rack, spec.device)
         plan = compile_plan(spec, self.topology)
-        self.cards = list(plan.placement.groups[0])
+        self.cards = list(plan.placement.groups[group])
+        self.kv_bytes_per_token = plan.memory.kv_bytes_per_token
+        self.kv = Transfers(self.topology)            # KV caches taken from a prefill group (disaggregated)
         self.group = LocalCardGroup(self.cards, spec.device, spec.epoch_s)
         self.group.load(plan.programs, plan.memory)
         self.sync = GroupSync(plan.programs[0], self.cards, self.topology, "one_shot", {})
@@ -49,18 +53,29 @@ class StepTimer:
         self.clock += duration
         return duration
 
-    def card_to_card_bytes(self) -> dict[str, float]:
-        """Bytes the collectives put on each directed link so far."""
-        return {name: b for name, b in self.sync.link_bytes().items() if b}
+    def take_kv(self, prefill: "StepTimer", tokens: int) -> None:
+        """A sequence's KV cache of ``tokens`` tokens moved from ``prefill``'s cards to these, rank to rank."""
+        self.kv.move(list(zip(prefill.cards, self.cards)), tokens * self.kv_bytes_per_token, [self.clock])
 
-    def received_bytes(self, received: list[dict]) -> dict[str, float]:
+    def card_to_card_bytes(self) -> dict[str, float]:
+        """Bytes the collectives (and KV caches taken) put on each directed link so far."""
+        out = {name: b for name, b in self.sync.link_bytes().items() if b}
+        for name, b in self.kv.bytes.items():
+            out[name] = out.get(name, 0) + b
+        return out
+
+    def received_bytes(self, received: list[dict], kv_from: "StepTimer | None" = None,
+                       kv: list[int] = ()) -> dict[str, float]:
         """Bytes each link really carried: what every card took from each other card (``received``, each
-        card's by source rank, as ``CardShard.memory`` says), laid on the links of their path."""
+        card's by source rank, as ``CardShard.memory`` says), and the KV bytes each took from its rank of
+        ``kv_from``'s cards (``kv``), laid on the links of their path."""
+        moved = [(self.cards[int(src)], self.cards[dst], n) for dst, by_src in enumerate(received)
+                 for src, n in by_src.items()]
+        moved += [(kv_from.cards[rank], self.cards[rank], n) for rank, n in enumerate(kv) if n]
         out: dict[str, float] = {}
-        for dst, by_src in enumerate(received):
-            for src, nbytes in by_src.items():
-                for link in self.topology.card_path(self.cards[int(src)], self.cards[dst]):
-                    out[link.name] = out.get(link.name, 0) + nbytes
+        for a, c, nbytes in moved:
+            for link in self.topology.card_path(a, c):
+                out[link.name] = out.get(link.name, 0) + nbytes
         return out
 
     def host_bytes(self) -> dict[int, float]:

@@ -11,6 +11,7 @@ virtual timing is the one performance mode gives the requests' shapes.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from rsd_ray.functional.checkpoint import load
@@ -20,15 +21,29 @@ CHAT_TEMPLATE = ("<|begin_of_text|>", "{role}: {content}\n", "assistant: ")   # 
 
 
 class FunctionalWriter:
-    def __init__(self, path, tp: int, budget: int, executor):
-        """``executor``: the rack's executor class (its ``split_model`` and ``card_memory``)."""
+    def __init__(self, spec, executor):
+        """``spec``: the run's (its checkpoint, TP, rack, card memory and pools); ``executor``: the rack's
+        executor class (its ``split_model`` and ``card_memory``). A disaggregated rack's prompts are computed
+        on its first instance's cards and decoded on its first decode instance's, the KV cache moved
+        between them card to card (``SplitModel.take_kv``)."""
+        path, tp, budget = spec.model.checkpoint, spec.tp, spec.device.usable_bytes
         ckpt = load(path)
         self.checkpoint, self.executor = path, executor
         self.tokenizer, self.eos = ckpt.tokenizer, ckpt.config.eos_token_id
-        self.timer = StepTimer(ckpt.config, ckpt.path.name, tp)
+        split, rack = spec.router.prefill_instances, dataclasses.asdict(spec.rack)
+        self.timer = StepTimer(ckpt.config, ckpt.path.name, tp, rack, group=split)
         self.model = executor.split_model(path, tp, budget, timer=self.timer, beside_rack=True)
+        self.prefill = None
+        if split:
+            timer = StepTimer(ckpt.config, ckpt.path.name, tp, rack)
+            self.prefill = executor.split_model(path, tp, budget, timer=timer, beside_rack=True)
         self.fingerprint = f"rsd-ray-functional-mode:{ckpt.path.name}:tp{tp}"
         self.lock = threading.Lock()                     # HTTP and gRPC handlers may write at once
+
+    def generate(self, prompts: list[list[int]], max_tokens: int, temperature: float = 0.0,
+                 seed: int = 0) -> list[list[int]]:
+        """Each prompt's continuation (``SplitModel.generate``), on the rack's pools when it has them."""
+        return self.model.generate(prompts, max_tokens, temperature, seed, prefill=self.prefill)[0]
 
     def prompt_ids(self, prompt) -> list[int]:
         """A text prompt through the tokenizer; token ids as given."""
@@ -44,7 +59,7 @@ class FunctionalWriter:
         """The text of each generated token: up to and including the first EOS at or after ``min_tokens``
         (unless ``ignore_eos``), at most ``max_tokens``."""
         with self.lock:
-            out = self.model.generate([ids], max_tokens, temperature, seed)[0][0]
+            out = self.generate([ids], max_tokens, temperature, seed)[0]
         if not ignore_eos:
             ends = [i for i, t in enumerate(out) if t == self.eos and i >= min_tokens]
             out = out[:ends[0] + 1] if ends else out
@@ -56,8 +71,18 @@ class FunctionalWriter:
         return pieces
 
     def link_bytes(self) -> dict[str, dict[str, float]]:
-        """The partial sums' bytes on each link: what the cards received, and what the link model charged."""
+        """The partial sums' (and KV caches') bytes on each link: what the cards received, and what the link
+        model charged for the same steps."""
         with self.lock:
-            received = [card["received"] for card in self.executor.card_memory(self.model)]
-            return {"received": self.timer.received_bytes(received), "link_model": self.timer.card_to_card_bytes()}
-
+            decode = self.executor.card_memory(self.model)
+            received = self.timer.received_bytes([c["received"] for c in decode], self.prefill and self.prefill.timer,
+                                                 [c["kv_received"] for c in decode])
+            charged = self.timer.card_to_card_bytes()
+            if self.prefill is not None:
+                mine = self.prefill.timer
+                for part, more in ((received, mine.received_bytes([c["received"] for c in
+                                                                   self.executor.card_memory(self.prefill)])),
+                                   (charged, mine.card_to_card_bytes())):
+                    for name, b in more.items():
+                        part[name] = part.get(name, 0) + b
+            return {"received": received, "link_model": charged}

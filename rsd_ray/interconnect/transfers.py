@@ -34,6 +34,12 @@ class Transfers:
         if name in self.links:
             self.links[name].bandwidth = self.nominal[name] * percent / 100.0
 
+    def move(self, pairs, nbytes: float, parts: list[float]) -> float:
+        """When every (from, to) card pair's ``nbytes`` have arrived, sent in ``len(parts)`` equal parts, part
+        j ready at ``parts[j]`` (one part: all at once; a part a layer: layer by layer), every pair's part
+        j before any pair's next."""
+        return max(self.send(a, c, nbytes / len(parts), t) for t in parts for a, c in pairs)
+
     def send(self, a: int, c: int, nbytes: float, ready: float) -> float:
         """When ``nbytes`` from card ``a``, ready there at ``ready``, have reached card ``c``."""
         return self.over(self.topology.card_path(a, c), nbytes, ready)

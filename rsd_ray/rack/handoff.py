@@ -6,8 +6,8 @@ llm-d run it.
 
     arrival ─▶ router (prefill pool) ─▶ prefill instance: the prompt, one token sampled (max_tokens 1; the
                proxy throws that token away) ─▶ finished here: its KV cache, prompt_len tokens on every card
-    ─▶ router (decode pool, fresh telemetry) ─▶ rank k's KV from prefill card k to decode card k over the
-               link model (``interconnect/transfers.py``: PCIe, NIC and ToR; contention; degraded links)
+    ─▶ router (decode pool, fresh telemetry) ─▶ rank k's KV of prompt_len − 1 tokens from prefill card k to
+               decode card k over the link model (``interconnect/transfers.py``: PCIe, NIC and ToR; contention; degraded links)
     ─▶ decode instance: arrives when its KV has (``Submit.kv_tokens``: prompt_len − 1 tokens computed; the
                last is computed again to sample the first token, as a full prefix-cache hit is) ─▶ decodes
 
@@ -69,14 +69,14 @@ class Handoffs:
     def hand_off(self, record: RequestRecord, decode: int) -> Submit:
         """Move a prefilled request's KV cache to instance ``decode``: rank by rank, card to card."""
         sub = self.prefilling.pop(record.rid)
-        per_card = record.prompt_len * self.kv_bytes_per_token
-        parts = self._layers_ready(record)
+        tokens = sub.prompt_len - 1                   # what the decode instance takes; it computes the last
+        per_card = tokens * self.kv_bytes_per_token
         pairs = list(zip(self.groups[record.instance], self.groups[decode]))
-        ready = max(self.transfers.send(a, c, per_card / len(parts), t) for t in parts for a, c in pairs)
+        ready = self.transfers.move(pairs, per_card, self._layers_ready(record))
         self.handed[record.rid] = Handoff(instance=record.instance, scheduled=record.scheduled, prefilled=record.finish,
-                                          ready=ready, kv_bytes=int(per_card * len(self.groups[decode])))
+                                          ready=ready, kv_bytes=int(per_card * len(pairs)))
         self.arrival[record.rid] = sub.arrival
-        return sub.replaced(arrival=ready, instance=decode, kv_tokens=sub.prompt_len - 1, token_times=())
+        return sub.replaced(arrival=ready, instance=decode, kv_tokens=tokens, token_times=())
 
     def _layers_ready(self, record: RequestRecord) -> list[float]:
         """When each part of the KV cache may leave: all of it when the prefill ends, or layer by layer

@@ -52,6 +52,6 @@ def request_source(spec: RunSpec, executor=None):
     if spec.model.checkpoint:                        # a checkpoint's weights write the requests' tokens
         from rsd_ray.functional.source import FunctionalSource
         from rsd_ray.functional.writer import FunctionalWriter
-        writer = FunctionalWriter(spec.model.checkpoint, spec.tp, spec.device.usable_bytes, executor)
+        writer = FunctionalWriter(spec, executor)
         source = FunctionalSource(source, writer, spec.seed + 3)
     return source

@@ -108,8 +108,7 @@ class RackServer:
         writer = None
         if spec.model.checkpoint:                        # --model DIR: its split weights write the text
             from rsd_ray.functional.writer import FunctionalWriter
-            writer = FunctionalWriter(spec.model.checkpoint, spec.tp, spec.device.usable_bytes,
-                                      type(self.controller.executor))
+            writer = FunctionalWriter(spec, type(self.controller.executor))
             if writer.tokenizer is None:
                 raise ConfigError(spec.model.checkpoint, "tokenizer.json", "missing", "serving real text needs "
                                   "the checkpoint's tokenizer.json (make-model writes one)")
