@@ -98,3 +98,21 @@ def test_host_memory_raises_the_hit_rate_and_its_loads_are_on_the_links(tmp_path
 def test_host_memory_is_for_the_prefix_cache():
     with pytest.raises(ConfigError, match="kv_offloading_size.*enable_prefix_caching"):
         load_run(None, engine={"kv_offloading_size": 2.0})
+
+
+@pytest.mark.slow
+def test_host_memory_on_ray_equals_inline(ray_session, tmp_path):
+    """Each host actor keeps its own instances' host memory and prices their loads on its own links: every
+    figure and token time equal inline's."""
+    from tests.conftest import with_token_times
+    from tests.test_ray import comparable
+    path = shared_prefix_trace(tmp_path / "mc.jsonl", requests=120, docs=20, rate=2.0)
+    spec = load_run(None, rack="mini", model="llama3-8b", tp=2, duration_s=60.0, workload=f"trace:mooncake:{path}",
+                    router={"policy": "round_robin"},
+                    engine={"enable_prefix_caching": True, "num_blocks_override": 1200, "kv_offloading_size": 16.0})
+    docs = []
+    for executor in ("ray", "inline"):
+        outcome = Controller(spec, executor=executor).run()
+        docs.append(with_token_times(build(outcome), outcome))
+    assert docs[0]["emulator"]["executor"] == "ray" and docs[0]["summary"]["kv_offload_hits"] > 0
+    assert comparable(docs[0]) == comparable(docs[1])
