@@ -9,9 +9,9 @@ servers) prefill and the rest decode, each request's KV cache (128 KiB a token: 
 over the instance's four cards) moved to another server over the NIC and the top-of-rack switch —
 after its prefill (vLLM's NixlConnector, Dynamo), and for one layout layer by layer as it is computed
 (Splitwise). Both pools are routed round robin, as vLLM's disaggregated proxy routes them (and the
-aggregated rack too, for a like comparison; with ``least_loaded`` the prefill pool queues far longer). The decode pool is routed when
-the prefill's epoch comes back (``rack/handoff.py``): one layout again at ``epoch_s`` 0.01 shows what
-that granularity costs.
+aggregated rack too, for a like comparison; with ``least_loaded`` the prefill pool queues far longer:
+see the README). The decode pool is routed when the prefill's epoch comes back (``rack/handoff.py``):
+one layout again at ``epoch_s`` 0.01 shows what that granularity costs.
 """
 from __future__ import annotations
 
@@ -89,7 +89,8 @@ def plot(rows: list[dict], path) -> bool:
         mine = {r["layout"]: r for r in rows if r.get("rate") == rate and "error" not in r}
         for ax, key, title in zip(axes, ("out_tok_s", "ttft_p50_ms", "itl_p99_ms"),
                                   ("output tokens/s", "TTFT p50 (ms)", "ITL p99 (ms)")):
-            ax.plot(labels, [mine[n][key] if n in mine else float("nan") for n in labels], "o-", label=f"{rate:g} req/s")
+            ax.plot(labels, [mine[n][key] if n in mine else float("nan") for n in labels], "o-",
+                    label=f"{rate:g} req/s")
             ax.set_title(title)
     for ax in axes:
         ax.tick_params(axis="x", labelsize=7, rotation=30)
@@ -110,7 +111,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", default="sweep-results/disaggregation")
     args = ap.parse_args(argv)
     spec = load_run(None, rack="rsd-rack", model="llama3-8b", tp=4, duration_s=args.duration,
-                    router={"policy": "round_robin"}, workload={"arrival": "poisson", "rate": RATES[0], "per_server": False,
+                    router={"policy": "round_robin"},
+                    workload={"arrival": "poisson", "rate": RATES[0], "per_server": False,
                               "input": {"dist": "fixed", "mean": 1024}, "output": {"dist": "fixed", "mean": 512}})
     console, grid = Console(), points()
     with Progress(console=console, transient=True) as bar:

@@ -192,17 +192,22 @@ def test_run_with_a_checkpoint_writes_real_tokens_on_performance_modes_timing(gq
     assert "not a Llama config.json" in capsys.readouterr().err
 
 
+def served_answer(ckpt, prompt: str, max_tokens: int) -> tuple[list[int], list[int]]:
+    """A text prompt's ids and the reference's greedy answer as a server sends it (up to its EOS, kept)."""
+    ids = ckpt.tokenizer.encode(prompt).ids
+    want = reference.greedy(ckpt.config, ckpt.weights, ids, max_tokens)
+    if ckpt.config.eos_token_id in want:
+        want = want[:want.index(ckpt.config.eos_token_id) + 1]
+    return ids, want
+
+
 @pytest.mark.slow
 def test_serve_with_a_checkpoint_answers_with_the_models_own_text(gqa, tmp_path):
     """The OpenAI SDK against `rsd-ray serve --model DIR`: the text is the split model's greedy continuation
     (ending at its EOS or max_tokens), streamed token by token at the rack's paced times."""
     from tests.serve_helpers import LiveServer, openai_client
-    ckpt = load(gqa)
-    prompt = "Hello, rack"
-    ids = ckpt.tokenizer.encode(prompt).ids
-    want = reference.greedy(ckpt.config, ckpt.weights, ids, 12)
-    if ckpt.config.eos_token_id in want:
-        want = want[:want.index(ckpt.config.eos_token_id) + 1]
+    ckpt, prompt = load(gqa), "Hello, rack"
+    ids, want = served_answer(ckpt, prompt, 12)
     live = LiveServer(tmp_path, "--model", str(gqa), "--tp", "4", "--served-model-name", "tiny")
     try:
         client = openai_client(live.base)
@@ -229,12 +234,8 @@ def test_a_functional_serve_on_ray_writes_on_card_actors_that_receive_what_the_l
     object store; the answer is the reference's greedy text, and the results hold, link by link, the bytes
     the cards received equal to the bytes the link model charged for the same steps (the NIC's: the KV)."""
     from tests.serve_helpers import LiveServer, openai_client
-    ckpt = load(gqa)
-    prompt = "Hello, rack"
-    ids = ckpt.tokenizer.encode(prompt).ids
-    want = reference.greedy(ckpt.config, ckpt.weights, ids, 10)
-    if ckpt.config.eos_token_id in want:
-        want = want[:want.index(ckpt.config.eos_token_id) + 1]
+    ckpt, prompt = load(gqa), "Hello, rack"
+    _, want = served_answer(ckpt, prompt, 10)
     live = LiveServer(tmp_path, "--model", str(gqa), "--tp", "4", "--rack", "mini", "--served-model-name", "tiny",
                       *pools, executor="ray")
     try:

@@ -26,7 +26,7 @@ from rsd_ray.rack.epoch import Control, EpochIn, EpochOut, Kind, Needs, Submit
 from rsd_ray.rack.executor import host_setups
 from rsd_ray.rack.faults import FaultSchedule
 from rsd_ray.rack.frontend import Frontend
-from rsd_ray.rack.handoff import Handoffs
+from rsd_ray.rack.handoff import DECODE, Handoffs
 from rsd_ray.rack.host import ABORTED
 from rsd_ray.rack.ledger import RequestLedger
 from rsd_ray.rack.outcome import Outcome, RunLog
@@ -252,7 +252,7 @@ class Controller:
         the order their prefills ended (the links serve them first come, first served)."""
         for record in sorted(prefilled, key=lambda r: (r.finish, r.rid)):
             sub = self.ledger.in_flight[record.rid]
-            i = self.router.route(True, session=sub.session, hash_ids=sub.hash_ids, pool=1)
+            i = self.router.route(True, session=sub.session, hash_ids=sub.hash_ids, pool=DECODE)
             if i is None:
                 self.handoffs.prefilling.pop(record.rid)
                 self.ledger.error(sub, NO_HEALTHY_INSTANCE)

@@ -7,7 +7,8 @@ llm-d run it.
     arrival ─▶ router (prefill pool) ─▶ prefill instance: the prompt, one token sampled (max_tokens 1; the
                proxy throws that token away) ─▶ finished here: its KV cache, prompt_len tokens on every card
     ─▶ router (decode pool, fresh telemetry) ─▶ rank k's KV of prompt_len − 1 tokens from prefill card k to
-               decode card k over the link model (``interconnect/transfers.py``: PCIe, NIC and ToR; contention; degraded links)
+               decode card k over the link model (``interconnect/transfers.py``: PCIe, NIC and ToR;
+               contention; degraded links)
     ─▶ decode instance: arrives when its KV has (``Submit.kv_tokens``: prompt_len − 1 tokens computed; the
                last is computed again to sample the first token, as a full prefix-cache hit is) ─▶ decodes
 
@@ -38,7 +39,6 @@ PREFILL, DECODE = 0, 1          # the router's pools
 
 class Handoffs:
     def __init__(self, spec: RunSpec, plan: Plan, topology: Topology):
-        self.split = spec.router.prefill_instances
         self.groups = plan.placement.groups
         self.kv_bytes_per_token = plan.memory.kv_bytes_per_token      # one card's
         self.layers = spec.model.num_layers if spec.router.kv_transfer == "layerwise" else 0

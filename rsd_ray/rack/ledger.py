@@ -75,7 +75,8 @@ class RequestLedger:
         for f in out.failures:
             if f.kind == Kind.HOST:                # its requests' state died with it: start again
                 lost = set(f.instances)
-                self.retry += [dataclasses.replace(s, retries=s.retries + 1, kv_tokens=0) for s in self.in_flight.values()
+                self.retry += [dataclasses.replace(s, retries=s.retries + 1, kv_tokens=0)      # its KV died too
+                               for s in self.in_flight.values()
                                if s.instance in lost]
 
     @property

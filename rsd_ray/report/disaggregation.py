@@ -4,7 +4,8 @@ pool was, and the KV bytes moved between them (``rack/handoff.py``).
 TTFT splits into five parts that add up to it, per completed request::
 
     arrival ─queue─▶ prefill starts ─prefill─▶ prompt's KV complete ─transfer─▶ KV on the decode cards
-            ─wait─▶ decode instance schedules it (the handoff's epoch boundary, its queue) ─step─▶ first token
+            ─wait─▶ the decode instance schedules it (its queue; a short prefill's epoch boundary)
+            ─step─▶ first token
 """
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from rsd_ray.hardware.card import windowed
 from rsd_ray.rack.epoch import Control, EpochOut, Kind, Needs, Submit
 from rsd_ray.serve.text import stop_index
+from rsd_ray.workload.classes import by_priority
 
 MAX_LAG_S = 1.0      # wall seconds the rack may run behind its paced clock before the clock is re-anchored
 QUIET_WAIT_MAX_S = 0.2   # an idle rack waits at most this long (wall) for a client before it steps again: how
@@ -269,8 +270,7 @@ class Gateway:
             self.fresh = due
             self.counts["accepted"] += len(due)
         return [Submit(k.rid, self.pacer.virtual(k.arrival_wall), k.prompt_len, k.output_len, k.instance,
-                       hash_ids=k.hash_ids, session=k.session, priority=k.priority or 0,
-                       service_class="" if k.priority is None else f"priority {k.priority}") for k in due]
+                       hash_ids=k.hash_ids, session=k.session, **by_priority(k.priority)) for k in due]
 
     def quiet_until(self, t0: float, limit: float) -> float:
         """The rack is idle at virtual ``t0``: wait until a client sends a request, the paced clock reaches

@@ -12,6 +12,12 @@ import numpy as np
 CLASS_STREAM = 7          # the classes' random stream beside the workload's own (default_rng([seed, 7]))
 
 
+def by_priority(priority: int | None) -> dict:
+    """The priority and class of a request that names its own priority (a served request's, a trace row's):
+    its class is ``priority N``; one that names none has priority 0 and no class."""
+    return {"priority": priority or 0, "service_class": "" if priority is None else f"priority {priority}"}
+
+
 class ClassedSource:
     def __init__(self, source, classes, seed: int):
         self.source, self.classes = source, list(classes)

@@ -20,6 +20,7 @@ import numpy as np
 
 from rsd_ray.config.specs import TraceSpec
 from rsd_ray.engine.request import RequestRecord, Submit
+from rsd_ray.workload.classes import by_priority
 from rsd_ray.workload.trace_readers import read
 from rsd_ray.workload.synthetic import OpenLoopSource
 
@@ -82,9 +83,8 @@ class TraceSource(OpenLoopSource):
             self.asking[self.next_id] = (conversation, row, turn)
             hash_ids = tuple((conversation << 20) + j for j in range(prompt // self.block))
         self.next_id += 1
-        given = row.priority is not None               # its priority is its class, as a served request's
         return Submit(self.next_id - 1, t, prompt, output, -1, hash_ids=hash_ids, session=row.session,
-                      priority=row.priority if given else 0, service_class=f"priority {row.priority}" if given else "")
+                      **by_priority(row.priority))
 
     def done(self, records: list[RequestRecord]) -> None:
         """A conversation's user asks the next question ``think_s`` after an answer came back."""
