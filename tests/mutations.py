@@ -260,7 +260,7 @@ WRONG = [
   "nbytes / max(link.bandwidth for link in path)", DISAGGREGATION),
  ("rsd_ray/interconnect/transfers.py", "return done + sum(link.latency for link in path)", "return done", DISAGGREGATION),
  ("rsd_ray/rack/handoff.py", "(end - start) * (k + 1) / self.layers", "(end - start) * k / self.layers", DISAGGREGATION),
- ("rsd_ray/rack/handoff.py", "kv_tokens=sub.prompt_len - 1", "kv_tokens=0", DISAGGREGATION),
+ ("rsd_ray/rack/handoff.py", "tokens = sub.prompt_len - 1", "tokens = 0", DISAGGREGATION),
  ("rsd_ray/rack/handoff.py", "return sub.replaced(max_tokens=1, token_times=())", "return sub", DISAGGREGATION),
  ("rsd_ray/rack/handoff.py", "sub.replaced(max_tokens=accepted.max_tokens) if accepted else sub",
   "accepted or sub", DISAGGREGATION),
