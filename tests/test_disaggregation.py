@@ -250,3 +250,25 @@ def test_a_disaggregated_run_on_ray_equals_inline(ray_session):
     assert docs[0]["emulator"]["executor"] == "ray"
     assert docs[0]["disaggregation"]["handed_off"] > 50
     assert comparable(docs[0]) == comparable(docs[1])
+
+
+@pytest.mark.slow
+def test_a_served_disaggregated_rack_streams_the_decode_pools_tokens_and_meters_each_move(tmp_path):
+    """`rsd-ray serve --prefill-instances 2` on the mini rack: a streamed answer has exactly its max_tokens
+    (the prefill's own token is dropped, as vLLM's proxy drops it), its request is metered on its decode
+    instance, and /metrics counts each KV move and its bytes — the results' total, request by request."""
+    from tests.serve_helpers import LiveServer, openai_client
+    live = LiveServer(tmp_path, "--rack", "mini", "--model", "tiny-llama", "--tp", "2", "--prefill-instances", "2")
+    try:
+        client = openai_client(live.base)
+        for _ in range(3):
+            stream = client.completions.create(model="tiny-llama", prompt="one two three four", max_tokens=5,
+                                               stream=True, extra_body={"ignore_eos": True})
+            assert sum(1 for c in stream if c.choices and c.choices[0].text) == 5
+        moves = live.total("rsd_ray_kv_transfer_seconds_count")
+        moved = live.total("rsd_ray_kv_transfer_bytes_total")
+        assert moves == 3 and live.total("rsd_ray_kv_transfer_seconds_count", engine="0") == 0
+        assert live.total("vllm:request_success_total", engine="0") == 0                  # a prefill instance
+    finally:
+        code, doc = live.stop()
+    assert code == 143 and doc["disaggregation"]["handed_off"] == 3 and doc["disaggregation"]["kv_bytes"] == moved

@@ -104,6 +104,11 @@ class RackMetrics:
                              ("request_queue_time", "Time spent waiting", REQUEST_BUCKETS))}
         info = Gauge("vllm:cache_config_info", "Information of the LLMEngine CacheConfig",
                      sorted(cache_info) + ["engine"], registry=r)
+        self.kv_transfer = histogram("rsd_ray_kv_transfer_seconds", "Histogram of the time a disaggregated "
+                                     "request's KV cache took from its prefill's end to its decode instance's "
+                                     "cards (engine: the decode instance).", ITL_BUCKETS)
+        self.kv_bytes = Counter("rsd_ray_kv_transfer_bytes", "KV-cache bytes moved to this decode instance from "
+                                "prefill instances.", ["model_name", "engine"], registry=r)
         self.delivery = Histogram("rsd_ray_delivery_delay_seconds", "Wall seconds from a token's due time to its "
                                   "write to the client (token: first or later).", ["token"],
                                   buckets=DELIVERY_BUCKETS, registry=r)
@@ -156,6 +161,9 @@ class RackMetrics:
             at(self.queue).observe(record.scheduled - record.arrival)
         if record.service_class:
             self._by_class(record)
+        if record.handoff is not None:                    # disaggregated: its KV cache's move
+            at(self.kv_transfer).observe(record.handoff.ready - record.handoff.prefilled)
+            at(self.kv_bytes).inc(record.handoff.kv_bytes)
 
     def _by_class(self, record) -> None:
         h = {key: m.labels(self.model, record.service_class) for key, m in self.by_class.items()}
