@@ -26,6 +26,7 @@ from rich.progress import Progress
 from rsd_ray.config import load_run
 from rsd_ray.dashboards.tables import Folding
 from rsd_ray.sweep import run_point, run_points
+from rsd_ray.sweep.table import pool_columns
 
 RATES = (40.0, 80.0)                       # requests/s for the rack: about a third and two thirds of its reach
 LAYOUTS = (("agg", 0, "after_prefill", 0.05), ("P16", 16, "after_prefill", 0.05),    # P: prefill instances of 56
@@ -46,12 +47,7 @@ def row(result: dict, label: str) -> dict:
            "ttft_p50_ms": s["median_ttft_ms"], "ttft_p99_ms": s["p99_ttft_ms"], "tpot_p50_ms": s["median_tpot_ms"],
            "itl_p99_ms": s["p99_itl_ms"], "tok_s_per_w": s["output_tokens_per_s_per_watt"],
            "unfinished": result["requests"]["unfinished"]}
-    if split:
-        parts = split["ttft_parts"]
-        out.update(kv_ms=parts["mean_ttft_transfer_ms"], handoff_ms=parts["mean_ttft_wait_ms"],
-                   prefill_busy=split["pools"]["prefill"]["utilisation"],
-                   decode_busy=split["pools"]["decode"]["utilisation"], kv_gb=split["kv_bytes"] / 1e9)
-    return out
+    return out | pool_columns(split) | ({"kv_gb": split["kv_bytes"] / 1e9} if split else {})
 
 
 def render(rows: list[dict], console: Console) -> None:
@@ -68,10 +64,10 @@ def render(rows: list[dict], console: Console) -> None:
             if "error" in r:
                 t.add_row(r["layout"], "[red]failed[/]", *[""] * 8)
                 continue
-            split = "kv_ms" in r
+            split = "prefill_busy" in r
             t.add_row(r["layout"], f"{r['out_tok_s']:,.0f}", f"{r['ttft_p50_ms']:,.0f}", f"{r['ttft_p99_ms']:,.0f}",
-                      f"{r['tpot_p50_ms']:,.1f}", f"{r['itl_p99_ms']:,.0f}", f"{r['kv_ms']:.1f}" if split else "",
-                      f"{r['handoff_ms']:.1f}" if split else "", f"{r['prefill_busy']:.0%}" if split else "",
+                      f"{r['tpot_p50_ms']:,.1f}", f"{r['itl_p99_ms']:,.0f}", f"{r['mean_ttft_transfer_ms']:.1f}" if split else "",
+                      f"{r['mean_ttft_wait_ms']:.1f}" if split else "", f"{r['prefill_busy']:.0%}" if split else "",
                       f"{r['decode_busy']:.0%}" if split else "")
         console.print(t)
 

@@ -83,7 +83,7 @@ WRONG = [
   "i = self.router.route(force, None,", SERVE),
  # faults
  ("rsd_ray/rack/host.py", "self.groups[self.card_instance.get(card)].set_ambient(card, control.value)", "pass", FAULTS),
- ("rsd_ray/rack/host.py", "self.nominal[control.name] * control.value / 100.0", "self.nominal[control.name]", FAULTS),
+ ("rsd_ray/interconnect/topology.py", "self.nominal[name] * percent / 100.0", "self.nominal[name]", FAULTS),
  ("rsd_ray/rack/host.py", "if self.topology.server_of(c) == server]", "if c == server]", FAULTS),
  ("rsd_ray/hardware/card.py", "aborted = self.thermal.temp_c >= self.thermal.thermal.abort_c", "aborted = False", FAULTS),
  ("rsd_ray/rack/faults.py", "while self.pending and self.pending[0].at_s < t_end:",
@@ -278,7 +278,7 @@ WRONG = [
   OFFLOAD),
  ("rsd_ray/rack/host.py", "for name, nbytes in (self.offload.bytes.items() if self.offload else ()):",
   "for name, nbytes in ():", OFFLOAD),
- ("rsd_ray/rack/controller.py", "                    self.handoffs.transfers.degrade(c.name, c.value)\n", "",
+ ("rsd_ray/rack/controller.py", "                    self.topology.degrade(c.name, c.value)\n", "",
   ["tests/test_disaggregation.py::test_a_disaggregated_run_on_ray_equals_inline"]),
 ]
 HANG_S = 300

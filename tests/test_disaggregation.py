@@ -79,7 +79,7 @@ def test_inside_a_server_the_ranks_move_side_by_side_over_pcie():
 def test_a_degraded_nic_slows_the_move_by_its_share():
     """The NIC at 25 % of its bandwidth: 10 GB/s, four times the time on the wire; the hops' latency stays."""
     handoffs, _ = _handoffs()
-    handoffs.transfers.degrade("nic0->tor", 25)
+    handoffs.transfers.topology.degrade("nic0->tor", 25)
     decode = handoffs.hand_off(_prefilled(handoffs), 4)
     assert decode.arrival == pytest.approx(1.0 + 4 * PER_CARD / (NIC / 4) + BETWEEN_SERVERS_S, rel=1e-12)
 

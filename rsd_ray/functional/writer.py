@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import Counter
 
 from rsd_ray.functional.checkpoint import load
 from rsd_ray.functional.timing import StepTimer
@@ -73,16 +74,12 @@ class FunctionalWriter:
     def link_bytes(self) -> dict[str, dict[str, float]]:
         """The partial sums' (and KV caches') bytes on each link: what the cards received, and what the link
         model charged for the same steps."""
+        received, charged = Counter(), Counter()
+        kv_from = self.prefill.timer if self.prefill else None          # the decode cards took KV from there
         with self.lock:
-            decode = self.executor.card_memory(self.model)
-            received = self.timer.received_bytes([c["received"] for c in decode], self.prefill and self.prefill.timer,
-                                                 [c["kv_received"] for c in decode])
-            charged = self.timer.card_to_card_bytes()
-            if self.prefill is not None:
-                mine = self.prefill.timer
-                for part, more in ((received, mine.received_bytes([c["received"] for c in
-                                                                   self.executor.card_memory(self.prefill)])),
-                                   (charged, mine.card_to_card_bytes())):
-                    for name, b in more.items():
-                        part[name] = part.get(name, 0) + b
-            return {"received": received, "link_model": charged}
+            for model in (self.model, self.prefill) if self.prefill else (self.model,):
+                cards = self.executor.card_memory(model)
+                received.update(model.timer.received_bytes([c["received"] for c in cards], kv_from,
+                                                           [c["kv_received"] for c in cards]))
+                charged.update(model.timer.card_to_card_bytes())
+        return {"received": dict(received), "link_model": dict(charged)}

@@ -25,7 +25,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from rsd_ray.calibration import COLLECTIVE_FIXED_S
-from rsd_ray.interconnect.topology import Link, Topology
+from rsd_ray.interconnect.topology import Topology
 
 KINDS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce", "dispatch", "combine")
 ALGORITHMS = ("ring", "one_shot")
@@ -85,7 +85,7 @@ def sharers(topology: Topology, groups: list[list[int]]) -> dict[str, int]:
 
 def collective_cost(topology: Topology, kind: str, algorithm: str, group: list[int],
                     shared: dict[str, int] | None = None, routing: tuple[float, ...] = ()) -> CollectiveCost:
-    by_name: dict[str, Link] = {l.name: l for l in topology.links.values()}
+    by_name = topology.by_name
     alpha, beta = (COLLECTIVE_FIXED_S if len(group) > 1 else 0.0), 0.0
     totals: dict[str, float] = defaultdict(float)
     for flows in phases(kind, algorithm, group, routing):

@@ -54,6 +54,16 @@ class Topology:
             self._connect(self.card_node(c), self.switch_of(c), device.link)
             if rack.fabric:
                 self._add_link(self.card_node(c), f"fab{self.server_of(c)}", rack.fabric)
+        self.by_name = {link.name: link for link in self.links.values()}
+        self.nominal = {name: link.bandwidth for name, link in self.by_name.items()}   # as built
+
+    def degrade(self, name: str, percent: float) -> bool:
+        """A ``link`` fault: link ``name`` keeps ``percent`` % of its bandwidth as built; False if there is
+        no such link."""
+        if name not in self.by_name:
+            return False
+        self.by_name[name].bandwidth = self.nominal[name] * percent / 100.0
+        return True
 
     def _connect(self, child: str, parent: str, spec: LinkSpec) -> None:
         self.parent[child] = parent

@@ -26,13 +26,6 @@ class Transfers:
         self.topology = topology
         self.free_at: dict[str, float] = defaultdict(float)   # link → when the flows routed over it have left it
         self.bytes: dict[str, float] = defaultdict(float)     # link → bytes moved over it, ever
-        self.links = {link.name: link for link in topology.links.values()}
-        self.nominal = {name: link.bandwidth for name, link in self.links.items()}
-
-    def degrade(self, name: str, percent: float) -> None:
-        """A link keeps ``percent`` % of its bandwidth (a ``link`` fault), as the hosts' links do."""
-        if name in self.links:
-            self.links[name].bandwidth = self.nominal[name] * percent / 100.0
 
     def move(self, pairs, nbytes: float, parts: list[float]) -> float:
         """When every (from, to) card pair's ``nbytes`` have arrived, sent in ``len(parts)`` equal parts, part

@@ -134,9 +134,9 @@ class Controller:
         every = self._telemetry_every(needs, idle=self.ledger.idle and not arrivals)
         controls, self.controls = tuple(self.controls + self.faults.due(t_end)), []
         if self.handoffs:                                 # the KV moves see a degraded link as the hosts do
-            for c in controls:
+            for c in controls:                            # (on Ray the hosts' topologies are not this one)
                 if c.kind == Kind.LINK:
-                    self.handoffs.transfers.degrade(c.name, c.value)
+                    self.topology.degrade(c.name, c.value)
         faulted = any(c.kind != Kind.ABORT for c in controls)     # a lost card reads lost at once
         telemetry = window or faulted or bool(every and (self.epochs == 0 or t_end // every > t0 // every))
         if not (arrivals or controls or telemetry) and self.ledger.idle:

@@ -61,8 +61,6 @@ class Host:
         self.members = [(iid, groups[iid], GroupSync(plan.programs[0], list(cards), self.topology,
                                                      spec.compiler.collective, shared))
                         for s in setups for iid, cards in s.instances]      # kept: a test's oracle takes them
-        self.links = {link.name: link for link in self.topology.links.values()}
-        self.nominal = {name: link.bandwidth for name, link in self.links.items()}
         self.num_blocks = spec.engine.num_blocks_override or plan.memory.num_blocks
         self.offload = Transfers(self.topology) if spec.engine.kv_offloading_size else None
         self.kv_bytes_per_token = plan.memory.kv_bytes_per_token
@@ -102,8 +100,7 @@ class Host:
             elif control.kind == Kind.SERVER:
                 for card in self._on_server(control.target):
                     failures.append(self._kill(card, f"server {control.target} was lost", Kind.SERVER, orphans))
-            elif control.kind == Kind.LINK and control.name in self.nominal:
-                self.links[control.name].bandwidth = self.nominal[control.name] * control.value / 100.0
+            elif control.kind == Kind.LINK and self.topology.degrade(control.name, control.value):
                 for sync in self.core.syncs:
                     sync.price(self.topology)
                 self.core.reprice()

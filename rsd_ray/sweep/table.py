@@ -29,7 +29,7 @@ def rows(results: list[dict], axes: list[str]) -> list[dict[str, Any]]:
         row.update({m: res["summary"][m] for m in OPTIONAL_METRICS if m in res["summary"]})
         row.update(refused=req["refused"], unfinished=req["unfinished"], wall_s=emu["wall_s"],
                    virtual_per_wall=emu["virtual_per_wall"])
-        row.update(_pools(res.get("disaggregation")))
+        row.update(pool_columns(res.get("disaggregation")))
         out.append(row)
     ran = [r for r in out if "error" not in r]
     for row in ran:
@@ -41,7 +41,7 @@ def rows(results: list[dict], axes: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def _pools(split: dict | None) -> dict[str, Any]:
+def pool_columns(split: dict | None) -> dict[str, Any]:
     """A disaggregated point's pools: how busy each was, and the KV transfer's and the handoff's share of
     TTFT (an aggregated point of the same sweep leaves them empty)."""
     if not split:
