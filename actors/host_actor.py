@@ -15,8 +15,8 @@ class HostActor:
     def __init__(self, spec, plan, setup, handles: dict, fast: bool = True):
         logging.getLogger("ray.dag").setLevel(logging.WARNING)   # no INFO lines per compiled-graph teardown
         costs: dict = {}
-        groups = {iid: RayCardGroup({c: handles[c] for c in cards}, spec.epoch_s, plan.programs, spec.device,
-                                    fast, costs, plan.memory)
+        groups = {iid: RayCardGroup({c: handles[c] for c in cards}, spec.epoch_s, plan.pool_of(iid).programs,
+                                    spec.device, fast, costs, plan.pool_of(iid).memory)
                   for iid, cards in setup.instances}
         groups[None] = RayCardGroup({c: handles[c] for c in setup.idle_cards}, spec.epoch_s, fast=False)
         self.host = Host(spec, plan, [setup], groups)

@@ -96,7 +96,7 @@ class RayExecutor:
             self.pgs.append(placement_group(bundles, strategy="STRICT_PACK"))
         self.report("placing servers", 0, len(self.pgs))
         _get([pg.ready() for pg in self.pgs], "placing the servers", READY_TIMEOUT_S)
-        blobs = [p.to_msgpack() for p in plan.programs]
+        blobs = {id(pool): [p.to_msgpack() for p in pool.programs] for pool in plan.pools}
         loads = []
         for server, pg in enumerate(self.pgs):          # a card lives in its own server's group
             for local in range(per):
@@ -105,8 +105,10 @@ class RayExecutor:
                 self.cards[c] = CardActor.options(                  # --recover: Ray restarts a killed card
                     resources={"atom_card": 1}, max_restarts=-1 if spec.recover else 0,
                     scheduling_strategy=bundle).remote(c, spec.device, spec.epoch_s)
-        for group in plan.placement.groups:
-            loads += [(c, self.cards[c].load.remote(blobs[rank], plan.memory)) for rank, c in enumerate(group)]
+        for iid, group in enumerate(plan.placement.groups):
+            pool = plan.pool_of(iid)
+            loads += [(c, self.cards[c].load.remote(blobs[id(pool)][rank], pool.memory))
+                      for rank, c in enumerate(group)]
         for n, (c, ref) in enumerate(loads):              # a card that dies while starting is named
             self.report("starting card actors", n, len(loads))
             _get(ref, f"starting card {c} (server {c // per}) and loading its program", READY_TIMEOUT_S)

@@ -12,8 +12,8 @@ import sys
 from contextlib import nullcontext, redirect_stdout
 
 from rsd_ray import signals
-from rsd_ray.config import (ConfigError, EngineSpec, ModelSpec, RouterSpec, RunSpec, WorkloadSpec, load_run, presets,
-                            replace)
+from rsd_ray.config import (ConfigError, EngineSpec, ModelSpec, RouterSpec, RunSpec, WorkloadSpec, load_part,
+                            load_run, presets, replace)
 from rsd_ray.config.arguments import finite, writable
 from rsd_ray.config.schema import choices, read_spec
 from rsd_ray.plugins import renderer
@@ -109,6 +109,10 @@ def _load_args(p: argparse.ArgumentParser, epoch_default: float = 0.05) -> None:
                    "links (router.prefill_instances; 0: aggregated)")
     p.add_argument("--kv-transfer", choices=choices(RouterSpec, "kv_transfer"), help="disaggregated: the KV cache "
                    "moves after the prefill (vLLM, Dynamo) or layer by layer as it is computed (Splitwise)")
+    p.add_argument("--prefill-tp", type=finite(int, lo=1), help="disaggregated: cards per prefill instance "
+                   "(prefill.tp; default: --tp)")
+    p.add_argument("--prefill-engine", help="disaggregated: the prefill instances' engine, a preset or YAML path "
+                   "(prefill.engine; default: the run's engine, its options included)")
     p.add_argument("--output-len", type=finite(int), help="every answer this many tokens (fixed)")
 
 
@@ -192,8 +196,14 @@ def _spec(args) -> RunSpec:
         spec = replace(spec, "command line", model=replace(spec.model, "--quantization", quantization=args.quantization))
     pools = {name: getattr(args, name) for name in ("prefill_instances", "kv_transfer")
              if getattr(args, name, None) is not None}
-    if pools:
-        spec = replace(spec, "command line", router=replace(spec.router, "--prefill-instances", **pools))
+    prefill = {}
+    if getattr(args, "prefill_tp", None) is not None:
+        prefill["tp"] = args.prefill_tp
+    if getattr(args, "prefill_engine", None) is not None:
+        prefill["engine"] = load_part("engines", args.prefill_engine, "--prefill-engine")
+    if pools or prefill:
+        spec = replace(spec, "command line", router=replace(spec.router, "--prefill-instances", **pools),
+                       prefill=replace(spec.prefill, "--prefill-tp", **prefill))
     trace = spec.workload.trace
     if trace is not None:              # every row read now: a bad one is refused before anything runs
         from rsd_ray.workload.trace_readers import check

@@ -8,10 +8,13 @@ chunk shares a step with the decodes); disaggregated, the first 16, 24 or 32 ins
 servers) prefill and the rest decode, each request's KV cache (128 KiB a token: 128 MiB for a prompt,
 over the instance's four cards) moved to another server over the NIC and the top-of-rack switch —
 after its prefill (vLLM's NixlConnector, Dynamo), and for one layout layer by layer as it is computed
-(Splitwise). Both pools are routed round robin, as vLLM's disaggregated proxy routes them (and the
-aggregated rack too, for a like comparison; with ``least_loaded`` the prefill pool queues far longer:
-see the README). The decode pool is routed when the prefill's epoch comes back (``rack/handoff.py``):
-one layout again at ``epoch_s`` 0.01 shows what that granularity costs.
+(Splitwise). Two layouts give the prefill pool settings of its own, as vLLM's and Dynamo's prefill
+workers take their own arguments: the cards of P16 as 32 instances of TP 2, and P16 with a prefill
+engine of 8,192 tokens a step (the run's: 2,048). Both pools are routed round robin, as vLLM's
+disaggregated proxy routes them (and the aggregated rack too, for a like comparison; with
+``least_loaded`` the prefill pool queues far longer: see the README). The decode pool is routed when
+the prefill's epoch comes back (``rack/handoff.py``): one layout again at ``epoch_s`` 0.01 shows what
+that granularity costs.
 """
 from __future__ import annotations
 
@@ -29,14 +32,16 @@ from rsd_ray.sweep import run_point, run_points
 from rsd_ray.sweep.table import pool_columns
 
 RATES = (40.0, 80.0)                       # requests/s for the rack: about a third and two thirds of its reach
-LAYOUTS = (("agg", 0, "after_prefill", 0.05), ("P16", 16, "after_prefill", 0.05),    # P: prefill instances of 56
-           ("P24", 24, "after_prefill", 0.05), ("P32", 32, "after_prefill", 0.05),
-           ("P24 lw", 24, "layerwise", 0.05), ("P24 e10", 24, "after_prefill", 0.01))
+LAYOUTS = (("agg", 0, "after_prefill", 0.05, {}), ("P16", 16, "after_prefill", 0.05, {}),   # P: prefill instances
+           ("P24", 24, "after_prefill", 0.05, {}), ("P32", 32, "after_prefill", 0.05, {}),
+           ("P24 lw", 24, "layerwise", 0.05, {}), ("P24 e10", 24, "after_prefill", 0.01, {}),
+           ("P32 tp2", 32, "after_prefill", 0.05, {"prefill.tp": 2}),            # the cards of P16, at TP 2
+           ("P16 8k", 16, "after_prefill", 0.05, {"prefill.engine.max_num_batched_tokens": 8192}))
 
 
 def points() -> list[dict]:
-    return [{"workload.rate": rate, "router.prefill_instances": p, "router.kv_transfer": kv, "epoch_s": epoch}
-            for rate in RATES for _, p, kv, epoch in LAYOUTS]
+    return [{"workload.rate": rate, "router.prefill_instances": p, "router.kv_transfer": kv, "epoch_s": epoch, **own}
+            for rate in RATES for _, p, kv, epoch, own in LAYOUTS]
 
 
 def row(result: dict, label: str) -> dict:
@@ -52,8 +57,8 @@ def row(result: dict, label: str) -> dict:
 
 def render(rows: list[dict], console: Console) -> None:
     """One table a load: aggregated (agg) or P of the 56 instances prefilling (lw: KV sent layer by layer;
-    e10: a 10 ms epoch); latencies in ms; KV, wait: TTFT's mean parts moving the KV cache and waiting for
-    the decode instance."""
+    e10: a 10 ms epoch; tp2: prefill instances of TP 2; 8k: a prefill engine of 8,192 tokens a step);
+    latencies in ms; KV, wait: TTFT's mean parts moving the KV cache and waiting for the decode instance."""
     for rate in RATES:
         t = Folding(title=f"224 cards, Llama 3 8B TP 4, Poisson {rate:g} req/s of 1024 in / 512 out, round robin "
                           "(ms; 50, 99: percentiles; KV, wait: TTFT's mean parts; P, D: each pool's busy share)",

@@ -7,15 +7,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rsd_ray.compiler import compile_plan
-from rsd_ray.config import ConfigError, load_run
+from rsd_ray.compiler import check_plan, compile_plan
+from rsd_ray.config import ConfigError, LengthSpec, load_run
 from rsd_ray.engine.request import RequestRecord, Submit
 from rsd_ray.interconnect.topology import Topology
 from rsd_ray.rack.faults import Fault
 from rsd_ray.rack.controller import Controller
 from rsd_ray.rack.handoff import Handoffs
 from rsd_ray.rack.ledger import balanced
-from rsd_ray.report.results import build
+from rsd_ray.report.results import build, without_wall_clock
 from rsd_ray.router import Router
 from tests.conftest import make_spec, run_doc
 from tests.one_instance import OneInstance
@@ -31,8 +31,8 @@ PCIE = 64e9 * 0.80            # a card's PCIe Gen5 x16 link (and a switch uplink
 BETWEEN_SERVERS_S = 10e-6
 
 
-def _handoffs(prefill=4, kv_transfer="after_prefill"):
-    spec = load_run(None, rack="rsd-rack", model="llama3-8b", tp=4,
+def _handoffs(prefill=4, kv_transfer="after_prefill", tp=4, prefill_tp=0):
+    spec = load_run(None, rack="rsd-rack", model="llama3-8b", tp=tp, prefill={"tp": prefill_tp},
                     router={"prefill_instances": prefill, "kv_transfer": kv_transfer})
     topology = Topology(spec.rack, spec.device)
     plan = compile_plan(spec, topology)
@@ -65,6 +65,37 @@ def test_a_kv_cache_between_two_servers_takes_the_nic_rank_after_rank():
     assert (handoff.instance, handoff.prefilled, handoff.ready, handoff.kv_bytes) == (0, 1.0, decode.arrival, 4 * PER_CARD)
     assert handoffs.link_bytes()["nic0->tor"] == 4 * PER_CARD
     assert handoffs.link_bytes()["card0->sw0.0"] == PER_CARD
+
+
+@pytest.mark.parametrize("tp,prefill_tp,pulls", [
+    (4, 2, {(0, 16): 1, (0, 17): 1, (1, 18): 1, (1, 19): 1}),      # a decode card reads half a prefill card's
+    (2, 4, {(0, 16): 1, (1, 16): 1, (2, 17): 1, (3, 17): 1})])     # a decode card reads two prefill cards
+def test_pools_of_unequal_tp_move_each_kv_head_to_the_card_that_holds_it(tp, prefill_tp, pulls):
+    """Llama 3 8B's 8 KV heads: at TP 2 a card holds 4 (rank r: heads 4r..4r+3), at TP 4 two. Prefill
+    instance 0 on server 0 to the first decode instance, on server 1 (cards 16-): each flow is two heads'
+    KV of 1,023 tokens (PER_CARD), the four flows share the NIC, so the move takes as long as between
+    TP 4 pools — the same bytes leave the server."""
+    handoffs, plan = _handoffs(prefill=16 // prefill_tp, tp=tp, prefill_tp=prefill_tp)
+    assert plan.placement.groups[0] == tuple(range(prefill_tp)) and len(plan.placement.groups[0]) == prefill_tp
+    decode = 16 // prefill_tp
+    assert plan.placement.groups[decode] == tuple(range(16, 16 + tp))
+    flows = handoffs.flows(plan.placement.groups[0], plan.placement.groups[decode], 1023)
+    assert {(a, c): nbytes / PER_CARD for a, c, nbytes in flows} == pulls
+    sub = handoffs.hand_off(_prefilled(handoffs), decode)
+    assert sub.arrival == pytest.approx(1.0 + 4 * PER_CARD / NIC + BETWEEN_SERVERS_S, rel=1e-12)
+    assert handoffs.handed[0].kv_bytes == 4 * PER_CARD == handoffs.link_bytes()["nic0->tor"]
+
+
+@pytest.mark.parametrize("prefill_tp,source", [(8, lambda j: j // 2), (16, lambda j: j)])
+def test_replicated_kv_heads_are_read_once_per_decode_card(prefill_tp, source):
+    """TP 16 (two cards per KV head of 8) decoding: decode card j needs head j // 2, one head's KV, twice
+    the model's KV in all (as the cards hold it). Prefilled at TP 8, prefill rank j // 2 holds it; at TP 16
+    ranks j - j % 2 and j - j % 2 + 1 both do, and each card reads its own rank's (vLLM pairs equal ranks)."""
+    handoffs, plan = _handoffs(prefill=1, tp=16, prefill_tp=prefill_tp)
+    prefill, decode = plan.placement.groups[0], plan.placement.groups[1]
+    flows = handoffs.flows(prefill, decode, 1023)
+    assert [(a, c) for a, c, _ in flows] == [(prefill[source(j)], decode[j]) for j in range(16)]
+    assert {nbytes for _, _, nbytes in flows} == {PER_CARD / 2}
 
 
 def test_inside_a_server_the_ranks_move_side_by_side_over_pcie():
@@ -129,14 +160,104 @@ def test_each_pool_is_routed_by_a_policy_of_its_own():
     assert [router.route(pool=k % 2) for k in range(6)] == [0, 2, 1, 3, 0, 2]
 
 
+def test_a_prefill_pool_of_its_own_is_placed_first_and_stepped_by_its_own_engine():
+    """Mini rack (2 servers × 4 cards, 2 cards a switch), decode TP 2, 2 prefill instances of TP 1: cards 0
+    and 1 prefill, then TP 2 groups on the cards left, switch by switch. One 200-token prompt: a prefill
+    engine of 64 tokens a step takes ⌈200 / 64⌉ = 4 steps, one of 2,048 tokens 1; the decode pool, whose
+    engine is the run's, decodes its 4 tokens in 4 steps either way; a TP 1 card holds twice the weights
+    of a TP 2 card, so fewer KV blocks."""
+    def run(budget):
+        spec = make_spec(duration_s=1.0, router={"prefill_instances": 2, "policy": "round_robin"},
+                         prefill={"tp": 1, "engine": {"max_num_batched_tokens": budget}},
+                         workload={"arrival": "offline", "num_prompts": 1, "per_server": False,
+                                   "input": LengthSpec(dist="fixed", mean=200), "output": LengthSpec(dist="fixed",
+                                                                                                   mean=4)})
+        return run_doc(spec)
+    doc, outcome = run(64)
+    assert outcome.plan.placement.groups == ((0,), (1,), (2, 3), (4, 5), (6, 7))
+    assert doc["placement"]["prefill_tp"] == 1 and doc["placement"]["tp"] == 2
+    assert doc["prefill_memory_plan"]["weights"] > doc["memory_plan"]["weights"]
+    assert doc["prefill_memory_plan"]["num_blocks"] < doc["memory_plan"]["num_blocks"]
+    pools = doc["disaggregation"]["pools"]
+    assert (pools["prefill"]["cards"], pools["decode"]["cards"]) == (2, 6)
+    assert (pools["prefill"]["steps"], pools["decode"]["steps"]) == (4, 4)
+    assert run(2048)[0]["disaggregation"]["pools"]["prefill"]["steps"] == 1
+    (record,) = outcome.records
+    assert record.handoff.instance == 0 and record.instance == 2 and record.output_len == 4
+    assert record.handoff.kv_bytes == 199 * 2 * 4 * 4 * 32 * 2       # K, V × 4 layers × 4 heads × 32 dims × fp16
+
+
+def _one_prompt(**overrides):
+    return make_spec(duration_s=1.0, workload={"arrival": "offline", "num_prompts": 1, "per_server": False,
+                                               "input": LengthSpec(dist="fixed", mean=200),
+                                               "output": LengthSpec(dist="fixed", mean=1)}, **overrides)
+
+
+def test_a_prefill_pool_of_tp_4_prefills_as_an_aggregated_rack_of_tp_4_does():
+    """Mini rack: one TP 4 prefill instance (server 0: two switches, its collectives cross the uplinks)
+    beside TP 2 decode instances. Its prefill of one 200-token prompt takes the time the same prompt's
+    only step takes on an aggregated TP 4 rack (its group, program and collectives are that rack's), not
+    what it takes at TP 2 (the tiny model's collectives outweigh its compute: TP 4 is slower)."""
+    (disaggregated,) = run_doc(_one_prompt(router={"prefill_instances": 1}, prefill={"tp": 4}))[1].records
+    (aggregated,) = run_doc(_one_prompt(tp=4))[1].records
+    h = disaggregated.handoff
+    assert (h.instance, disaggregated.instance, aggregated.instance) == (0, 1, 0)
+    assert h.prefilled - h.scheduled == pytest.approx(aggregated.finish - aggregated.scheduled, rel=1e-12)
+    (tp2,) = run_doc(_one_prompt(tp=2))[1].records
+    assert abs(h.prefilled - h.scheduled - tp2.finish) > 0.05 * tp2.finish        # TP 2's differs (tiny: slower)
+
+
+@pytest.mark.parametrize("workload", [{}, {"arrival": "closed", "concurrency": 2}])   # busy; quiet epochs
+def test_a_prefill_engine_that_changes_nothing_steps_as_the_one_engine_does(workload):
+    """A prefill pool whose engine differs only in naming the KV blocks its plan gives: its instances run
+    on an engine of their own beside the decode pool's (two engines a host, leaping together over quiet
+    epochs as one engine does), and every figure and token time equals the one engine's."""
+    from tests.conftest import with_token_times
+    blocks = check_plan(_disaggregated()).memory.num_blocks
+    docs = []
+    for prefill in ({}, {"engine": {"num_blocks_override": blocks}}):
+        spec = _disaggregated(prefill=prefill)
+        spec = dataclasses.replace(spec, workload=dataclasses.replace(spec.workload, **workload))
+        docs.append(with_token_times(*run_doc(spec)))
+    for doc in docs:
+        doc.pop("config"), doc.pop("prefill_memory_plan", None), doc["placement"].pop("prefill_tp", None)
+    assert docs[0]["disaggregation"]["handed_off"] > 10
+    assert without_wall_clock(docs[0]) == without_wall_clock(docs[1])
+
+
+def test_a_sweep_point_changes_the_prefill_pool_field_by_field():
+    """``prefill.engine.FIELD`` in a sweep point starts the prefill engine from the run's (its preset's
+    2,048-token budget and its other fields), not from an engine's defaults; ``prefill.tp`` alone."""
+    from rsd_ray.sweep.points import apply
+    spec = make_spec(engine={"max_num_seqs": 32})
+    changed = apply(spec, {"router.prefill_instances": 2, "prefill.tp": 1, "prefill.engine.max_num_batched_tokens": 64})
+    assert (changed.prefill_tp, changed.tp) == (1, 2)
+    assert changed.prefill_engine == dataclasses.replace(spec.engine, max_num_batched_tokens=64)
+    assert changed.engine == spec.engine and spec.engine.max_num_batched_tokens == 2048
+
+
+def test_a_prefill_pool_of_its_own_is_refused_where_it_cannot_work():
+    """Only on a disaggregated rack; the KV cache moves as it is (one block size); a TP that fits."""
+    with pytest.raises(ConfigError, match=r"prefill\.tp = 1 — .*router.prefill_instances"):
+        make_spec(prefill={"tp": 1})
+    with pytest.raises(ConfigError, match=r"prefill\.engine\.block_size = 32 — .*engine.block_size \(16\)"):
+        make_spec(router={"prefill_instances": 2}, prefill={"engine": {"block_size": 32}})
+    with pytest.raises(ConfigError, match=r"prefill\.tp = 3"):
+        make_spec(router={"prefill_instances": 2}, prefill={"tp": 3})
+    with pytest.raises(ConfigError, match=r"router\.prefill_instances = 8 — they leave no 2 cards together for a"):
+        check_plan(make_spec(router={"prefill_instances": 8}, prefill={"tp": 1}))
+    with pytest.raises(ConfigError, match=r"router\.prefill_instances = 2 — the rack holds 1 instances of TP 8: use"):
+        check_plan(make_spec(router={"prefill_instances": 2}, prefill={"tp": 8}))
+
+
 def test_a_rack_needs_an_instance_to_decode():
     with pytest.raises(ConfigError, match="router.prefill_instances.*at least one"):
         compile_plan(load_run(None, rack="mini", model="tiny-llama", tp=2, router={"prefill_instances": 4}),
                      Topology(load_run(None, rack="mini").rack, load_run(None, rack="mini").device))
 
 
-def _disaggregated(**router):
-    return make_spec(duration_s=1.0, router={"prefill_instances": 2, **router},
+def _disaggregated(prefill=None, **router):
+    return make_spec(duration_s=1.0, router={"prefill_instances": 2, **router}, prefill=prefill or {},
                      workload={"arrival": "poisson", "rate": 200.0, "per_server": False})
 
 
@@ -235,15 +356,17 @@ def test_a_functional_disaggregated_run_writes_the_reference_text_and_moves_the_
 
 
 @pytest.mark.slow
-def test_a_disaggregated_run_on_ray_equals_inline(ray_session):
+@pytest.mark.parametrize("prefill", [{}, {"tp": 1, "engine": {"max_num_batched_tokens": 4096}}])
+def test_a_disaggregated_run_on_ray_equals_inline(ray_session, prefill):
     """Host actors per server, card actors, the KV moves priced by the controller: every figure and every
     token time equal inline's, a lost decode card and a degraded NIC included (the controller degrades its
-    own view of the link: on Ray the hosts' links are not its)."""
+    own view of the link: on Ray the hosts' links are not its). With a prefill pool of TP 1 and its own
+    engine, server 0's host drives two engines (its prefill cards 0-1 and decode cards 2-3)."""
     from tests.test_ray import comparable
     from tests.conftest import with_token_times
     docs = []
     for executor in ("ray", "inline"):
-        controller = Controller(_disaggregated(kv_transfer="layerwise"), executor=executor)
+        controller = Controller(_disaggregated(kv_transfer="layerwise", prefill=prefill), executor=executor)
         controller.inject([Fault("card", 5, 0.3), Fault("link", 0, 0.2, value=20.0, link="nic0->tor")])
         outcome = controller.run()
         docs.append(with_token_times(build(outcome), outcome))

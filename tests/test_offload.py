@@ -67,7 +67,7 @@ def test_loading_from_host_memory_takes_the_switch_uplink_card_after_card():
     plan = compile_plan(spec, topology)
     host = Host.local(spec, plan, host_setups(spec, topology, plan)[:1], topology)
     assert plan.memory.kv_bytes_per_token == 65536
-    assert host._load(0, 1024, 1.0) == pytest.approx(1.0 + 2 * 67108864 / 51.2e9 + 2e-6, rel=1e-12)
+    assert host.core.sched.loader(0, 1024, 1.0) == pytest.approx(1.0 + 2 * 67108864 / 51.2e9 + 2e-6, rel=1e-12)
     assert host.offload.bytes["host0->sw0.0"] == 2 * 67108864
     assert host_blocks(spec.engine, 65536, 2) == 8 * 1024 ** 3 // (512 * 65536 * 2) == 128
 

@@ -50,14 +50,14 @@ def _needs(model: ModelSpec, tp: int, engine: EngineSpec) -> tuple[int, int, int
     return int(weight_bytes_per_card(model, tp)), workspace, comm, one_seq_kv
 
 
-def plan_memory(model: ModelSpec, tp: int, device: DeviceSpec, engine: EngineSpec) -> MemoryPlan:
-    """Lay out one card's memory, or refuse with the numbers and a TP that fits."""
+def plan_memory(model: ModelSpec, tp: int, device: DeviceSpec, engine: EngineSpec, field: str = "tp") -> MemoryPlan:
+    """Lay out one card's memory, or refuse (blaming ``field``) with the numbers and a TP that fits."""
     weights, workspace, comm, one_seq = _needs(model, tp, engine)
     budget = device.usable_bytes
     kv = int(budget * engine.kv_cache_fraction) - weights - workspace - comm
     if kv < one_seq:
         max_len = engine.max_model_len or model.max_seq_len
-        raise ConfigError("run config", "tp", tp, (
+        raise ConfigError("run config", field, tp, (
             f"{model.name} at tp={tp} needs {weights / GIB:.2f} GiB of {weight_format(model)} weights + "
             f"{one_seq / GIB:.2f} GiB of KV for one {max_len:,}-token sequence + "
             f"{(workspace + comm) / GIB:.2f} GiB workspace and buffers per card; one {device.name} card has "

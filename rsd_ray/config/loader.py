@@ -7,6 +7,7 @@ included; here only what a run file may name, and that the files it names exist.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -36,7 +37,7 @@ PARTS = {"rack": "racks", "model": "models", "engine": "engines", "router": "rou
 DEFAULT_RUN = {"rack": "atom-server", "model": "llama3-8b", "tp": 4, "engine": "default",
                "router": "default", "workload": "default", "compiler": {},
                "duration_s": 30.0, "epoch_s": 0.05, "drain_s": 120.0, "seed": 0,
-               "recover": False}
+               "recover": False, "prefill": {}}
 UNSOURCED = {"name", "description", "estimated", "sources", "device"}
 
 
@@ -175,9 +176,23 @@ def load_run(source: Any = None, **overrides) -> RunSpec:
              for field, kind in PARTS.items() if field in data}
     if "rack" in parts:
         parts["device"] = load_part("devices", parts["rack"].device, f"rack {parts['rack'].name}")
+    data["prefill"] = _prefill(data["prefill"], parts.get("engine"), where, folder if "prefill" in loaded_fields
+                               else None)
     spec = read_spec(RunSpec, {**data, **parts}, where)
     check_files(spec, where)
     return spec
+
+
+def _prefill(data: Any, engine: EngineSpec | None, where: str, folder: Path | None) -> Any:
+    """The prefill pool's part: its ``engine`` a preset, a YAML path, or a mapping of the fields in which it
+    differs from the run's engine (as a prefill worker's arguments differ from a decode worker's)."""
+    if not isinstance(data, Mapping) or data.get("engine") is None:
+        return data
+    ref = data["engine"]
+    if isinstance(ref, Mapping) and engine is not None:
+        ref = {**dataclasses.asdict(engine), **ref}
+        return {**data, "engine": read_spec(EngineSpec, ref, where, "prefill.engine")}
+    return {**data, "engine": load_part("engines", ref, where, folder)}
 
 
 def check_files(spec: RunSpec, where: str) -> None:

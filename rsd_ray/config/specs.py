@@ -380,6 +380,19 @@ class CompilerSpec:
 
 
 @spec
+class PoolSpec:
+    """A disaggregated rack's prefill pool where it differs from the rack's instances (the decode pool):
+    vLLM's and Dynamo's prefill workers are started with their own TP degree and engine arguments."""
+    tp: Int = Field(0, ge=0, description="cards per prefill instance (0: the run's tp)")
+    engine: Optional[EngineSpec] = Field(None, description="the prefill instances' engine (none: the run's); "
+                                                           "in a run file, the fields that differ from it")
+
+
+KV_ALIKE = ("block_size", "kv_cache_dtype", "max_model_len", "hash_block_tokens")
+"""Engine fields both pools must share: the KV cache moves block for block, in one format, for one context."""
+
+
+@spec
 class RunSpec:
     """Everything one run needs, after presets are resolved; its validator holds the rules across parts."""
     rack: RackSpec
@@ -395,34 +408,30 @@ class RunSpec:
     drain_s: Float = Field(ge=0.0, le=MAX_VIRTUAL_S)
     seed: Int = Field(ge=0)
     recover: Bool = Field(False, description="a lost card's actor is restarted and its instance rejoins (faults.py)")
+    prefill: PoolSpec = Field(default_factory=PoolSpec)
+
+    @property
+    def prefill_tp(self) -> int:
+        return self.prefill.tp or self.tp
+
+    @property
+    def prefill_engine(self) -> EngineSpec:
+        return self.prefill.engine or self.engine
+
+    @property
+    def engines(self) -> tuple[EngineSpec, ...]:
+        """The engine of each pool: the prefill pool's first when it has its own."""
+        return (self.prefill.engine, self.engine) if self.prefill.engine else (self.engine,)
 
     @model_validator(mode="after")
     def _parts_fit_together(self):
-        m, r, e, tp = self.model, self.rack, self.engine, self.tp
-        why = m.tp_problem(tp)
-        if why:
-            raise Problem("tp", tp, why)
-        total = r.servers * r.cards_per_server
-        if tp > total:
-            raise Problem("tp", tp, f"rack {r.name} has only {total} cards")
-        if tp > r.cards_per_server and tp % r.cards_per_server:
-            raise Problem("tp", tp, "a group spanning servers must use whole servers (a multiple of "
-                                    f"{r.cards_per_server})")
-        if m.checkpoint and e.kv_cache_dtype != "auto":
-            raise Problem("engine.kv_cache_dtype", e.kv_cache_dtype, "functional mode keeps a checkpoint's KV cache "
-                                                                     "in fp32: use auto with a checkpoint")
+        m, e = self.model, self.engine
+        self._fits_the_rack(self.tp, "tp")
         max_len = e.max_model_len or m.max_seq_len
         if max_len > m.max_seq_len:
             raise Problem("engine.max_model_len", max_len, f"≤ {m.max_seq_len} for {m.name}")
-        if not e.enable_chunked_prefill and e.max_num_batched_tokens < max_len:
-            raise Problem("engine.max_num_batched_tokens", e.max_num_batched_tokens,
-                          f"without chunked prefill a whole prompt must fit one step: use ≥ {max_len} or "
-                          "enable_chunked_prefill: true")
-        blocks = e.num_blocks_override
-        if blocks and blocks * e.block_size < max_len:
-            raise Problem("engine.num_blocks_override", blocks,
-                          f"{blocks} blocks of {e.block_size} tokens cannot hold one {max_len}-token sequence; "
-                          f"use ≥ {-(-max_len // e.block_size)} or 0 (from the memory plan)")
+        self._engine_fits(e, "engine", max_len)
+        self._pools_fit_together(max_len)
         (in_field, fewest_in), (out_field, fewest_out) = self.workload.input.shortest, self.workload.output.shortest
         if self.workload.arrival != "trace" and fewest_in + fewest_out > max_len:
             blame = f"input.{in_field}" if fewest_in >= fewest_out else f"output.{out_field}"
@@ -432,3 +441,49 @@ class RunSpec:
         if self.epoch_s > self.duration_s:
             raise Problem("epoch_s", self.epoch_s, f"must not exceed duration_s ({self.duration_s})")
         return self
+
+    def _fits_the_rack(self, tp: int, field: str) -> None:
+        r = self.rack
+        why = self.model.tp_problem(tp)
+        if why:
+            raise Problem(field, tp, why)
+        total = r.servers * r.cards_per_server
+        if tp > total:
+            raise Problem(field, tp, f"rack {r.name} has only {total} cards")
+        if tp > r.cards_per_server and tp % r.cards_per_server:
+            raise Problem(field, tp, "a group spanning servers must use whole servers (a multiple of "
+                                     f"{r.cards_per_server})")
+
+    def _engine_fits(self, e: EngineSpec, field: str, max_len: int) -> None:
+        if self.model.checkpoint and e.kv_cache_dtype != "auto":
+            raise Problem(f"{field}.kv_cache_dtype", e.kv_cache_dtype, "functional mode keeps a checkpoint's KV "
+                                                                       "cache in fp32: use auto with a checkpoint")
+        if not e.enable_chunked_prefill and e.max_num_batched_tokens < max_len:
+            raise Problem(f"{field}.max_num_batched_tokens", e.max_num_batched_tokens,
+                          f"without chunked prefill a whole prompt must fit one step: use ≥ {max_len} or "
+                          "enable_chunked_prefill: true")
+        blocks = e.num_blocks_override
+        if blocks and blocks * e.block_size < max_len:
+            raise Problem(f"{field}.num_blocks_override", blocks,
+                          f"{blocks} blocks of {e.block_size} tokens cannot hold one {max_len}-token sequence; "
+                          f"use ≥ {-(-max_len // e.block_size)} or 0 (from the memory plan)")
+
+    def _pools_fit_together(self, max_len: int) -> None:
+        """A prefill pool of its own: only on a disaggregated rack, on cards that hold the model, and with
+        the decode pool's KV layout."""
+        tp, engine = self.prefill.tp, self.prefill.engine
+        if (tp or engine) and not self.router.prefill_instances:
+            raise Problem("prefill.tp" if tp else "prefill.engine", tp or "given", "a prefill pool of its own "
+                          "needs a disaggregated rack: set router.prefill_instances (--prefill-instances)")
+        if tp:
+            self._fits_the_rack(tp, "prefill.tp")
+        if tp and tp != self.tp and self.model.checkpoint:
+            raise Problem("prefill.tp", tp, "functional mode moves a KV cache rank to rank, between pools of one "
+                                            f"TP degree: use the run's tp ({self.tp}) with a checkpoint")
+        if engine:
+            self._engine_fits(engine, "prefill.engine", max_len)
+            for name in KV_ALIKE:
+                if getattr(engine, name) != getattr(self.engine, name):
+                    raise Problem(f"prefill.engine.{name}", getattr(engine, name),
+                                  f"the KV cache moves to the decode pool as it is: use engine.{name} "
+                                  f"({getattr(self.engine, name)})")

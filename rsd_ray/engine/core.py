@@ -33,6 +33,26 @@ MAX_STALLED_ROUNDS = 3
 request of an instance preempted: it re-admits them next round); more means a rule is broken."""
 
 
+def run_together(cores: list["EngineCore"], t_end: float, trace: list | None, later, stop: str) -> tuple[float, list]:
+    """``EngineCore.run_until`` of several engines as one: each leap is the shortest any of them allows, and
+    a stop or a lost card in one stops them all at the same boundary."""
+    def run(boundary):
+        return [loss for core in cores for loss in core._run(boundary, trace)]
+
+    def stopped(lost) -> bool:
+        return bool(lost) or (stop == "answer" and any(any(core.finished) for core in cores)) or \
+            (stop == "empty" and all(core.empty() for core in cores))
+
+    lost, reached, later = run(t_end), t_end, list(later)
+    while later and not stopped(lost):
+        boundary = min(core._leap(later, stop) for core in cores)
+        lost, reached, later = run(boundary), boundary, [b for b in later if b > boundary]
+    index = {iid: k for k, iid in enumerate(iid for core in cores for iid in core.iids)}
+    if trace is not None:
+        trace.sort(key=lambda step: (index[step[0]], step[1]))
+    return reached, sorted(lost, key=lambda x: index[x[0]])
+
+
 class EngineCore:
     def __init__(self, engine, instances: list[tuple[int, object, object]], num_blocks: int, host_blocks: int = 0,
                  loader=None):
@@ -94,13 +114,7 @@ class EngineCore:
         stopping at the first that ends an epoch with a lost card or, by ``stop``, in which a request
         finished (``"answer"``) or after which the engine holds none (``"empty"``). Returns the boundary
         reached and (instance, loss, time) of each instance that lost a card."""
-        lost, reached, later = self._run(t_end, trace), t_end, list(later)
-        while later and not (lost or (stop == "answer" and any(self.finished)) or (stop == "empty" and self.empty())):
-            boundary = self._leap(later, stop)
-            lost, reached, later = self._run(boundary, trace), boundary, [b for b in later if b > boundary]
-        if trace is not None:
-            trace.sort(key=lambda step: (self.index[step[0]], step[1]))
-        return reached, sorted(lost, key=lambda x: self.index[x[0]])
+        return run_together([self], t_end, trace, later, stop)
 
     def _leap(self, later: list[float], stop: str) -> float:
         """The furthest of the ``later`` boundaries the instances may run to in one go, every check between

@@ -55,7 +55,8 @@ class StepTimer:
 
     def take_kv(self, prefill: "StepTimer", tokens: int) -> None:
         """A sequence's KV cache of ``tokens`` tokens moved from ``prefill``'s cards to these, rank to rank."""
-        self.kv.move(list(zip(prefill.cards, self.cards)), tokens * self.kv_bytes_per_token, [self.clock])
+        self.kv.move([(a, c, tokens * self.kv_bytes_per_token) for a, c in zip(prefill.cards, self.cards)],
+                     [self.clock])
 
     def card_to_card_bytes(self) -> dict[str, float]:
         """Bytes the collectives (and KV caches taken) put on each directed link so far."""

@@ -27,11 +27,11 @@ class Transfers:
         self.free_at: dict[str, float] = defaultdict(float)   # link → when the flows routed over it have left it
         self.bytes: dict[str, float] = defaultdict(float)     # link → bytes moved over it, ever
 
-    def move(self, pairs, nbytes: float, parts: list[float]) -> float:
-        """When every (from, to) card pair's ``nbytes`` have arrived, sent in ``len(parts)`` equal parts, part
-        j ready at ``parts[j]`` (one part: all at once; a part a layer: layer by layer), every pair's part
-        j before any pair's next."""
-        return max(self.send(a, c, nbytes / len(parts), t) for t in parts for a, c in pairs)
+    def move(self, flows, parts: list[float]) -> float:
+        """When every (from card, to card, bytes) flow has arrived, each sent in ``len(parts)`` equal parts,
+        part j ready at ``parts[j]`` (one part: all at once; a part a layer: layer by layer), every flow's
+        part j before any flow's next."""
+        return max(self.send(a, c, nbytes / len(parts), t) for t in parts for a, c, nbytes in flows)
 
     def send(self, a: int, c: int, nbytes: float, ready: float) -> float:
         """When ``nbytes`` from card ``a``, ready there at ``ready``, have reached card ``c``."""

@@ -7,7 +7,8 @@ llm-d run it.
     arrival ─▶ router (prefill pool) ─▶ prefill instance: the prompt, one token sampled (max_tokens 1; the
                proxy throws that token away) ─▶ finished here: its KV cache, prompt_len tokens on every card
     ─▶ router (decode pool, fresh telemetry) ─▶ rank k's KV of prompt_len − 1 tokens from prefill card k to
-               decode card k over the link model (``interconnect/transfers.py``: PCIe, NIC and ToR;
+               decode card k (pools of unequal TP: from the cards that hold its heads, ``Handoffs.flows``)
+               over the link model (``interconnect/transfers.py``: PCIe, NIC and ToR;
                contention; degraded links)
     ─▶ decode instance: arrives when its KV has (``Submit.kv_tokens``: prompt_len − 1 tokens computed; the
                last is computed again to sample the first token, as a full prefix-cache hit is) ─▶ decodes
@@ -29,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 
 from rsd_ray.compiler import Plan
+from rsd_ray.compiler.shard import kv_bytes_per_token
 from rsd_ray.config import RunSpec
 from rsd_ray.engine.request import Handoff, RequestRecord, Submit
 from rsd_ray.interconnect.topology import Topology
@@ -40,7 +42,8 @@ PREFILL, DECODE = 0, 1          # the router's pools
 class Handoffs:
     def __init__(self, spec: RunSpec, plan: Plan, topology: Topology):
         self.groups = plan.placement.groups
-        self.kv_bytes_per_token = plan.memory.kv_bytes_per_token      # one card's
+        self.kv_heads = spec.model.num_kv_heads
+        self.head_bytes = kv_bytes_per_token(spec.model, spec.model.num_kv_heads, spec.engine.kv_cache_dtype)
         self.layers = spec.model.num_layers if spec.router.kv_transfer == "layerwise" else 0
         self.transfers = Transfers(topology)
         self.prefilling: dict[int, Submit] = {}    # rid → as accepted (its whole max_tokens), in the prefill pool
@@ -70,13 +73,32 @@ class Handoffs:
         """Move a prefilled request's KV cache to instance ``decode``: rank by rank, card to card."""
         sub = self.prefilling.pop(record.rid)
         tokens = sub.prompt_len - 1                   # what the decode instance takes; it computes the last
-        per_card = tokens * self.kv_bytes_per_token
-        pairs = list(zip(self.groups[record.instance], self.groups[decode]))
-        ready = self.transfers.move(pairs, per_card, self._layers_ready(record))
+        flows = self.flows(self.groups[record.instance], self.groups[decode], tokens)
+        ready = self.transfers.move(flows, self._layers_ready(record))
         self.handed[record.rid] = Handoff(instance=record.instance, scheduled=record.scheduled, prefilled=record.finish,
-                                          ready=ready, kv_bytes=int(per_card * len(pairs)))
+                                          ready=ready, kv_bytes=int(sum(nbytes for _, _, nbytes in flows)))
         self.arrival[record.rid] = sub.arrival
         return sub.replaced(arrival=ready, instance=decode, kv_tokens=tokens, token_times=())
+
+    def flows(self, prefill: tuple[int, ...], decode: tuple[int, ...], tokens: int) -> list[tuple[int, int, float]]:
+        """(from card, to card, bytes) of ``tokens`` tokens' KV cache: each decode card pulls the KV heads it
+        holds from a prefill card that holds them — the one of its own rank's share when it does, as vLLM's
+        NixlConnector pairs ranks of unequal TP degrees (a decode TP above the prefill's reads part of one
+        prefill card, below it reads several)."""
+        moved: dict[tuple[int, int], float] = {}
+        for j, card in enumerate(decode):
+            for head in self._heads(j, len(decode)):
+                own = j * len(prefill) // len(decode)
+                i = own if head in self._heads(own, len(prefill)) else \
+                    next(i for i in range(len(prefill)) if head in self._heads(i, len(prefill)))
+                moved[prefill[i], card] = moved.get((prefill[i], card), 0.0) + tokens * self.head_bytes
+        return [(a, c, nbytes) for (a, c), nbytes in moved.items()]
+
+    def _heads(self, rank: int, tp: int) -> range:
+        """The KV heads rank ``rank`` of ``tp`` holds: an equal share, or one head replicated on tp / H ranks
+        (``compiler.shard.kv_heads_per_card``)."""
+        h = self.kv_heads
+        return range(rank * h // tp, (rank + 1) * h // tp) if tp <= h else range(rank * h // tp, rank * h // tp + 1)
 
     def _layers_ready(self, record: RequestRecord) -> list[float]:
         """When each part of the KV cache may leave: all of it when the prefill ends, or layer by layer

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from rsd_ray.calibration import CARD_RESTART_S
 from rsd_ray.hardware.card import CardFrame
 from rsd_ray.hardware.card_group import CardLost, LocalCardGroup, grid_epoch
-from rsd_ray.compiler import Plan
+from rsd_ray.compiler import Plan, PoolPlan
 from rsd_ray.config import RunSpec
 from rsd_ray.rack.epoch import EpochIn, EpochOut, Failure, Kind, Recovery
 from rsd_ray.engine.request import RequestRecord
 from rsd_ray.engine.pricing import GroupSync
 from rsd_ray.interconnect.topology import Topology
 from rsd_ray.engine.core import EngineCore
+from rsd_ray.engine.pools import PoolCores
 from rsd_ray.engine.prefix_cache import host_blocks
 from rsd_ray.interconnect.transfers import Transfers
 
@@ -52,27 +53,36 @@ class Host:
         self.groups = groups
         self.topology = topology or Topology(spec.rack, spec.device)
         self.epoch_end, self.epoch_s = 0.0, spec.epoch_s
-        self.recover, self.weight_bytes = spec.recover, plan.memory.weights
+        self.recover, self.plan = spec.recover, plan
         self.restarts: dict[int, tuple[float, float, float, tuple[int, ...]]] = {}  # iid → failed, back, load s, cards
         shared = dict(setups[0].shared_links)
         self.cards = {c: s.server for s in setups for c in s.cards}          # card → the server it reports under
         self.card_instance = {c: iid for s in setups for iid, cards in s.instances for c in cards}
         self.instance_server = {iid: s.server for s in setups for iid, _ in s.instances}
-        self.members = [(iid, groups[iid], GroupSync(plan.programs[0], list(cards), self.topology,
+        instances = [(iid, cards) for s in setups for iid, cards in s.instances]
+        self.members = [(iid, groups[iid], GroupSync(plan.pool_of(iid).programs[0], list(cards), self.topology,
                                                      spec.compiler.collective, shared))
-                        for s in setups for iid, cards in s.instances]      # kept: a test's oracle takes them
+                        for iid, cards in instances]                        # kept: a test's oracle takes them
         self.num_blocks = spec.engine.num_blocks_override or plan.memory.num_blocks
-        self.offload = Transfers(self.topology) if spec.engine.kv_offloading_size else None
-        self.kv_bytes_per_token = plan.memory.kv_bytes_per_token
-        self.core = EngineCore(spec.engine, self.members, self.num_blocks,
-                               host_blocks(spec.engine, plan.memory.kv_bytes_per_token, plan.placement.tp),
-                               self._load if self.offload else None)
+        self.offload = Transfers(self.topology) if any(e.kv_offloading_size for e in spec.engines) else None
+        pools = [p for p in plan.pools if any(plan.pool_of(iid) is p for iid, _ in instances)]
+        cores = [self._core(pool, [m for m in self.members if plan.pool_of(m[0]) is pool]) for pool in pools] or \
+            [self._core(plan.pools[-1], [])]                                 # a host of idle cards only
+        self.core = cores[0] if len(cores) == 1 else PoolCores(cores)
 
-    def _load(self, k: int, tokens: int, t: float) -> float:
+    def _core(self, pool: PoolPlan, members: list) -> EngineCore:
+        """The engine of this host's instances of one pool."""
+        engine, kv_bytes = pool.engine, pool.memory.kv_bytes_per_token
+        return EngineCore(engine, members, engine.num_blocks_override or pool.memory.num_blocks,
+                          host_blocks(engine, kv_bytes, pool.tp),
+                          self._loader(members, kv_bytes) if engine.kv_offloading_size else None)
+
+    def _loader(self, members: list, kv_bytes_per_token: float):
         """When ``tokens`` tokens' KV cache, asked at ``t`` of host memory, has reached every card of the
-        host's ``k``-th instance (each card its share, over its own host path; shared links in turn)."""
-        nbytes = tokens * self.kv_bytes_per_token
-        return max(self.offload.load(c, nbytes, t) for c in self.members[k][1].card_ids)
+        ``k``-th of ``members`` (each card its share, over its own host path; shared links in turn)."""
+        def load(k: int, tokens: int, t: float) -> float:
+            return max(self.offload.load(c, tokens * kv_bytes_per_token, t) for c in members[k][1].card_ids)
+        return load
 
     @property
     def server(self) -> int:
@@ -86,7 +96,7 @@ class Host:
         for s in setups:
             for iid, cards in s.instances:
                 groups[iid] = LocalCardGroup(cards, spec.device, spec.epoch_s)
-                groups[iid].load(plan.programs, plan.memory, costs)
+                groups[iid].load(plan.pool_of(iid).programs, plan.pool_of(iid).memory, costs)
         idle = tuple(c for s in setups for c in s.idle_cards)
         groups[None] = LocalCardGroup(idle, spec.device, spec.epoch_s)
         return cls(spec, plan, setups, groups, topology)
@@ -162,7 +172,8 @@ class Host:
     def _plan_restart(self, iid: int, t: float, cards: tuple[int, ...]) -> None:
         """``--recover``: the lost cards answer again ``CARD_RESTART_S`` after their loss, then reload their
         shards over their host paths (at those links' bandwidth now, degraded or not); the instance rejoins."""
-        load = max(self.weight_bytes / min(link.bandwidth for link in self.topology.load_path(c)) for c in cards)
+        weights = self.plan.pool_of(iid).memory.weights
+        load = max(weights / min(link.bandwidth for link in self.topology.load_path(c)) for c in cards)
         self.restarts[iid] = (t, t + CARD_RESTART_S + load, load, cards)
 
     def _restart(self, t_end: float, failures: list) -> list[Recovery]:

@@ -62,7 +62,7 @@ def experts(spec: RunSpec, program) -> dict | None:
 def describe(spec: RunSpec) -> dict:
     topology = Topology(spec.rack, spec.device)
     plan = compile_plan(spec, topology)
-    group = list(plan.placement.groups[0])
+    group = list(plan.placement.groups[plan.prefill_instances])     # the rack's (decode) pool's first
     shared = sharers(topology, [list(g) for g in plan.placement.groups])
     program = plan.programs[0]
     ranks = tuple((StepCost(p, spec.device), 1.0) for p in plan.programs)   # a MoE's ranks may differ
@@ -90,6 +90,8 @@ def describe(spec: RunSpec) -> dict:
         "pipeline_chunks": program.chunks,
         "program_bytes": len(program.to_msgpack()),
         "steps": steps,
+        **({"prefill_pool": {"tp": plan.pools[0].tp, "instances": plan.prefill_instances,
+                             "memory": dataclasses.asdict(plan.pools[0].memory)}} if len(plan.pools) > 1 else {}),
     }
 
 

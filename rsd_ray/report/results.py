@@ -33,12 +33,12 @@ def build(outcome: Outcome) -> dict:
                    server_power_w=(card_energy / window + rack.host_power_w * rack.servers) / rack.servers,
                    output_tokens_per_s_per_watt=summary["window_output_throughput"] / rack_w,
                    joules_per_output_token=rack_energy / max(1, summary["window_output_throughput"] * window))
-    if spec.engine.enable_prefix_caching:        # vLLM's counters, in prompt tokens, summed over instances
+    if any(e.enable_prefix_caching for e in spec.engines):     # vLLM's counters, prompt tokens, over instances
         queries = sum(f.prefix_cache_queries for f in outcome.instances)
         hits = sum(f.prefix_cache_hits for f in outcome.instances)
         summary.update(prefix_cache_queries=queries, prefix_cache_hits=hits,
                        prefix_cache_hit_rate=hits / queries if queries else 0.0)
-    if spec.engine.kv_offloading_size:            # of those hits, brought back from host memory first
+    if any(e.kv_offloading_size for e in spec.engines):        # of those hits, brought back from host memory first
         summary.update(kv_offload_hits=sum(f.kv_offload_hits for f in outcome.instances),
                        kv_offload_stored=sum(f.kv_offload_stored for f in outcome.instances))
     if rack.price:
@@ -70,6 +70,7 @@ def build(outcome: Outcome) -> dict:
                 "preemptions": int(columns.preemptions.sum()),
                 "clipped": outcome.clipped}       # shortened to fit max_model_len (vLLM would refuse or cut them)
     placement = outcome.plan.placement
+    prefill = outcome.plan.pools[0] if len(outcome.plan.pools) > 1 else None     # a prefill pool of its own
     verdict = saturation(records, outcome.refused, window, closed_loop=outcome.closed_loop, columns=columns)
     return {
         "schema": SCHEMA,
@@ -81,8 +82,10 @@ def build(outcome: Outcome) -> dict:
         "saturation": verdict,
         "requests": requests,
         "placement": {"tp": placement.tp, "scope": placement.scope, "instances": len(placement.groups),
-                      "groups": [list(g) for g in placement.groups], "idle_cards": list(placement.idle_cards)},
+                      "groups": [list(g) for g in placement.groups], "idle_cards": list(placement.idle_cards),
+                      **({"prefill_tp": prefill.tp} if prefill else {})},
         "memory_plan": dataclasses.asdict(outcome.plan.memory),
+        **({"prefill_memory_plan": dataclasses.asdict(prefill.memory)} if prefill else {}),
         "servers": server_list,
         "instances": [dataclasses.asdict(f) for f in outcome.instances],
         "cards": cards,

@@ -13,6 +13,7 @@ are drawn at their nominal clock (a throttled card's steps are longer than shown
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,22 +29,36 @@ HOST_TID = 100000          # an instance's host track: HOST_TID + instance
 KV_TID = 200000            # a disaggregated decode instance's incoming KV caches: KV_TID + instance
 
 
+@dataclass(frozen=True)
+class _Pool:
+    """What drawing a step of one pool's instance needs: its host's cost, each rank's command costs and
+    names, and its collectives' names."""
+    host: HostCost
+    costs: list
+    names: list
+    sync_names: list
+
+    @classmethod
+    def of(cls, pool, device) -> "_Pool":
+        return cls(HostCost.of(pool.engine, pool.tp), [StepCost(p, device) for p in pool.programs],
+                   [[(c.name, c.kind, c.layer, c.chunk) for c in p.commands if c.kind != DEVICE_SYNC]
+                    for p in pool.programs],
+                   [(c.name, c.collective, c.layer, c.chunk) for c in pool.programs[0].commands
+                    if c.kind == DEVICE_SYNC])
+
+
 class TraceSink:
     needs = Needs(steps=True)
     def __init__(self, controller, t0: float, t1: float):
         self.t0, self.t1 = t0, t1
         spec, plan, topology = controller.spec, controller.plan, controller.topology
         self.groups = plan.placement.groups
-        self.host = HostCost.of(spec.engine, len(self.groups[0]))
         self.server_of = topology.server_of
-        self.costs = [StepCost(p, spec.device) for p in plan.programs]
+        drawn = {id(pool): _Pool.of(pool, spec.device) for pool in plan.pools}
+        self.pools = [drawn[id(plan.pool_of(iid))] for iid in range(len(self.groups))]
         shared = sharers(topology, [list(g) for g in self.groups])
-        self.syncs = [GroupSync(plan.programs[0], list(g), topology, spec.compiler.collective, shared)
-                      for g in self.groups]
-        self.names = [[(c.name, c.kind, c.layer, c.chunk) for c in p.commands if c.kind != DEVICE_SYNC]
-                      for p in plan.programs]
-        self.sync_names = [(c.name, c.collective, c.layer, c.chunk) for c in plan.programs[0].commands
-                           if c.kind == DEVICE_SYNC]
+        self.syncs = [GroupSync(plan.pool_of(iid).programs[0], list(g), topology, spec.compiler.collective, shared)
+                      for iid, g in enumerate(self.groups)]
         self.events: list[dict] = []
 
     def __call__(self, out, in_flight: int = 0) -> None:
@@ -56,13 +71,13 @@ class TraceSink:
                 self._request(r)
 
     def _step(self, iid: int, t0: float, t1: float, shape: np.ndarray) -> None:
-        group = self.groups[iid]
-        host = float(self.host.seconds(shape[2]))
+        group, pool = self.groups[iid], self.pools[iid]
+        host = float(pool.host.seconds(shape[2]))
         pid = self.server_of(group[0])
         self._x(f"step {int(shape[1])} tokens", "host", t0, host, pid, HOST_TID + iid,
                 {"tokens": int(shape[1]), "sampled": int(shape[2])})
-        times = [self.costs[r].command_times(shape[None])[0] for r in range(len(group))]
-        starts = [self.costs[r].segment_starts for r in range(len(group))]
+        times = [pool.costs[r].command_times(shape[None])[0] for r in range(len(group))]
+        starts = [pool.costs[r].segment_starts for r in range(len(group))]
         segments = np.array([np.add.reduceat(t, s) for t, s in zip(times, starts)])
         slowest = segments.max(axis=0)
         coll = self.syncs[iid].times(shape[None])[0][0]
@@ -74,11 +89,11 @@ class TraceSink:
             for i in range(len(slowest)):
                 t = base + seg_at[i]
                 for k in range(bounds[i], bounds[i + 1]):
-                    name, kind, layer, chunk = self.names[r][k]
+                    name, kind, layer, chunk = pool.names[r][k]
                     self._x(name, kind, t, times[r][k], self.server_of(card), card, {"layer": layer, "chunk": chunk})
                     t += times[r][k]
                 if i < len(coll) and coll[i] > 0:
-                    name, collective, layer, chunk = self.sync_names[i]
+                    name, collective, layer, chunk = pool.sync_names[i]
                     self._x(name, DEVICE_SYNC, base + link_at[i], coll[i], self.server_of(card), card,
                             {"collective": collective, "layer": layer, "chunk": chunk, "cards": list(group)})
 

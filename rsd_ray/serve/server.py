@@ -114,7 +114,8 @@ class RackServer:
                                   "the checkpoint's tokenizer.json (make-model writes one)")
             self.gateway.functional = lambda: {"checkpoint": str(spec.model.checkpoint),   # the results' part
                                                "link_bytes": writer.link_bytes()}
-        hashing = spec.engine.enable_prefix_caching or getattr(POLICIES[spec.router.policy], "uses_prefix", False)
+        hashing = any(e.enable_prefix_caching for e in spec.engines) or \
+            getattr(POLICIES[spec.router.policy], "uses_prefix", False)
         self.ctx = ServeContext(self.gateway, model, max_len, len(self.controller.instance_server),
                                 Tokens(options.tokenizer), OutputLengths(spec.workload.output, max_len, spec.seed + 2),
                                 version, self.metrics, writer, spec.engine.hash_block_tokens if hashing else 0,

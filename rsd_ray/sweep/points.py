@@ -3,7 +3,8 @@
 A point is a mapping such as ``{"rack.servers": 4, "tp": 8}``. Top-level parts
 (``rack``, ``model``, ``engine``, ``router``, ``workload``) take a preset name
 or path; dotted paths change one field of a part (``device.link.bandwidth_gbps``,
-``engine.max_num_seqs``, ``workload.rate``, ``compiler.pipeline_chunks``) and are
+``engine.max_num_seqs``, ``workload.rate``, ``compiler.pipeline_chunks``, ``prefill.tp``,
+``prefill.engine.max_num_batched_tokens``: a prefill engine starts as the run's) and are
 re-read through the same schema, so a bad value is refused with its field.
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ from rsd_ray.config import ConfigError, RunSpec, load_part, replace
 from rsd_ray.config.loader import DEFAULT_RUN, PARTS
 from rsd_ray.config.schema import read_spec
 
-SCALARS = tuple(field for field in DEFAULT_RUN if field not in PARTS)     # tp, duration_s, ..., recover
+NESTED = ("device", "prefill")             # specs that are not parts, changed field by field
+SCALARS = tuple(f for f in DEFAULT_RUN if f not in PARTS and f not in NESTED)     # tp, duration_s, ..., recover
 
 
 def parse_axis(text: str) -> tuple[str, list[Any]]:
@@ -49,14 +51,17 @@ def apply(spec: RunSpec, point: dict[str, Any]) -> RunSpec:
                 changes["device"] = load_part("devices", changes["rack"].device, where)
         elif not rest and field in SCALARS:
             changes[field] = value
-        elif rest and (head in PARTS or head == "device"):
+        elif rest and (head in PARTS or head in NESTED):
             _nest(dotted.setdefault(head, {}), rest, value)
         else:
             raise ConfigError(where, field, value, "use a part (rack, model, ...), tp, or a dotted field "
                                                   "such as engine.max_num_seqs or device.link.bandwidth_gbps")
     for head, overrides in dotted.items():
         part = changes.get(head, getattr(spec, head))
-        changes[head] = read_spec(type(part), _merged(dataclasses.asdict(part), overrides), where, head)
+        base = dataclasses.asdict(part)
+        if head == "prefill" and "engine" in overrides:     # the prefill engine's fields differ from the run's
+            base["engine"] = dataclasses.asdict(part.engine or changes.get("engine", spec.engine))
+        changes[head] = read_spec(type(part), _merged(base, overrides), where, head)
     return replace(spec, where, **changes)
 
 
