@@ -32,11 +32,11 @@ class CardShardActor:
     def release(self, seq):
         self.shard.release(seq)
 
-    def export_kv(self, seq, length):
-        return self.shard.export_kv(seq, length)
+    def export_kv(self, seq, length, heads):
+        return self.shard.export_kv(seq, length, heads)
 
-    def import_kv(self, seq, cache):
-        return self.shard.import_kv(seq, cache)
+    def import_kv(self, seq, ranks, *parts):
+        return self.shard.import_kv(seq, ranks, *parts)
 
     def memory(self) -> dict:
         return self.shard.memory()

@@ -271,9 +271,9 @@ WRONG = [
  ("rsd_ray/compiler/placement.py", "taken = {c for g in first.groups[:n] for c in g}", "taken = set()", DISAGGREGATION),
  ("rsd_ray/rack/host.py", "engine, kv_bytes = pool.engine, pool.memory.kv_bytes_per_token",
   "engine, kv_bytes = self.plan.pools[-1].engine, pool.memory.kv_bytes_per_token", DISAGGREGATION),
- ("rsd_ray/rack/handoff.py", "own = j * len(prefill) // len(decode)", "own = 0", DISAGGREGATION),
- ("rsd_ray/rack/handoff.py", "return range(rank * h // tp, (rank + 1) * h // tp) if tp <= h",
-  "return range(rank * h // tp, (rank + 1) * h // tp) if True", DISAGGREGATION),
+ ("rsd_ray/compiler/shard.py", "own = j * prefill_tp // decode_tp", "own = 0", DISAGGREGATION),
+ ("rsd_ray/compiler/shard.py", "return range(first, (rank + 1) * h // tp) if tp <= h",
+  "return range(first, (rank + 1) * h // tp) if True", DISAGGREGATION),
  ("rsd_ray/engine/core.py", "boundary = min(core._leap(later, stop) for core in cores)",
   "boundary = max(core._leap(later, stop) for core in cores)", DISAGGREGATION),
  # KV offload to host memory: what it keeps, when a fetched prefix is back, what the links carry

@@ -331,18 +331,22 @@ def test_a_lost_card_in_either_pool_loses_no_request(card):
     assert all(r.instance != lost for r in done if r.token_times[0] > 0.35)
 
 
-def test_a_functional_disaggregated_run_writes_the_reference_text_and_moves_the_kv_card_to_card(tmp_path):
+@pytest.mark.parametrize("prefill_instances,prefill", [(2, {}), (1, {"tp": 4})])
+def test_a_functional_disaggregated_run_writes_the_reference_text_and_moves_the_kv_card_to_card(
+        tmp_path, prefill_instances, prefill):
     """`run --model DIR` on a disaggregated mini rack (TP 2: instances 0-1 prefill on server 0, 2-3 decode
-    on server 1): prompts are computed on instance 0's card shards, their KV cache but the last token moved
-    rank by rank to instance 2's, which decode — the text is the reference's greedy continuation, and the
-    bytes the cards received (partial sums and KV) equal the link model's, link by link, the NIC carrying
-    the KV: 2 layers × K and V × 1 KV head a card × 8 dims × 4 bytes (fp32) = 128 B a token a card."""
+    on server 1; or one TP 4 prefill instance, cards 0-3): prompts are computed on instance 0's card
+    shards, their KV cache but the last token moved to the first decode instance's cards, which decode —
+    rank by rank, or at TP 4 (two KV heads, each on two cards) decode rank j reading head j from prefill
+    rank 2j. The text is the reference's greedy continuation, and the bytes the cards received (partial
+    sums and KV) equal the link model's, link by link, the NIC carrying the KV: 2 layers × K and V × 1 KV
+    head a card × 8 dims × 4 bytes (fp32) = 128 B a token a decode card."""
     from rsd_ray.functional import reference
     from rsd_ray.functional.checkpoint import load, make_model
     make_model(tmp_path / "m", layers=2, hidden=64, heads=8, kv_heads=2, intermediate=128, vocab=300, seed=1)
     ckpt = load(tmp_path / "m")
-    spec = make_spec(model=str(tmp_path / "m"), duration_s=0.5, router={"prefill_instances": 2},
-                     workload={"arrival": "closed", "concurrency": 4, "per_server": False,
+    spec = make_spec(model=str(tmp_path / "m"), duration_s=0.5, router={"prefill_instances": prefill_instances},
+                     prefill=prefill, workload={"arrival": "closed", "concurrency": 4, "per_server": False,
                                "input": dataclasses.replace(make_spec().workload.input, dist="fixed", mean=16),
                                "output": dataclasses.replace(make_spec().workload.output, dist="fixed", mean=8)})
     doc, outcome = run_doc(spec)

@@ -225,13 +225,14 @@ def test_serve_with_a_checkpoint_answers_with_the_models_own_text(gqa, tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pools", [(), ("--prefill-instances", "1")])
+@pytest.mark.parametrize("pools", [(), ("--prefill-instances", "1"), ("--prefill-instances", "2", "--prefill-tp", "2")])
 def test_a_functional_serve_on_ray_writes_on_card_actors_that_receive_what_the_link_model_charges(gqa, tmp_path,
                                                                                                   pools):
     """`rsd-ray serve --model DIR` on Ray: the text is written by four card actors (beside the rack's card
     actors) that hand each other their partial sums as Ray objects — disaggregated, the prompt on server 0's
     instance and the decode on server 1's, each decode card fetching its KV cache from its prefill card's
-    object store; the answer is the reference's greedy text, and the results hold, link by link, the bytes
+    object store (with two TP 2 prefill instances, the heads it holds from the prefill card that does); the
+    answer is the reference's greedy text, and the results hold, link by link, the bytes
     the cards received equal to the bytes the link model charged for the same steps (the NIC's: the KV)."""
     from tests.serve_helpers import LiveServer, openai_client
     ckpt, prompt = load(gqa), "Hello, rack"

@@ -70,6 +70,39 @@ def kv_heads_per_card(model: ModelSpec, tp: int) -> int:
     return max(1, model.num_kv_heads // tp)
 
 
+def kv_heads(num_kv_heads: int, tp: int, rank: int) -> range:
+    """The KV heads rank ``rank`` of ``tp`` holds: an equal share, or, when the ranks outnumber the heads,
+    one head replicated on tp / H ranks (``kv_heads_per_card``)."""
+    h = num_kv_heads
+    first = rank * h // tp
+    return range(first, (rank + 1) * h // tp) if tp <= h else range(first, first + 1)
+
+
+def kv_sources(num_kv_heads: int, prefill_tp: int, decode_tp: int) -> list[list[tuple[int, range]]]:
+    """Where each decode rank reads the KV heads it holds from a prefill instance of another (or the same)
+    TP degree: (prefill rank, the heads it reads there) each, a prefill rank that holds them — its own
+    rank's share first, as vLLM's NixlConnector pairs ranks of unequal TP (a decode TP above the prefill's
+    reads part of one prefill card, below it several)."""
+    out = []
+    for j in range(decode_tp):
+        own = j * prefill_tp // decode_tp
+        reads: dict[int, list[int]] = {}
+        for head in kv_heads(num_kv_heads, decode_tp, j):
+            i = own if head in kv_heads(num_kv_heads, prefill_tp, own) else \
+                next(i for i in range(prefill_tp) if head in kv_heads(num_kv_heads, prefill_tp, i))
+            reads.setdefault(i, []).append(head)
+        out.append([(i, range(heads[0], heads[-1] + 1)) for i, heads in reads.items()])
+    return out
+
+
+def kv_flows(num_kv_heads: int, head_bytes: float, prefill: tuple[int, ...], decode: tuple[int, ...]
+             ) -> list[tuple[int, int, float]]:
+    """(from card, to card, bytes) of a KV cache of ``head_bytes`` a head moved from the ``prefill`` cards to
+    the ``decode`` cards (``kv_sources``)."""
+    return [(prefill[i], card, head_bytes * len(heads))
+            for card, reads in zip(decode, kv_sources(num_kv_heads, len(prefill), len(decode))) for i, heads in reads]
+
+
 def padded_vocab(model: ModelSpec, tp: int) -> int:
     return -(-model.vocab_size // tp) * tp
 

@@ -477,9 +477,6 @@ class RunSpec:
                           "needs a disaggregated rack: set router.prefill_instances (--prefill-instances)")
         if tp:
             self._fits_the_rack(tp, "prefill.tp")
-        if tp and tp != self.tp and self.model.checkpoint:
-            raise Problem("prefill.tp", tp, "functional mode moves a KV cache rank to rank, between pools of one "
-                                            f"TP degree: use the run's tp ({self.tp}) with a checkpoint")
         if engine:
             self._engine_fits(engine, "prefill.engine", max_len)
             for name in KV_ALIKE:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rsd_ray.compiler.shard import kv_heads_per_card, padded_vocab, shard_plan, weight_bytes_per_card
+from rsd_ray.compiler.shard import kv_heads, kv_heads_per_card, padded_vocab, shard_plan, weight_bytes_per_card
 from rsd_ray.functional.kernels import PagedKV, apply_rope, attention, rms_norm, rope_frequencies, route, swiglu
 from rsd_ray.hardware.ledger import MemoryLedger
 
@@ -61,12 +61,13 @@ class CardShard:
         self.experts = (model.num_experts, model.experts_per_token, model.num_experts // tp)
         self.heads = config.num_attention_heads // tp
         self.kv_heads = kv_heads_per_card(model, tp)
+        self.first_kv_head = kv_heads(model.num_kv_heads, tp, rank).start
         self.vocab_rows = padded_vocab(model, tp) // tp
         self.inv_freq = rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
         self.kv = PagedKV(config.num_hidden_layers, self.kv_heads, config.head_dim, block_size)
         self.x: np.ndarray | None = None
         self.received: dict[int, int] = {}                # bytes of partial sums taken from each other rank
-        self.kv_received = 0                               # bytes of KV caches taken from a prefill card
+        self.kv_received: dict[int, int] = {}             # bytes of KV caches taken from each prefill rank
         self.batch: list[tuple[int, int, int]] = []       # (sequence, first position, tokens) of this step
 
     def begin(self, batch: list[tuple[int, list[int], int]]) -> np.ndarray:
@@ -139,20 +140,25 @@ class CardShard:
     def release(self, seq: int) -> None:
         self.kv.release(seq)
 
-    def export_kv(self, seq: int, length: int) -> np.ndarray:
-        """The KV cache of ``seq``'s first ``length`` positions on this card, every layer
-        ([2, layers, length, KV heads, head dim]): what a disaggregated prefill hands to its decode card."""
+    def export_kv(self, seq: int, length: int, heads: range) -> np.ndarray:
+        """The KV cache of ``seq``'s first ``length`` positions on this card, every layer, of the KV ``heads``
+        (rack-wide numbers, held here) ([2, layers, length, heads, head dim]): what a disaggregated prefill
+        hands to a decode card."""
         ks, vs = zip(*(self.kv.read(seq, layer, length) for layer in range(self.kv.layers)))
-        return np.stack([np.stack(ks), np.stack(vs)])
+        local = slice(heads.start - self.first_kv_head, heads.stop - self.first_kv_head)
+        return np.stack([np.stack(ks), np.stack(vs)])[:, :, :, local]
 
-    def import_kv(self, seq: int, cache: np.ndarray) -> int:
-        """Another card's exported KV cache (its rank's share) becomes ``seq``'s here; returns its bytes."""
+    def import_kv(self, seq: int, ranks: list[int], *parts: np.ndarray) -> int:
+        """Prefill cards' exported KV caches (from ``ranks``, their heads in order) become ``seq``'s here;
+        returns the bytes taken so far."""
+        cache = np.concatenate(parts, axis=3)
         positions = np.arange(cache.shape[2])
         for layer in range(self.kv.layers):
             self.kv.write(seq, layer, positions, cache[0, layer], cache[1, layer])
-        self.kv_received += int(cache.nbytes)
-        return self.kv_received
+        for rank, part in zip(ranks, parts):
+            self.kv_received[rank] = self.kv_received.get(rank, 0) + int(part.nbytes)
+        return sum(self.kv_received.values())
 
     def memory(self) -> dict:
         return {"rank": self.rank, "weights": self.ledger.regions["weights"], "kv_blocks": self.kv.blocks,
-                "tensors": len(self.w), "received": dict(self.received), "kv_received": self.kv_received}
+                "tensors": len(self.w), "received": dict(self.received), "kv_received": dict(self.kv_received)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rsd_ray.compiler.shard import kv_sources
 from rsd_ray.config import ConfigError
 from rsd_ray.functional.card_shard import CardShard, cut
 from rsd_ray.functional.checkpoint import load
@@ -51,9 +52,11 @@ class SplitModel:
         self.durations: list[float] = []                # virtual seconds of each step (with a timer)
 
     def _all(self, method: str, *args) -> list:
-        if self.on_ray:
-            return [getattr(c, method).remote(*args) for c in self.cards]
-        return [getattr(c, method)(*args) for c in self.cards]
+        return [self._call(c, method, *args) for c in self.cards]
+
+    def _call(self, card, method: str, *args):
+        """One card's ``method``: on Ray a task (its ObjectRef), inline the answer."""
+        return getattr(card, method).remote(*args) if self.on_ray else getattr(card, method)(*args)
 
     def step(self, batch: list[tuple[int, list[int], int]]) -> np.ndarray:
         """Run one step of (sequence, new ids, first position) entries; the logits at each sequence's last new
@@ -77,14 +80,18 @@ class SplitModel:
         self._all("release", seq)
 
     def take_kv(self, seqs: list[int], lengths: list[int], prefill: "SplitModel") -> None:
-        """Each sequence's first ``lengths`` positions of KV cache from ``prefill``'s cards, rank k's to rank
-        k's (on Ray an object each, fetched by the decode card from the prefill card's store)."""
+        """Each sequence's first ``lengths`` positions of KV cache from ``prefill``'s cards: each card here
+        takes the heads it holds from the prefill cards that hold them (``compiler.shard.kv_sources``; rank
+        k's from rank k's when the TP degrees are equal), on Ray an object each, fetched by the decode card
+        from the prefill card's store."""
+        sources = kv_sources(self.config.num_key_value_heads, len(prefill.cards), len(self.cards))
         for seq, n in zip(seqs, lengths):
             if n == 0:
                 continue
-            caches = prefill._all("export_kv", seq, n)
-            done = [(getattr(c, "import_kv").remote(seq, kv) if self.on_ray else c.import_kv(seq, kv))
-                    for c, kv in zip(self.cards, caches)]
+            done = []
+            for card, reads in zip(self.cards, sources):
+                parts = [self._call(prefill.cards[i], "export_kv", seq, n, heads) for i, heads in reads]
+                done.append(self._call(card, "import_kv", seq, [i for i, _ in reads], *parts))
             if self.on_ray:
                 import ray
                 ray.get(done)

@@ -15,6 +15,7 @@ from rsd_ray.hardware.card_group import LocalCardGroup
 from rsd_ray.compiler import compile_plan
 from rsd_ray.config import load_run
 from rsd_ray.compiler.program import batch_shape
+from rsd_ray.compiler.shard import kv_bytes_per_token, kv_flows
 from rsd_ray.engine.pricing import GroupSync
 from rsd_ray.interconnect.topology import Topology
 from rsd_ray.interconnect.transfers import Transfers
@@ -29,14 +30,16 @@ def shape(batch: list[tuple[int, list[int], int]]) -> np.ndarray:
 
 
 class StepTimer:
-    def __init__(self, config, name: str, tp: int, rack="atom-server", group: int = 0):
-        """``rack``: a preset, YAML path or mapping; ``group``: which of its TP groups the steps run on."""
-        spec = load_run(None, rack=rack, tp=tp, model=config.model_spec(name, "fp32"),
-                        compiler={"collective": "one_shot"})
+    def __init__(self, config, name: str, tp: int, rack="atom-server", cards: tuple[int, ...] | None = None):
+        """``rack``: a preset, YAML path or mapping; ``cards``: the ``tp`` cards of it the steps run on (the
+        first TP group the compiler places: by default)."""
+        model = config.model_spec(name, "fp32")
+        spec = load_run(None, rack=rack, tp=tp, model=model, compiler={"collective": "one_shot"})
         self.topology = Topology(spec.rack, spec.device)
         plan = compile_plan(spec, self.topology)
-        self.cards = list(plan.placement.groups[group])
-        self.kv_bytes_per_token = plan.memory.kv_bytes_per_token
+        self.cards = list(cards or plan.placement.groups[0])
+        self.num_kv_heads = model.num_kv_heads
+        self.head_bytes = kv_bytes_per_token(model, model.num_kv_heads)      # one KV head's, every layer
         self.kv = Transfers(self.topology)            # KV caches taken from a prefill group (disaggregated)
         self.group = LocalCardGroup(self.cards, spec.device, spec.epoch_s)
         self.group.load(plan.programs, plan.memory)
@@ -54,9 +57,9 @@ class StepTimer:
         return duration
 
     def take_kv(self, prefill: "StepTimer", tokens: int) -> None:
-        """A sequence's KV cache of ``tokens`` tokens moved from ``prefill``'s cards to these, rank to rank."""
-        self.kv.move([(a, c, tokens * self.kv_bytes_per_token) for a, c in zip(prefill.cards, self.cards)],
-                     [self.clock])
+        """A sequence's KV cache of ``tokens`` tokens moved from ``prefill``'s cards to these, each card's heads
+        from the prefill cards that hold them (``compiler.shard.kv_sources``)."""
+        self.kv.move(kv_flows(self.num_kv_heads, tokens * self.head_bytes, prefill.cards, self.cards), [self.clock])
 
     def card_to_card_bytes(self) -> dict[str, float]:
         """Bytes the collectives (and KV caches taken) put on each directed link so far."""
@@ -66,13 +69,14 @@ class StepTimer:
         return out
 
     def received_bytes(self, received: list[dict], kv_from: "StepTimer | None" = None,
-                       kv: list[int] = ()) -> dict[str, float]:
+                       kv: list[dict] = ()) -> dict[str, float]:
         """Bytes each link really carried: what every card took from each other card (``received``, each
-        card's by source rank, as ``CardShard.memory`` says), and the KV bytes each took from its rank of
-        ``kv_from``'s cards (``kv``), laid on the links of their path."""
+        card's by source rank, as ``CardShard.memory`` says), and the KV bytes each took from ``kv_from``'s
+        cards (``kv``, each card's by source rank), laid on the links of their path."""
         moved = [(self.cards[int(src)], self.cards[dst], n) for dst, by_src in enumerate(received)
                  for src, n in by_src.items()]
-        moved += [(kv_from.cards[rank], self.cards[rank], n) for rank, n in enumerate(kv) if n]
+        moved += [(kv_from.cards[int(src)], self.cards[dst], n) for dst, by_src in enumerate(kv)
+                  for src, n in by_src.items() if n]
         out: dict[str, float] = {}
         for a, c, nbytes in moved:
             for link in self.topology.card_path(a, c):

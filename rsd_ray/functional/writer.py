@@ -15,6 +15,7 @@ import dataclasses
 import threading
 from collections import Counter
 
+from rsd_ray.compiler import check_plan
 from rsd_ray.functional.checkpoint import load
 from rsd_ray.functional.timing import StepTimer
 
@@ -32,12 +33,13 @@ class FunctionalWriter:
         self.checkpoint, self.executor = path, executor
         self.tokenizer, self.eos = ckpt.tokenizer, ckpt.config.eos_token_id
         split, rack = spec.router.prefill_instances, dataclasses.asdict(spec.rack)
-        self.timer = StepTimer(ckpt.config, ckpt.path.name, tp, rack, group=split)
+        groups = check_plan(spec).placement.groups
+        self.timer = StepTimer(ckpt.config, ckpt.path.name, tp, rack, groups[split])
         self.model = executor.split_model(path, tp, budget, timer=self.timer, beside_rack=True)
         self.prefill = None
         if split:
-            timer = StepTimer(ckpt.config, ckpt.path.name, tp, rack)
-            self.prefill = executor.split_model(path, tp, budget, timer=timer, beside_rack=True)
+            timer = StepTimer(ckpt.config, ckpt.path.name, spec.prefill_tp, rack, groups[0])
+            self.prefill = executor.split_model(path, spec.prefill_tp, budget, timer=timer, beside_rack=True)
         self.fingerprint = f"rsd-ray-functional-mode:{ckpt.path.name}:tp{tp}"
         self.lock = threading.Lock()                     # HTTP and gRPC handlers may write at once
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 
 from rsd_ray.compiler import Plan
-from rsd_ray.compiler.shard import kv_bytes_per_token
+from rsd_ray.compiler.shard import kv_bytes_per_token, kv_flows
 from rsd_ray.config import RunSpec
 from rsd_ray.engine.request import Handoff, RequestRecord, Submit
 from rsd_ray.interconnect.topology import Topology
@@ -82,23 +82,8 @@ class Handoffs:
 
     def flows(self, prefill: tuple[int, ...], decode: tuple[int, ...], tokens: int) -> list[tuple[int, int, float]]:
         """(from card, to card, bytes) of ``tokens`` tokens' KV cache: each decode card pulls the KV heads it
-        holds from a prefill card that holds them — the one of its own rank's share when it does, as vLLM's
-        NixlConnector pairs ranks of unequal TP degrees (a decode TP above the prefill's reads part of one
-        prefill card, below it reads several)."""
-        moved: dict[tuple[int, int], float] = {}
-        for j, card in enumerate(decode):
-            for head in self._heads(j, len(decode)):
-                own = j * len(prefill) // len(decode)
-                i = own if head in self._heads(own, len(prefill)) else \
-                    next(i for i in range(len(prefill)) if head in self._heads(i, len(prefill)))
-                moved[prefill[i], card] = moved.get((prefill[i], card), 0.0) + tokens * self.head_bytes
-        return [(a, c, nbytes) for (a, c), nbytes in moved.items()]
-
-    def _heads(self, rank: int, tp: int) -> range:
-        """The KV heads rank ``rank`` of ``tp`` holds: an equal share, or one head replicated on tp / H ranks
-        (``compiler.shard.kv_heads_per_card``)."""
-        h = self.kv_heads
-        return range(rank * h // tp, (rank + 1) * h // tp) if tp <= h else range(rank * h // tp, rank * h // tp + 1)
+        holds from the prefill cards that hold them (``compiler.shard.kv_sources``)."""
+        return kv_flows(self.kv_heads, tokens * self.head_bytes, prefill, decode)
 
     def _layers_ready(self, record: RequestRecord) -> list[float]:
         """When each part of the KV cache may leave: all of it when the prefill ends, or layer by layer
