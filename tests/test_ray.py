@@ -50,6 +50,25 @@ def test_ray_results_equal_inline(ray_session, rack, model, tp, duration):
     assert on_ray["requests"]["completed"] > 0
 
 
+def test_a_degraded_link_on_the_gateways_path_is_the_same_on_ray_and_inline(ray_session):
+    """A gateway core in front of the mini rack, and the ToR's link to server 1's NIC down to 0.1 % at
+    0.3 s: the requests sent to server 1 after it cross it slower — on Ray as inline (the controller prices
+    the gateway's network on its own view of the links, which the fault degrades on either executor)."""
+    from rsd_ray.rack.faults import Fault
+    docs = []
+    for executor, faults in (("ray", True), ("inline", True), ("inline", False)):
+        spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=1.0, workload="poisson",
+                        router={"policy": "round_robin", "gateway_cores": 1})
+        controller = Controller(spec, executor=executor)
+        if faults:
+            controller.inject([Fault("link", 0, 0.3, value=0.1, link="tor->nic1")])
+        outcome = controller.run()
+        docs.append(with_token_times(build(outcome), outcome))
+    on_ray, inline, healthy = docs
+    assert comparable(on_ray) == comparable(inline)
+    assert inline["summary"]["mean_ttft_ms"] > healthy["summary"]["mean_ttft_ms"]
+
+
 def test_two_hosts_run_over_quiet_epochs_of_a_closed_loop_and_equal_inline(ray_session):
     """A light closed loop on two servers (two host actors): the controller lets both hosts run to the
     earliest boundary at which either could see a request finish (``EpochOut.quiet_until``), so it calls

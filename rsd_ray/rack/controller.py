@@ -133,10 +133,9 @@ class Controller:
         window = not self.log.window_cards and t_end >= end - 1e-9 and not self.offline   # offline: the whole run
         every = self._telemetry_every(needs, idle=self.ledger.idle and not arrivals)
         controls, self.controls = tuple(self.controls + self.faults.due(t_end)), []
-        if self.handoffs:                                 # the KV moves see a degraded link as the hosts do
-            for c in controls:                            # (on Ray the hosts' topologies are not this one)
-                if c.kind == Kind.LINK:
-                    self.topology.degrade(c.name, c.value)
+        for c in controls:               # KV moves and the gateway's network see a degraded link as the hosts
+            if c.kind == Kind.LINK:      # do (on Ray the hosts' topologies are not this one; inline it is)
+                self.topology.degrade(c.name, c.value)
         faulted = any(c.kind != Kind.ABORT for c in controls)     # a lost card reads lost at once
         telemetry = window or faulted or bool(every and (self.epochs == 0 or t_end // every > t0 // every))
         if not (arrivals or controls or telemetry) and self.ledger.idle:
