@@ -166,11 +166,11 @@ def _pools(doc: dict, console: Console) -> None:
         return
     t = Folding(title=f"prefill / decode pools (KV moved {split['kv_transfer'].replace('_', ' ')}: "
                       f"{split['kv_bytes'] / 1e9:,.2f} GB, {split['handed_off']:,} requests)")
-    for col in ("pool", "instances", "cards", "busy", "steps", "computed tok", "output tok"):
+    for col in ("pool", "instances", "TP", "cards", "busy", "steps", "computed tok", "output tok"):
         t.add_column(col, justify="right")
     for name, p in split["pools"].items():
-        t.add_row(name, f"{p['instances']:,}", f"{p['cards']:,}", f"{p['utilisation']:.0%}", f"{p['steps']:,}",
-                  f"{p['computed_tokens']:,}", f"{p['output_tokens']:,}")
+        t.add_row(name, f"{p['instances']:,}", f"{p['tp']}", f"{p['cards']:,}", f"{p['utilisation']:.0%}",
+                  f"{p['steps']:,}", f"{p['computed_tokens']:,}", f"{p['output_tokens']:,}")
     console.print(t)
     parts = split["ttft_parts"]
     t = Folding(title="time to first token, part by part (ms)")

@@ -179,7 +179,7 @@ def test_a_prefill_pool_of_its_own_is_placed_first_and_stepped_by_its_own_engine
     assert doc["prefill_memory_plan"]["weights"] > doc["memory_plan"]["weights"]
     assert doc["prefill_memory_plan"]["num_blocks"] < doc["memory_plan"]["num_blocks"]
     pools = doc["disaggregation"]["pools"]
-    assert (pools["prefill"]["cards"], pools["decode"]["cards"]) == (2, 6)
+    assert [(pool["tp"], pool["cards"]) for pool in (pools["prefill"], pools["decode"])] == [(1, 2), (2, 6)]
     assert (pools["prefill"]["steps"], pools["decode"]["steps"]) == (4, 4)
     assert run(2048)[0]["disaggregation"]["pools"]["prefill"]["steps"] == 1
     (record,) = outcome.records

@@ -39,11 +39,13 @@ def pools(outcome) -> dict | None:
 
 
 def _pool(outcome, instances, window: float) -> dict:
-    """One pool's instances: how busy (the share of the run their engines stepped), their steps and tokens."""
+    """One pool's instances: their TP degree, how busy (the share of the run their engines stepped), their
+    steps and tokens."""
     frames = [f for f in outcome.instances if f.instance in set(instances)]
     span = max([outcome.end_s, window] + [f.clock_s for f in frames])
     groups = outcome.plan.placement.groups
-    return {"instances": len(frames), "cards": sum(len(groups[f.instance]) for f in frames),
+    return {"instances": len(frames), "tp": outcome.plan.pool_of(instances[0]).tp,
+            "cards": sum(len(groups[f.instance]) for f in frames),
             "utilisation": float(np.mean([f.busy_s / span for f in frames])) if frames and span else 0.0,
             "steps": sum(f.steps for f in frames), "computed_tokens": sum(f.computed_tokens for f in frames),
             "output_tokens": sum(f.output_tokens for f in frames), "preemptions": sum(f.preemptions for f in frames)}
