@@ -47,6 +47,8 @@ def run_together(cores: list["EngineCore"], t_end: float, trace: list | None, la
     while later and not stopped(lost):
         boundary = min(core._leap(later, stop) for core in cores)
         lost, reached, later = run(boundary), boundary, [b for b in later if b > boundary]
+    if trace is None and not lost:
+        return reached, lost
     index = {iid: k for k, iid in enumerate(iid for core in cores for iid in core.iids)}
     if trace is not None:
         trace.sort(key=lambda step: (index[step[0]], step[1]))
