@@ -51,6 +51,11 @@ def render(d: dict, console: Console) -> None:
     t.add_row("[bold]budget", _bytes(m["budget"]))
     t.add_row("KV blocks", f"{m['num_blocks']:,} × {m['block_size']} tokens ({_bytes(m['kv_bytes_per_token'])}/token)")
     console.print(t)
+    pool = d.get("prefill_pool")
+    if pool:
+        pm = pool["memory"]
+        console.print(f"prefill pool: {pool['instances']} instances of TP {pool['tp']} (placed first), "
+                      f"{_bytes(pm['weights'])} of weights and {pm['num_blocks']:,} KV blocks a card")
     _precision(d["precision"], console)
     e = d["experts"]
     if e:

@@ -225,6 +225,19 @@ def test_a_prefill_engine_that_changes_nothing_steps_as_the_one_engine_does(work
     assert without_wall_clock(docs[0]) == without_wall_clock(docs[1])
 
 
+def test_the_compile_report_prices_the_decode_pool_and_names_the_prefill_pool():
+    """`rsd-ray compile` of a rack whose prefill pool is TP 1: its steps are the TP 2 decode pool's (priced on
+    a decode group, cards 2 and 3), and the prefill pool is named with its own memory plan."""
+    from rsd_ray.report.plan import describe
+    doc = describe(make_spec(router={"prefill_instances": 2}, prefill={"tp": 1}))
+    pool = doc["prefill_pool"]
+    assert (doc["tp"], pool["tp"], pool["instances"]) == (2, 1, 2)
+    assert pool["memory"]["weights"] > doc["memory"]["weights"]
+    aggregated = describe(make_spec())["steps"]                   # the decode pool's steps, as the rack's own
+    assert [s["step_s"] for s in doc["steps"]] == [s["step_s"] for s in aggregated]
+    assert set(doc["steps"][0]["link_bytes"]) == {"card2->sw0.1", "card3->sw0.1", "sw0.1->card2", "sw0.1->card3"}
+
+
 def test_a_sweep_point_changes_the_prefill_pool_field_by_field():
     """``prefill.engine.FIELD`` in a sweep point starts the prefill engine from the run's (its preset's
     2,048-token budget and its other fields), not from an engine's defaults; ``prefill.tp`` alone."""
