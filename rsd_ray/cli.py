@@ -165,8 +165,15 @@ def _spec(args) -> RunSpec:
     if concurrency is not None and concurrency < 1:
         raise ConfigError("command line", "--concurrency", concurrency, "a closed loop needs at least 1 client")
     compiler = {"pipeline_chunks": args.pipeline_chunks} if args.pipeline_chunks is not None else None
-    spec = load_run(args.config, rack=args.rack, model=args.model, tp=args.tp, engine=args.engine,
-                    compiler=compiler, **{k: getattr(args, k, None) for k in
+    pools = {name: getattr(args, name) for name in ("prefill_instances", "kv_transfer")
+             if getattr(args, name, None) is not None}
+    prefill = {}
+    if getattr(args, "prefill_tp", None) is not None:
+        prefill["tp"] = args.prefill_tp
+    if getattr(args, "prefill_engine", None) is not None:
+        prefill["engine"] = load_part("engines", args.prefill_engine, "--prefill-engine")
+    spec = load_run(args.config, router_fields=pools, prefill_fields=prefill, rack=args.rack, model=args.model,
+                    tp=args.tp, engine=args.engine, compiler=compiler, **{k: getattr(args, k, None) for k in
                                           ("router", "workload", "duration_s", "epoch_s", "seed", "recover")})
     change = ({"arrival": "poisson", "rate": rate, "per_server": False} if rate is not None else
               {"arrival": "closed", "concurrency": concurrency, "per_server": False} if concurrency is not None else
@@ -194,16 +201,6 @@ def _spec(args) -> RunSpec:
             raise ConfigError("command line", "--quantization", args.quantization, "a checkpoint's weights are in "
                               "its own format: write a quantised one with rsd-ray make-model --quantize")
         spec = replace(spec, "command line", model=replace(spec.model, "--quantization", quantization=args.quantization))
-    pools = {name: getattr(args, name) for name in ("prefill_instances", "kv_transfer")
-             if getattr(args, name, None) is not None}
-    prefill = {}
-    if getattr(args, "prefill_tp", None) is not None:
-        prefill["tp"] = args.prefill_tp
-    if getattr(args, "prefill_engine", None) is not None:
-        prefill["engine"] = load_part("engines", args.prefill_engine, "--prefill-engine")
-    if pools or prefill:
-        spec = replace(spec, "command line", router=replace(spec.router, "--prefill-instances", **pools),
-                       prefill=replace(spec.prefill, "--prefill-tp", **prefill))
     trace = spec.workload.trace
     if trace is not None:              # every row read now: a bad one is refused before anything runs
         from rsd_ray.workload.trace_readers import check

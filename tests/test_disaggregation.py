@@ -238,6 +238,25 @@ def test_the_compile_report_prices_the_decode_pool_and_names_the_prefill_pool():
     assert set(doc["steps"][0]["link_bytes"]) == {"card2->sw0.1", "card3->sw0.1", "sw0.1->card2", "sw0.1->card3"}
 
 
+def test_a_run_files_prefill_pool_and_the_command_lines_prefill_instances_are_checked_together(tmp_path):
+    """A run file with a prefill pool and no prefill instances, and `--prefill-instances 2` on the command
+    line: one run (the file's pool, the line's instances), not a refusal of the file alone; the line's
+    `--prefill-tp` wins over the file's, and a bad one is blamed on both."""
+    from rsd_ray.cli import _spec, parser
+    run = tmp_path / "run.yaml"
+    run.write_text("rack: mini\nmodel: tiny-llama\ntp: 2\nprefill: {tp: 1, engine: {max_num_batched_tokens: 512}}\n")
+
+    def spec(*flags):
+        return _spec(parser("run").parse_args(["run", "--config", str(run), *flags]))
+    both = spec("--prefill-instances", "2")
+    assert (both.router.prefill_instances, both.prefill_tp, both.prefill_engine.max_num_batched_tokens) == (2, 1, 512)
+    assert spec("--prefill-instances", "2", "--prefill-tp", "2").prefill_tp == 2
+    with pytest.raises(ConfigError, match=r"run\.yaml and the command line: prefill\.tp = 3"):
+        spec("--prefill-instances", "2", "--prefill-tp", "3")
+    with pytest.raises(ConfigError, match=r"run\.yaml: prefill\.tp = 1 — .*--prefill-instances"):
+        spec()
+
+
 def test_a_sweep_point_changes_the_prefill_pool_field_by_field():
     """``prefill.engine.FIELD`` in a sweep point starts the prefill engine from the run's (its preset's
     2,048-token budget and its other fields), not from an engine's defaults; ``prefill.tp`` alone."""

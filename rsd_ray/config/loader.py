@@ -16,7 +16,7 @@ import yaml
 
 from rsd_ray.config.checkpoint import read_config, read_config_file
 from rsd_ray.config.errors import ConfigError
-from rsd_ray.config.schema import read_spec
+from rsd_ray.config.schema import read_spec, replace
 from rsd_ray.config.specs import (CompilerSpec, DeviceSpec, EngineSpec, ModelSpec, RackSpec,
                                   RouterSpec, RunSpec, WorkloadSpec)
 
@@ -153,8 +153,11 @@ def _lookup(data, parts):
     return data
 
 
-def load_run(source: Any = None, **overrides) -> RunSpec:
-    """Build a RunSpec from a run YAML (or defaults) plus explicit overrides."""
+def load_run(source: Any = None, router_fields: Mapping | None = None, prefill_fields: Mapping | None = None,
+             **overrides) -> RunSpec:
+    """Build a RunSpec from a run YAML (or defaults) plus explicit overrides; ``router_fields`` and
+    ``prefill_fields`` (the command line's) change those fields of the file's before the run is checked as a
+    whole (a file's prefill pool and ``--prefill-instances`` belong together)."""
     where, folder, loaded_fields = "<defaults>", None, set()
     data = dict(DEFAULT_RUN)
     if isinstance(source, (str, Path)):
@@ -176,6 +179,11 @@ def load_run(source: Any = None, **overrides) -> RunSpec:
              for field, kind in PARTS.items() if field in data}
     if "rack" in parts:
         parts["device"] = load_part("devices", parts["rack"].device, f"rack {parts['rack'].name}")
+    if router_fields or prefill_fields:
+        where = f"{where} and the command line"
+        parts["router"] = replace(parts["router"], where, **(router_fields or {}))
+        given = data["prefill"] if isinstance(data["prefill"], Mapping) else {}
+        data["prefill"] = {**given, **(prefill_fields or {})}
     data["prefill"] = _prefill(data["prefill"], parts.get("engine"), where, folder if "prefill" in loaded_fields
                                else None)
     spec = read_spec(RunSpec, {**data, **parts}, where)
