@@ -20,6 +20,12 @@ class PoolPlan:
     memory: MemoryPlan
     programs: tuple[Program, ...]      # one per rank of a TP group
 
+    @property
+    def num_blocks(self) -> int:
+        """KV blocks an instance of the pool has: the engine's override (vLLM's num_gpu_blocks_override), or
+        the memory plan's."""
+        return self.engine.num_blocks_override or self.memory.num_blocks
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -32,6 +38,11 @@ class Plan:
 
     def pool_of(self, instance: int) -> PoolPlan:
         return self.pools[0] if instance < self.prefill_instances else self.pools[-1]
+
+    @property
+    def prefill_pool(self) -> PoolPlan | None:
+        """The prefill pool's plan when it has settings of its own (None: every instance runs the rack's)."""
+        return self.pools[0] if len(self.pools) > 1 else None
 
     @property
     def shards(self) -> tuple[Shard, ...]:

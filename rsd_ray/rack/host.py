@@ -63,7 +63,7 @@ class Host:
         self.members = [(iid, groups[iid], GroupSync(plan.pool_of(iid).programs[0], list(cards), self.topology,
                                                      spec.compiler.collective, shared))
                         for iid, cards in instances]                        # kept: a test's oracle takes them
-        self.num_blocks = spec.engine.num_blocks_override or plan.memory.num_blocks
+        self.num_blocks = plan.pools[-1].num_blocks
         self.offload = Transfers(self.topology) if any(e.kv_offloading_size for e in spec.engines) else None
         pools = [p for p in plan.pools if any(plan.pool_of(iid) is p for iid, _ in instances)]
         cores = [self._core(pool, [m for m in self.members if plan.pool_of(m[0]) is pool]) for pool in pools] or \
@@ -73,7 +73,7 @@ class Host:
     def _core(self, pool: PoolPlan, members: list) -> EngineCore:
         """The engine of this host's instances of one pool."""
         engine, kv_bytes = pool.engine, pool.memory.kv_bytes_per_token
-        return EngineCore(engine, members, engine.num_blocks_override or pool.memory.num_blocks,
+        return EngineCore(engine, members, pool.num_blocks,
                           host_blocks(engine, kv_bytes, pool.tp),
                           self._loader(members, kv_bytes) if engine.kv_offloading_size else None)
 

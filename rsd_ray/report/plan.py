@@ -90,8 +90,8 @@ def describe(spec: RunSpec) -> dict:
         "pipeline_chunks": program.chunks,
         "program_bytes": len(program.to_msgpack()),
         "steps": steps,
-        **({"prefill_pool": {"tp": plan.pools[0].tp, "instances": plan.prefill_instances,
-                             "memory": dataclasses.asdict(plan.pools[0].memory)}} if len(plan.pools) > 1 else {}),
+        **({"prefill_pool": {"tp": pool.tp, "instances": plan.prefill_instances,
+                             "memory": dataclasses.asdict(pool.memory)}} if (pool := plan.prefill_pool) else {}),
     }
 
 

@@ -70,7 +70,7 @@ def build(outcome: Outcome) -> dict:
                 "preemptions": int(columns.preemptions.sum()),
                 "clipped": outcome.clipped}       # shortened to fit max_model_len (vLLM would refuse or cut them)
     placement = outcome.plan.placement
-    prefill = outcome.plan.pools[0] if len(outcome.plan.pools) > 1 else None     # a prefill pool of its own
+    prefill = outcome.plan.prefill_pool
     verdict = saturation(records, outcome.refused, window, closed_loop=outcome.closed_loop, columns=columns)
     return {
         "schema": SCHEMA,
