@@ -83,6 +83,10 @@ CASES = {
                                  router={"policy": "power_of_two"}),
     "layer pipelining": dict(rack="atom-server", workload="decode-heavy", duration_s=3.0,
                              compiler={"pipeline_chunks": 2}),
+    "light closed loop": dict(rack="mini", model="llama3-8b", tp=4, duration_s=4.0,      # long quiet leaps,
+                              workload={"arrival": "closed", "concurrency": 3, "per_server": False,   # each
+                                        "input": {"dist": "fixed", "mean": 64},           # ending where a
+                                        "output": {"dist": "uniform", "min": 30, "max": 300}}),  # finish may
 }
 
 

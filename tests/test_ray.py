@@ -186,12 +186,19 @@ def test_a_killed_card_is_a_failure_on_ray_equal_to_inline(ray_session):
     assert comparable(on_ray) == comparable(inline)
 
 
-def kill_9_at(controller, pid: int, t: float = 0.5) -> dict:
+class Kill9:
+    """A sink that SIGKILLs ``pid`` at the epoch boundary ``t``, and asks for ``needs``."""
+    def __init__(self, pid: int, t: float, needs: Needs):
+        self.pid, self.t, self.needs = pid, t, needs
+
+    def __call__(self, out, _):
+        if abs(out.t_end - self.t) < 1e-9:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def kill_9_at(controller, pid: int, t: float = 0.5, needs: Needs = Needs(every_epoch=True)) -> dict:
     """Run, SIGKILL ``pid`` at the epoch boundary ``t``; the results document, with its request accounting checked."""
-    def kill(out, _):
-        if abs(out.t_end - t) < 1e-9:
-            os.kill(pid, signal.SIGKILL)
-    doc = build(controller.run([kill]))
+    doc = build(controller.run([Kill9(pid, t, needs)]))
     assert doc["status"] == "completed"
     req = doc["requests"]
     assert accounted(doc)
@@ -207,6 +214,19 @@ def test_kill_9_of_a_card_actor_mid_run(ray_session, fast):
     (failure,) = doc["failures"]                                             # instance 1 holds cards 2, 3
     assert failure["kind"] == "card" and failure["instances"] == (1,) and failure["cards"] == (3,)
     assert [c["card"] for c in doc["cards"] if c["lost"]] == [3]
+
+
+def test_a_card_found_dead_by_its_telemetry_is_its_instances_loss_not_its_hosts(ray_session):
+    """A card actor killed at 0.5 s is found dead by the next epoch's telemetry call (every epoch here),
+    before its host says how far it could run over quiet epochs (two hosts, a closed loop): that look
+    must read the group's last pricing, not call its cards, or the card's loss escapes as the host's
+    (``Kind.HOST``, both instances failed) — as it did, now and then, when the liveness ping fell there."""
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2, duration_s=1.5, workload=LONG_OUTPUTS)
+    controller = Controller(spec, executor="ray", fast=False)
+    pid = {p["card"]: p["pid"] for p in controller.executor.processes()}[3]
+    doc = kill_9_at(controller, pid, needs=Needs(telemetry_every_s=spec.epoch_s))
+    (failure,) = doc["failures"]
+    assert failure["kind"] == "card" and failure["instances"] == (1,) and failure["cards"] == (3,)
 
 
 def test_kill_9_of_a_host_actor_mid_run(ray_session):

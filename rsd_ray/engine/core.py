@@ -198,10 +198,12 @@ class EngineCore:
         return (grid_epoch(t, epoch) + 1) * epoch if t < np.inf else np.inf
 
     def _first_step_times(self, inst: np.ndarray) -> np.ndarray:
-        """The seconds of each instance's next decode step (priced as ``_spans`` prices it; nothing counted)."""
+        """The seconds of each instance's next decode step (priced as ``_spans`` prices it; nothing counted).
+        Its cards are steady (``_steady``), so their pricing is read as it stands: a look ahead calls no card
+        (on Ray a liveness ping here found a dead card outside any step, and it escaped as its host's loss)."""
         if not len(inst):
             return np.zeros(0)
-        pricing = [self.groups[k].ready(self.clock[k]) for k in inst.tolist()]
+        pricing = [self.groups[k].pricing for k in inst.tolist()]
         return self._price(inst, np.arange(len(inst)), self._decode_shapes(inst, 1)[:, 0], pricing)[0]
 
     def empty(self) -> bool:
