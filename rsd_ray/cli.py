@@ -172,9 +172,12 @@ def _spec(args) -> RunSpec:
         prefill["tp"] = args.prefill_tp
     if getattr(args, "prefill_engine", None) is not None:
         prefill["engine"] = load_part("engines", args.prefill_engine, "--prefill-engine")
-    spec = load_run(args.config, router_fields=pools, prefill_fields=prefill, rack=args.rack, model=args.model,
-                    tp=args.tp, engine=args.engine, compiler=compiler, **{k: getattr(args, k, None) for k in
-                                          ("router", "workload", "duration_s", "epoch_s", "seed", "recover")})
+    options = [(flag, {name: getattr(args, name)}) for flag, name, _, _ in VLLM_ENGINE_OPTIONS
+               if getattr(args, name, None) is not None]
+    spec = load_run(args.config, router_fields=pools, prefill_fields=prefill, engine_options=options, rack=args.rack,
+                    model=args.model, tp=args.tp, engine=args.engine, compiler=compiler,
+                    **{k: getattr(args, k, None) for k in ("router", "workload", "duration_s", "epoch_s", "seed",
+                                                           "recover")})
     change = ({"arrival": "poisson", "rate": rate, "per_server": False} if rate is not None else
               {"arrival": "closed", "concurrency": concurrency, "per_server": False} if concurrency is not None else
               {"arrival": "offline", "num_prompts": prompts, "per_server": False} if prompts is not None else {})
@@ -187,12 +190,6 @@ def _spec(args) -> RunSpec:
     if change:
         data = {**dataclasses.asdict(spec.workload), **change}
         spec = replace(spec, "command line", workload=read_spec(WorkloadSpec, data, "command line", "workload"))
-    engine = spec.engine
-    for flag, name, _, _ in VLLM_ENGINE_OPTIONS:        # one at a time: an error names its flag
-        if getattr(args, name, None) is not None:
-            engine = replace(engine, flag, **{name: getattr(args, name)})
-    if engine is not spec.engine:
-        spec = replace(spec, "command line", engine=engine)
     dtype = VLLM_DTYPES.get(getattr(args, "dtype", None) or "auto")
     if dtype:
         spec = replace(spec, "command line", model=replace(spec.model, "--dtype", dtype=dtype))

@@ -257,6 +257,24 @@ def test_a_run_files_prefill_pool_and_the_command_lines_prefill_instances_are_ch
         spec()
 
 
+def test_the_command_lines_engine_options_reach_a_prefill_engine_that_starts_from_the_runs(tmp_path):
+    """A run file's prefill engine lists the fields in which it differs from the run's engine, so
+    `--max-num-seqs 64` and `--block-size 32` change both pools (the prefill pool had kept the file's 256
+    and 16, and a block size the pools must share was refused); an option's error names its flag."""
+    from rsd_ray.cli import _spec, parser
+    run = tmp_path / "run.yaml"
+    run.write_text("rack: mini\nmodel: tiny-llama\ntp: 2\nrouter: {prefill_instances: 2}\n"
+                   "prefill: {tp: 1, engine: {max_num_batched_tokens: 512}}\n")
+
+    def spec(*flags):
+        return _spec(parser("run").parse_args(["run", "--config", str(run), *flags]))
+    s = spec("--max-num-seqs", "64", "--block-size", "32")
+    assert [(e.max_num_seqs, e.block_size, e.max_num_batched_tokens) for e in s.engines] == [(64, 32, 512),
+                                                                                           (64, 32, 2048)]
+    with pytest.raises(ConfigError, match=r"--max-num-seqs: max_num_seqs = 0"):
+        spec("--max-num-seqs", "0")
+
+
 def test_a_sweep_point_changes_the_prefill_pool_field_by_field():
     """``prefill.engine.FIELD`` in a sweep point starts the prefill engine from the run's (its preset's
     2,048-token budget and its other fields), not from an engine's defaults; ``prefill.tp`` alone."""

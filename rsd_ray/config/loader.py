@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -154,10 +154,12 @@ def _lookup(data, parts):
 
 
 def load_run(source: Any = None, router_fields: Mapping | None = None, prefill_fields: Mapping | None = None,
-             **overrides) -> RunSpec:
+             engine_options: Sequence[tuple[str, Mapping]] = (), **overrides) -> RunSpec:
     """Build a RunSpec from a run YAML (or defaults) plus explicit overrides; ``router_fields`` and
     ``prefill_fields`` (the command line's) change those fields of the file's before the run is checked as a
-    whole (a file's prefill pool and ``--prefill-instances`` belong together)."""
+    whole (a file's prefill pool and ``--prefill-instances`` belong together). ``engine_options``: (flag,
+    fields) pairs, each changing the run's engine in turn (an error names its flag), before a prefill
+    engine given as the fields that differ starts from it."""
     where, folder, loaded_fields = "<defaults>", None, set()
     data = dict(DEFAULT_RUN)
     if isinstance(source, (str, Path)):
@@ -179,6 +181,8 @@ def load_run(source: Any = None, router_fields: Mapping | None = None, prefill_f
              for field, kind in PARTS.items() if field in data}
     if "rack" in parts:
         parts["device"] = load_part("devices", parts["rack"].device, f"rack {parts['rack'].name}")
+    for flag, fields in engine_options:
+        parts["engine"] = replace(parts["engine"], flag, **fields)
     if router_fields or prefill_fields:
         where = f"{where} and the command line"
         parts["router"] = replace(parts["router"], where, **(router_fields or {}))
