@@ -15,7 +15,7 @@ rows::
     lacking  [ 1  1  1 900  1 ]        budget 1024
     before   [ 0  1  2   3 903 ]       (exclusive cumsum)
     n        [ 1  1  1 900  1 ]        = clip(budget − before, 0, lacking)
-    blocks   cumsum(new blocks) ≤ free  → no preemption on this row
+    blocks   Σ new blocks ≤ free        → no preemption on this row
 
 A row whose blocks run out preempts; that row (rare) is scheduled request by
 request. The victim is the last running request, or under ``scheduling_policy:
@@ -155,11 +155,12 @@ class Scheduler:
         before = np.cumsum(lacking, axis=1) - lacking
         n = np.minimum(np.maximum(self.budget - before, 0), lacking)      # np.clip, at a third of its cost
         need = np.where(n > 0, np.maximum(0, blocks_to_add(computed, n, t.blocks[safe] + t.shared[safe], self.block)), 0)
-        short = (np.cumsum(need, axis=1) > self.free[inst, None]).any(axis=1)
+        blocks = need.sum(axis=1)
+        short = blocks > self.free[inst]          # a row runs short of blocks (they only add up: its sum says)
         ok = ~short
         take = (n > 0) & ok[:, None]
         t.blocks[rows[take]] += need[take]
-        self.free[inst[ok]] -= need[ok].sum(axis=1)
+        self.free[inst[ok]] -= blocks[ok]
         tokens = np.zeros((len(inst), self.max_seqs), dtype=np.int64)
         tokens[:, :width] = n
         preempted = np.zeros(len(inst), dtype=np.int64)
