@@ -36,6 +36,8 @@ WRONG = [
  ("rsd_ray/hardware/costmodel.py", "np.maximum(compute, memory)", "(compute + memory)"),
  ("rsd_ray/report/metrics.py", "ttft = c.first[done] - c.arrival[done]", "ttft = c.finish[done] - c.arrival[done]"),
  ("rsd_ray/config/specs.py", "latency_us: Float = Field(0.5, ge=0.0)", "latency_us: Float = Field(0.5)"),
+ ("rsd_ray/config/specs.py", "if self.max_num_batched_tokens < self.max_num_seqs:",
+  "if self.max_num_batched_tokens < 1:", ["tests/test_config.py"]),
  ("rsd_ray/compiler/memory.py", "if kv < one_seq:", "if kv < 0:"),
  ("rsd_ray/interconnect/collectives.py", "[ring] * (2 * (n - 1))", "[ring] * (n - 1)"),
  ("rsd_ray/hardware/power.py", "watts = self.power.max_w if active else self.power.idle_w", "watts = self.power.max_w"),

@@ -38,7 +38,7 @@ def test_blocks_run_short_the_lowest_priority_request_is_preempted_even_when_sch
     next 31 tokens need 2 more blocks. First come first served preempts the last running — request 1 itself —
     and request 0 decodes. The priority policy preempts request 0 — already scheduled this step, so it is
     taken out again — and request 1 prefills its 31 tokens in the blocks request 0 freed."""
-    s = OneInstance(_engine(policy, max_num_batched_tokens=32), 5)
+    s = OneInstance(_engine(policy, max_num_batched_tokens=32, max_num_seqs=32), 5)
     s.add(0, 60, 50, priority=1)
     s.update(s.schedule(), 1.0)
     s.add(1, 64, 50, priority=0, arrival=0.5)

@@ -51,6 +51,19 @@ def test_out_of_range_value_says_the_bound(tmp_path):
         load_part("engines", str(path), "test")
 
 
+def test_a_token_budget_below_the_batch_is_refused_as_vllm_refuses_it(tmp_path):
+    """vLLM's SchedulerConfig: max_num_batched_tokens must be ≥ max_num_seqs (a step has a token for each
+    sequence it runs); on the command line the error names the flag. Equal is fine."""
+    path = write(tmp_path, "engine.yaml", {"max_num_seqs": 64, "max_num_batched_tokens": 63})
+    with pytest.raises(ConfigError, match=r"engine\.yaml: max_num_batched_tokens = 63 — .*max_num_seqs \(64\)"):
+        load_part("engines", str(path), "test")
+    equal = write(tmp_path, "ok.yaml", {"max_num_seqs": 64, "max_num_batched_tokens": 64})
+    assert load_part("engines", str(equal), "test").max_num_batched_tokens == 64
+    from rsd_ray.cli import _spec, parser
+    with pytest.raises(ConfigError, match=r"--max-num-batched-tokens: max_num_batched_tokens = 1 — .*\(256\)"):
+        _spec(parser("run").parse_args(["run", "--max-num-batched-tokens", "1"]))
+
+
 def test_hardware_numbers_need_a_source(tmp_path):
     data = yaml.safe_load(open(CONFIG_ROOT / "devices" / "atom.yaml"))
     del data["sources"]["dram_bandwidth_gbps"]

@@ -168,7 +168,7 @@ def test_a_prefill_pool_of_its_own_is_placed_first_and_stepped_by_its_own_engine
     of a TP 2 card, so fewer KV blocks."""
     def run(budget):
         spec = make_spec(duration_s=1.0, router={"prefill_instances": 2, "policy": "round_robin"},
-                         prefill={"tp": 1, "engine": {"max_num_batched_tokens": budget}},
+                         prefill={"tp": 1, "engine": {"max_num_batched_tokens": budget, "max_num_seqs": 64}},
                          workload={"arrival": "offline", "num_prompts": 1, "per_server": False,
                                    "input": LengthSpec(dist="fixed", mean=200), "output": LengthSpec(dist="fixed",
                                                                                                    mean=4)})

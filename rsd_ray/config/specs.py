@@ -251,7 +251,11 @@ class EngineSpec:
                                       "hit (vLLM's --kv-offloading-size, LMCache's local CPU cache; 0: none)")
 
     @model_validator(mode="after")
-    def _cached_blocks_are_whole(self):
+    def _fields_agree(self):
+        if self.max_num_batched_tokens < self.max_num_seqs:       # vLLM's SchedulerConfig refuses it too
+            raise Problem("max_num_batched_tokens", self.max_num_batched_tokens, "a step has a token for each of "
+                          f"its up to max_num_seqs ({self.max_num_seqs}) sequences: use ≥ {self.max_num_seqs}, or "
+                          "lower max_num_seqs")
         if self.enable_prefix_caching and self.hash_block_tokens % self.block_size:
             raise Problem("hash_block_tokens", self.hash_block_tokens, "a cached block must be whole KV blocks: "
                           f"use a multiple of block_size ({self.block_size})")
