@@ -60,8 +60,27 @@ def test_a_token_budget_below_the_batch_is_refused_as_vllm_refuses_it(tmp_path):
     equal = write(tmp_path, "ok.yaml", {"max_num_seqs": 64, "max_num_batched_tokens": 64})
     assert load_part("engines", str(equal), "test").max_num_batched_tokens == 64
     from rsd_ray.cli import _spec, parser
+
+    def spec(*flags):
+        return _spec(parser("run").parse_args(["run", *flags]))
     with pytest.raises(ConfigError, match=r"--max-num-batched-tokens: max_num_batched_tokens = 1 — .*\(256\)"):
-        _spec(parser("run").parse_args(["run", "--max-num-batched-tokens", "1"]))
+        spec("--max-num-batched-tokens", "1")
+    both = spec("--max-num-seqs", "4096", "--max-num-batched-tokens", "4096").engine     # checked together
+    assert (both.max_num_seqs, both.max_num_batched_tokens) == (4096, 4096)
+    with pytest.raises(ConfigError, match=r"<defaults> and the command line: max_num_batched_tokens = 2048 — "
+                                          r".*or lower max_num_seqs"):
+        spec("--max-num-seqs", "4096")
+
+
+def test_a_workspace_no_card_holds_blames_the_engine_not_the_tp():
+    """10^8 sequences' logits and tokens a step need a workspace larger than any card at any TP: the
+    refusal says so and names the engine fields, not a TP or the context length."""
+    from rsd_ray.compiler.memory import plan_memory
+    spec = load_run(None, rack="mini", model="tiny-llama", tp=2,
+                    engine={"max_num_seqs": 10 ** 8, "max_num_batched_tokens": 10 ** 8})
+    with pytest.raises(ConfigError, match=r"the workspace alone takes [0-9.]+ GiB a card; lower engine\.max_num_seqs "
+                                          r"\(100,000,000\) or engine\.max_num_batched_tokens"):
+        plan_memory(spec.model, spec.tp, spec.device, spec.engine)
 
 
 def test_hardware_numbers_need_a_source(tmp_path):

@@ -158,7 +158,8 @@ def load_run(source: Any = None, router_fields: Mapping | None = None, prefill_f
     """Build a RunSpec from a run YAML (or defaults) plus explicit overrides; ``router_fields`` and
     ``prefill_fields`` (the command line's) change those fields of the file's before the run is checked as a
     whole (a file's prefill pool and ``--prefill-instances`` belong together). ``engine_options``: (flag,
-    fields) pairs, each changing the run's engine in turn (an error names its flag), before a prefill
+    fields) pairs that change the run's engine together (``--max-num-seqs`` and ``--max-num-batched-tokens``
+    are checked against each other, an error names the flag of the field it blames), before a prefill
     engine given as the fields that differ starts from it."""
     where, folder, loaded_fields = "<defaults>", None, set()
     data = dict(DEFAULT_RUN)
@@ -181,8 +182,12 @@ def load_run(source: Any = None, router_fields: Mapping | None = None, prefill_f
              for field, kind in PARTS.items() if field in data}
     if "rack" in parts:
         parts["device"] = load_part("devices", parts["rack"].device, f"rack {parts['rack'].name}")
-    for flag, fields in engine_options:
-        parts["engine"] = replace(parts["engine"], flag, **fields)
+    if engine_options:
+        try:
+            parts["engine"] = replace(parts["engine"], where, **{k: v for _, f in engine_options for k, v in f.items()})
+        except ConfigError as err:
+            flag = next((flag for flag, fields in engine_options if err.field in fields), f"{where} and the command line")
+            raise ConfigError(flag, err.field, err.value, err.fix) from None
     if router_fields or prefill_fields:
         where = f"{where} and the command line"
         parts["router"] = replace(parts["router"], where, **(router_fields or {}))
