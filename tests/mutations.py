@@ -39,7 +39,7 @@ WRONG = [
  ("rsd_ray/config/specs.py", "if self.max_num_batched_tokens < self.max_num_seqs:",
   "if self.max_num_batched_tokens < 1:", ["tests/test_config.py"]),
  ("rsd_ray/compiler/memory.py", "if kv < one_seq:", "if kv < 0:"),
- ("rsd_ray/compiler/memory.py", "    if workspace > usable:", "    if False:", ["tests/test_config.py"]),
+ ("rsd_ray/compiler/memory.py", "    if buffers > usable:", "    if False:", ["tests/test_config.py"]),
  ("rsd_ray/interconnect/collectives.py", "[ring] * (2 * (n - 1))", "[ring] * (n - 1)"),
  ("rsd_ray/hardware/power.py", "watts = self.power.max_w if active else self.power.idle_w", "watts = self.power.max_w"),
  ("rsd_ray/report/metrics.py", "np.percentile(ms, PERCENTILES)", "np.percentile(ms, PERCENTILES, method='nearest')"),

@@ -70,7 +70,7 @@ def plan_memory(model: ModelSpec, tp: int, device: DeviceSpec, engine: EngineSpe
 def _suggest(model: ModelSpec, device: DeviceSpec, engine: EngineSpec) -> str:
     """The smallest TP that fits; else what keeps every TP out: the engine's workspace on its own (its
     step's tokens and its batch's logits), or the weights and one sequence's KV."""
-    usable, workspace = device.usable_bytes * engine.kv_cache_fraction, 0
+    usable, buffers = device.usable_bytes * engine.kv_cache_fraction, 0
     for tp in (1, 2, 4, 8, 16, 32, 64):
         if model.num_heads % tp or model.intermediate_size % tp:
             continue
@@ -79,9 +79,9 @@ def _suggest(model: ModelSpec, device: DeviceSpec, engine: EngineSpec) -> str:
         weights, workspace, comm, one_seq = _needs(model, tp, engine)
         if weights + workspace + comm + one_seq <= usable:
             return f"use tp ≥ {tp}"
-        workspace += comm
-    if workspace > usable:
-        return (f"no tp up to 64 fits: the workspace alone takes {workspace / GIB:.2f} GiB a card; lower "
+        buffers = workspace + comm                 # at the largest TP tried
+    if buffers > usable:
+        return (f"no tp up to 64 fits: the workspace alone takes {buffers / GIB:.2f} GiB a card; lower "
                 f"engine.max_num_seqs ({engine.max_num_seqs:,}) or engine.max_num_batched_tokens "
                 f"({engine.max_num_batched_tokens:,})")
     return "no tp up to 64 fits; use a larger card or a shorter engine.max_model_len"

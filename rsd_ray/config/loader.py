@@ -186,8 +186,9 @@ def load_run(source: Any = None, router_fields: Mapping | None = None, prefill_f
         try:
             parts["engine"] = replace(parts["engine"], where, **{k: v for _, f in engine_options for k, v in f.items()})
         except ConfigError as err:
-            flag = next((flag for flag, fields in engine_options if err.field in fields), f"{where} and the command line")
-            raise ConfigError(flag, err.field, err.value, err.fix) from None
+            blamed = [flag for flag, fields in engine_options if err.field in fields]
+            raise ConfigError(blamed[0] if blamed else f"{where} and the command line", err.field, err.value,
+                              err.fix) from None
     if router_fields or prefill_fields:
         where = f"{where} and the command line"
         parts["router"] = replace(parts["router"], where, **(router_fields or {}))
