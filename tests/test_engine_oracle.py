@@ -83,10 +83,11 @@ CASES = {
                                  router={"policy": "power_of_two"}),
     "layer pipelining": dict(rack="atom-server", workload="decode-heavy", duration_s=3.0,
                              compiler={"pipeline_chunks": 2}),
-    "light closed loop": dict(rack="mini", model="llama3-8b", tp=4, duration_s=4.0,      # long quiet leaps,
-                              workload={"arrival": "closed", "concurrency": 3, "per_server": False,   # each
-                                        "input": {"dist": "fixed", "mean": 64},           # ending where a
-                                        "output": {"dist": "uniform", "min": 30, "max": 300}}),  # finish may
+    # long quiet leaps, each ending where the look ahead says a finish may come (not at a finish every epoch)
+    "light closed loop": dict(rack="mini", model="llama3-8b", tp=4, duration_s=4.0,
+                              workload={"arrival": "closed", "concurrency": 3, "per_server": False,
+                                        "input": {"dist": "fixed", "mean": 64},
+                                        "output": {"dist": "uniform", "min": 30, "max": 300}}),
 }
 
 

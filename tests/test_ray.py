@@ -186,19 +186,14 @@ def test_a_killed_card_is_a_failure_on_ray_equal_to_inline(ray_session):
     assert comparable(on_ray) == comparable(inline)
 
 
-class Kill9:
-    """A sink that SIGKILLs ``pid`` at the epoch boundary ``t``, and asks for ``needs``."""
-    def __init__(self, pid: int, t: float, needs: Needs):
-        self.pid, self.t, self.needs = pid, t, needs
-
-    def __call__(self, out, _):
-        if abs(out.t_end - self.t) < 1e-9:
-            os.kill(self.pid, signal.SIGKILL)
-
-
 def kill_9_at(controller, pid: int, t: float = 0.5, needs: Needs = Needs(every_epoch=True)) -> dict:
-    """Run, SIGKILL ``pid`` at the epoch boundary ``t``; the results document, with its request accounting checked."""
-    doc = build(controller.run([Kill9(pid, t, needs)]))
+    """Run, SIGKILL ``pid`` at the epoch boundary ``t`` (the sink asks for ``needs``); the results document,
+    with its request accounting checked."""
+    def kill(out, _):
+        if abs(out.t_end - t) < 1e-9:
+            os.kill(pid, signal.SIGKILL)
+    kill.needs = needs
+    doc = build(controller.run([kill]))
     assert doc["status"] == "completed"
     req = doc["requests"]
     assert accounted(doc)
