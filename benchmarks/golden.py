@@ -37,7 +37,7 @@ def _run(spec, faults=(), trace=None) -> dict:
     doc["records"] = [dataclasses.asdict(r) for r in outcome.records]
     if trace:
         doc["trace_events"] = sinks[0].timeline()
-    return json.loads(json.dumps(doc))
+    return json.loads(json.dumps(doc, default=list))    # TokenTimes as the list a tuple would be
 
 
 def _prefix_trace(path: Path) -> Path:

@@ -39,7 +39,7 @@ def accounted(doc) -> bool:
 
 def with_token_times(doc, outcome):
     """The document plus every request's token timestamps, for equality tests."""
-    return doc | {"token_times": [r.token_times for r in outcome.records]}
+    return doc | {"token_times": [list(r.token_times) for r in outcome.records]}
 
 
 @pytest.fixture

@@ -157,6 +157,8 @@ WRONG = [
  ("rsd_ray/router/__init__.py", "self.open[i] = self.healthy[i] and self.queued[i] < self.limit",
   "self.open[i] = self.healthy[i]", ["tests/test_router.py"]),
  ("rsd_ray/report/columns.py", "within[ends[(ends > 0) & (ends < flat.size)] - 1] = False", "pass"),
+ ("rsd_ray/report/columns.py", "self.first[has] = self.flat[starts[has]]", "self.first[has] = self.flat[starts[has] + 1]"),
+ ("rsd_ray/engine/table.py", "flat[np.maximum(ends - 1, 0)]", "flat[np.maximum(ends - 2, 0)]"),
  ("rsd_ray/report/saturation.py", "unfinished = int(np.count_nonzero(~c.done[kept]))", "unfinished = 0",
   ["tests/test_saturation.py"]),
  # several Ray hosts over quiet epochs: each rule broken once, against inline on two hosts

@@ -93,3 +93,22 @@ def test_the_ledger_balances_only_when_every_request_is_in_one_state():
     assert balanced(3, 1, [done, failed])                 # 3 offered = 2 accepted (completed, errored) + 1 refused
     assert not balanced(3, 0, [done, failed])             # one offered request unaccounted for
     assert not balanced(3, 1, [done, done])               # one request recorded twice
+
+
+def test_token_times_read_compare_and_add_as_a_tuple_would():
+    import pickle
+
+    import numpy as np
+    import pytest
+
+    from rsd_ray.engine.request import TokenTimes
+    buffer = np.r_[0.5, 1.0, 1.5, np.zeros(10_000)]
+    times = TokenTimes(buffer[1:3])                       # a view of the engine's buffer, as records hold them
+    assert times == (1.0, 1.5) and (1.0, 1.5) == times and times != (1.0,) and times == TokenTimes([1.0, 1.5])
+    assert len(times) == 2 and times[0] == 1.0 and times[-1] == 1.5 and times[1:] == (1.5,) and list(times) == [1.0, 1.5]
+    assert times + (2.5,) == (1.0, 1.5, 2.5) and () + times == (1.0, 1.5) and not TokenTimes() and times
+    assert hash(times) == hash((1.0, 1.5)) and repr(times) == "(1.0, 1.5)" and type(times[0]) is float
+    with pytest.raises(ValueError):
+        times.array[0] = 9.0                              # read-only: a record never changes
+    packed = pickle.dumps(times)                          # across Ray: its own two times, not the buffer
+    assert pickle.loads(packed) == times and len(packed) < 1_000

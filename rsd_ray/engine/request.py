@@ -2,7 +2,62 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
+
+import numpy as np
+
+
+class TokenTimes(Sequence):
+    """A request's token timestamps: a sequence of floats that reads, compares and adds like a tuple, kept
+    as one read-only array (often a view of the engine's buffer, shared by a whole epoch's records). A
+    run of an hour holds ten million timestamps: as Python floats they cost more to make, to gather into
+    the results' columns and to free than every step that timed them (``benchmarks/speed.py``)."""
+    __slots__ = ("array",)
+
+    def __init__(self, values=()):
+        array = np.asarray(values, dtype=float)
+        if array.flags.writeable:
+            array = array.view()
+            array.flags.writeable = False
+        self.array = array
+
+    @staticmethod
+    def join(sequences) -> np.ndarray:
+        """Every sequence's times, one after another, as one array (tuples or ``TokenTimes``)."""
+        parts = [s.array if type(s) is TokenTimes else np.asarray(s, dtype=float) for s in sequences]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, k):
+        return TokenTimes(self.array[k]) if isinstance(k, slice) else float(self.array[k])
+
+    def __iter__(self):
+        return iter(self.array.tolist())
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array if dtype is None else self.array.astype(dtype)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, TokenTimes):
+            return np.array_equal(self.array, other.array)
+        return tuple(self) == tuple(other) if isinstance(other, (tuple, list)) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __add__(self, other) -> "TokenTimes":
+        return TokenTimes(np.concatenate([self.array, np.asarray(other, dtype=float)]))
+
+    def __radd__(self, other) -> "TokenTimes":
+        return TokenTimes(np.concatenate([np.asarray(other, dtype=float), self.array]))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+    def __reduce__(self):
+        return TokenTimes, (np.array(self.array),)    # its own times, not the buffer it may view
 
 
 class Handoff(NamedTuple):
@@ -23,7 +78,7 @@ class RequestRecord:
     arrival: float
     prompt_len: int
     max_tokens: int
-    token_times: tuple[float, ...]
+    token_times: Sequence[float]      # a tuple, or TokenTimes as the engine hands them back
     preemptions: int
     finish: Optional[float]           # None: not finished when the run ended, or errored
     retries: int = 0                  # times it was moved off a failed instance

@@ -12,7 +12,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from rsd_ray.engine.request import RequestRecord, Submit
+from rsd_ray.engine.request import RequestRecord, Submit, TokenTimes
 
 INT_COLUMNS = ("rid", "prompt", "max_tokens", "computed", "output", "blocks", "shared", "preemptions", "retries",
                "instance", "offset", "reported", "state", "priority", "ready", "loaded")
@@ -121,17 +121,18 @@ class RequestTable:
         ends = np.cumsum(output)
         at = ends - output                               # each row's first token in ``flat``
         flat = self.times[np.repeat(self.offset[idx] - at, output) + np.arange(int(ends[-1]) if len(ends) else 0)]
-        flat = flat.tolist()                             # every row's tokens read at once
+        flat.flags.writeable = False                     # each record's times are a view of it
+        last = np.where(output > 0, flat[np.maximum(ends - 1, 0)] if len(flat) else 0.0, np.nan) if finished else at
         out, classes = [], self.classes
-        for r, rid, instance, arrival, prompt, max_tokens, preemptions, retries, a, b, first, priority in zip(
+        for r, rid, instance, arrival, prompt, max_tokens, preemptions, retries, a, b, first, priority, end in zip(
                 rows, self.rid[idx].tolist(), self.instance[idx].tolist(), self.arrival[idx].tolist(),
                 self.prompt[idx].tolist(), self.max_tokens[idx].tolist(), self.preemptions[idx].tolist(),
                 self.retries[idx].tolist(), at.tolist(), ends.tolist(), self.scheduled[idx].tolist(),
-                self.priority[idx].tolist()):
-            times = tuple(flat[a:b])
+                self.priority[idx].tolist(), last.tolist()):
+            times = TokenTimes(flat[a:b])
             out.append(RequestRecord.of(rid=rid, instance=instance, arrival=arrival, prompt_len=prompt,
                                         max_tokens=max_tokens, token_times=times, preemptions=preemptions,
-                                        finish=times[-1] if finished and times else None, retries=retries,
+                                        finish=end if finished and b > a else None, retries=retries,
                                         error=None, scheduled=None if first != first else first,   # NaN: never
                                         priority=priority, service_class=classes.get(r, "") if classes else ""))
         return out

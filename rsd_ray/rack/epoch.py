@@ -7,8 +7,9 @@
                                                         instance frames, card frames, links, failures)
     EpochOut ──▶ sinks (results, progress, dashboards, metrics, streams)
 
-Everything here is a frozen dataclass of numbers, strings and tuples (msgpack-able
-through ``dataclasses.asdict``): no live object crosses an epoch, so the same
+Everything here is a frozen dataclass of numbers, strings and tuples, and a record's
+token times (``TokenTimes``: a read-only array that reads as a tuple, packed as a list)
+— msgpack-able through ``dataclasses.asdict``: no live object crosses an epoch, so the same
 values flow inline, through Ray, or over a socket. A lost card or host comes
 back as a ``Failure`` value, never as an exception that ends the run.
 """

@@ -2,9 +2,9 @@
 is an array expression (a run of an hour holds a hundred thousand records and ten million token times)."""
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
+
+from rsd_ray.engine.request import TokenTimes
 
 
 class Columns:
@@ -13,16 +13,19 @@ class Columns:
 
     def __init__(self, records):
         n = len(records)
-        rows = [(r.arrival, np.nan if r.finish is None else r.finish, r.token_times[0] if r.token_times else np.nan,
-                 r.prompt_len, len(r.token_times), r.error is not None, r.retries, r.preemptions) for r in records]
-        floats = np.array([row[:3] for row in rows], dtype=float).reshape(n, 3)
-        ints = np.array([row[3:] for row in rows], dtype=np.int64).reshape(n, 5)
-        self.arrival, self.finish, self.first = floats.T
+        rows = [(r.arrival, np.nan if r.finish is None else r.finish, r.prompt_len, len(r.token_times), r.error is not None,
+                 r.retries, r.preemptions) for r in records]
+        floats = np.array([row[:2] for row in rows], dtype=float).reshape(n, 2)
+        ints = np.array([row[2:] for row in rows], dtype=np.int64).reshape(n, 5)
+        self.arrival, self.finish = floats.T
         self.prompt, self.lengths, errored, self.retries, self.preemptions = ints.T
         self.errored = errored.astype(bool)
         self.done = ~np.isnan(self.finish)
-        self.flat = np.fromiter(itertools.chain.from_iterable(r.token_times for r in records), dtype=float,
-                                count=int(self.lengths.sum()))
+        self.flat = TokenTimes.join(r.token_times for r in records)
+        starts = np.cumsum(self.lengths) - self.lengths
+        self.first = np.full(n, np.nan)
+        has = self.lengths > 0
+        self.first[has] = self.flat[starts[has]]
 
     def gaps(self, keep: np.ndarray) -> np.ndarray:
         """Inter-token latencies of the records ``keep`` marks: the gaps between consecutive tokens of each
