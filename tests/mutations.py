@@ -42,7 +42,7 @@ WRONG = [
  ("rsd_ray/compiler/memory.py", "    if buffers > usable:", "    if False:", ["tests/test_config.py"]),
  ("rsd_ray/interconnect/collectives.py", "[ring] * (2 * (n - 1))", "[ring] * (n - 1)"),
  ("rsd_ray/hardware/power.py", "watts = self.power.max_w if active else self.power.idle_w", "watts = self.power.max_w"),
- ("rsd_ray/report/metrics.py", "np.percentile(ms, PERCENTILES)", "np.percentile(ms, PERCENTILES, method='nearest')"),
+ ("rsd_ray/report/metrics.py", "np.percentile(ms, PERCENTILES, overwrite_input=True)", "np.percentile(ms, PERCENTILES, overwrite_input=True, method='nearest')"),
  ("rsd_ray/report/metrics.py", "np.count_nonzero(c.flat <= window)", "c.flat.size"),
  ("rsd_ray/report/metrics.py", "/ (c.lengths[several] - 1)", "/ c.lengths[several]"),
  ("rsd_ray/report/metrics.py", "ms.std()", "ms.std(ddof=1)"),
