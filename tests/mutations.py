@@ -31,7 +31,7 @@ DISAGGREGATION = ["tests/test_disaggregation.py"]
 OFFLOAD = ["tests/test_offload.py"]
 CONFIG = ["tests/test_config.py", "tests/test_open_rack.py", "tests/test_sweep.py", "tests/test_rules.py"]
 WRONG = [
- ("rsd_ray/engine/kv_blocks.py", "return -(-tokens // block_size)", "return tokens // block_size"),
+ ("rsd_ray/engine/kv_blocks.py", "return (tokens + (block_size - 1)) // block_size", "return tokens // block_size"),
  ("rsd_ray/hardware/card_group.py", "return np.max([cost.segments(shapes, factor) for", "return np.min([cost.segments(shapes, factor) for"),
  ("rsd_ray/hardware/costmodel.py", "np.maximum(compute, memory)", "(compute + memory)"),
  ("rsd_ray/report/metrics.py", "ttft = c.first[done] - c.arrival[done]", "ttft = c.finish[done] - c.arrival[done]"),
@@ -73,7 +73,7 @@ WRONG = [
  ("rsd_ray/engine/pricing.py", "at = (rows[:, None], pick, np.arange", "at = (rows[:, None], 0 * pick, np.arange", ORACLE),
  ("rsd_ray/engine/table.py", "times[end:end + m] = self.times[self.offset[r]:self.offset[r] + m]", "pass"),
  ("rsd_ray/engine/scheduler.py", "self.free[i] += t.blocks[r]", "pass"),
- ("rsd_ray/engine/core.py", "self.table.scheduled[r[new]] = at[new]", "self.table.scheduled[r[new]] = at[new] + 1e-6"),
+ ("rsd_ray/engine/scheduler.py", "t.scheduled[r] = self.now[i]", "t.scheduled[r] = self.now[i] + 1e-6"),
  # serving: each checked by the gateway's tests and a live server (a minute a rule)
  ("rsd_ray/serve/gateway.py", "Submit(k.rid, self.pacer.virtual(k.arrival_wall),", "Submit(k.rid, t0,", SERVE),
  ("rsd_ray/serve/gateway.py", "if not any(healthy) or (s.instance >= 0 and not healthy[s.instance]):", "if False:", SERVE),

@@ -238,6 +238,8 @@ class EngineCore:
         """One round: instances whose batch cannot change for a while take a span of decode steps
         (``_spans``), the others one step each."""
         k = self._span_lengths(inst, t_end)
+        if k is None:                                # no span this round: every instance steps once
+            return self._one_step(inst, trace)
         lost = self._spans(inst[k > 1], k[k > 1], t_end, trace) if (k > 1).any() else []
         rest = inst[k <= 1]
         return lost + (self._one_step(rest, trace) if len(rest) else [])
@@ -253,10 +255,6 @@ class EngineCore:
             inst, tokens, rows = inst[stepping], tokens[stepping], rows[stepping]   # readmitted, or due, next
         shapes = self.sched.shapes(tokens, rows)
         starts = self.clock[inst]
-        took = tokens > 0                             # requests in their first step: their queue time ends
-        r, at = rows[took], starts[took.nonzero()[0]]
-        new = np.isnan(self.table.scheduled[r])
-        self.table.scheduled[r[new]] = at[new]
         inst, keep, pricing, lost = self._ready(inst)
         if lost:
             tokens, rows, shapes, starts = tokens[keep], rows[keep], shapes[keep], starts[keep]
@@ -268,10 +266,11 @@ class EngineCore:
             self.groups[k].accept(starts[j:j + 1].tolist(), shapes[j:j + 1], busy[j:j + 1] if alike[j] else None)
             if trace is not None:
                 trace.append((self.iids[k], float(starts[j]), float(ends[j]), tuple(shapes[j].tolist())))
+        spent = ends - starts
         self.clock[inst] = ends
         self.steps[inst] += 1
-        self.busy[inst] += ends - starts
-        self.last_step[inst] = ends - starts
+        self.busy[inst] += spent
+        self.last_step[inst] = spent
         self.decoded[inst] = shapes[:, 1] == shapes[:, 2]
         self.out_tokens[inst] += shapes[:, 2].astype(np.int64)
         self.computed[inst] += shapes[:, 1].astype(np.int64)
@@ -279,18 +278,18 @@ class EngineCore:
             self.finished[k] += done
         return lost
 
-    def _span_lengths(self, inst: np.ndarray, t_end: float) -> np.ndarray:
+    def _span_lengths(self, inst: np.ndarray, t_end: float) -> np.ndarray | None:
         """How many decode steps each instance takes in one span this round: what its batch allows
         (``Scheduler.span_limits``), about as many as reach ``t_end`` at its last step's pace, and none
-        when its KV blocks would run short on the way."""
-        k = np.zeros(len(inst), dtype=np.int64)
+        when its KV blocks would run short on the way. None: no instance takes more than one."""
         maybe = self.decoded[inst]                   # its last step decoded every running request, nothing else
         if not maybe.any():
-            return k
-        inst, k_all = inst[maybe], k
+            return None
+        inst = inst[maybe]
         limit = self.sched.span_limits(inst)
         if (limit <= 1).all():
-            return k_all
+            return None
+        k_all = np.zeros(len(maybe), dtype=np.int64)
         pace = self.last_step[inst]
         guess = np.where(pace > 0, np.ceil((t_end - self.clock[inst]) / np.where(pace > 0, pace, 1.0)) + 1,
                          SPAN_FIRST_GUESS)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 
 def blocks_for(tokens, block_size: int):
-    """Blocks that hold ``tokens`` tokens (ints or integer arrays)."""
-    return -(-tokens // block_size)
+    """Blocks that hold ``tokens`` tokens (ints or integer arrays): ceil(tokens / block_size)."""
+    return (tokens + (block_size - 1)) // block_size
 
 
 def blocks_to_add(computed, new, held, block_size: int):

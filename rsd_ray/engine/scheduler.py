@@ -258,6 +258,8 @@ class Scheduler:
                 break
             waiting.popleft()
             t.state[r] = State.RUNNING
+            if t.scheduled[r] != t.scheduled[r]:  # NaN: its first step, which starts at the clock, ends its queue time
+                t.scheduled[r] = self.now[i]
             tokens[self.nrun[i]] = n
             self.run[i, self.nrun[i]] = r
             self.nrun[i] += 1
