@@ -417,20 +417,20 @@ class Scheduler:
         ks = done.any(axis=1).nonzero()[0]
         if not len(ks):
             return finished
-        for k in ks.tolist():
-            finished[k] = rows[k][done[k]].tolist()
         gone = rows[done]
         t.state[gone] = State.FINISHED
-        i, d = inst[ks], done[ks]                 # the rows of ``rows`` are the matrix's running slots
-        self.free[i] += np.where(d, t.blocks[rows[ks]], 0).sum(axis=1)
+        for k in ks.tolist():                     # the rows of ``rows`` are the matrix's running slots
+            i, slots, d = int(inst[k]), rows[k], done[k]
+            ended = slots[d]
+            finished[k] = ended.tolist()
+            self.free[i] += t.blocks[ended].sum()
+            stay = slots[~d]                      # the running that stay, in their order, then the empty slots
+            self.run[i, :len(stay)] = stay
+            self.run[i, len(stay):len(slots)] = -1
+            self.nrun[i] -= len(ended)
         t.blocks[gone] = 0
         if self.caches:
             for k in ks.tolist():
                 for row in finished[k]:
                     self._release(int(inst[k]), row)
-        order = np.argsort(d, axis=1, kind="stable")       # the running that stay first, in their order
-        kept = rows[ks][np.arange(len(ks))[:, None], order]
-        self.nrun[i] -= d.sum(axis=1)
-        kept[np.arange(kept.shape[1])[None, :] >= self.nrun[i][:, None]] = -1
-        self.run[i, :kept.shape[1]] = kept
         return finished
