@@ -175,7 +175,7 @@ WRONG = [
   'if self.handoffs or (False and', ORACLE),
  ("rsd_ray/rack/controller.py", "min(next_arrival(t_end), end - 1e-9)", "end - 1e-9", ORACLE),
  ("rsd_ray/hardware/card.py", "and hottest < limits.throttle_c", "", ORACLE),
- ("rsd_ray/hardware/power.py", "(temp - steady) * math.exp(-s / tau)", "(temp - steady) * math.exp(-s * tau)"),
+ ("rsd_ray/hardware/power.py", "(temp - steady) * exp(s / tau)", "(temp - steady) * exp(s * tau)"),
  ("rsd_ray/hardware/card_group.py", "epoch = grid_epoch(start, self.epoch_s)", "epoch = grid_epoch(start, 10 * self.epoch_s)",
   ["tests/test_card.py"]),
  ("rsd_ray/engine/scheduler.py", "held = 0 if ready else cached // self.block", "held = cached // self.block",

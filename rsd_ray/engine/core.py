@@ -483,12 +483,13 @@ class EngineCore:
                       s.num_blocks, self.out_tokens.tolist(), self.computed.tolist(), self.steps.tolist(),
                       s.preemptions.tolist(), self.busy.tolist(), self.failed.tolist())
         caches = s.caches or [None] * len(self.iids)
-        return [InstanceFrame(instance=iid, clock_s=clock, running=running, waiting=len(waiting) + len(pending),
-                              kv_usage=1.0 - free / blocks if blocks else 0.0, output_tokens=out,
-                              computed_tokens=computed, steps=steps, preemptions=preempted, busy_s=busy, failed=failed,
-                              prefix_cache_queries=cache.queries if cache else 0,
-                              prefix_cache_hits=cache.hits if cache else 0,
-                              kv_offload_hits=cache.host_hits if cache else 0,
-                              kv_offload_stored=cache.stored if cache else 0)
+        return [InstanceFrame.of(instance=iid, clock_s=clock, running=running, waiting=len(waiting) + len(pending),
+                                 kv_usage=1.0 - free / blocks if blocks else 0.0, output_tokens=out,
+                                 computed_tokens=computed, steps=steps, preemptions=preempted, busy_s=busy,
+                                 failed=failed,
+                                 prefix_cache_queries=cache.queries if cache else 0,
+                                 prefix_cache_hits=cache.hits if cache else 0,
+                                 kv_offload_hits=cache.host_hits if cache else 0,
+                                 kv_offload_stored=cache.stored if cache else 0)
                 for (iid, clock, running, waiting, pending, free, blocks, out, computed, steps, preempted, busy, failed),
                 cache in zip(columns, caches)]

@@ -56,9 +56,9 @@ class ThermalState:
         ran = seconds > 0
         seconds, watts = seconds[ran], watts[ran]
         self.energy_j = float(np.cumsum(np.concatenate(([self.energy_j], watts * seconds)))[-1])
-        temp, tau = self.temp_c, self.thermal.tau_s
-        for steady, s in zip((self.ambient_c + self.thermal.resistance_c_per_w * watts).tolist(), seconds.tolist()):
-            temp = steady + (temp - steady) * math.exp(-s / tau)
+        temp, tau, exp = self.temp_c, self.thermal.tau_s, math.exp
+        for steady, s in zip((self.ambient_c + self.thermal.resistance_c_per_w * watts).tolist(), (-seconds).tolist()):
+            temp = steady + (temp - steady) * exp(s / tau)     # a scalar loop: np.exp rounds otherwise than math.exp
         self.temp_c = temp
 
     def p_state(self, idle_for: float, throttled: bool) -> str:

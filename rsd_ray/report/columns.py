@@ -13,8 +13,8 @@ class Columns:
 
     def __init__(self, records):
         n = len(records)
-        rows = [(r.arrival, np.nan if r.finish is None else r.finish, r.prompt_len, len(r.token_times), r.error is not None,
-                 r.retries, r.preemptions) for r in records]
+        rows = [(r.arrival, np.nan if r.finish is None else r.finish, r.prompt_len, len(r.token_times),
+                 r.error is not None, r.retries, r.preemptions) for r in records]
         floats = np.array([row[:2] for row in rows], dtype=float).reshape(n, 2)
         ints = np.array([row[2:] for row in rows], dtype=np.int64).reshape(n, 5)
         self.arrival, self.finish = floats.T
