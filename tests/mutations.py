@@ -150,7 +150,7 @@ WRONG = [
   "steps[ask] * self._first_step_times(holding[ask]) * 2.0", ORACLE),
  ("rsd_ray/engine/core.py", "steps * self.host.base_s * (1.0 - 1e-9)", "steps * self.host.base_s * 100.0", ORACLE),
  # the step's arrays: each a cheaper form of one rule, equal to it
- ("rsd_ray/hardware/costmodel.py", "axis=1)[:, self.run_of])", "axis=1)[:, 0 * self.run_of])"),
+ ("rsd_ray/hardware/costmodel.py", "axis=1), self.run_of, axis=1)", "axis=1), 0 * self.run_of, axis=1)"),
  ("rsd_ray/engine/core.py", "self.sent[:] = sent[:, :, self.as_synced]", "self.sent[:, :, self.distinct] = sent", ORACLE),
  ("rsd_ray/engine/table.py", "first + np.cumsum(sizes) - sizes", "first + 0 * sizes", ORACLE),
  ("rsd_ray/engine/scheduler.py", "self.free[i] += t.blocks[ended].sum()", "self.free[i] += t.blocks[ended[1:]].sum()", ORACLE),

@@ -409,7 +409,7 @@ class EngineCore:
         coll[act], pick_act = collective_times(self.alpha[rows[act]], self.beta[rows[act]], msg[act])
         pick = np.full(msg.shape, -1)
         pick[act] = pick_act
-        return np.ascontiguousarray(coll[:, self.as_synced]), pick, msg   # contiguous: summed as before
+        return np.take(coll, self.as_synced, axis=1), pick, msg   # C-contiguous, as summed before (a[:, idx] is not)
 
     def _count_sent(self, rows: np.ndarray, pick, msg: np.ndarray, repeated: bool = False) -> None:
         """The bytes of the steps that ran, on their groups' links (``pricing.count_sent``, in step order;

@@ -118,8 +118,10 @@ class StepCost:
     def segments(self, shapes: np.ndarray, clock: float = 1.0) -> np.ndarray:
         """(k × syncs+1) compute time between consecutive Device Syncs, for k batch shapes: each distinct
         run of commands summed once, in program order (as summing every segment would)."""
-        times = self.distinct_times(np.atleast_2d(shapes), clock)[:, self.run_commands]
-        return np.ascontiguousarray(np.add.reduceat(times, self.run_starts, axis=1)[:, self.run_of])  # summed as before
+        # np.take lays each row out in place, C-contiguous (so a step's segments sum as they always have);
+        # a[:, idx] builds the result column-major, and its copy costs ten times more over a span's steps
+        times = np.take(self.distinct_times(np.atleast_2d(shapes), clock), self.run_commands, axis=1)
+        return np.take(np.add.reduceat(times, self.run_starts, axis=1), self.run_of, axis=1)
 
     def totals(self, x: np.ndarray) -> dict[str, float]:
         dram = self.dram.dot(x).sum()
