@@ -105,14 +105,19 @@ def run_on_ray(spec, sinks=(), fast: bool | None = None, show=None, faults=(), r
         ray.get(started)
         for phase in phases:
             phase("warming")                    # until the first epoch is back
-        ref, shown, asked = controller.run.remote(), 0.0, []
+        ref, shown, asked, told = controller.run.remote(), 0.0, [], None
         with signals.graceful(asked.append):     # running: a signal asks the controller to stop at its epoch
-            while not ray.wait([ref], timeout=POLL_S)[0]:
+            while True:
+                done = ray.wait([ref], timeout=POLL_S)[0]
                 if asked:                       # told from here, not the handler: Ray is not re-entrant
                     controller.stop.remote(asked.pop())
                 t, in_flight, _ = ray.get(controller.progress.remote())
-                for sink in sinks:
-                    sink(EpochOut(t), in_flight)
+                if t != told:                   # the last epoch too, which a quick run reaches before any poll
+                    told = t
+                    for sink in sinks:
+                        sink(EpochOut(t), in_flight)
+                if done:
+                    break
                 if show is not None and time.monotonic() - shown >= refresh_s:
                     shown = time.monotonic()
                     show(ray.get(controller.frame.remote()))
