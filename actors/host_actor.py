@@ -7,6 +7,7 @@ import os
 import ray
 
 from rsd_ray.actors.card_group import RayCardGroup
+from rsd_ray.rack.gc_pace import pace_for_runs
 from rsd_ray.rack.host import Host
 
 
@@ -14,6 +15,7 @@ from rsd_ray.rack.host import Host
 class HostActor:
     def __init__(self, spec, plan, setup, handles: dict, fast: bool = True):
         logging.getLogger("ray.dag").setLevel(logging.WARNING)   # no INFO lines per compiled-graph teardown
+        pace_for_runs()                          # this process only runs its server's engines
         costs: dict = {}
         groups = {iid: RayCardGroup({c: handles[c] for c in cards}, spec.epoch_s, plan.pool_of(iid).programs,
                                     spec.device, fast, costs, plan.pool_of(iid).memory)

@@ -22,6 +22,23 @@ def test_same_config_and_seed_give_identical_results():
     assert without_wall_clock(a)["summary"] != without_wall_clock(c)["summary"]
 
 
+def test_a_run_paces_the_garbage_collector_and_gives_the_callers_pace_back():
+    import gc
+
+    from rsd_ray.rack.gc_pace import RUN_THRESHOLDS
+    caller, before = (900, 11, 12), gc.get_threshold()
+    gc.set_threshold(*caller)
+    seen = []
+
+    def sink(out, in_flight):
+        seen.append(gc.get_threshold())
+    try:
+        Controller(make_spec(duration_s=0.2)).run([sink])
+        assert seen and set(seen) == {RUN_THRESHOLDS} and gc.get_threshold() == caller
+    finally:
+        gc.set_threshold(*before)
+
+
 def test_fourteen_servers_scale_linearly_under_proportional_load():
     one, _ = run_doc(make_spec(rack="atom-server", model="llama3-8b", tp=4, duration_s=10.0))
     rack, _ = run_doc(make_spec(rack="rsd-rack", model="llama3-8b", tp=4, duration_s=10.0))

@@ -26,6 +26,7 @@ from rsd_ray.rack.epoch import Control, EpochIn, EpochOut, Kind, Needs, Submit
 from rsd_ray.rack.executor import host_setups
 from rsd_ray.rack.faults import FaultSchedule
 from rsd_ray.rack.frontend import Frontend
+from rsd_ray.rack.gc_pace import rarer_collections
 from rsd_ray.rack.handoff import DECODE, Handoffs
 from rsd_ray.rack.host import ABORTED
 from rsd_ray.rack.ledger import RequestLedger
@@ -289,7 +290,7 @@ class Controller:
         wall0, status, reason = time.perf_counter(), "completed", None
         needs = reduce(lambda a, b: a | b, (getattr(s, "needs", Needs(every_epoch=True)) for s in sinks), Needs())
         try:
-            with signals.graceful(self.stop):        # a stop signal ends the run at the next epoch
+            with signals.graceful(self.stop), rarer_collections():   # a stop signal ends the run at the next epoch
                 while True:
                     self._read_inbox()
                     if self.finished:
