@@ -13,13 +13,16 @@ class Columns:
 
     def __init__(self, records):
         n = len(records)
-        rows = [(r.arrival, np.nan if r.finish is None else r.finish, r.prompt_len, len(r.token_times),
-                 r.error is not None, r.retries, r.preemptions) for r in records]
-        floats = np.array([row[:2] for row in rows], dtype=float).reshape(n, 2)
-        ints = np.array([row[2:] for row in rows], dtype=np.int64).reshape(n, 5)
-        self.arrival, self.finish = floats.T
-        self.prompt, self.lengths, errored, self.retries, self.preemptions = ints.T
-        self.errored = errored.astype(bool)
+
+        def column(values, dtype) -> np.ndarray:          # no tuple per record: nothing for the collector
+            return np.fromiter(values, dtype=dtype, count=n)
+        self.arrival = column((r.arrival for r in records), float)
+        self.finish = column((np.nan if r.finish is None else r.finish for r in records), float)
+        self.prompt = column((r.prompt_len for r in records), np.int64)
+        self.lengths = column((len(r.token_times) for r in records), np.int64)
+        self.errored = column((r.error is not None for r in records), bool)
+        self.retries = column((r.retries for r in records), np.int64)
+        self.preemptions = column((r.preemptions for r in records), np.int64)
         self.done = ~np.isnan(self.finish)
         self.flat = TokenTimes.join(r.token_times for r in records)
         starts = np.cumsum(self.lengths) - self.lengths
