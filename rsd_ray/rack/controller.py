@@ -124,11 +124,7 @@ class Controller:
         for sub in self.decodes:
             arrivals[self.instance_server[sub.instance]].append(sub)
         self.decodes = []
-        full, refused = False, []
-        for sub in self.source.arrivals(t0, min(t_end, end)) if t0 < end else []:
-            if (full and sub.instance < 0) or not self._place(sub, arrivals, force=self.offline):
-                refused.append(sub)                       # a full rack stays full this epoch: no more routing
-                full = full or sub.instance < 0
+        refused = self._place_new(self.source.arrivals(t0, min(t_end, end)) if t0 < end else [], arrivals)
         if refused:
             self.ledger.refuse(refused, t0)
         window = not self.log.window_cards and t_end >= end - 1e-9 and not self.offline   # offline: the whole run
@@ -221,6 +217,25 @@ class Controller:
             self.epochs = epochs
             self.t = epochs * epoch
 
+    def _place_new(self, subs: list[Submit], arrivals) -> list[Submit]:
+        """Route the epoch's new requests in order (offline ones must go somewhere); returns those refused.
+        Plain ones (none pinned, one pool, a policy that reads only loads) are routed together
+        (``Router.route_many``), as one at a time would route them."""
+        if self.router.in_turn and not self.handoffs and all(sub.instance < 0 for sub in subs):
+            picks = self.router.route_many(len(subs), force=self.offline)
+            for sub, i in zip(subs, picks):
+                self._placed(sub, i, arrivals)
+            refused = subs[len(picks):]
+            for sub in refused if self.offline else ():
+                self.ledger.error(sub, NO_HEALTHY_INSTANCE)
+            return [] if self.offline else refused
+        full, refused = False, []
+        for sub in subs:
+            if (full and sub.instance < 0) or not self._place(sub, arrivals, force=self.offline):
+                refused.append(sub)                       # a full rack stays full this epoch: no more routing
+                full = full or sub.instance < 0
+        return refused
+
     def _place(self, sub: Submit, arrivals, force: bool = False) -> bool:
         """Route one request at the arrival time its source gave it; a new request that names its instance
         (a per-instance endpoint) goes there or is refused. ``force``: it must go somewhere, or it errors."""
@@ -231,13 +246,17 @@ class Controller:
             if force:
                 self.ledger.error(sub, NO_HEALTHY_INSTANCE)
             return force
+        self._placed(sub, i, arrivals)
+        return True
+
+    def _placed(self, sub: Submit, i: int, arrivals) -> None:
+        """A request routed to instance ``i``: through the gateway and the network to its server, if any."""
         sub = sub.replaced(instance=i)
-        if self.frontend and sub.retries == 0:            # through the gateway and the network to its server
+        if self.frontend and sub.retries == 0:
             self.ledger.sent_at[sub.rid] = sub.arrival
             sub = sub.replaced(arrival=self.frontend.reach(sub, self.instance_server[i]))
         self.ledger.placed(sub)
         arrivals[self.instance_server[i]].append(self.handoffs.for_instance(sub) if self.handoffs else sub)
-        return True
 
     def _split(self, out: EpochOut) -> tuple[EpochOut, list]:
         """A disaggregated rack's epoch as the request ledger and the sinks see it: without the prefills

@@ -86,5 +86,24 @@ class Router:
         self.sent[i] += 1
         return i
 
+    @property
+    def in_turn(self) -> bool:
+        """Whether ``route_many`` can route plain requests: one pool, a policy that reads only the loads and
+        picks many in one go (``choose_in_turn``)."""
+        return len(self.pools) == 1 and hasattr(self.policies[0], "choose_in_turn")
+
+    def route_many(self, count: int, force: bool = False) -> list[int]:
+        """The instances ``route`` picks for ``count`` requests, none pinned, one after another, in one go
+        (``in_turn``); fewer when the rack fills up, whose first refusal is counted as ``route`` counts it
+        (a full rack takes no more requests that epoch)."""
+        room = np.full(len(self.loads), count) if force else self.limit - self.queued
+        picks = self.policies[0].choose_in_turn(self.loads, self.healthy if force else self.open, room, count)
+        taken = np.bincount(picks, minlength=len(self.loads))
+        self.queued += taken
+        self.sent += taken
+        self._refresh()
+        self.refused += len(picks) < count and not force
+        return picks.tolist()
+
 
 __all__ = ["Router", "POLICIES", "register"]
