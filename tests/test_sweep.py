@@ -70,6 +70,20 @@ def test_gamma_arrivals_are_burstier_than_poisson():
     assert cv(poisson) == pytest.approx(1.0, abs=0.1) and cv(gamma) == pytest.approx(2.0, abs=0.2)
 
 
+@pytest.mark.parametrize("output, prompt", [({"dist": "fixed", "mean": 900}, {"dist": "fixed", "mean": 700}),
+                                            ({"dist": "uniform", "mean": 300}, {"dist": "lognormal", "mean": 600})])
+def test_a_closed_loops_clients_together_send_what_each_would_alone(output, prompt):
+    """A closed loop's idle clients' requests are made together (``Workload._new_many``): with two fixed
+    lengths the first one's copies, with drawn ones a draw each, output then prompt; either way the very
+    requests made one at a time, their clipping to ``max_model_len`` (1,024 here) counted alike."""
+    spec = load_run(None, workload={"arrival": "closed", "concurrency": 40, "output": output, "input": prompt})
+    together, alone = (Workload(spec.workload, 1, 1024, seed=3) for _ in range(2))
+    many = together.arrivals(0.0, 0.05)
+    one_by_one = [alone._new(0.0) for _ in range(40)]
+    assert len(many) == 40 and many == one_by_one and len({r.rid for r in many}) == 40
+    assert together.clipped == alone.clipped > 0
+
+
 @pytest.mark.slow
 def test_a_stop_signal_keeps_the_points_that_ran_and_ends_the_workers(tmp_path):
     """Two 1-s points finish in ~2 s; two 600-s points would run for minutes: SIGTERM at 8 s keeps the first,

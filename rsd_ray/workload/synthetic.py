@@ -71,12 +71,26 @@ class Workload:
         return float(self.rng.gamma(shape, 1.0 / (self.rate * shape)))
 
     def _new(self, t: float) -> Submit:
-        drawn_out, drawn_prompt = self.output_len(), self.input_len()
-        out = min(drawn_out, self.max_model_len - 1)
-        prompt = min(drawn_prompt, self.max_model_len - out)
-        self.clipped += (out, prompt) != (drawn_out, drawn_prompt)
-        self.next_id += 1
-        return Submit(self.next_id - 1, t, prompt, out, -1)
+        return self._new_many(t, 1)[0]
+
+    def _new_many(self, t: float, k: int) -> list[Submit]:
+        """``k`` new requests at ``t``, each drawing its output length, then its prompt's (an offline run, or
+        a closed loop's clients, take thousands together: with two fixed lengths nothing is drawn, and
+        every request is alike but for its id)."""
+        alike = self.output_len.spec.dist == "fixed" and self.input_len.spec.dist == "fixed"
+        reqs = []
+        for rid in range(self.next_id, self.next_id + k):
+            if alike and reqs:                    # nothing to draw: the first one's copy, with its own id
+                reqs.append(reqs[0].replaced(rid=rid))
+            else:
+                drawn_out, drawn_prompt = self.output_len(), self.input_len()
+                out = min(drawn_out, self.max_model_len - 1)
+                prompt = min(drawn_prompt, self.max_model_len - out)
+                clipped = (out, prompt) != (drawn_out, drawn_prompt)
+                reqs.append(Submit(rid, t, prompt, out, -1))
+            self.clipped += clipped
+        self.next_id += k
+        return reqs
 
     def arrivals(self, t0: float, t1: float) -> list[Submit]:
         """Requests arriving in [t0, t1), in arrival order (closed loop: retries first, then new ones)."""
@@ -84,11 +98,11 @@ class Workload:
             reqs = []
             while self.backlog and self.backlog[0][0] < t1:       # a retry arrives now, not at its first try
                 reqs += [r.sent_again(max(r.arrival, t0)) for r in heapq.heappop(self.backlog)[2]]
-            reqs += [self._new(t0) for _ in range(self.idle_clients)]
+            reqs += self._new_many(t0, self.idle_clients)
             self.idle_clients = 0
             return reqs
         if self.offline:
-            reqs, self.unsent = [self._new(t0) for _ in range(self.unsent)], 0
+            reqs, self.unsent = self._new_many(t0, self.unsent), 0
             return reqs
         reqs = []
         while self.next_open < t1:
