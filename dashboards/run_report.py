@@ -16,11 +16,8 @@ INSTANCE_ROWS = 16      # a report lists this many instances (the busiest and th
 
 
 @contextmanager
-def run_progress(console: Console, duration: float, enabled: bool = True):
+def run_progress(console: Console, duration: float):
     """A progress bar over virtual time; yields a sink for the controller (``sink(epoch_out, in_flight)``)."""
-    if not enabled:
-        yield None
-        return
     columns = (TextColumn("[bold]{task.description}"), BarColumn(),
                TextColumn("{task.completed:.1f}/{task.total:.0f} virtual s"), TextColumn("{task.fields[state]}"),
                TimeElapsedColumn())

@@ -206,8 +206,6 @@ def _spec(args) -> RunSpec:
 
 
 def cmd_run(args) -> int:
-    from rich.console import Console
-
     from rsd_ray.compiler import check_plan
     from rsd_ray.plugins import get_executor
     from rsd_ray.rack.executor import RackLost
@@ -225,13 +223,15 @@ def cmd_run(args) -> int:
         raise ConfigError("command line", "--refresh", refresh, "seconds between dashboard frames must be > 0")
     check_plan(spec)                   # refuse here, before Ray starts, not inside the controller actor
     faults = faults_from_args(args, spec)
-    console = Console(stderr=args.json)
-    run_progress, render = renderer("run_progress"), renderer("render_run")
+    progress, console = not (args.no_progress or args.dashboard), None
+    if progress or args.dashboard or not args.json:   # a terminal to draw on (a script's --json run needs none)
+        from rich.console import Console
+        console = Console(stderr=args.json)
+    run_progress = renderer("run_progress")(console, spec.duration_s) if progress else nullcontext()
     dashboard = renderer("live_dashboard")(console) if args.dashboard else nullcontext()
     quiet = redirect_stdout(sys.stderr) if args.json else nullcontext()     # Ray's log lines stay off the JSON
     try:
-        with run_progress(console, spec.duration_s, enabled=not (args.no_progress or args.dashboard)) as on_epoch, \
-                dashboard as show, quiet:
+        with run_progress as on_epoch, dashboard as show, quiet:
             outcome = get_executor(args.executor).run_session(spec, [on_epoch] if on_epoch else [], args.address,
                                                                show=show, faults=faults, refresh_s=refresh,
                                                                trace=trace)
@@ -244,12 +244,10 @@ def cmd_run(args) -> int:
             dump(not_run(spec, args.executor, str(err), status="failed"), args.out)
         raise
     with signals.graceful(signals.RECORD):  # a signal now lets the results be written, then sets the exit status
-        return _report_run(args, outcome, console, render)
+        return _report_run(args, outcome, console)
 
 
-def _report_run(args, outcome, console, render) -> int:
-    from rich.console import Console
-
+def _report_run(args, outcome, console) -> int:
     from rsd_ray.rack.outcome import EXIT_CODES
     from rsd_ray.report.results import build, dump, write_requests_csv
     doc = build(outcome)
@@ -261,12 +259,13 @@ def _report_run(args, outcome, console, render) -> int:
         json.dump(doc, sys.stdout)
         print()
     else:
-        render(doc, console)
+        renderer("render_run")(doc, console)
         if args.out:
             console.print(f"results: {args.out}")
     if args.snapshot:
+        from rich.console import Console
         record = Console(file=io.StringIO(), record=True, width=SNAPSHOT_WIDTH, force_terminal=True)
-        render(doc, record)
+        renderer("render_run")(doc, record)
         record.save_svg(args.snapshot, title="rsd-ray run")
     if outcome.clipped:
         print(f"rsd-ray: {outcome.clipped} requests were shortened to fit max_model_len "
