@@ -106,7 +106,8 @@ def test_token_times_read_compare_and_add_as_a_tuple_would():
     times = TokenTimes(buffer[1:3])                       # a view of the engine's buffer, as records hold them
     assert times == (1.0, 1.5) and (1.0, 1.5) == times and times != (1.0,) and times == TokenTimes([1.0, 1.5])
     assert len(times) == 2 and times[0] == 1.0 and times[-1] == 1.5 and times[1:] == (1.5,)
-    assert list(times) == [1.0, 1.5]
+    assert list(times) == [1.0, 1.5] and times != [1.0, 1.5]               # as (1.0, 1.5) != [1.0, 1.5]
+    assert np.array(times, copy=True).flags.writeable and 1.5 in times and times.index(1.5) == 1
     assert times + (2.5,) == (1.0, 1.5, 2.5) and () + times == (1.0, 1.5) and not TokenTimes() and times
     assert hash(times) == hash((1.0, 1.5)) and repr(times) == "(1.0, 1.5)" and type(times[0]) is float
     with pytest.raises(ValueError):

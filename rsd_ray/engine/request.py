@@ -37,12 +37,13 @@ class TokenTimes(Sequence):
         return iter(self.array.tolist())
 
     def __array__(self, dtype=None, copy=None):
-        return self.array if dtype is None else self.array.astype(dtype)
+        array = self.array if dtype is None else self.array.astype(dtype)
+        return array.copy() if copy else array
 
     def __eq__(self, other) -> bool:
         if isinstance(other, TokenTimes):
             return np.array_equal(self.array, other.array)
-        return tuple(self) == tuple(other) if isinstance(other, (tuple, list)) else NotImplemented
+        return tuple(self) == other if isinstance(other, tuple) else NotImplemented    # a list is not a tuple
 
     def __hash__(self) -> int:
         return hash(tuple(self))
