@@ -1,13 +1,14 @@
 """Emulation speed, side by side in one run: virtual seconds per wall second, and offline requests per
 wall second.
 
-    python benchmarks/speed.py [--duration 300] [--prompts 100000] [--ray-duration 30] [--ray-rack] [--scaling]
+    python benchmarks/speed.py [--duration 300] [--prompts 100000] [--repeat 3] [--ray-duration 30] [--ray-rack]
+                               [--scaling]
 
-Rows, each a whole process (`rsd-ray run --executor inline`: start-up, compile and results included) with
-its run loop alone beside it: the 224-card rack at the default load (256 closed-loop clients a server)
-and lightly loaded (448 clients in all, 8 an instance), one ATOM server, and one H100 instance (a rack of
-one card) on ``--prompts`` offline requests of 512 in / 128 out (requests per wall second, as simulators
-of vLLM are compared). Then the Ray executor (embedded Ray, in this process): start-up, card-actor memory
+Rows, each a whole process (`rsd-ray run --executor inline`: start-up, compile and results included; the
+median of ``--repeat`` runs) with its run loop alone beside it: the 224-card rack at the default load (256
+closed-loop clients a server) and lightly loaded (448 clients in all, 8 an instance), one ATOM server, and
+one H100 instance (a rack of one card) on ``--prompts`` offline requests of 512 in / 128 out (requests per
+wall second, as simulators of vLLM are compared). Then the Ray executor (embedded Ray, in this process): start-up, card-actor memory
 (PSS) and its run loop, on one ATOM server (one host actor) at 0.05 s and 1 s epochs, and on the two-server
 test rack under a light closed loop (two host actors that run over quiet epochs together).
 ``--ray-rack`` adds the 224-card rack on Ray (minutes to start on a laptop);
@@ -31,12 +32,17 @@ from rsd_ray.rack.controller import Controller
 from rsd_ray.report.results import build
 
 
-def inline_process(label: str, rack: str, *args: str) -> dict:
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "run", "--executor", "inline", "--rack", rack,
-                          *args, "--json", "--no-progress"], capture_output=True, text=True, check=True)
-    whole = time.perf_counter() - t0
-    doc = json.loads(out.stdout)
+def inline_process(label: str, rack: str, *args: str, repeat: int = 1) -> dict:
+    """The row of the run whose whole process took the median time of ``repeat`` (this machine's speed
+    drifts between runs a minute apart)."""
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "rsd_ray.cli", "run", "--executor", "inline", "--rack", rack,
+                              *args, "--json", "--no-progress"], capture_output=True, text=True, check=True)
+        runs.append((time.perf_counter() - t0, out.stdout))
+    whole, stdout = sorted(runs)[len(runs) // 2]
+    doc = json.loads(stdout)
     emu = doc["emulator"]
     offline = doc.get("offline")
     return {"rack": rack, "load": label, "executor": "inline", "cards": emu["cards"], "virtual_s": emu["virtual_s"],
@@ -88,18 +94,19 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=300.0, help="virtual seconds of arrivals, inline")
     ap.add_argument("--prompts", type=int, default=100_000, help="offline requests on one H100 instance")
     ap.add_argument("--ray-duration", type=float, default=30.0, help="virtual seconds of arrivals, on Ray")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each inline row; the median's is shown")
     ap.add_argument("--epoch", type=float, default=0.05, help="epoch of the Ray rows (the default run's)")
     ap.add_argument("--long-epoch", type=float, default=1.0, help="also the Ray row at this epoch (batch runs)")
     ap.add_argument("--ray-rack", action="store_true", help="also the 224-card rack on Ray (minutes to start)")
     ap.add_argument("--scaling", action="store_true", help="also cost against cards (1 → 14 servers) and time")
     args = ap.parse_args()
     console = Console(width=max(100, Console().width))
-    duration = ("--duration", str(args.duration))
-    rows = [inline_process("256/server", "rsd-rack", *duration),
-            inline_process("448 clients", "rsd-rack", *duration, "--concurrency", "448"),
-            inline_process("256/server", "atom-server", *duration),
+    duration, n = ("--duration", str(args.duration)), max(1, args.repeat)
+    rows = [inline_process("256/server", "rsd-rack", *duration, repeat=n),
+            inline_process("448 clients", "rsd-rack", *duration, "--concurrency", "448", repeat=n),
+            inline_process("256/server", "atom-server", *duration, repeat=n),
             inline_process(f"{args.prompts:,} offline", "h100-single", "--tp", "1", "--num-prompts",
-                           str(args.prompts), "--input-len", "512", "--output-len", "128"),
+                           str(args.prompts), "--input-len", "512", "--output-len", "128", repeat=n),
             ray_in_process("atom-server", args.ray_duration, args.epoch),
             ray_in_process("atom-server", args.ray_duration, args.long_epoch),
             ray_in_process("mini", args.ray_duration, args.epoch, clients=8)]   # two hosts, a light closed loop

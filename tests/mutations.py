@@ -101,7 +101,7 @@ WRONG = [
   "self.advance_to(t)", RECOVERY),
  ("rsd_ray/engine/scheduler.py", "self.run[i] = -1", "pass", RECOVERY),
  ("rsd_ray/engine/core.py", "self.sched.free[k] = self.sched.num_blocks[k]", "pass", RECOVERY),
- ("rsd_ray/report/metrics.py", "np.floor(flat) if bin_s == 1.0", "np.floor(flat) + 1 if bin_s == 1.0", RECOVERY),
+ ("rsd_ray/report/metrics.py", "flat.astype(np.int64) if bin_s == 1.0", "flat.astype(np.int64) + 1 if bin_s == 1.0", RECOVERY),
  # fidelity: offline runs, bench throughput, the fabric, collectives' fixed cost, engine options, the front end
  ("rsd_ray/rack/controller.py", "route_many(len(subs), force=self.offline)", "route_many(len(subs), force=False)", FIDELITY),
  ("rsd_ray/rack/controller.py", "and not self.offline   # offline", "  # offline", FIDELITY),
