@@ -2,7 +2,9 @@
 
 A policy is a class built with ``(num_instances, rng)`` whose ``choose(loads, eligible)`` returns an
 instance id: ``loads`` is each instance's running + waiting + sent (an int array), ``eligible`` a
-boolean mask with at least one True.
+boolean mask with at least one True. A policy that reads only the loads may also pick for many requests
+in one go, ``choose_in_turn(loads, eligible, room, count)``: the ids ``choose`` would return one after
+another, each adding one to its instance's load and taking one of its ``room`` (``least_loaded``).
 """
 from __future__ import annotations
 
