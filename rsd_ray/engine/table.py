@@ -122,7 +122,7 @@ class RequestTable:
         at = ends - output                               # each row's first token in ``flat``
         flat = self.times[np.repeat(self.offset[idx] - at, output) + np.arange(int(ends[-1]) if len(ends) else 0)]
         flat.flags.writeable = False                     # each record's times are a view of it
-        last = np.where(output > 0, flat[np.maximum(ends - 1, 0)] if len(flat) else 0.0, np.nan) if finished else at
+        last = flat[np.maximum(ends - 1, 0)] if len(flat) else np.zeros(len(idx))   # read where a row has tokens
         out, classes = [], self.classes
         for r, rid, instance, arrival, prompt, max_tokens, preemptions, retries, a, b, first, priority, end in zip(
                 rows, self.rid[idx].tolist(), self.instance[idx].tolist(), self.arrival[idx].tolist(),
