@@ -313,11 +313,11 @@ TESTS = ["tests/test_rules.py", "tests/test_card.py", "tests/test_engine_oracle.
 
 
 SAMPLE = (
-    "return -(-tokens // block_size)", "return np.max([cost.segments(shapes, factor) for", "np.maximum(compute, memory)",
+    "return (tokens + (block_size - 1)) // block_size", "return np.max([cost.segments(shapes, factor) for", "np.maximum(compute, memory)",
     "step_s(shapes[:, 2]", "pick = t.argmin(axis=1)", "link_at[:, i] = np.maximum(link_free, compute_free)",
     "new * computed + new * (new + 1) // 2", "before = np.cumsum(lacking, axis=1) - lacking",
     "self.waiting[i].appendleft(victim)", "(n < lacking and not self.chunked)", "[ring] * (2 * (n - 1))",
-    "if kv < one_seq:", "ttft = [r.token_times[0] - r.arrival", "math.exp(-seconds / self.thermal.tau_s)",
+    "if kv < one_seq:", "ttft = c.first[done] - c.arrival[done]", "math.exp(-seconds / self.thermal.tau_s)",
     "own + reclaim > self.free[i]", "for h in reversed(held):",
 )
 """The fixed sample CI runs (``--sample``): one mutant of each core rule, each caught by the fast tier's
@@ -325,12 +325,16 @@ tests within the time CI gives it."""
 
 
 def check(entries) -> int:
-    """Every entry's text is in its file exactly once (the list is true to the code)."""
+    """Every entry's text is in its file exactly once (the list is true to the code), and every ``SAMPLE``
+    text names an entry (a sample that names none would shrink without a word)."""
     stale = [(path, old) for path, old, *_ in entries if (ROOT / path).read_text().count(old) != 1]
     for path, old in stale:
         print(f"STALE    {path}: {old!r}")
+    unnamed = [text for text in SAMPLE if text not in {old for _, old, *_ in entries}]
+    for text in unnamed:
+        print(f"SAMPLE   names no rule: {text!r}")
     print(f"{len(entries) - len(stale)} of {len(entries)} rules match their code")
-    return 1 if stale else 0
+    return 1 if stale or unnamed else 0
 
 
 def main(args: list[str]) -> int:
