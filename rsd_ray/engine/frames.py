@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rsd_ray.engine.request import PlainValues
+
 
 @dataclass(frozen=True)
-class InstanceFrame:
+class InstanceFrame(PlainValues):
     instance: int
     clock_s: float
     running: int
@@ -21,11 +23,3 @@ class InstanceFrame:
     prefix_cache_hits: int = 0        # of them, found
     kv_offload_hits: int = 0          # prompt tokens' KV brought back from host memory (kv_offloading_size)
     kv_offload_stored: int = 0        # prefix blocks evicted from the cards into host memory
-
-    @classmethod
-    def of(cls, **fields) -> "InstanceFrame":
-        """A frame from every field, at a fraction of the frozen ``__init__``'s cost (each is a plain value:
-        nothing to check), which every instance pays every epoch."""
-        new = object.__new__(cls)
-        new.__dict__.update(fields)
-        return new

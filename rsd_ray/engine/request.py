@@ -7,6 +7,18 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 
+class PlainValues:
+    """A frozen dataclass of plain values that the hot path makes by the million (records, frames)."""
+
+    @classmethod
+    def of(cls, **fields):
+        """One from every field, at a fraction of the frozen ``__init__``'s cost (each is a plain value:
+        nothing to check)."""
+        new = object.__new__(cls)
+        new.__dict__.update(fields)
+        return new
+
+
 class TokenTimes(Sequence):
     """A request's token timestamps: a sequence of floats that reads, compares and adds like a tuple, kept
     as one read-only array (often a view of the engine's buffer, shared by a whole epoch's records). A
@@ -72,7 +84,7 @@ class Handoff(NamedTuple):
 
 
 @dataclass(frozen=True)
-class RequestRecord:
+class RequestRecord(PlainValues):
     """What a request leaves in the results: its timings, token by token."""
     rid: int
     instance: int
@@ -92,14 +104,6 @@ class RequestRecord:
     @property
     def output_len(self) -> int:
         return len(self.token_times)
-
-    @classmethod
-    def of(cls, **fields) -> "RequestRecord":
-        """A record from every field, at a fraction of the frozen ``__init__``'s cost (each is a plain
-        value: nothing to check), which every finished request pays."""
-        new = object.__new__(cls)
-        new.__dict__.update(fields)
-        return new
 
 
 @dataclass(frozen=True)

@@ -226,9 +226,11 @@ class Controller:
             for sub, i in zip(subs, picks):
                 self._placed(sub, i, arrivals)
             refused = subs[len(picks):]
-            for sub in refused if self.offline else ():
+            if not self.offline:
+                return refused
+            for sub in refused:                           # offline: no healthy instance to take them
                 self.ledger.error(sub, NO_HEALTHY_INSTANCE)
-            return [] if self.offline else refused
+            return []
         full, refused = False, []
         for sub in subs:
             if (full and sub.instance < 0) or not self._place(sub, arrivals, force=self.offline):
